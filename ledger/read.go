@@ -1,0 +1,268 @@
+package ledger
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/transparency-dev/merkle/proof"
+	bolt "go.etcd.io/bbolt"
+)
+
+// ErrBeyondSize is returned for a leaf, node, proof or tile that the
+// committed tree (or the requested tree size) does not contain yet.
+var ErrBeyondSize = errors.New("beyond the tree size")
+
+// reader reads hashes and offsets inside one bbolt read transaction.
+type reader struct {
+	tx     *bolt.Tx
+	hashes *bolt.Bucket
+	ends   *bolt.Bucket
+	upper  *upperLevels // nil: read every level from bbolt
+}
+
+func (r *reader) block(b **bolt.Bucket, name []byte, index uint64, size int) ([]byte, error) {
+	if *b == nil {
+		*b = r.tx.Bucket(name)
+	}
+	var key [8]byte
+	binary.BigEndian.PutUint64(key[:], index>>blockBits)
+	v := (*b).Get(key[:])
+	off := int(index&(blockLen-1)) * size
+	if len(v) < off+size {
+		return nil, fmt.Errorf("%s record %d missing: store corrupt", name, index)
+	}
+	return v[off : off+size], nil
+}
+
+// node returns the hash of the perfect subtree (level, index).
+func (r *reader) node(level uint8, index uint64) (Hash, error) {
+	if level >= upperLevel && r.upper != nil {
+		if l := r.upper[level]; index < uint64(len(l)) {
+			return l[index], nil
+		}
+	}
+	v, err := r.block(&r.hashes, bucketHashes, storedIndex(level, index), 32)
+	if err != nil {
+		return Hash{}, err
+	}
+	return Hash(v), nil
+}
+
+// end returns the offset in entries.dat just past leaf i's record.
+func (r *reader) end(i uint64) (uint64, error) {
+	v, err := r.block(&r.ends, bucketEnds, i, 8)
+	if err != nil {
+		return 0, err
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+// span returns the byte range of leaves [start, end) in entries.dat,
+// u16 length prefixes included.
+func (r *reader) span(start, end uint64) (from, to uint64, err error) {
+	if start > 0 {
+		if from, err = r.end(start - 1); err != nil {
+			return 0, 0, err
+		}
+	}
+	if to, err = r.end(end - 1); err != nil {
+		return 0, 0, err
+	}
+	return from, to, nil
+}
+
+// view runs fn in a read transaction after checking that the committed tree
+// has at least size leaves.
+func (s *Store) view(size uint64, fn func(r *reader) error) error {
+	if cur := s.Size(); size > cur {
+		return fmt.Errorf("tree size %d: %w (committed size %d)", size, ErrBeyondSize, cur)
+	}
+	upper := s.upper.Load()
+	return s.db.View(func(tx *bolt.Tx) error {
+		return fn(&reader{tx: tx, upper: upper})
+	})
+}
+
+// LeafHash returns the RFC 6962 hash of leaf i.
+func (s *Store) LeafHash(i uint64) (Hash, error) {
+	var h Hash
+	err := s.view(i+1, func(r *reader) (err error) {
+		h, err = r.node(0, i)
+		return err
+	})
+	return h, err
+}
+
+// Leaf returns a copy of leaf i.
+func (s *Store) Leaf(i uint64) ([]byte, error) {
+	leaves, err := s.Leaves(i, i+1)
+	if err != nil {
+		return nil, err
+	}
+	return leaves[0], nil
+}
+
+// Leaves returns copies of the leaves [start, end), read with one disk read.
+func (s *Store) Leaves(start, end uint64) ([][]byte, error) {
+	if start >= end {
+		return nil, fmt.Errorf("empty leaf range [%d, %d)", start, end)
+	}
+	raw, err := s.records(start, end)
+	if err != nil {
+		return nil, err
+	}
+	leaves := make([][]byte, 0, end-start)
+	for len(raw) > 0 {
+		if len(raw) < 2 || len(raw) < 2+int(binary.BigEndian.Uint16(raw)) {
+			return nil, fmt.Errorf("leaf %d: truncated record in entries file: store corrupt", start+uint64(len(leaves)))
+		}
+		n := 2 + int(binary.BigEndian.Uint16(raw))
+		leaves = append(leaves, raw[2:n:n])
+		raw = raw[n:]
+	}
+	if uint64(len(leaves)) != end-start {
+		return nil, fmt.Errorf("leaves [%d, %d): found %d records: store corrupt", start, end, len(leaves))
+	}
+	return leaves, nil
+}
+
+// records returns the raw u16-framed records of leaves [start, end).
+func (s *Store) records(start, end uint64) ([]byte, error) {
+	var from, to uint64
+	err := s.view(end, func(r *reader) (err error) {
+		from, to, err = r.span(start, end)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("leaves [%d, %d): %w", start, end, err)
+	}
+	buf := make([]byte, to-from)
+	if _, err := s.entries.ReadAt(buf, int64(from)); err != nil {
+		return nil, fmt.Errorf("read leaves [%d, %d) at offset %d: %w", start, end, from, err)
+	}
+	return buf, nil
+}
+
+// RootAt returns the root of the tree made of the first size leaves, for any
+// size up to the committed one, from O(log size) stored hashes.
+func (s *Store) RootAt(size uint64) (Hash, error) {
+	if st := s.State(); st.Size == size {
+		return st.Root, nil
+	}
+	var root Hash
+	err := s.view(size, func(r *reader) error {
+		ids := edgeNodes(size)
+		hashes := make([]Hash, len(ids))
+		for i, id := range ids {
+			h, err := r.node(id.level, id.index)
+			if err != nil {
+				return err
+			}
+			hashes[i] = h
+		}
+		root = foldRoot(hashes)
+		return nil
+	})
+	return root, err
+}
+
+// InclusionProof returns the RFC 6962 inclusion proof of leaf index in the
+// tree of the given size, for any size up to the committed one.
+func (s *Store) InclusionProof(index, size uint64) ([]Hash, error) {
+	if index >= size {
+		return nil, fmt.Errorf("inclusion proof of leaf %d in tree of size %d: %w", index, size, ErrBeyondSize)
+	}
+	nodes, err := proof.Inclusion(index, size)
+	if err != nil {
+		return nil, err
+	}
+	return s.proof(nodes, size)
+}
+
+// ConsistencyProof returns the RFC 6962 consistency proof between the trees
+// of size1 and size2 (size1 ≤ size2 ≤ committed size). It is empty when
+// size1 is 0 or equals size2.
+func (s *Store) ConsistencyProof(size1, size2 uint64) ([]Hash, error) {
+	if size1 > size2 {
+		return nil, fmt.Errorf("consistency proof from size %d to smaller size %d", size1, size2)
+	}
+	nodes, err := proof.Consistency(size1, size2)
+	if err != nil {
+		return nil, err
+	}
+	return s.proof(nodes, size2)
+}
+
+// proof reads the stored hashes the proof needs and folds the right-border
+// group into the one ephemeral node, as merkle's Nodes.Rehash does.
+func (s *Store) proof(nodes proof.Nodes, size uint64) ([]Hash, error) {
+	hashes := make([]Hash, len(nodes.IDs))
+	err := s.view(size, func(r *reader) error {
+		for i, id := range nodes.IDs {
+			h, err := r.node(uint8(id.Level), id.Index)
+			if err != nil {
+				return err
+			}
+			hashes[i] = h
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	_, begin, end := nodes.Ephem()
+	if end-begin <= 1 {
+		return hashes, nil
+	}
+	h := hashes[begin]
+	for i := begin + 1; i < end; i++ {
+		h = nodeHash(&hashes[i], &h)
+	}
+	hashes[begin] = h
+	return append(hashes[:begin+1], hashes[end:]...), nil
+}
+
+// upperLevel is the lowest tree level whose hashes the store keeps in
+// memory: 2/256 of the leaf count in hashes, 2.5 MB for 10 million leaves.
+const upperLevel = 8
+
+// upperLevels holds, for each level ≥ upperLevel, the hashes of the complete
+// nodes of that level in index order. A published value is never modified:
+// with appends only new hashes past the length readers see, and with grows
+// a new array.
+type upperLevels [64][]Hash
+
+type upperHash struct {
+	level uint8
+	hash  Hash
+}
+
+// with returns the levels extended by hashes, which come in append order.
+func (u *upperLevels) with(hashes []upperHash) *upperLevels {
+	if len(hashes) == 0 {
+		return u
+	}
+	next := *u
+	for _, h := range hashes {
+		next[h.level] = append(next[h.level], h.hash)
+	}
+	return &next
+}
+
+// loadUpperLevels reads the upper levels of a tree of the given size.
+func loadUpperLevels(r *reader, size uint64) (*upperLevels, error) {
+	u := new(upperLevels)
+	for level := uint8(upperLevel); level < 64 && size>>level > 0; level++ {
+		n := size >> level
+		u[level] = make([]Hash, n)
+		for i := range n {
+			h, err := r.node(level, i)
+			if err != nil {
+				return nil, err
+			}
+			u[level][i] = h
+		}
+	}
+	return u, nil
+}
