@@ -58,6 +58,21 @@ func (r *reader) end(i uint64) (uint64, error) {
 	return binary.BigEndian.Uint64(v), nil
 }
 
+// edge returns the roots of the perfect subtrees covering [0, size), left
+// to right: the tree's right edge.
+func (r *reader) edge(size uint64) ([]Hash, error) {
+	ids := edgeNodes(size)
+	hashes := make([]Hash, len(ids))
+	for i, id := range ids {
+		h, err := r.node(id.level, id.index)
+		if err != nil {
+			return nil, err
+		}
+		hashes[i] = h
+	}
+	return hashes, nil
+}
+
 // span returns the byte range of leaves [start, end) in entries.dat,
 // u16 length prefixes included.
 func (r *reader) span(start, end uint64) (from, to uint64, err error) {
@@ -152,17 +167,9 @@ func (s *Store) RootAt(size uint64) (Hash, error) {
 	}
 	var root Hash
 	err := s.view(size, func(r *reader) error {
-		ids := edgeNodes(size)
-		hashes := make([]Hash, len(ids))
-		for i, id := range ids {
-			h, err := r.node(id.level, id.index)
-			if err != nil {
-				return err
-			}
-			hashes[i] = h
-		}
+		hashes, err := r.edge(size)
 		root = foldRoot(hashes)
-		return nil
+		return err
 	})
 	return root, err
 }

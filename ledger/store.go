@@ -185,14 +185,9 @@ func (s *Store) load() error {
 	// offsets: O(log n) reads, and nothing to keep in sync on disk.
 	err = s.db.View(func(tx *bolt.Tx) error {
 		r := reader{tx: tx}
-		ids := edgeNodes(size)
-		hashes := make([]Hash, len(ids))
-		for i, id := range ids {
-			h, err := r.node(id.level, id.index)
-			if err != nil {
-				return err
-			}
-			hashes[i] = h
+		hashes, err := r.edge(size)
+		if err != nil {
+			return err
 		}
 		s.edge = edge{size: size, hashes: hashes}
 		upper, err := loadUpperLevels(&r, size)
