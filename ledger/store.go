@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -102,6 +103,8 @@ var (
 	bucketHashes   = []byte("hashes")
 	bucketEnds     = []byte("ends")
 	bucketStations = []byte("stations")
+
+	bucketUser     = []byte("user") // nested in meta: SetMetadata records
 
 	keySize    = []byte("size")
 	keyMarker  = []byte("marker")
@@ -459,4 +462,101 @@ func (s *Store) StationRegistrations() (map[[32]byte]uint64, error) {
 		})
 	})
 	return out, err
+}
+
+// SetMetadata stores small key/value records that belong with the ledger
+// state but are not leaves (for example the cluster's member addresses),
+// with the caller's marker, in one transaction. A nil value deletes the key.
+func (s *Store) SetMetadata(key string, value, marker []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.Bucket(bucketMeta).CreateBucketIfNotExists(bucketUser)
+		if err != nil {
+			return err
+		}
+		if value == nil {
+			err = b.Delete([]byte(key))
+		} else {
+			err = b.Put([]byte(key), value)
+		}
+		if err != nil {
+			return err
+		}
+		if marker != nil {
+			return tx.Bucket(bucketMeta).Put(keyMarker, marker)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("set metadata %q: %w", key, err)
+	}
+	return nil
+}
+
+// Metadata returns every record stored with SetMetadata.
+func (s *Store) Metadata() (map[string][]byte, error) {
+	out := make(map[string][]byte)
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketMeta).Bucket(bucketUser)
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			out[string(k)] = bytes.Clone(v)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// WriteLeaves writes the leaves [0, size) to w as u16-length-framed records
+// (the entries file's own format), for snapshots. It reads only committed,
+// immutable data, so it may run concurrently with appends.
+func (s *Store) WriteLeaves(w io.Writer, size uint64) error {
+	if size == 0 {
+		return nil
+	}
+	var end uint64
+	err := s.view(size, func(r *reader) (err error) {
+		end, err = r.end(size - 1)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(w, io.NewSectionReader(s.entries, 0, int64(end))); err != nil {
+		return fmt.Errorf("copy %d leaves: %w", size, err)
+	}
+	return nil
+}
+
+// Sync makes everything appended so far durable, for stores opened with
+// NoSync (such as one being rebuilt from a snapshot).
+func (s *Store) Sync() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.entries.Sync(); err != nil {
+		return fmt.Errorf("sync entries file: %w", err)
+	}
+	if err := s.chips.journal.Sync(); err != nil {
+		return fmt.Errorf("sync chip index journal: %w", err)
+	}
+	if err := s.db.Sync(); err != nil {
+		return fmt.Errorf("sync ledger database: %w", err)
+	}
+	return syncDir(s.dir, false)
+}
+
+// syncDir makes a directory's entries (new and renamed files) durable.
+func syncDir(dir string, noSync bool) error {
+	if noSync {
+		return nil
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }

@@ -1,0 +1,241 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/hashicorp/raft"
+
+	v1 "github.com/chipledger/chipledger/proto/chipledger/v1"
+	"github.com/chipledger/chipledger/proto/chipledger/v1/chipledgerv1connect"
+)
+
+// adminService implements the AdminService API.
+type adminService struct{ n *Node }
+
+var _ chipledgerv1connect.AdminServiceHandler = (*adminService)(nil)
+
+func (s *adminService) Status(ctx context.Context, req *connect.Request[v1.StatusRequest]) (*connect.Response[v1.StatusResponse], error) {
+	n := s.n
+	st := n.localStatus()
+	if req.Header().Get(localStatusHeader) != "" {
+		return connect.NewResponse(st), nil
+	}
+	cf := n.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return nil, toConnectError(err)
+	}
+	members, err := n.fsm.members()
+	if err != nil {
+		return nil, toConnectError(err)
+	}
+	servers := cf.Configuration().Servers
+	st.Peers = make([]*v1.Peer, len(servers))
+	var wg sync.WaitGroup
+	for i, srv := range servers {
+		p := &v1.Peer{
+			NodeId:      string(srv.ID),
+			RaftAddress: string(srv.Address),
+			ApiAddress:  members[string(srv.ID)],
+			Suffrage:    strings.ToLower(srv.Suffrage.String()),
+		}
+		st.Peers[i] = p
+		if string(srv.ID) == n.cfg.ID {
+			p.Role, p.TreeSize, p.AppliedIndex = st.Role, st.TreeSize, st.AppliedIndex
+			continue
+		}
+		if p.ApiAddress == "" {
+			p.Error = "API address unknown"
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			r := connect.NewRequest(&v1.StatusRequest{})
+			r.Header().Set(localStatusHeader, "1")
+			resp, err := n.peers.admin(p.ApiAddress).Status(ctx, r)
+			if err != nil {
+				p.Error = err.Error()
+				return
+			}
+			p.Role, p.TreeSize, p.AppliedIndex = resp.Msg.Role, resp.Msg.TreeSize, resp.Msg.AppliedIndex
+			if st.AppliedIndex > p.AppliedIndex {
+				p.Lag = st.AppliedIndex - p.AppliedIndex
+			}
+		}()
+	}
+	wg.Wait()
+	return connect.NewResponse(st), nil
+}
+
+// localStatus reports this node's own view.
+func (n *Node) localStatus() *v1.StatusResponse {
+	stats := n.raft.Stats()
+	num := func(k string) uint64 {
+		v, _ := strconv.ParseUint(stats[k], 10, 64)
+		return v
+	}
+	leaderID, leaderAddr := n.leaderAPI()
+	cp := n.fsm.checkpoint()
+	return &v1.StatusResponse{
+		NodeId:        n.cfg.ID,
+		Role:          strings.ToLower(n.raft.State().String()),
+		Term:          num("term"),
+		LeaderId:      leaderID,
+		LeaderAddress: leaderAddr,
+		AppliedIndex:  n.raft.AppliedIndex(),
+		CommitIndex:   num("commit_index"),
+		LastLogIndex:  n.raft.LastIndex(),
+		TreeSize:      cp.Size,
+		Checkpoint:    cp.Signed,
+	}
+}
+
+func (s *adminService) Join(ctx context.Context, req *connect.Request[v1.JoinRequest]) (*connect.Response[v1.JoinResponse], error) {
+	m := req.Msg
+	if m.GetNodeId() == "" || m.GetRaftAddress() == "" || m.GetApiAddress() == "" {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("join needs node_id, raft_address and api_address"))
+	}
+	n := s.n
+	if !n.IsLeader() {
+		return forwardAdmin(ctx, n, req, chipledgerv1connect.AdminServiceClient.Join)
+	}
+	cf := n.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return nil, toConnectError(err)
+	}
+	present := false
+	for _, srv := range cf.Configuration().Servers {
+		if srv.ID == raft.ServerID(m.NodeId) && srv.Address == raft.ServerAddress(m.RaftAddress) && srv.Suffrage == raft.Voter {
+			present = true
+		}
+	}
+	if !present {
+		n.log.Info("adding voter", "member", m.NodeId, "raft", m.RaftAddress)
+		if err := n.raft.AddVoter(raft.ServerID(m.NodeId), raft.ServerAddress(m.RaftAddress), 0, maxWait).Error(); err != nil {
+			return nil, raftError("add voter "+m.NodeId, err)
+		}
+	}
+	if err := n.applyMember(m.NodeId, m.ApiAddress); err != nil {
+		return nil, raftError("record member address", err)
+	}
+	return connect.NewResponse(&v1.JoinResponse{}), nil
+}
+
+func (s *adminService) Leave(ctx context.Context, req *connect.Request[v1.LeaveRequest]) (*connect.Response[v1.LeaveResponse], error) {
+	id := req.Msg.GetNodeId()
+	if id == "" {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("leave needs node_id"))
+	}
+	n := s.n
+	if !n.IsLeader() {
+		return forwardAdmin(ctx, n, req, chipledgerv1connect.AdminServiceClient.Leave)
+	}
+	// Forget the address first: once the leader removes itself it can no
+	// longer apply anything.
+	if err := n.applyMember(id, ""); err != nil {
+		return nil, raftError("forget member address", err)
+	}
+	n.log.Info("removing server", "member", id)
+	if err := n.raft.RemoveServer(raft.ServerID(id), 0, maxWait).Error(); err != nil {
+		return nil, raftError("remove server "+id, err)
+	}
+	return connect.NewResponse(&v1.LeaveResponse{}), nil
+}
+
+func (s *adminService) TransferLeadership(ctx context.Context, req *connect.Request[v1.TransferLeadershipRequest]) (*connect.Response[v1.TransferLeadershipResponse], error) {
+	n := s.n
+	if !n.IsLeader() {
+		return forwardAdmin(ctx, n, req, chipledgerv1connect.AdminServiceClient.TransferLeadership)
+	}
+	var f raft.Future
+	if id := req.Msg.GetNodeId(); id != "" {
+		cf := n.raft.GetConfiguration()
+		if err := cf.Error(); err != nil {
+			return nil, toConnectError(err)
+		}
+		var addr raft.ServerAddress
+		for _, srv := range cf.Configuration().Servers {
+			if string(srv.ID) == id {
+				addr = srv.Address
+			}
+		}
+		if addr == "" {
+			return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("no member %q", id))
+		}
+		f = n.raft.LeadershipTransferToServer(raft.ServerID(id), addr)
+	} else {
+		f = n.raft.LeadershipTransfer()
+	}
+	if err := f.Error(); err != nil {
+		return nil, raftError("transfer leadership", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, maxWait)
+	defer cancel()
+	if err := n.waitForLeader(ctx); err != nil {
+		return nil, n.unavailable("no leader after the transfer")
+	}
+	_, lid := n.raft.LeaderWithID()
+	return connect.NewResponse(&v1.TransferLeadershipResponse{LeaderId: string(lid)}), nil
+}
+
+// raftError maps a Raft failure to a Connect error.
+func raftError(what string, err error) error {
+	if isLeadershipError(err) {
+		return connect.NewError(connect.CodeUnavailable, fmt.Errorf("%s: %w", what, err))
+	}
+	return toConnectError(fmt.Errorf("%s: %w", what, err))
+}
+
+// forwardAdmin sends an admin request to the leader.
+func forwardAdmin[Req, Resp any](ctx context.Context, n *Node, req *connect.Request[Req],
+	call func(chipledgerv1connect.AdminServiceClient, context.Context, *connect.Request[Req]) (*connect.Response[Resp], error)) (*connect.Response[Resp], error) {
+	if req.Header().Get(forwardedHeader) != "" {
+		return nil, n.unavailable("this node is not the leader")
+	}
+	ctx, cancel := context.WithTimeout(ctx, maxWait)
+	defer cancel()
+	if err := n.waitForLeader(ctx); err != nil {
+		return nil, n.unavailable("no leader")
+	}
+	_, addr := n.leaderAPI()
+	if addr == "" {
+		return nil, n.unavailable("the leader's API address is not known yet")
+	}
+	fwd := connect.NewRequest(req.Msg)
+	fwd.Header().Set(forwardedHeader, n.cfg.ID)
+	return call(n.peers.admin(addr), ctx, fwd)
+}
+
+// join asks the configured members to add this node, until one accepts or
+// the node stops.
+func (n *Node) join(ctx context.Context) error {
+	req := &v1.JoinRequest{NodeId: n.cfg.ID, RaftAddress: n.RaftAddr(), ApiAddress: n.apiAddr}
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	var lastErr error
+	for attempt := 0; ; attempt++ {
+		for _, addr := range n.cfg.Join {
+			_, err := n.peers.admin(addr).Join(ctx, connect.NewRequest(req))
+			if err == nil {
+				n.log.Info("joined the cluster", "via", addr)
+				return nil
+			}
+			lastErr = err
+			n.log.Info("join attempt failed; retrying", "via", addr, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("join the cluster through %s: %w", strings.Join(n.cfg.Join, ", "), lastErr)
+		case <-time.After(min(time.Duration(attempt+1)*200*time.Millisecond, 2*time.Second)):
+		}
+	}
+}

@@ -1,0 +1,160 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/chipledger/chipledger/ledger"
+	"github.com/chipledger/chipledger/proofs"
+)
+
+// Errors of the state-dependent admission rules, decided inside the state
+// machine so that every replica decides alike.
+var (
+	// ErrUnknownStation reports an escrow entry whose station has no
+	// registration in the log (before the entry).
+	ErrUnknownStation = errors.New("station not registered")
+	// ErrStationRegistered reports a registration of a station that is
+	// already registered by another leaf.
+	ErrStationRegistered = errors.New("station already registered")
+	// ErrNotAppendable reports a leaf kind that cannot be submitted, such as
+	// the index-root leaves the log writes itself.
+	ErrNotAppendable = errors.New("leaf kind cannot be appended")
+)
+
+// leafResult is the outcome of one leaf of a batch.
+type leafResult struct {
+	Index     uint64
+	Duplicate bool
+	Err       error
+}
+
+// admitter applies the state-dependent admission rules of DESIGN.md §3.2 to
+// the leaves of one batch, in order, over the store's state plus the leaves
+// already accepted in the batch. It is deterministic: it reads only the
+// store and the batch.
+type admitter struct {
+	store    *ledger.Store
+	next     uint64 // index the next accepted leaf gets
+	accepted [][]byte
+	chips    map[string][]ledger.ChipEpoch
+	stations map[[32]byte]ledger.ChipEpoch // registration index and leaf hash
+}
+
+func newAdmitter(store *ledger.Store) *admitter {
+	return &admitter{
+		store:    store,
+		next:     store.Size(),
+		chips:    make(map[string][]ledger.ChipEpoch),
+		stations: make(map[[32]byte]ledger.ChipEpoch),
+	}
+}
+
+// admit decides one leaf and, if it is accepted, queues it for the append.
+// An error return means the store could not be read: the batch cannot be
+// decided and the replica must stop rather than diverge.
+func (a *admitter) admit(leaf []byte) (leafResult, error) {
+	kind, err := ledger.PeekKind(leaf)
+	if err != nil {
+		return leafResult{Err: err}, nil
+	}
+	hash := proofs.LeafHash(leaf)
+	switch kind {
+	case ledger.KindEscrow:
+		return a.admitEscrow(leaf, hash)
+	case ledger.KindStation:
+		return a.admitStation(leaf, hash)
+	default:
+		return leafResult{Err: fmt.Errorf("%w: %s", ErrNotAppendable, kind)}, nil
+	}
+}
+
+func (a *admitter) admitEscrow(leaf []byte, hash ledger.Hash) (leafResult, error) {
+	e, err := ledger.ParseEscrowEntry(leaf)
+	if err != nil {
+		return leafResult{Err: err}, nil
+	}
+	if _, ok, err := a.station(e.StationID); err != nil {
+		return leafResult{}, err
+	} else if !ok {
+		return leafResult{Err: fmt.Errorf("%w: station %x", ErrUnknownStation, e.StationID)}, nil
+	}
+	history, err := a.history(e.ChipID)
+	if err != nil {
+		return leafResult{}, err
+	}
+	existing, dup, err := ledger.DecideEpoch(history, e.Epoch, hash)
+	switch {
+	case err != nil:
+		return leafResult{Err: fmt.Errorf("chip %s: %w", e.ChipID, err)}, nil
+	case dup:
+		return leafResult{Index: existing, Duplicate: true}, nil
+	}
+	idx := a.accept(leaf)
+	a.chips[string(e.ChipID)] = append(history, ledger.ChipEpoch{Epoch: e.Epoch, Index: idx, LeafHash: hash})
+	return leafResult{Index: idx}, nil
+}
+
+func (a *admitter) admitStation(leaf []byte, hash ledger.Hash) (leafResult, error) {
+	r, err := ledger.ParseStationRegistration(leaf)
+	if err != nil {
+		return leafResult{Err: err}, nil
+	}
+	id := r.StationID()
+	reg, ok, err := a.station(id)
+	switch {
+	case err != nil:
+		return leafResult{}, err
+	case ok && reg.LeafHash == hash:
+		return leafResult{Index: reg.Index, Duplicate: true}, nil
+	case ok:
+		return leafResult{Err: fmt.Errorf("%w: station %x at index %d", ErrStationRegistered, id, reg.Index)}, nil
+	}
+	idx := a.accept(leaf)
+	a.stations[id] = ledger.ChipEpoch{Index: idx, LeafHash: hash}
+	return leafResult{Index: idx}, nil
+}
+
+func (a *admitter) accept(leaf []byte) uint64 {
+	a.accepted = append(a.accepted, leaf)
+	a.next++
+	return a.next - 1
+}
+
+// station returns the registration of a station, from this batch or the
+// store.
+func (a *admitter) station(id [32]byte) (ledger.ChipEpoch, bool, error) {
+	if reg, ok := a.stations[id]; ok {
+		return reg, true, nil
+	}
+	idx, ok, err := a.store.StationRegistrationIndex(id)
+	if err != nil || !ok {
+		return ledger.ChipEpoch{}, false, err
+	}
+	h, err := a.store.LeafHash(idx)
+	if err != nil {
+		return ledger.ChipEpoch{}, false, err
+	}
+	reg := ledger.ChipEpoch{Index: idx, LeafHash: h}
+	a.stations[id] = reg
+	return reg, true, nil
+}
+
+// history returns a chip's escrow entries with their leaf hashes, from this
+// batch or the store.
+func (a *admitter) history(chip ledger.ChipID) ([]ledger.ChipEpoch, error) {
+	if h, ok := a.chips[string(chip)]; ok {
+		return h, nil
+	}
+	entries := a.store.ChipEntries(chip)
+	h := make([]ledger.ChipEpoch, len(entries))
+	for i, e := range entries {
+		lh, err := a.store.LeafHash(e.Index)
+		if err != nil {
+			return nil, err
+		}
+		h[i] = ledger.ChipEpoch{Epoch: e.Epoch, Index: e.Index, LeafHash: lh}
+	}
+	a.chips[string(chip)] = h
+	return h, nil
+}

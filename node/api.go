@@ -1,0 +1,444 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/hashicorp/raft"
+
+	"github.com/chipledger/chipledger/ledger"
+	v1 "github.com/chipledger/chipledger/proto/chipledger/v1"
+	"github.com/chipledger/chipledger/proto/chipledger/v1/chipledgerv1connect"
+)
+
+const (
+	// maxEntriesPerCall bounds GetEntries.
+	maxEntriesPerCall = 1000
+	// maxWait bounds how long a read waits for a requested tree size, and a
+	// write for a leader.
+	maxWait = 10 * time.Second
+	// forwardedHeader marks an append a follower forwarded, so that it is
+	// never forwarded again.
+	forwardedHeader = "Chipledger-Forwarded"
+	// leaderHeader carries the leader's API address on UNAVAILABLE errors.
+	leaderHeader = "Chipledger-Leader"
+	// localStatusHeader asks Status not to query the peers.
+	localStatusHeader = "Chipledger-Local-Status"
+)
+
+// ledgerService implements the LedgerService API.
+type ledgerService struct{ n *Node }
+
+var _ chipledgerv1connect.LedgerServiceHandler = (*ledgerService)(nil)
+
+func (s *ledgerService) Append(ctx context.Context, req *connect.Request[v1.AppendRequest]) (*connect.Response[v1.AppendResponse], error) {
+	leaf := req.Msg.GetLeaf()
+	if len(leaf) == 0 || len(leaf) > ledger.MaxLeafSize {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("leaf of %d bytes: want 1 to %d", len(leaf), ledger.MaxLeafSize))
+	}
+	forwarded := req.Header().Get(forwardedHeader) != ""
+	ctx, cancel := context.WithTimeout(ctx, maxWait)
+	defer cancel()
+	for {
+		if !s.n.IsLeader() {
+			if forwarded {
+				return nil, s.n.unavailable("this node is no longer the leader")
+			}
+			return s.n.forwardAppend(ctx, req.Msg)
+		}
+		resp, err := s.appendLocal(ctx, leaf)
+		if err == nil || !isLeadershipError(err) {
+			return resp, err
+		}
+		// Leadership changed while the batch was in flight: it may or may
+		// not have committed. Retrying through the new leader is safe,
+		// because an exact retry is recognised as a duplicate.
+		s.n.log.Info("append interrupted by a leadership change; retrying", "err", err)
+		if err := s.n.waitForLeader(ctx); err != nil {
+			return nil, s.n.unavailable("no leader: " + err.Error())
+		}
+	}
+}
+
+func isLeadershipError(err error) bool {
+	return errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
+		errors.Is(err, raft.ErrLeadershipTransferInProgress) || errors.Is(err, raft.ErrAbortedByRestore)
+}
+
+// appendLocal checks a leaf, submits it to the batcher and builds the
+// receipt. Leadership errors are returned as they are, for Append to retry.
+func (s *ledgerService) appendLocal(ctx context.Context, leaf []byte) (*connect.Response[v1.AppendResponse], error) {
+	if err := s.n.precheck(leaf); err != nil {
+		return nil, toConnectError(err)
+	}
+	out, err := s.n.batcher.submit(ctx, leaf)
+	if err == nil {
+		err = out.err
+	}
+	if err != nil {
+		if isLeadershipError(err) {
+			return nil, err
+		}
+		return nil, toConnectError(err)
+	}
+	if out.leaf.Err != nil {
+		return nil, toConnectError(out.leaf.Err)
+	}
+	r, err := s.n.receipt(out.leaf.Index, leaf, out.checkpoint)
+	if err != nil {
+		return nil, toConnectError(err)
+	}
+	return connect.NewResponse(&v1.AppendResponse{Receipt: r, Duplicate: out.leaf.Duplicate}), nil
+}
+
+// precheck runs the admission checks that need no replicated state and are
+// expensive (signatures, certificate chains) before the leaf is proposed.
+func (n *Node) precheck(leaf []byte) error {
+	kind, err := ledger.PeekKind(leaf)
+	if err != nil {
+		return err
+	}
+	switch kind {
+	case ledger.KindEscrow:
+		e, err := ledger.ParseEscrowEntry(leaf)
+		if err != nil {
+			return err
+		}
+		station, err := n.stations.get(e.StationID)
+		if err != nil {
+			return err
+		}
+		return ledger.CheckEscrowEntry(e, station, n.cfg.Trust)
+	case ledger.KindStation:
+		r, err := ledger.ParseStationRegistration(leaf)
+		if err != nil {
+			return err
+		}
+		_, err = ledger.CheckStationRegistration(r, n.cfg.Trust)
+		return err
+	default:
+		return fmt.Errorf("%w: %s", ErrNotAppendable, kind)
+	}
+}
+
+// receipt proves leaf index against cp.
+func (n *Node) receipt(index uint64, leaf []byte, cp *Checkpoint) (*v1.Receipt, error) {
+	var proof []ledger.Hash
+	err := n.fsm.withStore(func(s *ledger.Store) (err error) {
+		proof, err = s.InclusionProof(index, cp.Size)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &v1.Receipt{Index: index, Leaf: leaf, InclusionProof: hashesToBytes(proof), Checkpoint: cp.Signed}, nil
+}
+
+func hashesToBytes(hs []ledger.Hash) [][]byte {
+	out := make([][]byte, len(hs))
+	for i := range hs {
+		out[i] = hs[i][:]
+	}
+	return out
+}
+
+func (s *ledgerService) GetCheckpoint(ctx context.Context, req *connect.Request[v1.GetCheckpointRequest]) (*connect.Response[v1.GetCheckpointResponse], error) {
+	cp, err := s.n.checkpointAtLeast(ctx, req.Msg.GetMinSize())
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&v1.GetCheckpointResponse{Checkpoint: cp.Signed}), nil
+}
+
+// checkpointAtLeast returns the current checkpoint, after waiting (bounded)
+// until it has at least minSize leaves.
+func (n *Node) checkpointAtLeast(ctx context.Context, minSize uint64) (*Checkpoint, error) {
+	if minSize == 0 {
+		return n.fsm.checkpoint(), nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, maxWait)
+	defer cancel()
+	cp, err := n.fsm.waitForSize(ctx, minSize)
+	if err != nil {
+		return nil, connect.NewError(connect.CodeUnavailable, err)
+	}
+	return cp, nil
+}
+
+func (s *ledgerService) GetEntries(ctx context.Context, req *connect.Request[v1.GetEntriesRequest]) (*connect.Response[v1.GetEntriesResponse], error) {
+	start, end := req.Msg.GetStart(), req.Msg.GetEnd()
+	if start >= end || end-start > maxEntriesPerCall {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("entries [%d, %d): want start < end and at most %d entries", start, end, maxEntriesPerCall))
+	}
+	if size := s.n.fsm.checkpoint().Size; end > size {
+		return nil, connect.NewError(connect.CodeOutOfRange, fmt.Errorf("entries [%d, %d): the tree has %d leaves", start, end, size))
+	}
+	var leaves [][]byte
+	err := s.n.fsm.withStore(func(st *ledger.Store) (err error) {
+		leaves, err = st.Leaves(start, end)
+		return err
+	})
+	if err != nil {
+		return nil, toConnectError(err)
+	}
+	return connect.NewResponse(&v1.GetEntriesResponse{Leaves: leaves}), nil
+}
+
+func (s *ledgerService) GetInclusionProof(ctx context.Context, req *connect.Request[v1.GetInclusionProofRequest]) (*connect.Response[v1.GetInclusionProofResponse], error) {
+	index, size := req.Msg.GetIndex(), req.Msg.GetTreeSize()
+	cp := s.n.fsm.checkpoint()
+	resp := &v1.GetInclusionProofResponse{Index: index}
+	if size == 0 {
+		size = cp.Size
+		resp.Checkpoint = cp.Signed
+	}
+	if index >= size || size > cp.Size {
+		return nil, connect.NewError(connect.CodeOutOfRange, fmt.Errorf("inclusion of leaf %d in tree of size %d: the tree has %d leaves", index, size, cp.Size))
+	}
+	err := s.n.fsm.withStore(func(st *ledger.Store) error {
+		proof, err := st.InclusionProof(index, size)
+		if err != nil {
+			return err
+		}
+		h, err := st.LeafHash(index)
+		resp.InclusionProof, resp.LeafHash = hashesToBytes(proof), h[:]
+		return err
+	})
+	if err != nil {
+		return nil, toConnectError(err)
+	}
+	resp.TreeSize = size
+	return connect.NewResponse(resp), nil
+}
+
+func (s *ledgerService) GetConsistencyProof(ctx context.Context, req *connect.Request[v1.GetConsistencyProofRequest]) (*connect.Response[v1.GetConsistencyProofResponse], error) {
+	size1, size2 := req.Msg.GetSize1(), req.Msg.GetSize2()
+	cp := s.n.fsm.checkpoint()
+	resp := &v1.GetConsistencyProofResponse{Size1: size1}
+	if size2 == 0 {
+		size2 = cp.Size
+		resp.Checkpoint = cp.Signed
+	}
+	if size1 > size2 || size2 > cp.Size {
+		return nil, connect.NewError(connect.CodeOutOfRange, fmt.Errorf("consistency from size %d to %d: want size1 <= size2 <= %d", size1, size2, cp.Size))
+	}
+	err := s.n.fsm.withStore(func(st *ledger.Store) error {
+		proof, err := st.ConsistencyProof(size1, size2)
+		resp.ConsistencyProof = hashesToBytes(proof)
+		return err
+	})
+	if err != nil {
+		return nil, toConnectError(err)
+	}
+	resp.Size2 = size2
+	return connect.NewResponse(resp), nil
+}
+
+func (s *ledgerService) LookupChip(ctx context.Context, req *connect.Request[v1.LookupChipRequest]) (*connect.Response[v1.LookupChipResponse], error) {
+	chip := ledger.ChipID(req.Msg.GetChipId())
+	if err := chip.Validate(); err != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, err)
+	}
+	cp, err := s.n.checkpointAtLeast(ctx, req.Msg.GetMinSize())
+	if err != nil {
+		return nil, err
+	}
+	resp := &v1.LookupChipResponse{Checkpoint: cp.Signed}
+	err = s.n.fsm.withStore(func(st *ledger.Store) error {
+		for _, e := range st.ChipEntries(chip) {
+			if e.Index >= cp.Size {
+				break // appended after the checkpoint was taken
+			}
+			leaf, err := st.Leaf(e.Index)
+			if err != nil {
+				return err
+			}
+			proof, err := st.InclusionProof(e.Index, cp.Size)
+			if err != nil {
+				return err
+			}
+			resp.Entries = append(resp.Entries, &v1.ChipEntry{Epoch: e.Epoch, Receipt: &v1.Receipt{
+				Index: e.Index, Leaf: leaf, InclusionProof: hashesToBytes(proof), Checkpoint: cp.Signed,
+			}})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, toConnectError(err)
+	}
+	return connect.NewResponse(resp), nil
+}
+
+func (s *ledgerService) WatchCheckpoints(ctx context.Context, req *connect.Request[v1.WatchCheckpointsRequest], stream *connect.ServerStream[v1.WatchCheckpointsResponse]) error {
+	after := req.Msg.GetAfterSize()
+	for {
+		ch := s.n.fsm.changed()
+		if cp := s.n.fsm.checkpoint(); cp.Size > after {
+			if err := stream.Send(&v1.WatchCheckpointsResponse{Checkpoint: cp.Signed}); err != nil {
+				return err
+			}
+			after = cp.Size
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil
+		case <-s.n.ctx.Done():
+			return connect.NewError(connect.CodeUnavailable, ErrShuttingDown)
+		}
+	}
+}
+
+func (s *ledgerService) GetLogInfo(ctx context.Context, req *connect.Request[v1.GetLogInfoRequest]) (*connect.Response[v1.GetLogInfoResponse], error) {
+	stations, err := s.n.stations.all()
+	if err != nil {
+		return nil, toConnectError(err)
+	}
+	slices.SortFunc(stations, func(a, b registeredStation) int { return int(a.index) - int(b.index) })
+	resp := &v1.GetLogInfoResponse{
+		Origin:            s.n.cfg.Signer.Origin(),
+		VerifierKey:       s.n.cfg.Signer.VerifierKey(),
+		ManufacturerTrust: s.n.cfg.Trust.PEM(),
+		Checkpoint:        s.n.fsm.checkpoint().Signed,
+	}
+	for _, st := range stations {
+		resp.Stations = append(resp.Stations, &v1.Station{StationId: st.id[:], Certificate: st.cert, RegistrationIndex: st.index})
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// errorCodes maps the package's and the ledger's errors to Connect codes.
+var errorCodes = []struct {
+	err  error
+	code connect.Code
+}{
+	{ledger.ErrEpochReused, connect.CodeAlreadyExists},
+	{ErrStationRegistered, connect.CodeAlreadyExists},
+	{ErrUnknownStation, connect.CodeFailedPrecondition},
+	{ledger.ErrEpochGap, connect.CodeFailedPrecondition},
+	{ledger.ErrBeyondSize, connect.CodeOutOfRange},
+	{errQueueFull, connect.CodeResourceExhausted},
+	{ErrShuttingDown, connect.CodeUnavailable},
+	{raft.ErrRaftShutdown, connect.CodeUnavailable},
+	{raft.ErrEnqueueTimeout, connect.CodeUnavailable},
+	{context.DeadlineExceeded, connect.CodeDeadlineExceeded},
+	{context.Canceled, connect.CodeCanceled},
+	{ErrNotAppendable, connect.CodeInvalidArgument},
+	{ledger.ErrMalformed, connect.CodeInvalidArgument},
+	{ledger.ErrInvalidEpoch, connect.CodeInvalidArgument},
+	{ledger.ErrInvalidEntry, connect.CodeInvalidArgument},
+	{ledger.ErrInvalidChipID, connect.CodeInvalidArgument},
+	{ledger.ErrInvalidIdentity, connect.CodeInvalidArgument},
+	{ledger.ErrLeafTooLarge, connect.CodeInvalidArgument},
+	{ledger.ErrFieldTooLarge, connect.CodeInvalidArgument},
+	{ledger.ErrChipIDMismatch, connect.CodeInvalidArgument},
+	{ledger.ErrIdentityMismatch, connect.CodeInvalidArgument},
+	{ledger.ErrUntrustedCertificate, connect.CodeInvalidArgument},
+	{ledger.ErrCertificateProfile, connect.CodeInvalidArgument},
+	{ledger.ErrStationIDMismatch, connect.CodeInvalidArgument},
+	{ledger.ErrBadStationSignature, connect.CodeInvalidArgument},
+}
+
+// toConnectError wraps err with the Connect code its cause calls for.
+func toConnectError(err error) error {
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		return err
+	}
+	for _, ec := range errorCodes {
+		if errors.Is(err, ec.err) {
+			return connect.NewError(ec.code, err)
+		}
+	}
+	return connect.NewError(connect.CodeInternal, err)
+}
+
+// unavailable is the error for a request this node cannot serve without a
+// leader; it names the leader's API address when known.
+func (n *Node) unavailable(msg string) error {
+	id, addr := n.leaderAPI()
+	if addr == "" {
+		return connect.NewError(connect.CodeUnavailable, errors.New(msg))
+	}
+	err := connect.NewError(connect.CodeUnavailable, fmt.Errorf("%s (leader %s at %s)", msg, id, addr))
+	err.Meta().Set(leaderHeader, addr)
+	return err
+}
+
+// waitForLeader waits until some node is leader.
+func (n *Node) waitForLeader(ctx context.Context) error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if addr, _ := n.raft.LeaderWithID(); addr != "" {
+			return nil
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// forwardAppend sends an append to the leader and returns its answer.
+func (n *Node) forwardAppend(ctx context.Context, msg *v1.AppendRequest) (*connect.Response[v1.AppendResponse], error) {
+	if err := n.waitForLeader(ctx); err != nil {
+		return nil, n.unavailable("no leader: " + err.Error())
+	}
+	_, addr := n.leaderAPI()
+	if addr == "" {
+		return nil, n.unavailable("the leader's API address is not known yet")
+	}
+	req := connect.NewRequest(msg)
+	req.Header().Set(forwardedHeader, n.cfg.ID)
+	return n.peers.ledger(addr).Append(ctx, req)
+}
+
+// peerClients caches API clients of the other nodes.
+type peerClients struct {
+	http *http.Client
+	mu   sync.Mutex
+	l    map[string]chipledgerv1connect.LedgerServiceClient
+	a    map[string]chipledgerv1connect.AdminServiceClient
+}
+
+func newPeerClients() *peerClients {
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	return &peerClients{
+		http: &http.Client{Transport: &http.Transport{Protocols: &p, MaxIdleConnsPerHost: 64}},
+		l:    make(map[string]chipledgerv1connect.LedgerServiceClient),
+		a:    make(map[string]chipledgerv1connect.AdminServiceClient),
+	}
+}
+
+func (p *peerClients) ledger(addr string) chipledgerv1connect.LedgerServiceClient {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c, ok := p.l[addr]
+	if !ok {
+		c = chipledgerv1connect.NewLedgerServiceClient(p.http, "http://"+addr)
+		p.l[addr] = c
+	}
+	return c
+}
+
+func (p *peerClients) admin(addr string) chipledgerv1connect.AdminServiceClient {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c, ok := p.a[addr]
+	if !ok {
+		c = chipledgerv1connect.NewAdminServiceClient(p.http, "http://"+addr)
+		p.a[addr] = c
+	}
+	return c
+}
+
+func (p *peerClients) close() { p.http.CloseIdleConnections() }

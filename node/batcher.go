@@ -1,0 +1,173 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// The batcher coalesces concurrent appends on the leader into Raft entries.
+// There is no timer: a batch is proposed as soon as no other batch is in
+// flight, so an idle log commits a lone append after one Raft round trip,
+// and under load the next batch fills while the previous one commits. A
+// batch that reaches the size cap is proposed at once, up to maxInFlight
+// batches in flight, so that throughput rises with concurrency.
+type batcher struct {
+	raft        *raft.Raft
+	queue       chan *pending
+	maxLeaves   int
+	maxBytes    int
+	maxInFlight int
+	timeout     time.Duration
+	metrics     *metrics
+}
+
+// pending is one append waiting for its batch.
+type pending struct {
+	leaf []byte
+	done chan batchOutcome // buffered, receives exactly once
+}
+
+// batchOutcome is the result of a pending append: the leaf's result and the
+// checkpoint of its batch, or an error for the whole batch.
+type batchOutcome struct {
+	leaf       leafResult
+	checkpoint *Checkpoint
+	err        error
+}
+
+// errQueueFull is returned when the leader has more appends queued than it
+// accepts; the client should retry later.
+var errQueueFull = errors.New("too many appends in flight")
+
+func newBatcher(r *raft.Raft, m *metrics) *batcher {
+	return &batcher{
+		raft:        r,
+		queue:       make(chan *pending, 1<<14),
+		maxLeaves:   512,
+		maxBytes:    4 << 20,
+		maxInFlight: 4,
+		timeout:     10 * time.Second,
+		metrics:     m,
+	}
+}
+
+// submit queues a leaf and waits for its outcome.
+func (b *batcher) submit(ctx context.Context, leaf []byte) (batchOutcome, error) {
+	p := &pending{leaf: leaf, done: make(chan batchOutcome, 1)}
+	select {
+	case b.queue <- p:
+	default:
+		return batchOutcome{}, errQueueFull
+	}
+	b.metrics.inFlight.Inc()
+	defer b.metrics.inFlight.Dec()
+	select {
+	case o := <-p.done:
+		return o, nil
+	case <-ctx.Done():
+		// The batch may still commit; a retry is answered as a duplicate.
+		return batchOutcome{}, ctx.Err()
+	}
+}
+
+// run proposes batches until ctx is done.
+func (b *batcher) run(ctx context.Context) {
+	var waiting []*pending
+	var bytes int
+	inFlight := 0
+	finished := make(chan struct{}, b.maxInFlight)
+	for {
+		var in chan *pending
+		if len(waiting) < 4*b.maxLeaves {
+			in = b.queue // stop taking appends while many are waiting
+		}
+		select {
+		case p := <-in:
+			waiting = append(waiting, p)
+			bytes += len(p.leaf)
+		case <-finished:
+			inFlight--
+		case <-ctx.Done():
+			for _, p := range waiting {
+				p.done <- batchOutcome{err: ErrShuttingDown}
+			}
+			for range inFlight {
+				<-finished
+			}
+			return
+		}
+		// Take whatever else is queued right now.
+	drain:
+		for len(waiting) < 4*b.maxLeaves {
+			select {
+			case p := <-b.queue:
+				waiting = append(waiting, p)
+				bytes += len(p.leaf)
+			default:
+				break drain
+			}
+		}
+		for len(waiting) > 0 && (inFlight == 0 || (b.full(waiting, bytes) && inFlight < b.maxInFlight)) {
+			n, nb := b.cut(waiting)
+			batch := waiting[:n:n]
+			waiting = waiting[n:]
+			bytes -= nb
+			inFlight++
+			go b.propose(batch, finished)
+		}
+	}
+}
+
+// full reports whether the waiting appends fill a batch.
+func (b *batcher) full(waiting []*pending, bytes int) bool {
+	return len(waiting) >= b.maxLeaves || bytes >= b.maxBytes
+}
+
+// cut returns how many waiting appends go into the next batch, and their
+// bytes.
+func (b *batcher) cut(waiting []*pending) (n, bytes int) {
+	for n < len(waiting) && n < b.maxLeaves {
+		if n > 0 && bytes+len(waiting[n].leaf) > b.maxBytes {
+			break
+		}
+		bytes += len(waiting[n].leaf)
+		n++
+	}
+	return n, bytes
+}
+
+// propose replicates one batch and hands each append its outcome.
+func (b *batcher) propose(batch []*pending, finished chan<- struct{}) {
+	defer func() { finished <- struct{}{} }()
+	leaves := make([][]byte, len(batch))
+	for i, p := range batch {
+		leaves[i] = p.leaf
+	}
+	fail := func(err error) {
+		for _, p := range batch {
+			p.done <- batchOutcome{err: err}
+		}
+	}
+	data, err := encodeBatch(leaves)
+	if err != nil {
+		fail(err)
+		return
+	}
+	f := b.raft.Apply(data, b.timeout)
+	if err := f.Error(); err != nil {
+		fail(err)
+		return
+	}
+	res, ok := f.Response().(*applyResult)
+	if !ok || len(res.results) != len(batch) {
+		fail(fmt.Errorf("state machine returned %T for a batch of %d", f.Response(), len(batch)))
+		return
+	}
+	for i, p := range batch {
+		p.done <- batchOutcome{leaf: res.results[i], checkpoint: res.checkpoint}
+	}
+}

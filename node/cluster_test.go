@@ -1,0 +1,279 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/hashicorp/raft"
+
+	"github.com/chipledger/chipledger/internal/testpki"
+	"github.com/chipledger/chipledger/ledger"
+	"github.com/chipledger/chipledger/proofs"
+	v1 "github.com/chipledger/chipledger/proto/chipledger/v1"
+	"github.com/chipledger/chipledger/proto/chipledger/v1/chipledgerv1connect"
+)
+
+// testCluster runs nodes in this process with real TCP transports on
+// 127.0.0.1.
+type testCluster struct {
+	t        testing.TB
+	pki      *testpki.PKI
+	signer   *ledger.LogSigner
+	verifier *proofs.LogVerifier
+	cfgs     []Config
+	nodes    []*Node // nil while stopped
+	http     *http.Client
+	raftConf func(*raft.Config)
+}
+
+const testOrigin = "test.chipledger.example/log"
+
+var sharedPKI = sync.OnceValues(testpki.New)
+
+func testLogger(t testing.TB) *slog.Logger {
+	if os.Getenv("CHIPLEDGER_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// newTestCluster starts n nodes: the first bootstraps alone, the others
+// join through it.
+func newTestCluster(t testing.TB, n int, raftConf func(*raft.Config)) *testCluster {
+	t.Helper()
+	pki, err := sharedPKI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	skey, vkey, err := ledger.GenerateLogKey(testOrigin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ledger.NewLogSigner(skey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifier, err := proofs.NewLogVerifier(vkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	c := &testCluster{
+		t: t, pki: pki, signer: signer, verifier: verifier, raftConf: raftConf,
+		http: &http.Client{Transport: &http.Transport{Protocols: &p}},
+	}
+	t.Cleanup(c.stopAll)
+	for i := range n {
+		c.addNode(i == 0)
+	}
+	c.waitLeader()
+	return c
+}
+
+// addNode starts a new node; it bootstraps or joins the first node.
+func (c *testCluster) addNode(bootstrap bool) *Node {
+	c.t.Helper()
+	cfg := Config{
+		ID:       fmt.Sprintf("node%d", len(c.cfgs)),
+		DataDir:  c.t.TempDir(),
+		RaftAddr: "127.0.0.1:0",
+		APIAddr:  "127.0.0.1:0",
+		Signer:   c.signer,
+		Trust:    c.pki.Trust,
+		Logger:   testLogger(c.t),
+		Raft:     c.raftConf,
+	}
+	if bootstrap {
+		cfg.Bootstrap = true
+	} else {
+		cfg.Join = []string{c.nodes[0].APIAddr()}
+	}
+	n, err := New(cfg)
+	if err != nil {
+		c.t.Fatalf("start %s: %v", cfg.ID, err)
+	}
+	// Restarts reuse the addresses the node got.
+	cfg.RaftAddr, cfg.APIAddr, cfg.Join, cfg.Bootstrap = n.RaftAddr(), n.APIAddr(), nil, false
+	c.cfgs = append(c.cfgs, cfg)
+	c.nodes = append(c.nodes, n)
+	return n
+}
+
+func (c *testCluster) stop(i int) {
+	c.t.Helper()
+	if c.nodes[i] == nil {
+		return
+	}
+	if err := c.nodes[i].Close(); err != nil {
+		c.t.Logf("stop %s: %v", c.cfgs[i].ID, err)
+	}
+	c.nodes[i] = nil
+}
+
+func (c *testCluster) restart(i int) {
+	c.t.Helper()
+	n, err := New(c.cfgs[i])
+	if err != nil {
+		c.t.Fatalf("restart %s: %v", c.cfgs[i].ID, err)
+	}
+	c.nodes[i] = n
+}
+
+func (c *testCluster) stopAll() {
+	for i := range c.nodes {
+		c.stop(i)
+	}
+	c.http.CloseIdleConnections()
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// waitLeader waits until one running node is leader and returns its index.
+func (c *testCluster) waitLeader() int {
+	c.t.Helper()
+	leader := -1
+	waitFor(c.t, "a leader", 10*time.Second, func() bool {
+		for i, n := range c.nodes {
+			if n != nil && n.IsLeader() {
+				leader = i
+				return true
+			}
+		}
+		return false
+	})
+	return leader
+}
+
+// waitSameState waits until every running node has the same checkpoint, of
+// at least size leaves, and returns it.
+func (c *testCluster) waitSameState(size uint64) Checkpoint {
+	c.t.Helper()
+	var cp Checkpoint
+	waitFor(c.t, fmt.Sprintf("every node at the same checkpoint of size >= %d", size), 30*time.Second, func() bool {
+		first := true
+		for _, n := range c.nodes {
+			if n == nil {
+				continue
+			}
+			got := n.Checkpoint()
+			if got.Size < size || (!first && string(got.Signed) != string(cp.Signed)) {
+				return false
+			}
+			cp, first = got, false
+		}
+		return true
+	})
+	return cp
+}
+
+func (c *testCluster) client(i int) chipledgerv1connect.LedgerServiceClient {
+	return chipledgerv1connect.NewLedgerServiceClient(c.http, "http://"+c.cfgs[i].APIAddr, connect.WithGRPC())
+}
+
+func (c *testCluster) admin(i int) chipledgerv1connect.AdminServiceClient {
+	return chipledgerv1connect.NewAdminServiceClient(c.http, "http://"+c.cfgs[i].APIAddr)
+}
+
+// append sends a leaf to node i.
+func (c *testCluster) append(ctx context.Context, i int, leaf []byte) (*v1.AppendResponse, error) {
+	resp, err := c.client(i).Append(ctx, connect.NewRequest(&v1.AppendRequest{Leaf: leaf}))
+	if err != nil {
+		return nil, err
+	}
+	return resp.Msg, nil
+}
+
+// appendAnywhere sends a leaf to running nodes, starting at node start,
+// until one acknowledges it, as a client with several addresses does.
+func (c *testCluster) appendAnywhere(ctx context.Context, start int, leaf []byte) (*v1.AppendResponse, error) {
+	for attempt := 0; ; attempt++ {
+		i := (start + attempt) % len(c.cfgs)
+		resp, err := c.append(ctx, i, leaf)
+		if err == nil {
+			return resp, nil
+		}
+		if code := connect.CodeOf(err); code != connect.CodeUnavailable && code != connect.CodeDeadlineExceeded && code != connect.CodeUnknown && code != connect.CodeInternal {
+			return nil, err
+		}
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// registerStation appends the test station's registration.
+func (c *testCluster) registerStation() {
+	c.t.Helper()
+	if _, err := c.appendAnywhere(context.Background(), 0, c.pki.StationLeaf()); err != nil {
+		c.t.Fatalf("register station: %v", err)
+	}
+}
+
+// escrowLeaves makes n valid escrow leaves for fresh chips starting at
+// chip number first.
+func (c *testCluster) escrowLeaves(first, n int) [][]byte {
+	c.t.Helper()
+	leaves := make([][]byte, n)
+	for i := range leaves {
+		leaf, err := c.pki.EscrowLeaf(testpki.ChipID(uint64(first+i)), 1, 0)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		leaves[i] = leaf
+	}
+	return leaves
+}
+
+// checkReceipt verifies a receipt from the API offline.
+func (c *testCluster) checkReceipt(r *v1.Receipt, leaf []byte) {
+	c.t.Helper()
+	rc, err := receiptFromProto(r)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if string(rc.Leaf) != string(leaf) {
+		c.t.Fatalf("receipt for index %d holds another leaf", r.Index)
+	}
+	if _, err := rc.Verify(c.verifier); err != nil {
+		c.t.Fatalf("receipt for index %d does not verify: %v", r.Index, err)
+	}
+}
+
+func receiptFromProto(r *v1.Receipt) (*proofs.Receipt, error) {
+	p := make([][32]byte, len(r.InclusionProof))
+	for i, h := range r.InclusionProof {
+		if len(h) != 32 {
+			return nil, fmt.Errorf("proof hash %d is %d bytes", i, len(h))
+		}
+		p[i] = [32]byte(h)
+	}
+	return &proofs.Receipt{Leaf: r.Leaf, Index: r.Index, Proof: p, Checkpoint: r.Checkpoint}, nil
+}
+
+func isCode(err error, code connect.Code) bool {
+	var ce *connect.Error
+	return errors.As(err, &ce) && ce.Code() == code
+}
+
+var _ = net.JoinHostPort

@@ -1,0 +1,113 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+
+	"golang.org/x/crypto/cryptobyte"
+
+	"github.com/chipledger/chipledger/ledger"
+)
+
+// Raft log entries carry commands with one strict encoding:
+//
+//	command = u8 version (1) ‖ u8 type ‖ body
+//	type 1, batch:  u16 count ‖ count × opaque leaf<1..2^16-1>
+//	type 2, member: opaque node_id<1..255> ‖ opaque api_address<0..255>
+//
+// A batch is a list of leaves to admit and append in order; a member command
+// records the API address of a node (empty: forget it), so that every
+// replica can point clients at the leader.
+const commandVersion = 1
+
+type commandType uint8
+
+const (
+	commandBatch  commandType = 1
+	commandMember commandType = 2
+)
+
+// maxBatchLeaves bounds a batch so that it fits the u16 count.
+const maxBatchLeaves = 1<<16 - 1
+
+type command struct {
+	typ     commandType
+	leaves  [][]byte // batch
+	nodeID  string   // member
+	apiAddr string   // member
+}
+
+var errBadCommand = errors.New("malformed raft command")
+
+func encodeBatch(leaves [][]byte) ([]byte, error) {
+	if len(leaves) == 0 || len(leaves) > maxBatchLeaves {
+		return nil, fmt.Errorf("batch of %d leaves: want 1 to %d", len(leaves), maxBatchLeaves)
+	}
+	size := 4
+	for _, l := range leaves {
+		size += 2 + len(l)
+	}
+	b := cryptobyte.NewFixedBuilder(make([]byte, 0, size))
+	b.AddUint8(commandVersion)
+	b.AddUint8(uint8(commandBatch))
+	b.AddUint16(uint16(len(leaves)))
+	for _, l := range leaves {
+		if len(l) == 0 || len(l) > ledger.MaxLeafSize {
+			return nil, fmt.Errorf("leaf of %d bytes: %w", len(l), ledger.ErrLeafTooLarge)
+		}
+		b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(l) })
+	}
+	return b.Bytes()
+}
+
+func encodeMember(nodeID, apiAddr string) ([]byte, error) {
+	if len(nodeID) == 0 || len(nodeID) > 255 || len(apiAddr) > 255 {
+		return nil, fmt.Errorf("member %q at %q: node ID must be 1 to 255 bytes and the address at most 255", nodeID, apiAddr)
+	}
+	var b cryptobyte.Builder
+	b.AddUint8(commandVersion)
+	b.AddUint8(uint8(commandMember))
+	b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes([]byte(nodeID)) })
+	b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes([]byte(apiAddr)) })
+	return b.Bytes()
+}
+
+// decodeCommand parses a command. Leaves alias data.
+func decodeCommand(data []byte) (command, error) {
+	s := cryptobyte.String(data)
+	var version, typ uint8
+	if !s.ReadUint8(&version) || !s.ReadUint8(&typ) {
+		return command{}, fmt.Errorf("%w: truncated header", errBadCommand)
+	}
+	if version != commandVersion {
+		return command{}, fmt.Errorf("%w: version %d, want %d", errBadCommand, version, commandVersion)
+	}
+	c := command{typ: commandType(typ)}
+	switch c.typ {
+	case commandBatch:
+		var n uint16
+		if !s.ReadUint16(&n) || n == 0 {
+			return command{}, fmt.Errorf("%w: bad leaf count", errBadCommand)
+		}
+		c.leaves = make([][]byte, n)
+		for i := range c.leaves {
+			var leaf cryptobyte.String
+			if !s.ReadUint16LengthPrefixed(&leaf) || len(leaf) == 0 {
+				return command{}, fmt.Errorf("%w: leaf %d of %d truncated or empty", errBadCommand, i, n)
+			}
+			c.leaves[i] = leaf
+		}
+	case commandMember:
+		var id, addr cryptobyte.String
+		if !s.ReadUint8LengthPrefixed(&id) || len(id) == 0 || !s.ReadUint8LengthPrefixed(&addr) {
+			return command{}, fmt.Errorf("%w: bad member record", errBadCommand)
+		}
+		c.nodeID, c.apiAddr = string(id), string(addr)
+	default:
+		return command{}, fmt.Errorf("%w: unknown type %d", errBadCommand, typ)
+	}
+	if !s.Empty() {
+		return command{}, fmt.Errorf("%w: %d trailing bytes", errBadCommand, len(s))
+	}
+	return c, nil
+}

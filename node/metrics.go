@@ -1,0 +1,71 @@
+package node
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the node's Prometheus metrics, on a registry of its own (no
+// global state), served at /metrics.
+type metrics struct {
+	registry *prometheus.Registry
+
+	appends      *prometheus.CounterVec
+	batchLeaves  prometheus.Histogram
+	applySeconds prometheus.Histogram
+	treeSize     prometheus.Gauge
+	raftState    *prometheus.GaugeVec
+	inFlight     prometheus.Gauge
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		registry: prometheus.NewRegistry(),
+		appends: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chipledger_appends_total",
+			Help: "Leaves submitted to this node's state machine, by result (appended, duplicate, rejected).",
+		}, []string{"result"}),
+		batchLeaves: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "chipledger_batch_leaves",
+			Help:    "Leaves per applied Raft entry.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 12),
+		}),
+		applySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "chipledger_apply_seconds",
+			Help:    "Time to admit, append and sign one batch in the state machine.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14),
+		}),
+		treeSize: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "chipledger_tree_size",
+			Help: "Size of the tree in the node's latest signed checkpoint.",
+		}),
+		raftState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "chipledger_raft_state",
+			Help: "1 for the node's current Raft state (leader, follower, candidate, shutdown), 0 for the others.",
+		}, []string{"state"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "chipledger_appends_in_flight",
+			Help: "Appends waiting on this node (queued for a batch or being committed).",
+		}),
+	}
+	m.registry.MustRegister(m.appends, m.batchLeaves, m.applySeconds, m.treeSize, m.raftState, m.inFlight,
+		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) observeBatch(leaves, accepted int, took time.Duration) {
+	m.batchLeaves.Observe(float64(leaves))
+	m.applySeconds.Observe(took.Seconds())
+	m.appends.WithLabelValues("appended").Add(float64(accepted))
+}
+
+func (m *metrics) setRaftState(state string) {
+	for _, s := range []string{"leader", "follower", "candidate", "shutdown"} {
+		v := 0.0
+		if s == state {
+			v = 1
+		}
+		m.raftState.WithLabelValues(s).Set(v)
+	}
+}

@@ -1,0 +1,416 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"github.com/chipledger/chipledger/ledger"
+)
+
+// Config configures a node. ID, DataDir, RaftAddr, APIAddr, Signer and
+// Trust are required.
+type Config struct {
+	// ID names the node in the Raft cluster; it must be stable across
+	// restarts.
+	ID string
+	// DataDir holds raft.db (Raft log and stable store), the Raft snapshots
+	// and the ledger store.
+	DataDir string
+	// RaftAddr is the TCP address Raft listens on, e.g. "10.0.0.1:7000".
+	// Port 0 picks a free port (for tests).
+	RaftAddr string
+	// RaftAdvertise is the address peers dial; default RaftAddr's listener
+	// address.
+	RaftAdvertise string
+	// APIAddr is the address of the HTTP server (Connect API, tiles,
+	// health, metrics).
+	APIAddr string
+	// APIAdvertise is the API address other nodes and clients are sent to;
+	// default the listener address.
+	APIAdvertise string
+
+	// Bootstrap makes this node found a new cluster of Peers (or of itself
+	// alone when Peers is empty). Bootstrapping a node that already has
+	// Raft state does nothing.
+	Bootstrap bool
+	// Peers is the fixed initial member set, this node included, for
+	// Bootstrap. Every node of the set is started with the same list.
+	Peers []Peer
+	// Join lists API addresses of existing members to ask to add this node.
+	Join []string
+
+	// Signer signs checkpoints with the log key; its key name is the origin.
+	Signer *ledger.LogSigner
+	// Trust holds the manufacturer roots device and station certificates
+	// must chain to.
+	Trust *ledger.Trust
+
+	// Logger receives the node's logs (and Raft's, at warning level and
+	// above). Nil discards them.
+	Logger *slog.Logger
+
+	// NoSync turns off fsync in the ledger store and the Raft log: only for
+	// tests, it loses acknowledged appends on a crash.
+	NoSync bool
+	// Raft tunes the Raft configuration after the node's defaults are set,
+	// e.g. timeouts or snapshot thresholds for tests.
+	Raft func(*raft.Config)
+	// Listener, if set, is used for the API instead of listening on APIAddr.
+	Listener net.Listener
+}
+
+// Peer is a member of the initial cluster.
+type Peer struct {
+	ID       string
+	RaftAddr string
+	APIAddr  string
+}
+
+// ErrShuttingDown is returned to appends waiting while the node stops.
+var ErrShuttingDown = errors.New("node is shutting down")
+
+// A Node is one running replica.
+type Node struct {
+	cfg       Config
+	log       *slog.Logger
+	metrics   *metrics
+	fsm       *fsm
+	raft      *raft.Raft
+	transport *raft.NetworkTransport
+	raftStore *raftboltdb.BoltStore
+	batcher   *batcher
+	http      *http.Server
+	listener  net.Listener
+	apiAddr   string
+	stations  *stationCache
+	peers     *peerClients
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New starts a node: it opens the ledger and the Raft state, joins or
+// bootstraps the cluster as configured, and serves the API. Close stops it.
+func New(cfg Config) (n *Node, err error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	logger = logger.With("node", cfg.ID)
+	ctx, cancel := context.WithCancel(context.Background())
+	n = &Node{cfg: cfg, log: logger, metrics: newMetrics(), peers: newPeerClients(), ctx: ctx, cancel: cancel}
+	defer func() {
+		if err != nil {
+			n.Close()
+		}
+	}()
+
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	if n.fsm, err = newFSM(cfg.DataDir, cfg.Signer, cfg.NoSync, logger, n.metrics); err != nil {
+		return nil, fmt.Errorf("open ledger: %w", err)
+	}
+	n.stations = newStationCache(n.fsm, cfg.Trust)
+
+	if n.listener = cfg.Listener; n.listener == nil {
+		if n.listener, err = net.Listen("tcp", cfg.APIAddr); err != nil {
+			return nil, fmt.Errorf("listen for the API on %s: %w", cfg.APIAddr, err)
+		}
+	}
+	n.apiAddr = cfg.APIAdvertise
+	if n.apiAddr == "" {
+		n.apiAddr = n.listener.Addr().String()
+	}
+
+	if err := n.startRaft(); err != nil {
+		return nil, err
+	}
+	n.batcher = newBatcher(n.raft, n.metrics)
+	n.goRun(n.batcher.run)
+	n.goRun(n.watchLeadership)
+	n.startHTTP()
+
+	if len(cfg.Join) > 0 {
+		if err := n.join(ctx); err != nil {
+			return nil, err
+		}
+	}
+	n.log.Info("node started", "raft", n.transport.LocalAddr(), "api", n.apiAddr, "tree_size", n.fsm.checkpoint().Size)
+	return n, nil
+}
+
+func (c *Config) validate() error {
+	var missing []string
+	for name, v := range map[string]string{"ID": c.ID, "DataDir": c.DataDir, "RaftAddr": c.RaftAddr} {
+		if v == "" {
+			missing = append(missing, name)
+		}
+	}
+	if c.APIAddr == "" && c.Listener == nil {
+		missing = append(missing, "APIAddr")
+	}
+	if c.Signer == nil {
+		missing = append(missing, "Signer")
+	}
+	if c.Trust == nil {
+		missing = append(missing, "Trust")
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("node configuration is missing %s", strings.Join(missing, ", "))
+	}
+	if c.Bootstrap && len(c.Join) > 0 {
+		return errors.New("a node either bootstraps a cluster or joins one, not both")
+	}
+	return nil
+}
+
+func (n *Node) goRun(fn func(context.Context)) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		fn(n.ctx)
+	}()
+}
+
+func (n *Node) startRaft() error {
+	cfg := n.cfg
+	conf := raft.DefaultConfig()
+	conf.LocalID = raft.ServerID(cfg.ID)
+	conf.HeartbeatTimeout = 500 * time.Millisecond
+	conf.ElectionTimeout = 500 * time.Millisecond
+	conf.LeaderLeaseTimeout = 250 * time.Millisecond
+	conf.CommitTimeout = 5 * time.Millisecond
+	conf.MaxAppendEntries = 64
+	conf.BatchApplyCh = true
+	conf.SnapshotThreshold = 8192
+	conf.TrailingLogs = 10240
+	conf.Logger = newHCLogger(n.log)
+	if cfg.Raft != nil {
+		cfg.Raft(conf)
+	}
+
+	var err error
+	n.raftStore, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db"), NoSync: cfg.NoSync})
+	if err != nil {
+		return fmt.Errorf("open raft log: %w", err)
+	}
+	logs, err := raft.NewLogCache(1024, n.raftStore)
+	if err != nil {
+		return err
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, "raft-snapshots"), 2, conf.Logger)
+	if err != nil {
+		return fmt.Errorf("open raft snapshots: %w", err)
+	}
+	var advertise net.Addr
+	if cfg.RaftAdvertise != "" {
+		if advertise, err = net.ResolveTCPAddr("tcp", cfg.RaftAdvertise); err != nil {
+			return fmt.Errorf("raft advertise address %q: %w", cfg.RaftAdvertise, err)
+		}
+	}
+	n.transport, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, advertise, 5, 10*time.Second, conf.Logger)
+	if err != nil {
+		return fmt.Errorf("listen for raft on %s: %w", cfg.RaftAddr, err)
+	}
+	if cfg.Bootstrap {
+		if err := n.bootstrap(conf, logs, snaps); err != nil {
+			return err
+		}
+	}
+	n.raft, err = raft.NewRaft(conf, n.fsm, logs, n.raftStore, snaps, n.transport)
+	if err != nil {
+		return fmt.Errorf("start raft: %w", err)
+	}
+	return nil
+}
+
+// bootstrap founds the cluster unless this node already has Raft state.
+func (n *Node) bootstrap(conf *raft.Config, logs raft.LogStore, snaps raft.SnapshotStore) error {
+	existing, err := raft.HasExistingState(logs, n.raftStore, snaps)
+	if err != nil || existing {
+		return err
+	}
+	var servers []raft.Server
+	for _, p := range n.cfg.Peers {
+		servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.RaftAddr)})
+	}
+	if len(servers) == 0 {
+		servers = []raft.Server{{Suffrage: raft.Voter, ID: conf.LocalID, Address: n.transport.LocalAddr()}}
+	}
+	n.log.Info("bootstrapping cluster", "members", len(servers))
+	err = raft.BootstrapCluster(conf, logs, n.raftStore, snaps, n.transport, raft.Configuration{Servers: servers})
+	if err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+		return fmt.Errorf("bootstrap cluster: %w", err)
+	}
+	return nil
+}
+
+// watchLeadership keeps the Raft state metric current and, whenever this
+// node becomes leader, records the API addresses of the members it knows
+// (itself and the configured peers) in the replicated state.
+func (n *Node) watchLeadership(ctx context.Context) {
+	obs := make(chan raft.Observation, 16)
+	observer := raft.NewObserver(obs, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.RaftState)
+		return ok
+	})
+	n.raft.RegisterObserver(observer)
+	defer n.raft.DeregisterObserver(observer)
+	n.metrics.setRaftState(strings.ToLower(n.raft.State().String()))
+	for {
+		if n.raft.State() == raft.Leader {
+			n.recordMembers()
+		}
+		select {
+		case o := <-obs:
+			state := o.Data.(raft.RaftState)
+			n.metrics.setRaftState(strings.ToLower(state.String()))
+			n.log.Info("raft state changed", "state", state.String())
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// recordMembers makes sure the replicated member table has this node's API
+// address and those of the configured peers.
+func (n *Node) recordMembers() {
+	known, err := n.fsm.members()
+	if err != nil {
+		n.log.Warn("read member table", "err", err)
+		return
+	}
+	want := map[string]string{n.cfg.ID: n.apiAddr}
+	for _, p := range n.cfg.Peers {
+		if p.APIAddr != "" && p.ID != n.cfg.ID {
+			want[p.ID] = p.APIAddr
+		}
+	}
+	for id, addr := range want {
+		if known[id] == addr {
+			continue
+		}
+		if err := n.applyMember(id, addr); err != nil {
+			n.log.Warn("record member address", "member", id, "err", err)
+		}
+	}
+}
+
+func (n *Node) applyMember(id, apiAddr string) error {
+	data, err := encodeMember(id, apiAddr)
+	if err != nil {
+		return err
+	}
+	return n.raft.Apply(data, 5*time.Second).Error()
+}
+
+// Close stops the node: the API first, then appends in flight, then Raft,
+// then the stores. It is safe to call more than once.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		var errs []error
+		if n.http != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			errs = append(errs, ignoreClosed(n.http.Shutdown(ctx)))
+			cancel()
+		} else if n.listener != nil {
+			n.listener.Close()
+		}
+		n.cancel()
+		n.wg.Wait()
+		if n.raft != nil {
+			errs = append(errs, n.raft.Shutdown().Error())
+		}
+		if n.transport != nil {
+			errs = append(errs, n.transport.Close())
+		}
+		if n.raftStore != nil {
+			errs = append(errs, n.raftStore.Close())
+		}
+		if n.fsm != nil {
+			errs = append(errs, n.fsm.close())
+		}
+		n.peers.close()
+		n.closeErr = errors.Join(errs...)
+		n.log.Info("node stopped")
+	})
+	return n.closeErr
+}
+
+func ignoreClosed(err error) error {
+	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// ID returns the node's Raft ID.
+func (n *Node) ID() string { return n.cfg.ID }
+
+// APIAddr returns the address clients reach the node's API at.
+func (n *Node) APIAddr() string { return n.apiAddr }
+
+// RaftAddr returns the address peers reach the node's Raft transport at.
+func (n *Node) RaftAddr() string { return string(n.transport.LocalAddr()) }
+
+// IsLeader reports whether the node is the Raft leader.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// Checkpoint returns the node's latest signed checkpoint.
+func (n *Node) Checkpoint() Checkpoint { return *n.fsm.checkpoint() }
+
+// leaderAPI returns the API address of the current leader, if known.
+func (n *Node) leaderAPI() (id, addr string) {
+	_, lid := n.raft.LeaderWithID()
+	if lid == "" {
+		return "", ""
+	}
+	if string(lid) == n.cfg.ID {
+		return n.cfg.ID, n.apiAddr
+	}
+	members, err := n.fsm.members()
+	if err != nil {
+		return string(lid), ""
+	}
+	return string(lid), members[string(lid)]
+}
+
+// newHCLogger sends Raft's logs, warnings and above, to the node's logger.
+func newHCLogger(l *slog.Logger) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{
+		Name:   "raft",
+		Level:  hclog.Warn,
+		Output: slogWriter{l},
+	})
+}
+
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.l.Warn(strings.TrimSpace(string(p)), "component", "raft")
+	return len(p), nil
+}
+
+var _ io.Writer = slogWriter{}

@@ -1,0 +1,470 @@
+package node
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/hashicorp/raft"
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/chipledger/chipledger/internal/testpki"
+	"github.com/chipledger/chipledger/ledger"
+	"github.com/chipledger/chipledger/proofs"
+	v1 "github.com/chipledger/chipledger/proto/chipledger/v1"
+)
+
+// TestClusterAppendsThroughEveryNode appends through all three nodes at
+// once and checks that the replicas agree byte for byte and that every proof
+// from every node verifies with x/mod/sumdb/tlog.
+func TestClusterAppendsThroughEveryNode(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	c.registerStation()
+	leaves := c.escrowLeaves(0, 90)
+	resps := make([]*v1.AppendResponse, len(leaves))
+	var wg sync.WaitGroup
+	for i, leaf := range leaves {
+		wg.Go(func() {
+			resp, err := c.append(context.Background(), i%3, leaf)
+			if err != nil {
+				t.Errorf("append %d through node %d: %v", i, i%3, err)
+				return
+			}
+			resps[i] = resp
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	seen := map[uint64]bool{}
+	for i, r := range resps {
+		c.checkReceipt(r.Receipt, leaves[i])
+		if seen[r.Receipt.Index] {
+			t.Fatalf("two appends got index %d", r.Receipt.Index)
+		}
+		seen[r.Receipt.Index] = true
+	}
+	cp := c.waitSameState(uint64(len(leaves) + 1))
+	if cp.Size != uint64(len(leaves)+1) {
+		t.Fatalf("tree size %d, want %d", cp.Size, len(leaves)+1)
+	}
+	v, _ := note.NewVerifier(c.signer.VerifierKey())
+	for i := range c.nodes {
+		client := c.client(i)
+		for _, idx := range []uint64{0, 1, 45, cp.Size - 1} {
+			resp, err := client.GetInclusionProof(context.Background(), connect.NewRequest(&v1.GetInclusionProofRequest{Index: idx}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			n, err := note.Open(resp.Msg.Checkpoint, note.VerifierList(v))
+			if err != nil {
+				t.Fatalf("node %d checkpoint: %v", i, err)
+			}
+			body, _ := proofs.ParseCheckpoint([]byte(n.Text))
+			p := make([]tlog.Hash, len(resp.Msg.InclusionProof))
+			for k, h := range resp.Msg.InclusionProof {
+				p[k] = tlog.Hash(h)
+			}
+			if err := tlog.CheckRecord(p, int64(body.Size), tlog.Hash(body.Hash), int64(idx), tlog.Hash(resp.Msg.LeafHash)); err != nil {
+				t.Fatalf("node %d: inclusion of %d: %v", i, idx, err)
+			}
+		}
+		cons, err := client.GetConsistencyProof(context.Background(), connect.NewRequest(&v1.GetConsistencyProofRequest{Size1: 7}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		old, _ := c.nodes[i].fsm.store.RootAt(7)
+		p := make([]tlog.Hash, len(cons.Msg.ConsistencyProof))
+		for k, h := range cons.Msg.ConsistencyProof {
+			p[k] = tlog.Hash(h)
+		}
+		if err := tlog.CheckTree(p, int64(cp.Size), tlog.Hash(cp.Root), 7, tlog.Hash(old)); err != nil {
+			t.Fatalf("node %d: consistency 7 → %d: %v", i, cp.Size, err)
+		}
+	}
+}
+
+func TestAppendErrorsHaveTheRightCodes(t *testing.T) {
+	c := newTestCluster(t, 1, nil)
+	ctx := context.Background()
+	chip := testpki.ChipID(1)
+	// Before the station is registered.
+	leaf1, err := c.pki.EscrowLeaf(chip, 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.append(ctx, 0, leaf1); !isCode(err, connect.CodeFailedPrecondition) {
+		t.Fatalf("entry of an unregistered station: %v, want FailedPrecondition", err)
+	}
+	c.registerStation()
+	if _, err := c.append(ctx, 0, leaf1); err != nil {
+		t.Fatal(err)
+	}
+	again, err := c.append(ctx, 0, leaf1)
+	if err != nil || !again.Duplicate {
+		t.Fatalf("same leaf again: %v, duplicate=%v; want success with duplicate", err, again.GetDuplicate())
+	}
+	other1, _ := c.pki.EscrowLeaf(chip, 1, 0)
+	gap3, _ := c.pki.EscrowLeaf(chip, 3, 0)
+	bad := slices.Clone(leaf1)
+	bad[len(bad)-5] ^= 1 // inside the station signature
+	idxRoot, _ := (&ledger.IndexRoot{CoveredSize: 1}).MarshalLeaf()
+	for _, tc := range []struct {
+		name string
+		leaf []byte
+		code connect.Code
+	}{
+		{"another leaf for a used epoch", other1, connect.CodeAlreadyExists},
+		{"an epoch gap", gap3, connect.CodeFailedPrecondition},
+		{"a bad station signature", bad, connect.CodeInvalidArgument},
+		{"garbage", []byte("garbage"), connect.CodeInvalidArgument},
+		{"an index-root leaf", idxRoot, connect.CodeInvalidArgument},
+		{"an empty leaf", nil, connect.CodeInvalidArgument},
+		{"an oversized request", make([]byte, 200<<10), connect.CodeResourceExhausted},
+	} {
+		if _, err := c.append(ctx, 0, tc.leaf); !isCode(err, tc.code) {
+			t.Errorf("append %s: %v, want %v", tc.name, err, tc.code)
+		}
+	}
+	if got := c.nodes[0].Checkpoint().Size; got != 2 {
+		t.Fatalf("tree size %d after the rejected appends, want 2", got)
+	}
+	// Reads out of range.
+	cl := c.client(0)
+	if _, err := cl.GetEntries(ctx, connect.NewRequest(&v1.GetEntriesRequest{Start: 0, End: 3})); !isCode(err, connect.CodeOutOfRange) {
+		t.Errorf("GetEntries past the end: %v", err)
+	}
+	if _, err := cl.GetEntries(ctx, connect.NewRequest(&v1.GetEntriesRequest{Start: 0, End: 5000})); !isCode(err, connect.CodeInvalidArgument) {
+		t.Errorf("GetEntries of 5000: %v", err)
+	}
+	if _, err := cl.GetInclusionProof(ctx, connect.NewRequest(&v1.GetInclusionProofRequest{Index: 2})); !isCode(err, connect.CodeOutOfRange) {
+		t.Errorf("GetInclusionProof past the end: %v", err)
+	}
+	if _, err := cl.LookupChip(ctx, connect.NewRequest(&v1.LookupChipRequest{ChipId: []byte("short")})); !isCode(err, connect.CodeInvalidArgument) {
+		t.Errorf("LookupChip of a 5-byte chip ID: %v", err)
+	}
+	lookup, err := cl.LookupChip(ctx, connect.NewRequest(&v1.LookupChipRequest{ChipId: chip}))
+	if err != nil || len(lookup.Msg.Entries) != 1 || lookup.Msg.Entries[0].Epoch != 1 {
+		t.Fatalf("LookupChip: %v, %v", lookup, err)
+	}
+	c.checkReceipt(lookup.Msg.Entries[0].Receipt, leaf1)
+}
+
+// TestLeaderLossLosesNoAcknowledgedAppend stops the leader while clients
+// append through every node, and checks that every acknowledged append is in
+// the log exactly once, and that appends continue.
+func TestLeaderLossLosesNoAcknowledgedAppend(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	c.registerStation()
+	leaves := c.escrowLeaves(1000, 300)
+	var mu sync.Mutex
+	acked := map[int]uint64{}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for w := range 8 {
+		wg.Go(func() {
+			for i := range next {
+				resp, err := c.appendAnywhere(ctx, w, leaves[i])
+				if err != nil {
+					t.Errorf("append %d: %v", i, err)
+					continue
+				}
+				mu.Lock()
+				acked[i] = resp.Receipt.Index
+				mu.Unlock()
+			}
+		})
+	}
+	for i := range leaves {
+		if i == 100 {
+			old := c.waitLeader()
+			c.stop(old)
+			t.Logf("stopped leader %s", c.cfgs[old].ID)
+		}
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	cp := c.waitSameState(uint64(len(leaves) + 1))
+	if cp.Size != uint64(len(leaves)+1) {
+		t.Fatalf("tree size %d, want %d: some append landed twice or not at all", cp.Size, len(leaves)+1)
+	}
+	live := slices.IndexFunc(c.nodes, func(n *Node) bool { return n != nil })
+	store := c.nodes[live].fsm.store
+	for i, idx := range acked {
+		got, err := store.Leaf(idx)
+		if err != nil || string(got) != string(leaves[i]) {
+			t.Fatalf("acknowledged append %d is not at its index %d", i, idx)
+		}
+		if e := store.ChipEntries(testpki.ChipID(uint64(1000 + i))); len(e) != 1 {
+			t.Fatalf("chip of append %d has %d entries, want 1", i, len(e))
+		}
+	}
+}
+
+// TestFollowerCatchesUpFromLogAndFromSnapshot stops a follower, appends,
+// and restarts it: once with the entries still in the leader's Raft log,
+// once after the leader compacted them into a snapshot.
+func TestFollowerCatchesUpFromLogAndFromSnapshot(t *testing.T) {
+	c := newTestCluster(t, 3, func(conf *raft.Config) {
+		conf.SnapshotThreshold = 64
+		conf.SnapshotInterval = 50 * time.Millisecond
+		conf.TrailingLogs = 16
+	})
+	c.registerStation()
+	leader := c.waitLeader()
+	follower := (leader + 1) % 3
+	ctx := context.Background()
+	appendSerially := func(first, n int) {
+		for _, leaf := range c.escrowLeaves(first, n) {
+			if _, err := c.append(ctx, leader, leaf); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	c.stop(follower)
+	appendSerially(0, 30) // 30 Raft entries: stays in the log
+	c.restart(follower)
+	c.waitSameState(31)
+
+	c.stop(follower)
+	appendSerially(100, 200) // past the snapshot threshold: compacted away
+	waitFor(t, "the leader to snapshot and compact", 20*time.Second, func() bool {
+		first, err := c.nodes[leader].raftStore.FirstIndex()
+		return err == nil && first > 40
+	})
+	c.restart(follower)
+	cp := c.waitSameState(231)
+	if got := c.nodes[follower].fsm.gen; got < 2 {
+		t.Errorf("follower ledger generation %d: it was not restored from a snapshot", got)
+	}
+	if got := c.nodes[follower].fsm.store.ChipCount(); got != 230 {
+		t.Errorf("restored follower indexes %d chips, want 230", got)
+	}
+	if cp.Size != 231 {
+		t.Fatalf("size %d, want 231", cp.Size)
+	}
+	// And it keeps up afterwards.
+	appendSerially(400, 5)
+	c.waitSameState(236)
+}
+
+func TestMembershipJoinLeaveTransfer(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	c.registerStation()
+	ctx := context.Background()
+	for _, leaf := range c.escrowLeaves(0, 20) {
+		if _, err := c.appendAnywhere(ctx, 0, leaf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n4 := c.addNode(false)
+	c.waitSameState(21)
+	if got := n4.Checkpoint().Size; got != 21 {
+		t.Fatalf("new node at size %d", got)
+	}
+	st, err := c.admin(0).Status(ctx, connect.NewRequest(&v1.StatusRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Msg.Peers) != 4 {
+		t.Fatalf("status lists %d peers, want 4", len(st.Msg.Peers))
+	}
+	for _, p := range st.Msg.Peers {
+		if p.Error != "" || p.ApiAddress == "" || p.TreeSize != 21 {
+			t.Errorf("peer %+v", p)
+		}
+	}
+
+	// Transfer leadership to node 3, then remove node 1.
+	if _, err := c.admin(1).TransferLeadership(ctx, connect.NewRequest(&v1.TransferLeadershipRequest{NodeId: "node3"})); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "node3 to lead", 10*time.Second, func() bool { return c.nodes[3].IsLeader() })
+	if _, err := c.admin(0).Leave(ctx, connect.NewRequest(&v1.LeaveRequest{NodeId: "node1"})); err != nil {
+		t.Fatal(err)
+	}
+	c.stop(1)
+	for _, leaf := range c.escrowLeaves(50, 5) {
+		if _, err := c.appendAnywhere(ctx, 2, leaf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.waitSameState(26)
+	st, err = c.admin(3).Status(ctx, connect.NewRequest(&v1.StatusRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Msg.Peers) != 3 || st.Msg.Role != "leader" {
+		t.Fatalf("after leave: role %s, %d peers", st.Msg.Role, len(st.Msg.Peers))
+	}
+}
+
+// TestSameLeafThroughEveryNodeLandsOnce sends one leaf through every node
+// concurrently.
+func TestSameLeafThroughEveryNodeLandsOnce(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	c.registerStation()
+	for round := range 5 {
+		leaf := c.escrowLeaves(round, 1)[0]
+		var wg sync.WaitGroup
+		idx := make([]uint64, 6)
+		for i := range idx {
+			wg.Go(func() {
+				resp, err := c.append(context.Background(), i%3, leaf)
+				if err != nil {
+					t.Errorf("append through node %d: %v", i%3, err)
+					return
+				}
+				idx[i] = resp.Receipt.Index
+			})
+		}
+		wg.Wait()
+		for _, x := range idx[1:] {
+			if x != idx[0] {
+				t.Fatalf("round %d: callers got indexes %v", round, idx)
+			}
+		}
+	}
+	if cp := c.waitSameState(6); cp.Size != 6 {
+		t.Fatalf("tree size %d, want 6", cp.Size)
+	}
+}
+
+// TestTilesClientVerifiesInclusion reads the log over HTTP as a C2SP
+// tlog-tiles client that knows only the verifier key.
+func TestTilesClientVerifiesInclusion(t *testing.T) {
+	c := newTestCluster(t, 1, nil)
+	c.registerStation()
+	leaves := c.escrowLeaves(0, 300)
+	for _, leaf := range leaves {
+		if _, err := c.append(context.Background(), 0, leaf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	base := "http://" + c.cfgs[0].APIAddr + "/"
+	get := func(path string) ([]byte, *http.Response) {
+		resp, err := c.http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return b, resp
+	}
+	raw, _ := get("checkpoint")
+	v, _ := note.NewVerifier(c.signer.VerifierKey())
+	n, err := note.Open(raw, note.VerifierList(v))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, err := proofs.ParseCheckpoint([]byte(n.Text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := httpTiles{t: t, get: get}
+	hr := tlog.TileHashReader(tlog.Tree{N: int64(cp.Size), Hash: tlog.Hash(cp.Hash)}, tr)
+	for _, i := range []int64{0, 1, 200, 255, 256, 300} {
+		var leaf []byte
+		if i == 0 {
+			leaf = c.pki.StationLeaf()
+		} else {
+			leaf = leaves[i-1]
+		}
+		p, err := tlog.ProveRecord(int64(cp.Size), i, hr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tlog.CheckRecord(p, int64(cp.Size), tlog.Hash(cp.Hash), i, tlog.RecordHash(leaf)); err != nil {
+			t.Fatalf("leaf %d: %v", i, err)
+		}
+	}
+	// Entry bundle 1 holds leaves 256..300 and matches.
+	bundle, resp := get("tile/entries/001.p/45")
+	if resp.StatusCode != 200 || resp.Header.Get("Cache-Control") == "" {
+		t.Fatalf("bundle: %d %v", resp.StatusCode, resp.Header)
+	}
+	for j := range 45 {
+		l := int(binary.BigEndian.Uint16(bundle))
+		if string(bundle[2:2+l]) != string(leaves[255+j]) {
+			t.Fatalf("bundle entry %d differs", j)
+		}
+		bundle = bundle[2+l:]
+	}
+	if _, resp := get("tile/0/000"); !strings.Contains(resp.Header.Get("Cache-Control"), "immutable") {
+		t.Errorf("full tile Cache-Control %q", resp.Header.Get("Cache-Control"))
+	}
+	if _, resp := get("tile/0/002"); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("tile beyond the tree: %d", resp.StatusCode)
+	}
+	if _, resp := get("tile/0/0x2"); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("bad tile path: %d", resp.StatusCode)
+	}
+	for _, path := range []string{"healthz", "readyz", "metrics"} {
+		if body, resp := get(path); resp.StatusCode != 200 {
+			t.Errorf("%s: %d %s", path, resp.StatusCode, body)
+		}
+	}
+}
+
+// httpTiles is a tlog.TileReader over the node's tiles API.
+type httpTiles struct {
+	t   testing.TB
+	get func(string) ([]byte, *http.Response)
+}
+
+func (h httpTiles) Height() int { return 8 }
+
+func (h httpTiles) ReadTiles(tiles []tlog.Tile) ([][]byte, error) {
+	out := make([][]byte, len(tiles))
+	for i, tile := range tiles {
+		path := strings.Replace(tile.Path(), "tile/8/", "tile/", 1)
+		b, resp := h.get(path)
+		if resp.StatusCode != 200 {
+			return nil, fmt.Errorf("GET %s: %d", path, resp.StatusCode)
+		}
+		out[i] = b
+	}
+	return out, nil
+}
+
+func (h httpTiles) SaveTiles([]tlog.Tile, [][]byte) {}
+
+func TestRestartReplaysNothingTwice(t *testing.T) {
+	c := newTestCluster(t, 1, nil)
+	c.registerStation()
+	for _, leaf := range c.escrowLeaves(0, 50) {
+		if _, err := c.append(context.Background(), 0, leaf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := c.nodes[0].Checkpoint()
+	c.stop(0)
+	c.restart(0)
+	c.waitLeader()
+	if got := c.nodes[0].Checkpoint(); string(got.Signed) != string(before.Signed) {
+		t.Fatalf("after restart the checkpoint is %q, want %q", got.Signed, before.Signed)
+	}
+	if _, err := c.append(context.Background(), 0, c.escrowLeaves(99, 1)[0]); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.nodes[0].Checkpoint().Size; got != before.Size+1 {
+		t.Fatalf("size %d after one more append, want %d", got, before.Size+1)
+	}
+}

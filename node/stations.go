@@ -1,0 +1,91 @@
+package node
+
+import (
+	"crypto/x509"
+	"fmt"
+	"sync"
+
+	"github.com/chipledger/chipledger/ledger"
+)
+
+// stationCache holds the certificates of registered stations, verified once
+// when first needed, so that admitting an escrow entry costs only its own
+// signature checks.
+type stationCache struct {
+	fsm   *fsm
+	trust *ledger.Trust
+
+	mu    sync.RWMutex
+	certs map[[32]byte]*x509.Certificate
+}
+
+func newStationCache(f *fsm, trust *ledger.Trust) *stationCache {
+	return &stationCache{fsm: f, trust: trust, certs: make(map[[32]byte]*x509.Certificate)}
+}
+
+// get returns the certificate of a registered station, or ErrUnknownStation.
+func (c *stationCache) get(id [32]byte) (*x509.Certificate, error) {
+	c.mu.RLock()
+	cert := c.certs[id]
+	c.mu.RUnlock()
+	if cert != nil {
+		return cert, nil
+	}
+	var reg *ledger.StationRegistration
+	err := c.fsm.withStore(func(s *ledger.Store) error {
+		idx, ok, err := s.StationRegistrationIndex(id)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("%w: station %x", ErrUnknownStation, id)
+		}
+		leaf, err := s.Leaf(idx)
+		if err != nil {
+			return err
+		}
+		reg, err = ledger.ParseStationRegistration(leaf)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	cert, err = ledger.CheckStationRegistration(reg, c.trust)
+	if err != nil {
+		return nil, fmt.Errorf("registered station %x: %w", id, err)
+	}
+	c.mu.Lock()
+	c.certs[id] = cert
+	c.mu.Unlock()
+	return cert, nil
+}
+
+// all returns every registered station with its registration index.
+func (c *stationCache) all() ([]registeredStation, error) {
+	var out []registeredStation
+	err := c.fsm.withStore(func(s *ledger.Store) error {
+		regs, err := s.StationRegistrations()
+		if err != nil {
+			return err
+		}
+		for id, idx := range regs {
+			leaf, err := s.Leaf(idx)
+			if err != nil {
+				return err
+			}
+			reg, err := ledger.ParseStationRegistration(leaf)
+			if err != nil {
+				return err
+			}
+			out = append(out, registeredStation{id: id, index: idx, cert: reg.Certificate})
+		}
+		return nil
+	})
+	return out, err
+}
+
+type registeredStation struct {
+	id    [32]byte
+	index uint64
+	cert  []byte
+}
