@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/x509"
 	"fmt"
+	"time"
 )
 
 // Admission limits on the opaque fields of entries. The formats allow up to
@@ -34,20 +35,14 @@ const (
 // station is the certificate of the registered station whose ID the entry
 // names; whether it is registered, and the epoch and duplicate rules
 // (DecideEpoch), are for the caller holding the ledger state.
+//
+// CheckEscrowEntry verifies the station certificate on every call, so it
+// costs three ECDSA verifications (station certificate, station signature,
+// device certificate). A node admitting many entries verifies each station
+// once with Trust.VerifyStation and calls CheckEscrowEntryWithStation, which
+// costs two and returns the same errors.
 func CheckEscrowEntry(e *EscrowEntry, station *x509.Certificate, trust *Trust) error {
-	if e == nil {
-		return fmt.Errorf("%w: no escrow entry", ErrInvalidEntry)
-	}
-	if _, err := e.MarshalLeaf(); err != nil {
-		return err
-	}
-	if len(e.Certificate) > MaxCertificateSize {
-		return fmt.Errorf("%w: device certificate is %d bytes, at most %d", ErrFieldTooLarge, len(e.Certificate), MaxCertificateSize)
-	}
-	if len(e.Backup) > MaxBackupSize {
-		return fmt.Errorf("%w: backup is %d bytes, at most %d", ErrFieldTooLarge, len(e.Backup), MaxBackupSize)
-	}
-	at, err := e.ProvisionedAt()
+	at, err := checkEscrowFields(e)
 	if err != nil {
 		return err
 	}
@@ -62,6 +57,72 @@ func CheckEscrowEntry(e *EscrowEntry, station *x509.Certificate, trust *Trust) e
 		return err
 	}
 	stationKey, _ := stationCert.PublicKey.(*ecdsa.PublicKey) // P-256, checked by the profile
+	return checkEscrowSignatures(e, stationKey, trust, at)
+}
+
+// CheckEscrowEntryWithStation runs the same checks as CheckEscrowEntry, with
+// the same errors, for a station verified beforehand by
+// trust.VerifyStation. What is verified when:
+//
+//   - once, when trust was built: every intermediate CA's chain to a root,
+//     and the validity window of each chain (see Trust);
+//   - once per station, in trust.VerifyStation: the station certificate's
+//     signature by its issuing CA, its station profile, and the windows of
+//     time in which it chains to a root;
+//   - here, per entry: the fields and admission limits; that e.StationID is
+//     station's ID (ErrStationIDMismatch); that the entry's provisioned_at
+//     lies within one of station's windows, with no signature check
+//     (ErrUntrustedCertificate, as for an expired or not yet valid station
+//     certificate); the station signature over the entry
+//     (ErrBadStationSignature, one ECDSA verification); and the device
+//     certificate with trust.VerifyDeviceCertificate at provisioned_at (one
+//     ECDSA verification: its issuing CA's signature).
+//
+// A station verified with another Trust than trust is refused
+// (ErrUntrustedCertificate): verify stations again when the Trust changes.
+// As for CheckEscrowEntry, registration, epoch and duplicate checks are the
+// caller's.
+func CheckEscrowEntryWithStation(e *EscrowEntry, station *VerifiedStation, trust *Trust) error {
+	at, err := checkEscrowFields(e)
+	if err != nil {
+		return err
+	}
+	if station == nil || station.key == nil {
+		return fmt.Errorf("%w: no verified station for station %x", ErrUntrustedCertificate, e.StationID)
+	}
+	if station.trust != trust {
+		return fmt.Errorf("%w: station %q was verified with another trust bundle", ErrUntrustedCertificate, station.cert.Subject)
+	}
+	if station.id != e.StationID {
+		return fmt.Errorf("%w: entry names station %x, certificate %q is station %x", ErrStationIDMismatch, e.StationID, station.cert.Subject, station.id)
+	}
+	if !station.ValidAt(at) {
+		return fmt.Errorf("%w: station certificate %q at %s: it chains to a root only %s", ErrUntrustedCertificate, station.cert.Subject, at.UTC().Format(time.RFC3339), validityList(station.Validity()))
+	}
+	return checkEscrowSignatures(e, station.key, trust, at)
+}
+
+// checkEscrowFields runs the checks of an escrow entry that need no
+// certificate and returns its provisioned_at.
+func checkEscrowFields(e *EscrowEntry) (time.Time, error) {
+	if e == nil {
+		return time.Time{}, fmt.Errorf("%w: no escrow entry", ErrInvalidEntry)
+	}
+	if _, err := e.MarshalLeaf(); err != nil {
+		return time.Time{}, err
+	}
+	if len(e.Certificate) > MaxCertificateSize {
+		return time.Time{}, fmt.Errorf("%w: device certificate is %d bytes, at most %d", ErrFieldTooLarge, len(e.Certificate), MaxCertificateSize)
+	}
+	if len(e.Backup) > MaxBackupSize {
+		return time.Time{}, fmt.Errorf("%w: backup is %d bytes, at most %d", ErrFieldTooLarge, len(e.Backup), MaxBackupSize)
+	}
+	return e.ProvisionedAt()
+}
+
+// checkEscrowSignatures verifies the station signature with stationKey and
+// the device certificate at time at.
+func checkEscrowSignatures(e *EscrowEntry, stationKey *ecdsa.PublicKey, trust *Trust, at time.Time) error {
 	if err := e.VerifySignature(stationKey); err != nil {
 		return err
 	}

@@ -135,9 +135,15 @@ func TestCheckEscrowEntryFailsWithDistinctErrors(t *testing.T) {
 			return e
 		}, ErrInvalidEpoch},
 	}
+	vs, err := p.trust.VerifyStation(p.station.Raw, testPKITime)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			checkOnly(t, tt.name, CheckEscrowEntry(tt.entry(), p.station, p.trust), tt.want)
+			e := tt.entry()
+			checkOnly(t, tt.name, CheckEscrowEntry(e, p.station, p.trust), tt.want)
+			checkOnly(t, tt.name+" (verified station)", CheckEscrowEntryWithStation(e, vs, p.trust), tt.want)
 		})
 	}
 
@@ -214,6 +220,110 @@ func TestCheckEscrowEntryIsIndependentOfTheClock(t *testing.T) {
 	if err := CheckEscrowEntry(e, p.station, p.trust); err != nil {
 		t.Fatalf("an entry provisioned in 2002 by CAs valid then: %v", err)
 	}
+	vs, err := p.trust.VerifyStation(p.station.Raw, at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckEscrowEntryWithStation(e, vs, p.trust); err != nil {
+		t.Fatalf("an entry provisioned in 2002 by CAs valid then, verified station: %v", err)
+	}
+}
+
+func TestCheckEscrowEntryWithStation(t *testing.T) {
+	p := newTestPKI(t)
+	other := newTestPKI(t)
+	chip := testChipID(1)
+	vs, err := p.trust.VerifyStation(p.station.Raw, testPKITime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for epoch := uint32(1); epoch <= 3; epoch++ {
+		if err := CheckEscrowEntryWithStation(p.escrowEntry(t, chip, epoch), vs, p.trust); err != nil {
+			t.Fatalf("epoch %d: %v", epoch, err)
+		}
+	}
+
+	// signedAt returns a valid entry of p provisioned at at, with a device
+	// certificate issued then.
+	signedAt := func(at time.Time) *EscrowEntry {
+		ids := testIdentities(chip)
+		e := p.signedEntry(t, chip, ids, 1, p.deviceCert(t, chip, ids, at))
+		e.ProvisionedAtMs = uint64(at.UnixMilli())
+		if err := e.Sign(rand.Reader, p.stationKey); err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	// The station certificate is valid 2025 to 2035, the device CA to 9999:
+	// only the station's validity fails these.
+	for name, at := range map[string]time.Time{
+		"provisioned after the station certificate expired":   time.Date(2036, 1, 1, 0, 0, 0, 0, time.UTC),
+		"provisioned a second after it expired":               time.Date(2035, 1, 1, 0, 0, 1, 0, time.UTC),
+		"provisioned before the station certificate is valid": time.Date(2024, 12, 31, 23, 59, 59, 0, time.UTC),
+	} {
+		e := signedAt(at)
+		checkOnly(t, name, CheckEscrowEntryWithStation(e, vs, p.trust), ErrUntrustedCertificate)
+		checkOnly(t, name+" (CheckEscrowEntry)", CheckEscrowEntry(e, p.station, p.trust), ErrUntrustedCertificate)
+	}
+	for name, at := range map[string]time.Time{
+		"provisioned as the station certificate expires": time.Date(2035, 1, 1, 0, 0, 0, 0, time.UTC),
+		"provisioned as it becomes valid":                time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC),
+	} {
+		if err := CheckEscrowEntryWithStation(signedAt(at), vs, p.trust); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+
+	e := p.escrowEntry(t, chip, 1)
+	checkOnly(t, "no station", CheckEscrowEntryWithStation(e, nil, p.trust), ErrUntrustedCertificate)
+	checkOnly(t, "zero station", CheckEscrowEntryWithStation(e, &VerifiedStation{}, p.trust), ErrUntrustedCertificate)
+	otherVS, err := other.trust.VerifyStation(other.station.Raw, testPKITime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkOnly(t, "a station of another entry", CheckEscrowEntryWithStation(e, otherVS, other.trust), ErrStationIDMismatch)
+	// The same certificates in another Trust value: stations are verified
+	// again when the trust changes.
+	again := NewTrust(p.trust.Roots(), p.trust.Intermediates())
+	checkOnly(t, "a station verified with another trust", CheckEscrowEntryWithStation(e, vs, again), ErrUntrustedCertificate)
+	checkOnly(t, "a station verified with another manufacturer's trust", CheckEscrowEntryWithStation(e, otherVS, p.trust), ErrUntrustedCertificate)
+	checkOnly(t, "no entry", CheckEscrowEntryWithStation(nil, vs, p.trust), ErrInvalidEntry)
+
+	// A station issued by a station CA whose root expires in 2030, before
+	// the station certificate (2025 to 2040): entries after 2030 fail,
+	// although the station CA and the station certificate are still valid.
+	rootKey, caKey := testKey(t), testKey(t)
+	shortRoot := testCAValid(t, "Station root 2000-2030", nil, nil, rootKey, year(2000), year(2030), nil)
+	stationCA := testCAValid(t, "Station CA", shortRoot, rootKey, caKey, year(2000), deviceNotAfter, nil)
+	tmpl, err := StationCertificateTemplate(testManufacturer, "station-2", year(2025), year(2040), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := *p
+	q.station = testIssue(t, tmpl, stationCA, &p.stationKey.PublicKey, caKey)
+	q.trust = NewTrust([]*x509.Certificate{p.root, shortRoot}, []*x509.Certificate{p.deviceCA, stationCA})
+	if err := q.trust.Err(); err != nil {
+		t.Fatal(err)
+	}
+	qvs, err := q.trust.VerifyStation(q.station.Raw, testPKITime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	qAt := func(at time.Time) *EscrowEntry {
+		ids := testIdentities(chip)
+		e := q.signedEntry(t, chip, ids, 1, q.deviceCert(t, chip, ids, at))
+		e.ProvisionedAtMs = uint64(at.UnixMilli())
+		if err := e.Sign(rand.Reader, q.stationKey); err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	if err := CheckEscrowEntryWithStation(qAt(year(2029)), qvs, q.trust); err != nil {
+		t.Errorf("station behind a root valid to 2030, in 2029: %v", err)
+	}
+	late := qAt(year(2031))
+	checkOnly(t, "station behind an expired root", CheckEscrowEntryWithStation(late, qvs, q.trust), ErrUntrustedCertificate)
+	checkOnly(t, "station behind an expired root (CheckEscrowEntry)", CheckEscrowEntry(late, q.station, q.trust), ErrUntrustedCertificate)
 }
 
 func TestCheckStationRegistration(t *testing.T) {
