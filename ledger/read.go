@@ -19,6 +19,7 @@ type reader struct {
 	hashes *bolt.Bucket
 	ends   *bolt.Bucket
 	upper  *upperLevels // nil: read every level from bbolt
+	pend   *pending     // nil: everything is in bbolt
 }
 
 func (r *reader) block(b **bolt.Bucket, name []byte, index uint64, size int) ([]byte, error) {
@@ -42,7 +43,14 @@ func (r *reader) node(level uint8, index uint64) (Hash, error) {
 			return l[index], nil
 		}
 	}
-	v, err := r.block(&r.hashes, bucketHashes, storedIndex(level, index), 32)
+	si := storedIndex(level, index)
+	if p := r.pend; p != nil && si >= p.hashStart {
+		if i := si - p.hashStart; i < uint64(len(p.hashes)) {
+			return p.hashes[i], nil
+		}
+		return Hash{}, fmt.Errorf("node (%d, %d): %w", level, index, ErrBeyondSize)
+	}
+	v, err := r.block(&r.hashes, bucketHashes, si, 32)
 	if err != nil {
 		return Hash{}, err
 	}
@@ -51,6 +59,12 @@ func (r *reader) node(level uint8, index uint64) (Hash, error) {
 
 // end returns the offset in entries.dat just past leaf i's record.
 func (r *reader) end(i uint64) (uint64, error) {
+	if p := r.pend; p != nil && i >= p.endStart {
+		if j := i - p.endStart; j < uint64(len(p.ends)) {
+			return p.ends[j], nil
+		}
+		return 0, fmt.Errorf("leaf %d: %w", i, ErrBeyondSize)
+	}
 	v, err := r.block(&r.ends, bucketEnds, i, 8)
 	if err != nil {
 		return 0, err
@@ -93,9 +107,11 @@ func (s *Store) view(size uint64, fn func(r *reader) error) error {
 	if cur := s.Size(); size > cur {
 		return fmt.Errorf("tree size %d: %w (committed size %d)", size, ErrBeyondSize, cur)
 	}
-	upper := s.upper.Load()
+	// The tail before the transaction: a flush commits, then publishes an
+	// empty tail, so whatever the tail misses, the transaction has.
+	upper, pend := s.upper.Load(), s.pend.Load()
 	return s.db.View(func(tx *bolt.Tx) error {
-		return fn(&reader{tx: tx, upper: upper})
+		return fn(&reader{tx: tx, upper: upper, pend: pend})
 	})
 }
 

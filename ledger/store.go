@@ -58,8 +58,13 @@ type Store struct {
 	ends    []uint64
 	failed  error // sticky: a sync failed, the store must be reopened
 
-	// state is the committed tree, published after each commit.
+	// state is the tree readers see, published after each append.
 	state atomic.Pointer[TreeState]
+	// pend holds what appends added since the last durable commit (nothing
+	// unless Options.DeferSync is set), published before state so that a
+	// reader who sees a size also sees its hashes.
+	pend     atomic.Pointer[pending]
+	deferred bool
 	// upper holds the hashes of every node at level upperLevel and above,
 	// published after each commit, so that proofs read from disk only the
 	// bottom upperLevel levels, whatever the tree size.
@@ -86,6 +91,13 @@ type Options struct {
 	// NoSync skips fsync on append. Only for tests and benchmarks that do not
 	// need durability; a crash may lose or corrupt committed batches.
 	NoSync bool
+	// DeferSync makes Append publish a batch to readers without making it
+	// durable; Flush (called by the owner, e.g. periodically) makes every
+	// batch so far durable with one commit. A crash loses the batches since
+	// the last Flush, never corrupts the store. It is for owners that can
+	// redo lost batches, such as a Raft state machine whose log holds every
+	// entry after the store's marker.
+	DeferSync bool
 }
 
 const (
@@ -104,7 +116,7 @@ var (
 	bucketEnds     = []byte("ends")
 	bucketStations = []byte("stations")
 
-	bucketUser     = []byte("user") // nested in meta: SetMetadata records
+	bucketUser = []byte("user") // nested in meta: SetMetadata records
 
 	keySize    = []byte("size")
 	keyMarker  = []byte("marker")
@@ -138,11 +150,12 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open %s: %w", filepath.Join(dir, dbFile), err)
 	}
 	s := &Store{
-		dir:    dir,
-		db:     db,
-		log:    logger,
-		noSync: opts.NoSync,
-		hasher: newLeafHasher(),
+		dir:      dir,
+		db:       db,
+		log:      logger,
+		noSync:   opts.NoSync,
+		deferred: opts.DeferSync,
+		hasher:   newLeafHasher(),
 	}
 	if err := s.load(); err != nil {
 		db.Close()
@@ -231,6 +244,7 @@ func (s *Store) load() error {
 		}
 	}
 
+	s.pend.Store(emptyPending(size, s.dataLen))
 	s.state.Store(&TreeState{Size: size, Root: s.edge.root()})
 
 	chips, err := openChipIndex(s)
@@ -241,11 +255,14 @@ func (s *Store) load() error {
 	return nil
 }
 
-// Close waits for background work and closes the store's files.
+// Close makes every append durable and closes the store's files.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var errs []error
+	if s.failed == nil {
+		errs = append(errs, s.flushLocked(s.pend.Load()))
+	}
 	if s.chips != nil {
 		errs = append(errs, s.chips.close())
 	}
@@ -259,7 +276,7 @@ func (s *Store) State() TreeState { return *s.state.Load() }
 // Size returns the number of committed leaves.
 func (s *Store) Size() uint64 { return s.state.Load().Size }
 
-// Marker returns the marker stored with the last committed batch (nil if
+// Marker returns the marker stored with the last durable batch (nil if
 // none), e.g. the Raft index whose application produced it.
 func (s *Store) Marker() ([]byte, error) {
 	var m []byte
@@ -279,12 +296,12 @@ type AppendResult struct {
 }
 
 // Append adds leaves to the log as one atomic batch and stores marker (if not
-// nil) in the same transaction. When it returns nil the batch is durable;
-// when it returns an error nothing of the batch is visible, now or after a
-// reopen. Each leaf must be 1 to MaxLeafSize bytes. Leaves that parse as
-// escrow entries are added to the chip index and station registrations to the
-// station index; other leaves are stored as they are (validation is the
-// caller's job).
+// nil) with it. When it returns nil the batch is visible to readers and,
+// unless the store defers syncs, durable; when it returns an error nothing of
+// the batch is visible, now or after a reopen. Each leaf must be 1 to
+// MaxLeafSize bytes. Leaves that parse as escrow entries are added to the
+// chip index and station registrations to the station index; other leaves
+// are stored as they are (validation is the caller's job).
 func (s *Store) Append(leaves [][]byte, marker []byte) (AppendResult, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -299,7 +316,7 @@ func (s *Store) Append(leaves [][]byte, marker []byte) (AppendResult, error) {
 	first := s.edge.size
 
 	// 1. Hash the leaves into a copy of the edge; nothing changes in memory
-	// until the commit succeeded.
+	// until the batch is in.
 	newEdge := s.edge.clone()
 	hashes := s.hashBuf[:0]
 	upperIn := s.upperIn[:0]
@@ -321,59 +338,27 @@ func (s *Store) Append(leaves [][]byte, marker []byte) (AppendResult, error) {
 	}
 	s.buf, s.hashBuf, s.ends, s.upperIn = buf, hashes, ends, upperIn
 
-	// 2. Write the records past the committed end and make them durable.
+	// 2. Write the records past the last one.
 	if err := s.stage("write"); err != nil {
 		return AppendResult{}, err
 	}
 	if _, err := s.entries.WriteAt(buf, int64(s.dataLen)); err != nil {
 		return AppendResult{}, fmt.Errorf("write %d leaves at offset %d: %w", len(leaves), s.dataLen, err)
 	}
-	if err := s.stage("sync"); err != nil {
-		return AppendResult{}, err
-	}
-	if !s.noSync {
-		if err := unix.Fdatasync(int(s.entries.Fd())); err != nil {
-			s.failed = fmt.Errorf("%w: sync entries file: %v", ErrStoreFailed, err)
-			return AppendResult{}, s.failed
-		}
-		// The leaves are written once and read rarely; keeping gigabytes of
-		// them in the page cache would evict the tree's hash pages, which
-		// every proof reads. (Measured: without this, the kernel's cost per
-		// appended leaf doubles once the cache holds about 1.4 GB.)
-		unix.Fadvise(int(s.entries.Fd()), int64(s.dataLen), int64(len(buf)), unix.FADV_DONTNEED)
-	}
 
-	// 3. Commit hashes, offsets, indexes and the new size: the commit point.
+	// 3. Add the batch to the pending tail, and commit the tail unless syncs
+	// are deferred.
 	chipUpdates, stations := s.chips.prepare(leaves, first)
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		if err := appendBlocks(tx.Bucket(bucketHashes), storedCount(first), hashes, 32, putHash); err != nil {
-			return fmt.Errorf("store hashes: %w", err)
+	next := s.pend.Load().with(newEdge.size, hashes, ends, stations, marker)
+	if !s.deferred {
+		if err := s.flushLocked(next); err != nil {
+			return AppendResult{}, fmt.Errorf("commit batch of %d leaves at size %d: %w", len(leaves), first, err)
 		}
-		if err := appendBlocks(tx.Bucket(bucketEnds), first, ends, 8, putEnd); err != nil {
-			return fmt.Errorf("store offsets: %w", err)
-		}
-		st := tx.Bucket(bucketStations)
-		for _, r := range stations {
-			if err := st.Put(r.id[:], binary.BigEndian.AppendUint64(nil, r.index)); err != nil {
-				return fmt.Errorf("store station registration: %w", err)
-			}
-		}
-		meta := tx.Bucket(bucketMeta)
-		if marker != nil {
-			if err := meta.Put(keyMarker, marker); err != nil {
-				return err
-			}
-		}
-		if err := s.stage("commit"); err != nil {
-			return err
-		}
-		return meta.Put(keySize, binary.BigEndian.AppendUint64(nil, newEdge.size))
-	})
-	if err != nil {
-		return AppendResult{}, fmt.Errorf("commit batch of %d leaves at size %d: %w", len(leaves), first, err)
+		next = emptyPending(newEdge.size, end)
 	}
 
 	// 4. Publish.
+	s.pend.Store(next)
 	s.edge = newEdge
 	s.dataLen = end
 	st := &TreeState{Size: newEdge.size, Root: newEdge.root()}
@@ -381,6 +366,129 @@ func (s *Store) Append(leaves [][]byte, marker []byte) (AppendResult, error) {
 	s.upper.Store(s.upper.Load().with(upperIn))
 	s.state.Store(st)
 	return AppendResult{First: first, State: *st}, nil
+}
+
+// Flush makes every batch appended so far durable, with one sync of the
+// entries file and one bbolt commit. It is needed only with
+// Options.DeferSync.
+func (s *Store) Flush() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failed != nil {
+		return s.failed
+	}
+	p := s.pend.Load()
+	if err := s.flushLocked(p); err != nil {
+		return err
+	}
+	s.pend.Store(emptyPending(p.size, p.dataEnd()))
+	return nil
+}
+
+// Pending returns the number of appended leaves not yet durable.
+func (s *Store) Pending() uint64 { return uint64(len(s.pend.Load().ends)) }
+
+// flushLocked commits the pending tail p: it syncs the entries file, then
+// commits the hashes, offsets, station registrations, marker and size in
+// one bbolt transaction, the commit point. The caller holds s.mu and
+// publishes an empty tail afterwards.
+func (s *Store) flushLocked(p *pending) error {
+	if len(p.ends) == 0 && p.marker == nil {
+		return nil
+	}
+	if err := s.stage("sync"); err != nil {
+		return err
+	}
+	if !s.noSync {
+		if err := unix.Fdatasync(int(s.entries.Fd())); err != nil {
+			s.failed = fmt.Errorf("%w: sync entries file: %v", ErrStoreFailed, err)
+			return s.failed
+		}
+		// The leaves are written once and read rarely; keeping gigabytes of
+		// them in the page cache would evict the tree's hash pages, which
+		// every proof reads. (Measured: without this, the kernel's cost per
+		// appended leaf doubles once the cache holds about 1.4 GB.)
+		unix.Fadvise(int(s.entries.Fd()), int64(p.dataStart), int64(p.dataEnd()-p.dataStart), unix.FADV_DONTNEED)
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if err := appendBlocks(tx.Bucket(bucketHashes), p.hashStart, p.hashes, 32, putHash); err != nil {
+			return fmt.Errorf("store hashes: %w", err)
+		}
+		if err := appendBlocks(tx.Bucket(bucketEnds), p.endStart, p.ends, 8, putEnd); err != nil {
+			return fmt.Errorf("store offsets: %w", err)
+		}
+		st := tx.Bucket(bucketStations)
+		for _, r := range p.stations {
+			if err := st.Put(r.id[:], binary.BigEndian.AppendUint64(nil, r.index)); err != nil {
+				return fmt.Errorf("store station registration: %w", err)
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		if p.marker != nil {
+			if err := meta.Put(keyMarker, p.marker); err != nil {
+				return err
+			}
+		}
+		if err := s.stage("commit"); err != nil {
+			return err
+		}
+		return meta.Put(keySize, binary.BigEndian.AppendUint64(nil, p.size))
+	})
+	if err != nil {
+		return fmt.Errorf("commit leaves [%d, %d): %w", p.endStart, p.size, err)
+	}
+	return nil
+}
+
+// pending is the tail of the log appended since the last durable commit. A
+// published value is never modified: appends extend copies of it, writing
+// only past the lengths earlier readers see.
+type pending struct {
+	size      uint64 // tree size including the tail
+	endStart  uint64 // leaf index of ends[0]: the durable size
+	dataStart uint64 // entries file offset where the tail begins
+	ends      []uint64
+	hashStart uint64 // stored-hash index of hashes[0]
+	hashes    []Hash
+	stations  []stationRecord
+	marker    []byte // of the last batch that had one
+}
+
+// emptyPending is the empty tail of a durable tree of the given size, whose
+// records end at offset dataLen of the entries file.
+func emptyPending(size, dataLen uint64) *pending {
+	return &pending{size: size, endStart: size, dataStart: dataLen, hashStart: storedCount(size)}
+}
+
+// dataEnd is the entries file offset where the tail ends.
+func (p *pending) dataEnd() uint64 {
+	if len(p.ends) == 0 {
+		return p.dataStart
+	}
+	return p.ends[len(p.ends)-1]
+}
+
+// with returns the tail extended by one batch.
+func (p *pending) with(size uint64, hashes []Hash, ends []uint64, stations []stationRecord, marker []byte) *pending {
+	next := *p
+	next.size = size
+	next.hashes = append(p.hashes, hashes...)
+	next.ends = append(p.ends, ends...)
+	next.stations = append(p.stations, stations...)
+	if marker != nil {
+		next.marker = marker
+	}
+	return &next
+}
+
+// station returns a registration in the tail.
+func (p *pending) station(id [32]byte) (uint64, bool) {
+	for _, r := range p.stations {
+		if r.id == id {
+			return r.index, true
+		}
+	}
+	return 0, false
 }
 
 func (s *Store) stage(name string) error {
@@ -434,6 +542,9 @@ func (s *Store) ChipCount() int { return s.chips.count() }
 // StationRegistrationIndex returns the index of the leaf that registered the
 // station with the given ID (SHA-256 of its certificate).
 func (s *Store) StationRegistrationIndex(id [32]byte) (index uint64, ok bool, err error) {
+	if index, ok := s.pend.Load().station(id); ok {
+		return index, true, nil
+	}
 	err = s.db.View(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketStations).Get(id[:])
 		if v == nil {
@@ -452,6 +563,10 @@ func (s *Store) StationRegistrationIndex(id [32]byte) (index uint64, ok bool, er
 // keyed by station ID.
 func (s *Store) StationRegistrations() (map[[32]byte]uint64, error) {
 	out := make(map[[32]byte]uint64)
+	p := s.pend.Load()
+	for _, r := range p.stations {
+		out[r.id] = r.index
+	}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketStations).ForEach(func(k, v []byte) error {
 			if len(k) != 32 || len(v) != 8 {
@@ -470,6 +585,15 @@ func (s *Store) StationRegistrations() (map[[32]byte]uint64, error) {
 func (s *Store) SetMetadata(key string, value, marker []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.failed != nil {
+		return s.failed
+	}
+	// The marker must never get ahead of durable leaves.
+	p := s.pend.Load()
+	if err := s.flushLocked(p); err != nil {
+		return err
+	}
+	s.pend.Store(emptyPending(p.size, p.dataEnd()))
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b, err := tx.Bucket(bucketMeta).CreateBucketIfNotExists(bucketUser)
 		if err != nil {
@@ -529,23 +653,6 @@ func (s *Store) WriteLeaves(w io.Writer, size uint64) error {
 		return fmt.Errorf("copy %d leaves: %w", size, err)
 	}
 	return nil
-}
-
-// Sync makes everything appended so far durable, for stores opened with
-// NoSync (such as one being rebuilt from a snapshot).
-func (s *Store) Sync() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.entries.Sync(); err != nil {
-		return fmt.Errorf("sync entries file: %w", err)
-	}
-	if err := s.chips.journal.Sync(); err != nil {
-		return fmt.Errorf("sync chip index journal: %w", err)
-	}
-	if err := s.db.Sync(); err != nil {
-		return fmt.Errorf("sync ledger database: %w", err)
-	}
-	return syncDir(s.dir, false)
 }
 
 // syncDir makes a directory's entries (new and renamed files) durable.

@@ -128,10 +128,11 @@ func TestRFC6962Vectors(t *testing.T) {
 // and random inclusion and consistency proofs, against x/mod/sumdb/tlog and
 // transparency-dev/merkle; a corrupted proof must fail both.
 func TestStoreAgainstReferences(t *testing.T) {
-	for _, seed := range []uint64{1, 2, 3} {
-		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
+	for _, seed := range []uint64{1, 2, 3, 4} {
+		deferred := seed%2 == 0
+		t.Run(fmt.Sprintf("seed%d/deferred=%v", seed, deferred), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, seed))
-			s := openTestStore(t, t.TempDir(), Options{NoSync: true})
+			s := openTestStore(t, t.TempDir(), Options{NoSync: true, DeferSync: deferred})
 			ref := &refTree{}
 			target := 1 + rng.IntN(3000)
 			for s.Size() < uint64(target) {
@@ -153,6 +154,14 @@ func TestStoreAgainstReferences(t *testing.T) {
 				}
 				if want := ref.root(t, res.State.Size); res.State.Root != Hash(want) {
 					t.Fatalf("root at %d = %x, tlog says %x", res.State.Size, res.State.Root, want)
+				}
+				if deferred && rng.IntN(3) == 0 {
+					// Proofs must read the same across the durable/pending
+					// boundary wherever it is.
+					checkInclusion(t, s, ref, rng.Uint64N(s.Size()), s.Size())
+					if err := s.Flush(); err != nil {
+						t.Fatal(err)
+					}
 				}
 			}
 			size := s.Size()
@@ -418,6 +427,70 @@ func TestCrashDuringAppendLeavesNoPartialBatch(t *testing.T) {
 				t.Fatalf("leaf 2 = %q, %v; want five", l, err)
 			}
 		})
+	}
+}
+
+// TestDeferredAppendsAreDurableOnlyAfterFlush appends with DeferSync,
+// abandons the store as a crash would, and checks that it reopens at the
+// last flush, with that flush's marker, and that Close flushes.
+func TestDeferredAppendsAreDurableOnlyAfterFlush(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{DeferSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := chipN(77)
+	mustAppend := func(s *Store, leaves [][]byte, marker string) {
+		t.Helper()
+		if _, err := s.Append(leaves, []byte(marker)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustAppend(s, [][]byte{fakeEscrowLeaf(t, reg, 1, 100), []byte("b")}, "m1")
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	durable := s.State()
+	mustAppend(s, [][]byte{fakeEscrowLeaf(t, reg, 2, 100)}, "m2")
+	mustAppend(s, [][]byte{[]byte("d"), []byte("e")}, "m3")
+	if s.Pending() != 3 || s.Size() != 5 {
+		t.Fatalf("pending %d size %d, want 3 and 5", s.Pending(), s.Size())
+	}
+	if got := s.ChipEntries(reg); len(got) != 2 {
+		t.Fatalf("chip entries before the flush: %v", got)
+	}
+	if l, err := s.Leaf(4); err != nil || string(l) != "e" {
+		t.Fatalf("pending leaf 4 = %q, %v", l, err)
+	}
+	// Crash.
+	s.chips.close()
+	s.entries.Close()
+	s.db.Close()
+
+	s, err = Open(dir, Options{DeferSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.State(); got != durable {
+		t.Fatalf("reopened at %+v, want the last flush %+v", got, durable)
+	}
+	if m, _ := s.Marker(); string(m) != "m1" {
+		t.Fatalf("marker %q, want m1", m)
+	}
+	if got := s.ChipEntries(reg); len(got) != 1 {
+		t.Fatalf("chip entries after the crash: %v", got)
+	}
+	mustAppend(s, [][]byte{[]byte("x")}, "m4")
+	want := s.State()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTestStore(t, dir, Options{})
+	if got := s.State(); got != want {
+		t.Fatalf("after Close and reopen: %+v, want %+v", got, want)
+	}
+	if m, _ := s.Marker(); string(m) != "m4" {
+		t.Fatalf("marker %q, want m4", m)
 	}
 }
 
