@@ -114,7 +114,7 @@ func (n *Node) precheck(leaf []byte) error {
 		if err != nil {
 			return err
 		}
-		return ledger.CheckEscrowEntry(e, station, n.cfg.Trust)
+		return ledger.CheckEscrowEntryWithStation(e, station, n.cfg.Trust)
 	case ledger.KindStation:
 		r, err := ledger.ParseStationRegistration(leaf)
 		if err != nil {

@@ -47,7 +47,7 @@ func newBatcher(r *raft.Raft, m *metrics) *batcher {
 	return &batcher{
 		raft:        r,
 		queue:       make(chan *pending, 1<<14),
-		maxLeaves:   512,
+		maxLeaves:   64,
 		maxBytes:    4 << 20,
 		maxInFlight: 4,
 		timeout:     10 * time.Second,

@@ -49,6 +49,8 @@ type fsm struct {
 	gen    int
 	marker uint64 // Raft index of the last entry that changed the store
 
+	flushedAt atomic.Int64 // unix nanoseconds of the last store flush
+
 	cp      atomic.Pointer[Checkpoint]
 	cpMu    sync.Mutex
 	cpReady chan struct{} // closed and replaced on every new checkpoint
@@ -66,7 +68,7 @@ func newFSM(dataDir string, signer *ledger.LogSigner, noSync bool, logger *slog.
 	if err := dir.removeOthers(gen); err != nil {
 		logger.Warn("could not remove old ledger generations", "err", err)
 	}
-	store, err := ledger.Open(path, ledger.Options{Logger: logger, NoSync: noSync})
+	store, err := ledger.Open(path, storeOptions(logger, noSync))
 	if err != nil {
 		return nil, err
 	}
@@ -80,6 +82,47 @@ func newFSM(dataDir string, signer *ledger.LogSigner, noSync bool, logger *slog.
 		return nil, err
 	}
 	return f, nil
+}
+
+// storeOptions opens the ledger store with deferred syncs: the state
+// machine makes its appends durable in groups (see flushDue), because the
+// Raft log, which is synced on every entry, holds every entry after the
+// store's marker and replays them after a crash.
+func storeOptions(logger *slog.Logger, noSync bool) ledger.Options {
+	return ledger.Options{Logger: logger, NoSync: noSync, DeferSync: true}
+}
+
+const (
+	// flushInterval and flushLeaves bound how much a crash can make the
+	// node replay from its Raft log.
+	flushInterval = 50 * time.Millisecond
+	flushLeaves   = 1 << 14
+)
+
+// flushDue makes the store's appends durable if enough time or leaves have
+// gone by since the last flush. It runs on the FSM goroutine after each
+// append, and from the node's flusher when the log is idle.
+func (f *fsm) flushDue(now time.Time) error {
+	var err error
+	f.withStoreLocked(func(s *ledger.Store) {
+		p := s.Pending()
+		if p == 0 || (p < flushLeaves && now.Sub(f.lastFlush()) < flushInterval) {
+			return
+		}
+		if err = s.Flush(); err == nil {
+			f.flushedAt.Store(now.UnixNano())
+		}
+	})
+	return err
+}
+
+func (f *fsm) lastFlush() time.Time { return time.Unix(0, f.flushedAt.Load()) }
+
+// withStoreLocked runs fn with the live store under the read lock.
+func (f *fsm) withStoreLocked(fn func(s *ledger.Store)) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	fn(f.store)
 }
 
 func (f *fsm) loadMarker() error {
@@ -216,6 +259,12 @@ func (f *fsm) applyBatch(index uint64, leaves [][]byte, marker []byte) any {
 			return f.fatal(index, err)
 		}
 		cp = f.checkpoint()
+		if p := f.store.Pending(); p >= flushLeaves || start.Sub(f.lastFlush()) >= flushInterval {
+			if err := f.store.Flush(); err != nil {
+				return f.fatal(index, err)
+			}
+			f.flushedAt.Store(start.UnixNano())
+		}
 	}
 	f.metrics.observeBatch(len(leaves), len(a.accepted), time.Since(start))
 	return &applyResult{results: results, checkpoint: cp}
@@ -394,7 +443,7 @@ func (f *fsm) rebuild(r io.Reader, size uint64, root ledger.Hash, md map[string]
 	if err := f.dir.removeOthers(f.gen); err != nil {
 		return err
 	}
-	ns, err := ledger.Open(path, ledger.Options{Logger: f.log, NoSync: true})
+	ns, err := ledger.Open(path, ledger.Options{Logger: f.log, DeferSync: true})
 	if err != nil {
 		return err
 	}
@@ -420,6 +469,11 @@ func (f *fsm) rebuild(r io.Reader, size uint64, root ledger.Hash, md map[string]
 				return fail(err)
 			}
 			batch = batch[:0]
+			if ns.Pending() >= 1<<16 {
+				if err := ns.Flush(); err != nil {
+					return fail(err)
+				}
+			}
 		}
 	}
 	if got := ns.State(); got.Size != size || got.Root != root {
@@ -430,10 +484,13 @@ func (f *fsm) rebuild(r io.Reader, size uint64, root ledger.Hash, md map[string]
 			return fail(err)
 		}
 	}
-	if err := ns.Sync(); err != nil {
+	if err := ns.Flush(); err != nil {
 		return fail(err)
 	}
 	if err := ns.Close(); err != nil {
+		return fail(err)
+	}
+	if err := syncDir(path); err != nil {
 		return fail(err)
 	}
 	if err := f.dir.setCurrent(gen); err != nil {
@@ -441,7 +498,7 @@ func (f *fsm) rebuild(r io.Reader, size uint64, root ledger.Hash, md map[string]
 		return err
 	}
 	old := f.store
-	ns, err = ledger.Open(path, ledger.Options{Logger: f.log, NoSync: f.noSync})
+	ns, err = ledger.Open(path, storeOptions(f.log, f.noSync))
 	if err != nil {
 		return fmt.Errorf("reopen restored ledger: %w", err)
 	}

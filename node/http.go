@@ -23,7 +23,10 @@ const maxRequestBytes = 128 << 10
 func (n *Node) startHTTP() {
 	opts := []connect.HandlerOption{
 		connect.WithReadMaxBytes(maxRequestBytes),
-		connect.WithCompressMinBytes(1024),
+		// Leaves are mostly certificates, ciphertext and hashes: gzip
+		// costs CPU and saves little, so only large responses are
+		// compressed.
+		connect.WithCompressMinBytes(64 << 10),
 	}
 	mux := http.NewServeMux()
 	mux.Handle(chipledgerv1connect.NewLedgerServiceHandler(&ledgerService{n}, opts...))

@@ -119,10 +119,11 @@ func New(cfg Config) (n *Node, err error) {
 	}
 	logger = logger.With("node", cfg.ID)
 	ctx, cancel := context.WithCancel(context.Background())
-	n = &Node{cfg: cfg, log: logger, metrics: newMetrics(), peers: newPeerClients(), ctx: ctx, cancel: cancel}
+	nd := &Node{cfg: cfg, log: logger, metrics: newMetrics(), peers: newPeerClients(), ctx: ctx, cancel: cancel}
+	n = nd
 	defer func() {
 		if err != nil {
-			n.Close()
+			nd.Close() // n is nil on the error returns
 		}
 	}()
 
@@ -150,6 +151,7 @@ func New(cfg Config) (n *Node, err error) {
 	n.batcher = newBatcher(n.raft, n.metrics)
 	n.goRun(n.batcher.run)
 	n.goRun(n.watchLeadership)
+	n.goRun(n.flushIdle)
 	n.startHTTP()
 
 	if len(cfg.Join) > 0 {
@@ -288,6 +290,23 @@ func (n *Node) watchLeadership(ctx context.Context) {
 			state := o.Data.(raft.RaftState)
 			n.metrics.setRaftState(strings.ToLower(state.String()))
 			n.log.Info("raft state changed", "state", state.String())
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// flushIdle makes the ledger's last appends durable when no new batch
+// arrives to do it (see fsm.flushDue).
+func (n *Node) flushIdle(ctx context.Context) {
+	t := time.NewTicker(flushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case now := <-t.C:
+			if err := n.fsm.flushDue(now); err != nil {
+				n.log.Error("flush ledger", "err", err)
+			}
 		case <-ctx.Done():
 			return
 		}

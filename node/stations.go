@@ -1,7 +1,6 @@
 package node
 
 import (
-	"crypto/x509"
 	"fmt"
 	"sync"
 
@@ -16,15 +15,16 @@ type stationCache struct {
 	trust *ledger.Trust
 
 	mu    sync.RWMutex
-	certs map[[32]byte]*x509.Certificate
+	certs map[[32]byte]*ledger.VerifiedStation
 }
 
 func newStationCache(f *fsm, trust *ledger.Trust) *stationCache {
-	return &stationCache{fsm: f, trust: trust, certs: make(map[[32]byte]*x509.Certificate)}
+	return &stationCache{fsm: f, trust: trust, certs: make(map[[32]byte]*ledger.VerifiedStation)}
 }
 
-// get returns the certificate of a registered station, or ErrUnknownStation.
-func (c *stationCache) get(id [32]byte) (*x509.Certificate, error) {
+// get returns the verified certificate of a registered station, or
+// ErrUnknownStation.
+func (c *stationCache) get(id [32]byte) (*ledger.VerifiedStation, error) {
 	c.mu.RLock()
 	cert := c.certs[id]
 	c.mu.RUnlock()
@@ -50,7 +50,11 @@ func (c *stationCache) get(id [32]byte) (*x509.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
-	cert, err = ledger.CheckStationRegistration(reg, c.trust)
+	at, err := reg.RegisteredAt()
+	if err != nil {
+		return nil, err
+	}
+	cert, err = c.trust.VerifyStation(reg.Certificate, at)
 	if err != nil {
 		return nil, fmt.Errorf("registered station %x: %w", id, err)
 	}
