@@ -1,0 +1,465 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/chipledger/chipledger/ledger"
+	"github.com/chipledger/chipledger/node"
+	"github.com/chipledger/chipledger/provisioner"
+)
+
+// Defaults of `chipledger node`.
+const (
+	defaultRaftAddr = "127.0.0.1:7000"
+	defaultAPIAddr  = "127.0.0.1:8080"
+
+	devDataDir      = "./chipledger-data"
+	devNodeID       = "dev"
+	devOrigin       = "dev.chipledger.local/log"
+	devManufacturer = "Dev Devices"
+	devLogKeyFile   = "log.key"
+	devCADir        = "ca"
+)
+
+// nodeFlags are the flags of `chipledger node` as given.
+type nodeFlags struct {
+	ID            string
+	DataDir       string
+	RaftAddr      string
+	RaftAdvertise string
+	APIAddr       string
+	APIAdvertise  string
+	Bootstrap     bool
+	Peers         []string
+	Join          []string
+	LogKey        string
+	Trust         string
+	Dev           bool
+}
+
+// devSetup describes what `node --dev` prepared, for the banner it prints.
+type devSetup struct {
+	DataDir string
+	// LogKey is the log key file; LogKeyState says whether it was
+	// "created", "reused" or "given" with --log-key.
+	LogKey, LogKeyState string
+	// CADir is the development CA's directory (empty when --trust was
+	// given); CAState says whether it was "created" or "reused".
+	CADir, CAState string
+	TrustPath      string
+}
+
+// nodeRunner runs a node with cfg until c.Context is cancelled; dev is set
+// for `node --dev`.
+type nodeRunner func(c *cli.Context, cfg node.Config, dev *devSetup) error
+
+// env names the environment variable of a node flag.
+func env(name string) []string {
+	return []string{"CHIPLEDGER_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))}
+}
+
+// nodeCommand is `chipledger node`: run a ledger replica.
+func nodeCommand(run nodeRunner) *cli.Command {
+	return &cli.Command{
+		Name:  "node",
+		Usage: "run a ledger node (one Raft replica of the log)",
+		UsageText: `chipledger node --dev [--data-dir DIR]
+chipledger node --id ID --data-dir DIR --log-key FILE --trust FILE [--bootstrap [--peer PEER ...] | --join HOST:PORT ...]
+
+   # development: a single node with generated keys in ./chipledger-data
+   chipledger node --dev
+
+   # production: three nodes, each started with the same peer list
+   chipledger node --id n1 --data-dir /var/lib/chipledger --log-key log.key --trust trust.pem \
+       --raft-addr 10.0.0.1:7000 --api-addr 10.0.0.1:8080 --bootstrap \
+       --peer n1=10.0.0.1:7000=10.0.0.1:8080 --peer n2=10.0.0.2:7000=10.0.0.2:8080 \
+       --peer n3=10.0.0.3:7000=10.0.0.3:8080
+
+   # add a node to a running cluster
+   chipledger node --id n4 --data-dir /var/lib/chipledger --log-key log.key --trust trust.pem \
+       --raft-addr 10.0.0.4:7000 --api-addr 10.0.0.4:8080 --join 10.0.0.1:8080`,
+		Description: `Runs one replica of the log: a Raft member that validates and sequences
+entries, stores the Merkle tree, signs checkpoints with the log key and serves
+the Connect API (Connect, gRPC, gRPC-Web), the C2SP tlog-tiles read API
+(/checkpoint, /tile/...), /healthz, /readyz and /metrics on --api-addr.
+It stops gracefully on SIGINT or SIGTERM.
+
+A new cluster is founded once with --bootstrap: alone (no --peer), or as a
+fixed set of nodes, each started with the same --peer list, itself included.
+Restarting a node with the same flags is safe: bootstrapping a node that has
+Raft state does nothing. A node joins a running cluster with --join.
+
+--dev needs no other flag: it uses ./chipledger-data (or --data-dir),
+creates log.key (origin dev.chipledger.local/log) and a development CA
+("Dev Devices") in it if missing, and runs a single bootstrapped node.
+
+For now Raft and the API use plain TCP in every mode; TLS comes later.
+
+Every flag can also be set by its environment variable (shown in brackets);
+list flags take comma-separated values there.`,
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "dev", EnvVars: env("dev"),
+				Usage: "run a single development node, with a log key and a CA generated in --data-dir (" + devDataDir + " unless given)"},
+			&cli.StringFlag{Name: "id", EnvVars: env("id"),
+				Usage: "this node's `ID` in the Raft cluster; stable across restarts (required; --dev: " + devNodeID + ")"},
+			&cli.StringFlag{Name: "data-dir", EnvVars: env("data-dir"), TakesFile: true,
+				Usage: "`DIR` for the Raft log, snapshots and ledger store (required; --dev: " + devDataDir + ")"},
+			&cli.StringFlag{Name: "raft-addr", EnvVars: env("raft-addr"), Value: defaultRaftAddr,
+				Usage: "`HOST:PORT` Raft listens on"},
+			&cli.StringFlag{Name: "raft-advertise", EnvVars: env("raft-advertise"),
+				Usage: "`HOST:PORT` other nodes reach Raft at (default: --raft-addr)"},
+			&cli.StringFlag{Name: "api-addr", EnvVars: env("api-addr"), Value: defaultAPIAddr,
+				Usage: "`HOST:PORT` the API, tiles, health and metrics are served on"},
+			&cli.StringFlag{Name: "api-advertise", EnvVars: env("api-advertise"),
+				Usage: "`HOST:PORT` other nodes and clients reach the API at (default: --api-addr)"},
+			&cli.BoolFlag{Name: "bootstrap", EnvVars: env("bootstrap"),
+				Usage: "found a new cluster: of the --peer nodes, or of this node alone"},
+			&cli.StringSliceFlag{Name: "peer", EnvVars: env("peer"),
+				Usage: "a founding member for --bootstrap, `PEER` = ID=RAFT_ADDR=API_ADDR; repeat for each node, this one included"},
+			&cli.StringSliceFlag{Name: "join", EnvVars: env("join"),
+				Usage: "join the cluster through the member whose API is at `HOST:PORT`; repeat to try several"},
+			&cli.StringFlag{Name: "log-key", EnvVars: env("log-key"), TakesFile: true,
+				Usage: "`FILE` with the secret log key checkpoints are signed with, from \"chipledger keys\" (required; --dev: DIR/log.key)"},
+			&cli.StringFlag{Name: "trust", EnvVars: env("trust"), TakesFile: true,
+				Usage: "PEM `FILE` of the manufacturer roots and CAs that device and station certificates must chain to, e.g. trust.pem from \"chipledger ca init\" (required; --dev: DIR/ca/trust.pem)"},
+		},
+		Action: func(c *cli.Context) error {
+			if err := noArgs(c); err != nil {
+				return err
+			}
+			f := nodeFlagsFrom(c)
+			var dev *devSetup
+			if f.Dev {
+				var err error
+				if dev, err = prepareDev(&f); err != nil {
+					return err
+				}
+			}
+			cfg, err := nodeConfig(f, logger(c))
+			if err != nil {
+				return err
+			}
+			return run(c, cfg, dev)
+		},
+	}
+}
+
+func nodeFlagsFrom(c *cli.Context) nodeFlags {
+	return nodeFlags{
+		ID:            c.String("id"),
+		DataDir:       c.String("data-dir"),
+		RaftAddr:      c.String("raft-addr"),
+		RaftAdvertise: c.String("raft-advertise"),
+		APIAddr:       c.String("api-addr"),
+		APIAdvertise:  c.String("api-advertise"),
+		Bootstrap:     c.Bool("bootstrap"),
+		Peers:         c.StringSlice("peer"),
+		Join:          c.StringSlice("join"),
+		LogKey:        c.String("log-key"),
+		Trust:         c.String("trust"),
+		Dev:           c.Bool("dev"),
+	}
+}
+
+// prepareDev fills in the defaults of --dev and creates the log key and the
+// development CA in the data directory if they are missing. Flags given
+// explicitly win.
+func prepareDev(f *nodeFlags) (*devSetup, error) {
+	if len(f.Peers) > 0 || len(f.Join) > 0 {
+		return nil, errors.New("--dev runs a single node; it cannot be combined with --peer or --join")
+	}
+	if f.DataDir == "" {
+		f.DataDir = devDataDir
+	}
+	if f.ID == "" {
+		f.ID = devNodeID
+	}
+	f.Bootstrap = true
+	if err := os.MkdirAll(f.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create the data directory: %w", err)
+	}
+	d := &devSetup{DataDir: f.DataDir, LogKeyState: "given"}
+	if f.LogKey == "" {
+		f.LogKey, d.LogKeyState = filepath.Join(f.DataDir, devLogKeyFile), "reused"
+		if _, err := os.Stat(f.LogKey); errors.Is(err, os.ErrNotExist) {
+			skey, _, err := ledger.GenerateLogKey(devOrigin)
+			if err != nil {
+				return nil, err
+			}
+			if err := writeSecretFile(f.LogKey, []byte(skey+"\n")); err != nil {
+				return nil, err
+			}
+			d.LogKeyState = "created"
+		}
+	}
+	d.LogKey = f.LogKey
+	if f.Trust == "" {
+		d.CADir, d.CAState = filepath.Join(f.DataDir, devCADir), "reused"
+		ca, err := provisioner.LoadCA(d.CADir)
+		if errors.Is(err, provisioner.ErrNoCA) {
+			ca, err = provisioner.InitCA(d.CADir, devManufacturer)
+			d.CAState = "created"
+		}
+		if err != nil {
+			return nil, fmt.Errorf("development CA: %w", err)
+		}
+		f.Trust = ca.TrustPath()
+	}
+	d.TrustPath = f.Trust
+	return d, nil
+}
+
+// requiredNodeFlags are the flags a node needs without --dev, with what they
+// are for.
+var requiredNodeFlags = []struct {
+	name, purpose string
+	value         func(*nodeFlags) string
+}{
+	{"id", "this node's name in the Raft cluster, stable across restarts", func(f *nodeFlags) string { return f.ID }},
+	{"data-dir", "where the node keeps its Raft log and ledger", func(f *nodeFlags) string { return f.DataDir }},
+	{"log-key", "the secret log key file from \"chipledger keys\", to sign checkpoints", func(f *nodeFlags) string { return f.LogKey }},
+	{"trust", "the manufacturer trust bundle (PEM) from \"chipledger ca init\", to check certificates", func(f *nodeFlags) string { return f.Trust }},
+}
+
+// nodeConfig maps the flags to a node.Config: it checks that they fit
+// together, parses the peers, and reads the log key and the trust bundle.
+func nodeConfig(f nodeFlags, log *slog.Logger) (node.Config, error) {
+	var missing []string
+	for _, r := range requiredNodeFlags {
+		if r.value(&f) == "" {
+			missing = append(missing, fmt.Sprintf("  --%s [$%s]: %s", r.name, env(r.name)[0], r.purpose))
+		}
+	}
+	if len(missing) > 0 {
+		return node.Config{}, fmt.Errorf("missing required flags:\n%s\n(or run \"chipledger node --dev\" for a local development node; see \"chipledger node --help\")", strings.Join(missing, "\n"))
+	}
+	cfg := node.Config{
+		ID:            f.ID,
+		DataDir:       f.DataDir,
+		RaftAddr:      f.RaftAddr,
+		RaftAdvertise: f.RaftAdvertise,
+		APIAddr:       f.APIAddr,
+		APIAdvertise:  f.APIAdvertise,
+		Bootstrap:     f.Bootstrap,
+		Join:          f.Join,
+		Logger:        log,
+	}
+	for _, a := range []struct{ flag, addr string }{
+		{"raft-addr", f.RaftAddr}, {"raft-advertise", f.RaftAdvertise},
+		{"api-addr", f.APIAddr}, {"api-advertise", f.APIAdvertise},
+	} {
+		if a.addr == "" {
+			continue
+		}
+		if err := checkHostPort(a.addr, a.flag == "raft-addr" || a.flag == "api-addr"); err != nil {
+			return node.Config{}, fmt.Errorf("--%s %q: %w", a.flag, a.addr, err)
+		}
+	}
+	if cfg.RaftAddr == "" || cfg.APIAddr == "" {
+		return node.Config{}, errors.New("--raft-addr and --api-addr must not be empty")
+	}
+	if err := setMembership(&cfg, f.Peers); err != nil {
+		return node.Config{}, err
+	}
+	for _, j := range f.Join {
+		if err := checkHostPort(j, false); err != nil {
+			return node.Config{}, fmt.Errorf("--join %q: %w", j, err)
+		}
+	}
+
+	skey, err := os.ReadFile(f.LogKey)
+	if err != nil {
+		return node.Config{}, fmt.Errorf("--log-key: %w (make one with \"chipledger keys --origin ORIGIN --out FILE\")", err)
+	}
+	if cfg.Signer, err = ledger.NewLogSigner(string(skey)); err != nil {
+		return node.Config{}, fmt.Errorf("--log-key %s: %w", f.LogKey, err)
+	}
+	if fi, err := os.Stat(f.LogKey); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		log.Warn("the log key file is accessible by other users; chmod 600 it", "file", f.LogKey, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()))
+	}
+	trustPEM, err := os.ReadFile(f.Trust)
+	if err != nil {
+		return node.Config{}, fmt.Errorf("--trust: %w (a CA's trust.pem comes from \"chipledger ca init\")", err)
+	}
+	if cfg.Trust, err = ledger.ParseTrustPEM(trustPEM); err != nil {
+		return node.Config{}, fmt.Errorf("--trust %s: %w", f.Trust, err)
+	}
+	return cfg, nil
+}
+
+// setMembership checks --bootstrap, --peer and --join together and sets
+// cfg.Peers. When this node listens on an unspecified address (0.0.0.0 or
+// [::]) and has no advertise address, it advertises the addresses its own
+// --peer entry gives.
+func setMembership(cfg *node.Config, peerFlags []string) error {
+	if cfg.Bootstrap && len(cfg.Join) > 0 {
+		return errors.New("--bootstrap founds a new cluster and --join joins an existing one: give only one of them")
+	}
+	if len(peerFlags) == 0 {
+		return nil
+	}
+	if !cfg.Bootstrap {
+		return errors.New("--peer lists the founding members of a new cluster and needs --bootstrap (to add a node to a running cluster, use --join)")
+	}
+	peers, err := parsePeers(peerFlags)
+	if err != nil {
+		return err
+	}
+	self := -1
+	for i, p := range peers {
+		if p.ID == cfg.ID {
+			self = i
+		}
+	}
+	if self < 0 {
+		return fmt.Errorf("the --peer list must include this node (--id %s), with the same list on every founding node", cfg.ID)
+	}
+	me := peers[self]
+	if cfg.RaftAdvertise == "" && isUnspecified(cfg.RaftAddr) {
+		cfg.RaftAdvertise = me.RaftAddr
+	}
+	if cfg.APIAdvertise == "" && isUnspecified(cfg.APIAddr) {
+		cfg.APIAdvertise = me.APIAddr
+	}
+	for _, a := range []struct{ flag, label, advertise, listen, peer string }{
+		{"raft", "Raft", cfg.RaftAdvertise, cfg.RaftAddr, me.RaftAddr},
+		{"api", "API", cfg.APIAdvertise, cfg.APIAddr, me.APIAddr},
+	} {
+		addr, flag := a.advertise, "--"+a.flag+"-advertise"
+		if addr == "" {
+			addr, flag = a.listen, "--"+a.flag+"-addr"
+		}
+		if addr != a.peer {
+			return fmt.Errorf("--peer gives this node's %s address as %s, but %s is %s: make them the same (set --%s-advertise if the node listens on another address)", a.label, a.peer, flag, addr, a.flag)
+		}
+	}
+	cfg.Peers = peers
+	return nil
+}
+
+// parsePeers parses --peer values, ID=RAFT_ADDR=API_ADDR, and rejects
+// repeated IDs and addresses.
+func parsePeers(values []string) ([]node.Peer, error) {
+	var peers []node.Peer
+	ids, addrs := map[string]bool{}, map[string]bool{}
+	for _, v := range values {
+		p, err := parsePeer(v)
+		if err != nil {
+			return nil, err
+		}
+		if ids[p.ID] {
+			return nil, fmt.Errorf("--peer %q: node ID %s is listed twice", v, p.ID)
+		}
+		if addrs[p.RaftAddr] || addrs[p.APIAddr] {
+			return nil, fmt.Errorf("--peer %q: an address of %s is already used by another peer", v, p.ID)
+		}
+		ids[p.ID], addrs[p.RaftAddr], addrs[p.APIAddr] = true, true, true
+		peers = append(peers, p)
+	}
+	return peers, nil
+}
+
+func parsePeer(v string) (node.Peer, error) {
+	parts := strings.Split(v, "=")
+	if len(parts) != 3 || parts[0] == "" {
+		return node.Peer{}, fmt.Errorf("--peer %q: want ID=RAFT_ADDR=API_ADDR, e.g. n1=10.0.0.1:7000=10.0.0.1:8080", v)
+	}
+	p := node.Peer{ID: parts[0], RaftAddr: parts[1], APIAddr: parts[2]}
+	if err := checkHostPort(p.RaftAddr, false); err != nil {
+		return node.Peer{}, fmt.Errorf("--peer %q: Raft address %q: %w", v, p.RaftAddr, err)
+	}
+	if err := checkHostPort(p.APIAddr, false); err != nil {
+		return node.Peer{}, fmt.Errorf("--peer %q: API address %q: %w", v, p.APIAddr, err)
+	}
+	if isUnspecified(p.RaftAddr) || isUnspecified(p.APIAddr) {
+		return node.Peer{}, fmt.Errorf("--peer %q: give the addresses other nodes reach %s at, not 0.0.0.0 or [::]", v, p.ID)
+	}
+	return p, nil
+}
+
+// checkHostPort checks that addr is HOST:PORT with a numeric port, and not
+// port 0 unless listen (a listening address may pick a free port).
+func checkHostPort(addr string, listen bool) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return errors.New("want HOST:PORT")
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || (n == 0 && !listen) {
+		return fmt.Errorf("port %q: want a number from 1 to 65535", port)
+	}
+	return nil
+}
+
+// isUnspecified reports whether a HOST:PORT listens on every interface.
+func isUnspecified(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsUnspecified()
+}
+
+// runNode starts a node, reports where it is, and closes it when the
+// command's context is cancelled (SIGINT or SIGTERM).
+func runNode(c *cli.Context, cfg node.Config, dev *devSetup) error {
+	log := logger(c)
+	n, err := node.New(cfg)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("%w\n(another process uses that address: stop it, or pick free ports with --raft-addr and --api-addr)", err)
+	}
+	if err != nil {
+		return err
+	}
+	log.Info("node running",
+		"id", n.ID(), "raft", n.RaftAddr(), "api", n.APIAddr(), "data_dir", cfg.DataDir,
+		"origin", cfg.Signer.Origin(), "verifier_key", cfg.Signer.VerifierKey())
+	if dev != nil {
+		printDevBanner(c.App.Writer, n, cfg, dev)
+	}
+	<-c.Context.Done()
+	log.Info("shutting down")
+	if err := n.Close(); err != nil {
+		return fmt.Errorf("stop node: %w", err)
+	}
+	return nil
+}
+
+func printDevBanner(w io.Writer, n *node.Node, cfg node.Config, dev *devSetup) {
+	ca := "none (--trust given)"
+	if dev.CADir != "" {
+		ca = fmt.Sprintf("%s (%s; manufacturer %q)", dev.CADir, dev.CAState, devManufacturer)
+	}
+	base := "http://" + n.APIAddr()
+	fmt.Fprintf(w, `
+chipledger development node is running: one node, plain TCP, not for production.
+
+  verifier key   %s
+  API            %s  (Connect, gRPC, gRPC-Web; /healthz, /metrics)
+  tiles          %s/checkpoint  (C2SP tlog-tiles: %s/tile/...)
+  Raft           %s
+  data dir       %s
+  log key        %s (%s)
+  CA             %s
+  trust bundle   %s
+
+Stop with Ctrl-C; running "chipledger node --dev" again reuses all of it.
+
+`, cfg.Signer.VerifierKey(), base, base, base, n.RaftAddr(), dev.DataDir,
+		dev.LogKey, dev.LogKeyState, ca, dev.TrustPath)
+}
