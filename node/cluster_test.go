@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"sync"
@@ -275,5 +274,3 @@ func isCode(err error, code connect.Code) bool {
 	var ce *connect.Error
 	return errors.As(err, &ce) && ce.Code() == code
 }
-
-var _ = net.JoinHostPort

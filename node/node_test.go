@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -467,4 +468,33 @@ func TestRestartReplaysNothingTwice(t *testing.T) {
 	if got := c.nodes[0].Checkpoint().Size; got != before.Size+1 {
 		t.Fatalf("size %d after one more append, want %d", got, before.Size+1)
 	}
+}
+
+// TestNewFailsCleanly starts a node on an API address already in use: New
+// must return an error (not panic) and release what it opened, so the same
+// data directory can be used at once.
+func TestNewFailsCleanly(t *testing.T) {
+	pki, err := sharedPKI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	skey, _, _ := ledger.GenerateLogKey(testOrigin)
+	signer, _ := ledger.NewLogSigner(skey)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	cfg := Config{ID: "n", DataDir: t.TempDir(), RaftAddr: "127.0.0.1:0", APIAddr: busy.Addr().String(),
+		Signer: signer, Trust: pki.Trust, Bootstrap: true}
+	if n, err := New(cfg); err == nil {
+		n.Close()
+		t.Fatal("New succeeded on an API address in use")
+	}
+	cfg.APIAddr = "127.0.0.1:0"
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New on the same data directory after a failed start: %v", err)
+	}
+	n.Close()
 }

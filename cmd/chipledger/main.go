@@ -91,6 +91,7 @@ Global options (such as --log-level) go before the command name.`,
 			nodeCommand(run),
 			keysCommand(),
 			caCommand(),
+			benchCommand(),
 		},
 	}
 }

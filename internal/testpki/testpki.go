@@ -31,17 +31,32 @@ type PKI struct {
 
 // New makes a PKI with fresh keys.
 func New() (*PKI, error) {
-	p := &PKI{}
-	var err error
-	for _, k := range []**ecdsa.PrivateKey{&p.RootKey, &p.DeviceCAKey, &p.StationKey} {
-		if *k, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
-			return nil, err
-		}
-	}
-	if p.Root, err = ca("Example Root CA", nil, nil, p.RootKey); err != nil {
+	rootKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
 		return nil, err
 	}
-	if p.DeviceCA, err = ca("Example Device CA", p.Root, p.RootKey, p.DeviceCAKey); err != nil {
+	deviceCAKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	root, err := ca("Example Root CA", nil, nil, rootKey)
+	if err != nil {
+		return nil, err
+	}
+	deviceCA, err := ca("Example Device CA", root, rootKey, deviceCAKey)
+	if err != nil {
+		return nil, err
+	}
+	return FromCA(root, rootKey, deviceCA, deviceCAKey)
+}
+
+// FromCA makes a PKI around an existing root and device CA (for example a
+// manufacturer CA made by `chipledger ca init`, to load a running ledger
+// that trusts it), with a new station certificate issued by the root.
+func FromCA(root *x509.Certificate, rootKey *ecdsa.PrivateKey, deviceCA *x509.Certificate, deviceCAKey *ecdsa.PrivateKey) (*PKI, error) {
+	p := &PKI{Root: root, RootKey: rootKey, DeviceCA: deviceCA, DeviceCAKey: deviceCAKey}
+	var err error
+	if p.StationKey, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
 		return nil, err
 	}
 	tmpl, err := ledger.StationCertificateTemplate(Manufacturer, "station-1",
@@ -53,7 +68,7 @@ func New() (*PKI, error) {
 		return nil, err
 	}
 	p.Trust = ledger.NewTrust([]*x509.Certificate{p.Root}, []*x509.Certificate{p.DeviceCA})
-	return p, nil
+	return p, p.Trust.Err()
 }
 
 func ca(name string, parent *x509.Certificate, parentKey, key *ecdsa.PrivateKey) (*x509.Certificate, error) {
