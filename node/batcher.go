@@ -23,6 +23,7 @@ type batcher struct {
 	maxInFlight int
 	timeout     time.Duration
 	metrics     *metrics
+	stopped     <-chan struct{} // closed when run returns
 }
 
 // pending is one append waiting for its batch.
@@ -43,7 +44,7 @@ type batchOutcome struct {
 // accepts; the client should retry later.
 var errQueueFull = errors.New("too many appends in flight")
 
-func newBatcher(r *raft.Raft, m *metrics) *batcher {
+func newBatcher(r *raft.Raft, m *metrics, stopped <-chan struct{}) *batcher {
 	return &batcher{
 		raft:        r,
 		queue:       make(chan *pending, 1<<14),
@@ -52,12 +53,18 @@ func newBatcher(r *raft.Raft, m *metrics) *batcher {
 		maxInFlight: 4,
 		timeout:     10 * time.Second,
 		metrics:     m,
+		stopped:     stopped,
 	}
 }
 
 // submit queues a leaf and waits for its outcome.
 func (b *batcher) submit(ctx context.Context, leaf []byte) (batchOutcome, error) {
 	p := &pending{leaf: leaf, done: make(chan batchOutcome, 1)}
+	select {
+	case <-b.stopped:
+		return batchOutcome{}, ErrShuttingDown
+	default:
+	}
 	select {
 	case b.queue <- p:
 	default:
@@ -98,7 +105,16 @@ func (b *batcher) run(ctx context.Context) {
 			for range inFlight {
 				<-finished
 			}
-			return
+			// Appends queued after this point find no batcher; fail the
+			// ones already queued now rather than at their deadline.
+			for {
+				select {
+				case p := <-b.queue:
+					p.done <- batchOutcome{err: ErrShuttingDown}
+				default:
+					return
+				}
+			}
 		}
 		// Take whatever else is queued right now.
 	drain:

@@ -148,7 +148,7 @@ func New(cfg Config) (n *Node, err error) {
 	if err := n.startRaft(); err != nil {
 		return nil, err
 	}
-	n.batcher = newBatcher(n.raft, n.metrics)
+	n.batcher = newBatcher(n.raft, n.metrics, ctx.Done())
 	n.goRun(n.batcher.run)
 	n.goRun(n.watchLeadership)
 	n.goRun(n.flushIdle)
