@@ -92,6 +92,8 @@ Global options (such as --log-level) go before the command name.`,
 			keysCommand(),
 			caCommand(),
 			benchCommand(),
+			masterKeyCommand(),
+			poolCommand(),
 		},
 	}
 }

@@ -1,0 +1,170 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/chipledger/chipledger/provisioner"
+)
+
+// poolCommand is `chipledger pool`: the pre-generated device key pool.
+func poolCommand() *cli.Command {
+	// Each subcommand gets its own flag: urfave/cli keeps state in flags.
+	poolFlag := func() cli.Flag {
+		return &cli.StringFlag{Name: "pool", Required: true, TakesFile: true, EnvVars: env("pool"),
+			Usage: "the key pool database `FILE`"}
+	}
+	return &cli.Command{
+		Name:  "pool",
+		Usage: "manage a station's pool of device key pairs generated in advance",
+		UsageText: `chipledger pool fill --pool FILE --count N [--pool-key FILE]
+chipledger pool status --pool FILE [--json]`,
+		Description: `A key pool holds ECDSA P-256 device key pairs generated before the devices are
+assembled. A station reserves one for each chip it provisions, deletes it once
+the chip's escrow entry is in the ledger, and destroys it if the provisioning
+fails for good: a key is never given to two chips and never reused. The keys
+are encrypted with the pool key, a separate file (mode 0600; by default the
+pool's path with ".key" appended) that is needed to use the pool.
+
+Only one process can have a pool open at a time.`,
+		HideHelpCommand: true,
+		Subcommands: []*cli.Command{
+			{
+				Name:  "fill",
+				Usage: "generate keys and add them to a pool, creating it if needed",
+				UsageText: `chipledger pool fill --pool FILE --count N [--pool-key FILE]
+
+   chipledger pool fill --pool /var/lib/chipledger/pool.db --count 100000`,
+				Description: `Generates N new ECDSA P-256 key pairs and adds them to the pool as available
+keys, 1,000 per transaction, with progress on stderr. A pool that does not
+exist is created, with a new pool key if --pool-key does not exist either.
+Interrupting it (Ctrl-C) keeps the keys added so far. Prints the pool's status
+when done.`,
+				Flags: []cli.Flag{
+					poolFlag(),
+					&cli.IntFlag{Name: "count", Required: true, EnvVars: env("count"), Usage: "add `N` keys"},
+					&cli.StringFlag{Name: "pool-key", TakesFile: true, EnvVars: env("pool-key"),
+						Usage: "the pool key `FILE` (default: the --pool file with \".key\" appended; made with mode 0600 for a new pool if missing)"},
+				},
+				Action: runPoolFill,
+			},
+			{
+				Name:  "status",
+				Usage: "count a pool's keys by state",
+				UsageText: `chipledger pool status --pool FILE [--json]
+
+   chipledger pool status --pool /var/lib/chipledger/pool.db --json`,
+				Description: `Prints how many keys of the pool are available, reserved for a chip being
+provisioned, consumed (provisioned) and destroyed (failed provisionings). It
+opens the pool read-only and does not need the pool key, but it cannot read a
+pool while a station or "pool fill" has it open.`,
+				Flags: []cli.Flag{
+					poolFlag(),
+					&cli.BoolFlag{Name: "json", EnvVars: env("json"), Usage: "print the status as a JSON object"},
+				},
+				Action: runPoolStatus,
+			},
+		},
+	}
+}
+
+func runPoolFill(c *cli.Context) error {
+	if err := noArgs(c); err != nil {
+		return err
+	}
+	count := c.Int("count")
+	if count <= 0 {
+		return cli.Exit(fmt.Sprintf("--count %d: want a positive number of keys", count), 2)
+	}
+	path, keyFile := c.String("pool"), c.String("pool-key")
+	if keyFile == "" {
+		keyFile = path + ".key"
+	}
+	_, err := os.Stat(keyFile)
+	keyExisted := !errors.Is(err, fs.ErrNotExist)
+
+	pool, err := provisioner.OpenPool(path, provisioner.PoolOptions{KeyFile: keyFile, Create: true})
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if _, err := os.Stat(keyFile); !keyExisted && err == nil {
+		fmt.Fprintf(c.App.ErrWriter, "Created the pool key %s (mode 0600). Keep it apart from copies of the pool and\nback it up: without it the keys in the pool cannot be used.\n", keyFile)
+	}
+	progress := fillProgress{w: c.App.ErrWriter, total: count}
+	if err := pool.FillContext(c.Context, count, progress.report); err != nil {
+		return err
+	}
+	status, err := pool.Status()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.App.Writer, "%s: %d available, %d reserved, %d consumed, %d destroyed\n",
+		path, status.Available, status.Reserved, status.Consumed, status.Destroyed)
+	return nil
+}
+
+// fillProgress prints the progress of a pool fill at most once a second,
+// and always when it is done.
+type fillProgress struct {
+	w       io.Writer
+	total   int
+	printed time.Time
+}
+
+func (f *fillProgress) report(done int) {
+	if done < f.total && time.Since(f.printed) < time.Second {
+		return
+	}
+	f.printed = time.Now()
+	fmt.Fprintf(f.w, "pool fill: %d of %d keys added (%d%%)\n", done, f.total, done*100/f.total)
+}
+
+// poolStatusJSON is the output of `pool status --json`.
+type poolStatusJSON struct {
+	Pool      string `json:"pool"`
+	PoolKeyID string `json:"pool_key_id"`
+	provisioner.PoolStatus
+}
+
+func runPoolStatus(c *cli.Context) error {
+	if err := noArgs(c); err != nil {
+		return err
+	}
+	pool, err := provisioner.OpenPool(c.String("pool"), provisioner.PoolOptions{ReadOnly: true})
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	status, err := pool.Status()
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		enc := json.NewEncoder(c.App.Writer)
+		enc.SetIndent("", "  ")
+		return enc.Encode(poolStatusJSON{Pool: pool.Path(), PoolKeyID: pool.PoolKeyID(), PoolStatus: status})
+	}
+	tw := tabwriter.NewWriter(c.App.Writer, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "pool\t%s\n", pool.Path())
+	fmt.Fprintf(tw, "pool key ID\t%s\n", pool.PoolKeyID())
+	fmt.Fprintf(tw, "available\t%d\n", status.Available)
+	fmt.Fprintf(tw, "reserved\t%d\n", status.Reserved)
+	fmt.Fprintf(tw, "consumed\t%d\n", status.Consumed)
+	fmt.Fprintf(tw, "destroyed\t%d\n", status.Destroyed)
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if status.Available == 0 {
+		fmt.Fprintf(c.App.ErrWriter, "The pool has no available key: add keys with chipledger pool fill --pool %s --count N\n", pool.Path())
+	}
+	return nil
+}
