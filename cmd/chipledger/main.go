@@ -94,6 +94,7 @@ Global options (such as --log-level) go before the command name.`,
 			benchCommand(),
 			masterKeyCommand(),
 			poolCommand(),
+			deviceCommand(),
 		},
 	}
 }

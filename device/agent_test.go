@@ -1,0 +1,153 @@
+package device
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+
+	"connectrpc.com/connect"
+)
+
+// serveAgent serves conn's agent over HTTP/1.1 and h2c and returns a
+// client speaking h2c to it (with opts) and a counter of HTTP/2 requests.
+func serveAgent(t *testing.T, conn Conn, opts ...connect.ClientOption) (*AgentClient, *atomic.Int64) {
+	t.Helper()
+	path, h := NewAgentHandler(conn)
+	var h2 atomic.Int64
+	mux := http.NewServeMux()
+	mux.Handle(path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ProtoMajor == 2 {
+			h2.Add(1)
+		}
+		h.ServeHTTP(w, r)
+	}))
+	srv := httptest.NewUnstartedServer(mux)
+	var sp http.Protocols
+	sp.SetHTTP1(true)
+	sp.SetUnencryptedHTTP2(true)
+	srv.Config.Protocols = &sp
+	srv.Start()
+	t.Cleanup(srv.Close)
+
+	var cp http.Protocols
+	cp.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{Protocols: &cp}
+	t.Cleanup(tr.CloseIdleConnections)
+	return NewAgentClient(&http.Client{Transport: tr}, srv.URL, opts...), &h2
+}
+
+func TestAgentProvisionsWipesAndRestoresOverH2C(t *testing.T) {
+	f := newFixture(t)
+	d := f.manufacture()
+	c, h2 := serveAgent(t, d)
+
+	p := f.provision(c)
+	remote, err := c.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameStatus(t, "status over the agent", remote, statusOf(t, d))
+	if remote.Keys == nil || !bytes.Equal(remote.Keys.Receipt, p.receipt) {
+		t.Fatalf("status keys over the agent: %+v", remote.Keys)
+	}
+
+	if err := c.Wipe(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if in := info(t, c); in.HasKeys || in.Epoch != 1 {
+		t.Errorf("after Wipe over the agent: %+v", in)
+	}
+	if err := c.RestoreBackup(ctx, p.backup, p.cert, nil); err != nil {
+		t.Fatal(err)
+	}
+	restored, err := c.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(restored.Keys.DevicePublicKey, remote.Keys.DevicePublicKey) || restored.Keys.Receipt != nil {
+		t.Errorf("restored over the agent: %+v", restored.Keys)
+	}
+	assertKeysSignUnderCertificate(t, d, p.cert)
+	if h2.Load() == 0 {
+		t.Error("no request used HTTP/2 (h2c)")
+	}
+}
+
+func TestAgentErrorsKeepTheirReasonAndCode(t *testing.T) {
+	f := newFixture(t)
+	d := f.manufacture()
+	c, _ := serveAgent(t, d)
+	p := f.provision(d)
+	stale := bytes.Clone(p.backup)
+	f.provision(d)
+	tampered := bytes.Clone(p.backup)
+	tampered[len(tampered)-1] ^= 1
+	two, _ := f.newPackage(2)
+
+	cases := []struct {
+		name string
+		err  error
+		want error
+		code connect.Code
+	}{
+		{"malformed package", func() error { _, err := c.StorePackage(ctx, []byte{1}); return err }(), ErrMalformed, connect.CodeInvalidArgument},
+		{"not the next epoch", func() error { _, err := c.StorePackage(ctx, two); return err }(), ErrWrongEpoch, connect.CodeFailedPrecondition},
+		{"no pending package", c.CheckBackup(ctx, p.backup), ErrNoPending, connect.CodeFailedPrecondition},
+		{"older backup", c.RestoreBackup(ctx, stale, p.cert, nil), ErrRollback, connect.CodeFailedPrecondition},
+		{"tampered backup", c.RestoreBackup(ctx, tampered, p.cert, nil), ErrDecrypt, connect.CodePermissionDenied},
+	}
+	for _, tc := range cases {
+		if !errors.Is(tc.err, tc.want) || connect.CodeOf(tc.err) != tc.code {
+			t.Errorf("%s: err = %v (code %v), want %v with code %v", tc.name, tc.err, connect.CodeOf(tc.err), tc.want, tc.code)
+		}
+	}
+}
+
+func TestAgentSpeaksGRPC(t *testing.T) {
+	f := newFixture(t)
+	d := f.manufacture()
+	c, _ := serveAgent(t, d, connect.WithGRPC())
+	in := info(t, c)
+	if !in.ChipID.Equal(d.chip.ID()) || !in.Identities.Equal(f.ids) {
+		t.Errorf("ChipInfo over gRPC: %+v", in)
+	}
+	_, err := c.StorePackage(ctx, []byte("junk"))
+	if !errors.Is(err, ErrMalformed) || connect.CodeOf(err) != connect.CodeInvalidArgument {
+		t.Errorf("error over gRPC: %v", err)
+	}
+}
+
+func TestAgentRefusesOversizedRequests(t *testing.T) {
+	c, _ := serveAgent(t, newFixture(t).manufacture())
+	_, err := c.StorePackage(ctx, make([]byte, MaxAgentRequestBytes+1))
+	if connect.CodeOf(err) != connect.CodeResourceExhausted {
+		t.Errorf("oversized request: %v, want ResourceExhausted", err)
+	}
+}
+
+// failingConn is a Conn whose Wipe fails with err (its other methods are
+// not called).
+type failingConn struct {
+	Conn
+	err error
+}
+
+func (c failingConn) Wipe(context.Context) error { return c.err }
+
+func TestAgentReportsOtherErrorsAsInternal(t *testing.T) {
+	boom := errors.New("disk full")
+	c, _ := serveAgent(t, failingConn{err: boom})
+	err := c.Wipe(ctx)
+	if connect.CodeOf(err) != connect.CodeInternal {
+		t.Errorf("Wipe: %v, want Internal", err)
+	}
+	for _, r := range errorReasons {
+		if errors.Is(err, r.err) {
+			t.Errorf("an internal error matches %v", r.err)
+		}
+	}
+}
