@@ -1,0 +1,104 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+
+	"connectrpc.com/connect"
+
+	"github.com/chipledger/chipledger/ledger"
+	"github.com/chipledger/chipledger/proofs"
+	v1 "github.com/chipledger/chipledger/proto/chipledger/v1"
+)
+
+// A ChipHistory is a chip's escrow entries, each with a receipt, all
+// verified against one checkpoint.
+type ChipHistory struct {
+	// Checkpoint is the verified checkpoint every receipt proves
+	// inclusion in. It is the client's trusted checkpoint or a proven
+	// prefix of it.
+	Checkpoint proofs.Checkpoint
+	// Entries are the chip's entries in log order, epochs 1, 2, …; empty
+	// for a chip the log does not know.
+	Entries []ChipEntry
+}
+
+// A ChipEntry is one escrow entry of a chip and its receipt.
+type ChipEntry struct {
+	Entry   *ledger.EscrowEntry
+	Receipt *proofs.Receipt
+}
+
+// Latest returns the chip's newest entry, or nil if it has none.
+func (h *ChipHistory) Latest() *ChipEntry {
+	if len(h.Entries) == 0 {
+		return nil
+	}
+	return &h.Entries[len(h.Entries)-1]
+}
+
+// LookupChip returns the chip's escrow entries, each with a receipt verified
+// against one checkpoint, which is verified and proven consistent with the
+// client's trusted checkpoint. A chip the log does not hold has no entries;
+// that is not an error.
+//
+// Every entry must be an escrow entry for this chip, with the epoch the node
+// states, and the epochs must run 1, 2, … in log order; otherwise the call
+// fails with ErrMismatch. The lookup is answered at a tree at least as large
+// as the trusted one, so an entry the client has seen appended is not
+// missed; that a node did not hide a later entry cannot be proven until the
+// log carries the verifiable chip index (DESIGN.md §3.7).
+func (c *Client) LookupChip(ctx context.Context, chip ledger.ChipID) (*ChipHistory, error) {
+	if err := chip.Validate(); err != nil {
+		return nil, fmt.Errorf("client: lookup chip: %w", connect.NewError(connect.CodeInvalidArgument, err))
+	}
+	var h *ChipHistory
+	err := c.do(ctx, "lookup chip", toAny, func(ctx context.Context, ep *endpoint) error {
+		req := &v1.LookupChipRequest{ChipId: chip, MinSize: c.trust.latest().cp.Size}
+		resp, err := ep.api.LookupChip(ctx, connect.NewRequest(req))
+		if err != nil {
+			return err
+		}
+		h, err = c.verifyLookup(ctx, ep, chip, resp.Msg)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// verifyLookup checks a lookup answer: its checkpoint, then every entry.
+func (c *Client) verifyLookup(ctx context.Context, ep *endpoint, chip ledger.ChipID, m *v1.LookupChipResponse) (*ChipHistory, error) {
+	cp, err := c.accept(ctx, ep, m.GetCheckpoint())
+	if err != nil {
+		return nil, err
+	}
+	h := &ChipHistory{Checkpoint: cp}
+	for i, e := range m.GetEntries() {
+		if !bytes.Equal(e.GetReceipt().GetCheckpoint(), m.GetCheckpoint()) {
+			return nil, mismatch("entry %d of chip %s has a receipt against another checkpoint", i, chip)
+		}
+		r, err := verifyReceipt(ep, e.GetReceipt(), cp)
+		if err != nil {
+			return nil, err
+		}
+		entry, err := ledger.ParseEscrowEntry(r.Leaf)
+		if err != nil {
+			return nil, mismatch("leaf %d, returned for chip %s, is not an escrow entry: %v", r.Index, chip, err)
+		}
+		switch {
+		case !entry.ChipID.Equal(chip):
+			return nil, mismatch("leaf %d is an entry of chip %s, not %s", r.Index, entry.ChipID, chip)
+		case entry.Epoch != e.GetEpoch():
+			return nil, mismatch("leaf %d has epoch %d, the node says %d", r.Index, entry.Epoch, e.GetEpoch())
+		case entry.Epoch != uint32(i+1):
+			return nil, mismatch("chip %s: entry %d has epoch %d, want %d: entries are missing or out of order", chip, i, entry.Epoch, i+1)
+		case i > 0 && r.Index <= h.Entries[i-1].Receipt.Index:
+			return nil, mismatch("chip %s: entries are not in log order", chip)
+		}
+		h.Entries = append(h.Entries, ChipEntry{Entry: entry, Receipt: r})
+	}
+	return h, nil
+}

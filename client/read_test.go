@@ -1,0 +1,148 @@
+package client_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+
+	"connectrpc.com/connect"
+
+	"github.com/chipledger/chipledger/client"
+	"github.com/chipledger/chipledger/proofs"
+)
+
+func (f *fakeLog) client(t *testing.T, addr string, trusted []byte) *client.Client {
+	t.Helper()
+	c, err := client.New(client.Options{Addrs: []string{addr}, LogKey: f.signer.VerifierKey(), Trusted: trusted, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestEntriesPagesThroughTheCallLimitAndVerifies(t *testing.T) {
+	f, addr := startFakeLog(t, 2500)
+	c := f.client(t, addr, nil)
+	ctx := context.Background()
+	for _, r := range []struct{ start, end uint64 }{{0, 2500}, {999, 2001}, {1000, 1001}, {1234, 1235}, {0, 1}, {2499, 2500}, {3, 1800}} {
+		got, err := c.Entries(ctx, r.start, r.end)
+		if err != nil {
+			t.Fatalf("[%d, %d): %v", r.start, r.end, err)
+		}
+		if uint64(len(got)) != r.end-r.start {
+			t.Fatalf("[%d, %d): %d leaves", r.start, r.end, len(got))
+		}
+		for i, leaf := range got {
+			if want := f.leaves[r.start+uint64(i)]; !bytes.Equal(leaf, want) {
+				t.Fatalf("[%d, %d): leaf %d is %q, want %q", r.start, r.end, i, leaf, want)
+			}
+		}
+	}
+	if f.maxPage > 1000 {
+		t.Errorf("asked for %d entries in one call", f.maxPage)
+	}
+	if got, err := c.Entries(ctx, 5, 5); err != nil || got != nil {
+		t.Errorf("empty range: %v, %v", got, err)
+	}
+	if _, err := c.Entries(ctx, 2000, 2501); connect.CodeOf(err) != connect.CodeOutOfRange {
+		t.Errorf("range beyond the log: %v, want OUT_OF_RANGE", err)
+	}
+}
+
+func TestInclusionProofReturnsAVerifiedReceipt(t *testing.T) {
+	f, addr := startFakeLog(t, 300)
+	c := f.client(t, addr, nil)
+	v, err := proofs.NewLogVerifier(f.signer.VerifierKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []uint64{0, 1, 150, 299} {
+		r, err := c.InclusionProof(context.Background(), i, f.leaves[i])
+		if err != nil {
+			t.Fatalf("leaf %d: %v", i, err)
+		}
+		if _, err := r.Verify(v); err != nil {
+			t.Fatalf("leaf %d: receipt does not verify offline: %v", i, err)
+		}
+	}
+	if _, err := c.InclusionProof(context.Background(), 3, f.leaves[4]); !errors.Is(err, client.ErrMismatch) {
+		t.Errorf("another leaf at the index: %v, want ErrMismatch", err)
+	}
+}
+
+// TestSavedCheckpointCarriesTrustAcrossRuns saves the trusted checkpoint,
+// lets the log grow, and starts a new client from it: the new client proves
+// the log extends it, and ConsistencyProof hands out the proof.
+func TestSavedCheckpointCarriesTrustAcrossRuns(t *testing.T) {
+	f, addr := startFakeLog(t, 1000)
+	first := f.client(t, addr, nil)
+	if _, _, err := first.Checkpoint(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	saved, savedNote := first.Trusted()
+	f.grow(777)
+
+	next := f.client(t, addr, savedNote)
+	if got, _ := next.Trusted(); got != saved {
+		t.Fatalf("starts trusting %+v, want %+v", got, saved)
+	}
+	cp, _, err := next.Checkpoint(context.Background())
+	if err != nil || cp.Size != 1777 {
+		t.Fatalf("checkpoint %+v, %v; want size 1777", cp, err)
+	}
+	cons, err := next.ConsistencyProof(context.Background(), savedNote)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cons.From != saved || cons.To != cp {
+		t.Fatalf("consistency from %+v to %+v", cons.From, cons.To)
+	}
+	if err := proofs.VerifyConsistency(cons.From.Size, cons.To.Size, cons.Proof, cons.From.Hash, cons.To.Hash); err != nil {
+		t.Fatalf("the handed-out proof does not verify: %v", err)
+	}
+}
+
+func TestConsistencyProofOfAnotherHistoryIsAFork(t *testing.T) {
+	f, addr := startFakeLog(t, 50)
+	c := f.client(t, addr, nil)
+	if _, _, err := c.Checkpoint(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var root [32]byte
+	root[0] = 1
+	forged, err := f.signer.Sign(20, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.ConsistencyProof(context.Background(), forged)
+	var fe *client.ForkError
+	if !errors.As(err, &fe) || !bytes.Equal(fe.New, forged) {
+		t.Fatalf("got %v, want a *ForkError with the forged checkpoint", err)
+	}
+}
+
+func TestLogInfoVerifiesKeyAndStations(t *testing.T) {
+	l := startLog(t, 1, nil)
+	c := l.client()
+	l.registerStation(c)
+	l.appendEscrow(c, 1)
+	info, err := c.LogInfo(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.VerifierKey != l.vkey || info.Origin != testOrigin {
+		t.Errorf("log %q key %q", info.Origin, info.VerifierKey)
+	}
+	if len(info.Stations) != 1 {
+		t.Fatalf("%d stations, want 1", len(info.Stations))
+	}
+	st := info.Stations[0]
+	if st.ID != l.pki.StationID() || !bytes.Equal(st.Registration.Certificate, l.pki.Station.Raw) {
+		t.Errorf("station %x at %d", st.ID, st.RegistrationIndex)
+	}
+	if len(info.ManufacturerTrust) == 0 {
+		t.Error("no manufacturer trust")
+	}
+}
