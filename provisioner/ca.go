@@ -374,6 +374,18 @@ func readPEM(path, typ string) ([]byte, error) {
 }
 
 func readCertificate(path string) (*x509.Certificate, error) {
+	cert, err := readAnyCertificate(path)
+	if err != nil {
+		return nil, err
+	}
+	if !cert.IsCA {
+		return nil, fmt.Errorf("%s: not a CA certificate", path)
+	}
+	return cert, nil
+}
+
+// readAnyCertificate reads a PEM certificate.
+func readAnyCertificate(path string) (*x509.Certificate, error) {
 	der, err := readPEM(path, "CERTIFICATE")
 	if err != nil {
 		return nil, err
@@ -381,9 +393,6 @@ func readCertificate(path string) (*x509.Certificate, error) {
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if !cert.IsCA {
-		return nil, fmt.Errorf("%s: not a CA certificate", path)
 	}
 	return cert, nil
 }

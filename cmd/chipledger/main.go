@@ -94,6 +94,8 @@ Global options (such as --log-level) go before the command name.`,
 			benchCommand(),
 			masterKeyCommand(),
 			poolCommand(),
+			stationCommand(),
+			provisionCommand(),
 			deviceCommand(),
 		},
 	}

@@ -1,0 +1,287 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/chipledger/chipledger/client"
+	"github.com/chipledger/chipledger/device"
+	"github.com/chipledger/chipledger/internal/loadgen"
+	"github.com/chipledger/chipledger/ledger"
+	"github.com/chipledger/chipledger/provisioner"
+)
+
+// ledgerFlags are the flags of commands that talk to a ledger.
+func ledgerFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringSliceFlag{Name: "ledger", Required: true, EnvVars: env("ledger"),
+			Usage: "API `ADDRESS` of a ledger node (repeatable, or comma-separated): writes follow the leader"},
+		&cli.StringFlag{Name: "log-key", Required: true, EnvVars: env("log-key"),
+			Usage: "the log's verifier `KEY` (or a file holding it), as printed by `chipledger keys` or `node --dev`"},
+	}
+}
+
+// newLedgerClient makes the verifying SDK client of --ledger and --log-key.
+func newLedgerClient(c *cli.Context) (*client.Client, error) {
+	vkey, err := verifierKey(c.String("log-key"))
+	if err != nil {
+		return nil, err
+	}
+	var addrs []string
+	for _, a := range c.StringSlice("ledger") {
+		addrs = append(addrs, strings.Split(a, ",")...)
+	}
+	return client.New(client.Options{Addrs: addrs, LogKey: vkey, Logger: logger(c)})
+}
+
+// stationCommand is `chipledger station`: the factory station's identity.
+func stationCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "station",
+		Usage: "manage a factory station's identity",
+		Subcommands: []*cli.Command{{
+			Name:      "init",
+			Usage:     "make a station key and certificate and register the station in the ledger",
+			UsageText: `chipledger station init --dir station --ca ca --name line-1 --ledger 127.0.0.1:8080 --log-key KEY`,
+			Description: `Creates a P-256 station key (mode 0600) and a certificate for it issued by the
+manufacturer CA with the station policy, then appends the station's
+registration to the ledger, which admits escrow entries only from registered
+stations.`,
+			Flags: append([]cli.Flag{
+				&cli.StringFlag{Name: "dir", Required: true, EnvVars: env("station"), Usage: "station `DIR` to create"},
+				&cli.StringFlag{Name: "ca", Required: true, EnvVars: env("ca"), Usage: "manufacturer CA `DIR` (from `chipledger ca init`)"},
+				&cli.StringFlag{Name: "name", Required: true, Usage: "station `NAME` for its certificate, e.g. the production line"},
+				&cli.DurationFlag{Name: "validity", Value: 5 * 365 * 24 * time.Hour, Usage: "how long the station certificate is valid"},
+			}, ledgerFlags()...),
+			Action: runStationInit,
+		}},
+	}
+}
+
+func runStationInit(c *cli.Context) error {
+	ca, err := provisioner.LoadCA(c.String("ca"))
+	if err != nil {
+		return err
+	}
+	cl, err := newLedgerClient(c)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	id, err := provisioner.InitStation(c.String("dir"), ca, c.String("name"), c.Duration("validity"))
+	if err != nil {
+		return err
+	}
+	leaf, err := id.RegistrationLeaf()
+	if err != nil {
+		return err
+	}
+	r, err := cl.Append(c.Context, leaf)
+	if err != nil {
+		return fmt.Errorf("register the station in the ledger (the key and certificate are in %s; rerun with another --dir or register later): %w", id.Dir, err)
+	}
+	stationID := id.ID()
+	fmt.Fprintf(c.App.Writer, "station %x registered at index %d\n", stationID, r.Receipt.Index)
+	return nil
+}
+
+// provisionCommand is `chipledger provision`.
+func provisionCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "provision",
+		Usage: "provision devices: store keys in them, publish their backups in the ledger",
+		UsageText: `chipledger provision --station DIR --ca DIR --master-keys DIR --ledger ADDR --log-key KEY --device HOST:PORT [--identity imei:DIGITS ...]
+chipledger provision ... --device HOST:PORT --device HOST:PORT ...     # several devices concurrently
+chipledger provision ... --emulate 1000 --concurrency 64               # in-process emulated devices`,
+		Description: `Runs the provisioning handshake with each device: reads its chip ID, chooses
+the key pair (from --pool, or generated), derives the channel key from the
+current master key and the identity, stores the data package in the device and
+checks the backup it returns, issues the device certificate, signs the escrow
+entry, appends it to the ledger, and stores the verified receipt in the
+device. Each device's progress is journaled in the station directory, so an
+interrupted run is resumed by running it again: no entry is ever published
+twice and no pool key is ever given to two chips.`,
+		Flags: append([]cli.Flag{
+			&cli.StringFlag{Name: "station", Required: true, EnvVars: env("station"), Usage: "station `DIR` (from `chipledger station init`)"},
+			&cli.StringFlag{Name: "ca", Required: true, EnvVars: env("ca"), Usage: "manufacturer CA `DIR`, which issues the device certificates"},
+			&cli.StringFlag{Name: "master-keys", Required: true, EnvVars: env("master-keys"), Usage: "master key `DIR` (from `chipledger master-key new`)"},
+			&cli.StringFlag{Name: "pool", EnvVars: env("pool"), Usage: "key pool `FILE` (from `chipledger pool fill`); without it key pairs are generated"},
+			&cli.StringFlag{Name: "pool-key", EnvVars: env("pool-key"), Usage: "pool key `FILE` (default: the pool file + .key)"},
+			&cli.StringSliceFlag{Name: "device", Usage: "device agent `ADDRESS` (repeatable)"},
+			&cli.StringSliceFlag{Name: "identity", Usage: "the device's identity, e.g. imei:490154203237518 (repeatable; one device only); checked against the device"},
+			&cli.IntFlag{Name: "emulate", Usage: "provision `N` new emulated devices in this process instead of --device"},
+			&cli.IntFlag{Name: "concurrency", Value: 64, Usage: "devices in flight at once"},
+			&cli.BoolFlag{Name: "json", Usage: "print the summary as JSON"},
+		}, ledgerFlags()...),
+		Action: runProvision,
+	}
+}
+
+func runProvision(c *cli.Context) error {
+	var ids ledger.Identities
+	for _, s := range c.StringSlice("identity") {
+		id, err := ledger.ParseIdentity(s)
+		if err != nil {
+			return cli.Exit(fmt.Sprintf("--identity %q: %v", s, err), 2)
+		}
+		ids = append(ids, id)
+	}
+	devices := c.StringSlice("device")
+	emulate := c.Int("emulate")
+	switch {
+	case len(devices) == 0 && emulate == 0:
+		return cli.Exit("say which devices to provision: --device ADDRESS (repeatable) or --emulate N", 2)
+	case len(devices) > 0 && emulate > 0:
+		return cli.Exit("--device and --emulate exclude each other", 2)
+	case len(ids) > 0 && (len(devices) != 1):
+		return cli.Exit("--identity applies to a single --device", 2)
+	}
+
+	st, cleanup, vkey, err := openStation(c)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+
+	var conns []device.Conn
+	if emulate > 0 {
+		ca, _ := provisioner.LoadCA(c.String("ca"))
+		if conns, err = emulatedDevices(emulate, ca.Trust(), vkey); err != nil {
+			return err
+		}
+	} else {
+		hc := loadgen.NewHTTPClient()
+		for _, a := range devices {
+			conns = append(conns, device.NewAgentClient(hc, "http://"+a))
+		}
+	}
+
+	if len(conns) == 1 && emulate == 0 {
+		r, err := st.Provision(c.Context, conns[0], ids)
+		if err != nil {
+			return err
+		}
+		resumed := ""
+		if r.Resumed {
+			resumed = " (finished an interrupted provisioning)"
+		}
+		fmt.Fprintf(c.App.Writer, "chip %s provisioned at epoch %d: ledger index %d%s\n", r.ChipID, r.Epoch, r.Index, resumed)
+		return nil
+	}
+	bar := newProgress(c.App.ErrWriter, len(conns), "provisioning", "devices")
+	res := st.ProvisionAll(c.Context, conns, c.Int("concurrency"), func(error) { bar.Add(1) })
+	bar.Finish()
+	if c.Bool("json") {
+		if err := loadgen.WriteJSON(c.App.Writer, res); err != nil {
+			return err
+		}
+	} else {
+		writeBatchSummary(c.App.Writer, res)
+	}
+	if res.Failed > 0 {
+		return cli.Exit(fmt.Sprintf("%d of %d devices failed; rerun to resume the interrupted ones", res.Failed, res.Devices), 1)
+	}
+	return nil
+}
+
+// openStation loads everything the station needs from the flags.
+func openStation(c *cli.Context) (*provisioner.Station, func(), string, error) {
+	var closers []io.Closer
+	cleanup := func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i].Close()
+		}
+	}
+	fail := func(err error) (*provisioner.Station, func(), string, error) {
+		cleanup()
+		return nil, nil, "", err
+	}
+	id, err := provisioner.LoadStation(c.String("station"))
+	if err != nil {
+		return fail(err)
+	}
+	ca, err := provisioner.LoadCA(c.String("ca"))
+	if err != nil {
+		return fail(err)
+	}
+	mk, err := provisioner.LoadMasterKeys(c.String("master-keys"))
+	if err != nil {
+		return fail(err)
+	}
+	vkey, err := verifierKey(c.String("log-key"))
+	if err != nil {
+		return fail(err)
+	}
+	cl, err := newLedgerClient(c)
+	if err != nil {
+		return fail(err)
+	}
+	closers = append(closers, cl)
+	j, err := provisioner.OpenJournal(filepath.Join(id.Dir, provisioner.JournalFile))
+	if err != nil {
+		return fail(err)
+	}
+	closers = append(closers, j)
+	cfg := provisioner.StationConfig{Certificate: id.Certificate, Key: id.Key, CA: ca, MasterKeys: mk,
+		Ledger: provisioner.ClientLedger{Client: cl}, Journal: j, Logger: logger(c)}
+	if p := c.String("pool"); p != "" {
+		pool, err := provisioner.OpenPool(p, provisioner.PoolOptions{KeyFile: c.String("pool-key")})
+		if err != nil {
+			return fail(err)
+		}
+		closers = append(closers, pool)
+		cfg.Pool = pool
+	}
+	st, err := provisioner.NewStation(cfg)
+	if err != nil {
+		return fail(err)
+	}
+	return st, cleanup, vkey, nil
+}
+
+// emulatedDevices manufactures n in-memory devices with IMEIs of their own.
+func emulatedDevices(n int, trust *ledger.Trust, vkey string) ([]device.Conn, error) {
+	base := time.Now().UnixNano() % 900_000
+	conns := make([]device.Conn, n)
+	for i := range conns {
+		imei, err := ledger.NewIMEI(fmt.Sprintf("35209901%06d", (base+int64(i))%1_000_000))
+		if err != nil {
+			return nil, err
+		}
+		d, err := device.Manufacture(device.ManufactureOptions{Identities: ledger.Identities{imei}, Trust: trust, LogVerifierKey: vkey})
+		if err != nil {
+			return nil, err
+		}
+		conns[i] = d
+	}
+	return conns, nil
+}
+
+func writeBatchSummary(w io.Writer, r provisioner.BatchResult) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "devices\t%d\n", r.Devices)
+	fmt.Fprintf(tw, "provisioned\t%d\n", r.Succeeded)
+	fmt.Fprintf(tw, "failed\t%d\n", r.Failed)
+	fmt.Fprintf(tw, "time\t%s\n", r.Duration.Round(time.Millisecond))
+	fmt.Fprintf(tw, "devices/second\t%.0f\n", r.PerSecond)
+	fmt.Fprintf(tw, "latency p50 / p99\t%s / %s\n", r.P50.Round(10*time.Microsecond), r.P99.Round(10*time.Microsecond))
+	fmt.Fprintf(tw, "mean step times\tkey pair %s, package %s, certificate %s, sign %s, ledger %s, receipt %s\n",
+		r.Steps.KeyPair.Round(time.Microsecond), r.Steps.Package.Round(time.Microsecond), r.Steps.Certificate.Round(time.Microsecond),
+		r.Steps.Sign.Round(time.Microsecond), r.Steps.Ledger.Round(time.Microsecond), r.Steps.Receipt.Round(time.Microsecond))
+	causes := make([]string, 0, len(r.Failures))
+	for cause := range r.Failures {
+		causes = append(causes, cause)
+	}
+	sort.Strings(causes)
+	for _, cause := range causes {
+		fmt.Fprintf(tw, "failed: %s\t%d\n", cause, r.Failures[cause])
+	}
+	tw.Flush()
+}

@@ -1,0 +1,93 @@
+package provisioner
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/chipledger/chipledger/ledger"
+)
+
+// Files of a station directory.
+const (
+	StationKeyFile  = "station.key"
+	StationCertFile = "station.pem"
+	JournalFile     = "journal.db"
+)
+
+// StationIdentity is a station's key and certificate.
+type StationIdentity struct {
+	Dir         string
+	Key         *ecdsa.PrivateKey
+	Certificate *x509.Certificate
+}
+
+// ErrStationExists is returned by InitStation for a directory that already
+// holds a station.
+var ErrStationExists = errors.New("station already exists")
+
+// InitStation creates a station in dir: a new ECDSA P-256 key (0600) and a
+// certificate for it issued by the manufacturer CA with the station policy,
+// valid for the given duration from now.
+func InitStation(dir string, ca *CA, name string, validity time.Duration) (*StationIdentity, error) {
+	if _, err := os.Stat(filepath.Join(dir, StationKeyFile)); err == nil {
+		return nil, fmt.Errorf("%w in %s; use it, or another directory", ErrStationExists, dir)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now().UTC()
+	der, err := ca.IssueStationCertificate(name, &key.PublicKey, now.Add(-time.Hour), now.Add(validity))
+	if err != nil {
+		return nil, fmt.Errorf("issue the station certificate: %w", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := marshalKey(key)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeFileExclusive(filepath.Join(dir, StationKeyFile), keyPEM, 0o600); err != nil {
+		return nil, err
+	}
+	if err := writeFileExclusive(filepath.Join(dir, StationCertFile), certPEM(cert), 0o644); err != nil {
+		return nil, err
+	}
+	return &StationIdentity{Dir: dir, Key: key, Certificate: cert}, nil
+}
+
+// LoadStation reads the station in dir.
+func LoadStation(dir string) (*StationIdentity, error) {
+	cert, err := readAnyCertificate(filepath.Join(dir, StationCertFile))
+	if err != nil {
+		return nil, fmt.Errorf("station certificate in %s (create one with `chipledger station init`): %w", dir, err)
+	}
+	key, err := readKey(filepath.Join(dir, StationKeyFile), cert)
+	if err != nil {
+		return nil, fmt.Errorf("station key in %s: %w", dir, err)
+	}
+	return &StationIdentity{Dir: dir, Key: key, Certificate: cert}, nil
+}
+
+// ID is the station ID, SHA-256 of its certificate.
+func (s *StationIdentity) ID() [32]byte { return ledger.StationID(s.Certificate.Raw) }
+
+// RegistrationLeaf is the ledger entry that registers the station.
+func (s *StationIdentity) RegistrationLeaf() ([]byte, error) {
+	return (&ledger.StationRegistration{
+		Certificate:    s.Certificate.Raw,
+		RegisteredAtMs: uint64(time.Now().UnixMilli()),
+	}).MarshalLeaf()
+}

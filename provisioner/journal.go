@@ -1,0 +1,135 @@
+package provisioner
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/chipledger/chipledger/ledger"
+)
+
+// Step is how far the provisioning of one device got. The station journals
+// the steps that matter after a crash: above all, the signed escrow leaf is
+// recorded before it is appended, so a resumed run appends the same bytes
+// (which the ledger answers as a duplicate) and never a second entry. The
+// steps before it publish nothing and are redone from scratch after a crash
+// (the pool hands the chip the key it had reserved), so they are not
+// journaled.
+type Step string
+
+// The steps of DESIGN.md §5, in order.
+const (
+	StepStarted   Step = "started"   // chip read, epoch chosen, key pair chosen
+	StepPackaged  Step = "packaged"  // package stored, backup received and round-trip checked
+	StepCertified Step = "certified" // certificate issued and stored in the device
+	StepSigned    Step = "signed"    // escrow entry signed: from here on it is appended, never replaced
+	StepAppended  Step = "appended"  // in the ledger, receipt verified
+	StepDone      Step = "done"      // receipt stored in the device, pool key consumed
+	StepFailed    Step = "failed"    // given up; nothing was appended
+)
+
+// JournalRecord is the journal's record of one chip's latest provisioning.
+type JournalRecord struct {
+	ChipID     ledger.ChipID `json:"chip_id"`
+	Identities []string      `json:"identities"`
+	Epoch      uint32        `json:"epoch"`
+	Step       Step          `json:"step"`
+	KeyOrigin  uint8         `json:"key_origin"`
+	Leaf       []byte        `json:"leaf,omitempty"`    // from StepSigned on
+	Index      uint64        `json:"index,omitempty"`   // from StepAppended on
+	Receipt    []byte        `json:"receipt,omitempty"` // from StepAppended on
+	Error      string        `json:"error,omitempty"`   // StepFailed
+	Updated    time.Time     `json:"updated"`
+}
+
+// A Journal is the station's durable record of each device's progress, a
+// bbolt database keyed by chip ID. Every Put is one synced transaction.
+type Journal struct {
+	db *bolt.DB
+}
+
+var bucketDevices = []byte("devices")
+
+// ErrJournalInUse is returned when another station process has the journal
+// open.
+var ErrJournalInUse = errors.New("journal is in use by another process")
+
+// OpenJournal opens (creating it if needed) the journal at path.
+func OpenJournal(path string) (*Journal, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("open journal %s: %w", path, ErrJournalInUse)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open journal %s: %w", path, err)
+	}
+	// Concurrent provisionings' records share one commit (and one fsync):
+	// a station with 64 devices in flight would otherwise be bound by the
+	// disk's sync rate.
+	db.MaxBatchDelay = 500 * time.Microsecond
+	err = db.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bucketDevices)
+		return err
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("initialise journal %s: %w", path, err)
+	}
+	return &Journal{db: db}, nil
+}
+
+// Close closes the journal.
+func (j *Journal) Close() error { return j.db.Close() }
+
+// Get returns the record of a chip, or nil if the journal has none.
+func (j *Journal) Get(chip ledger.ChipID) (*JournalRecord, error) {
+	var rec *JournalRecord
+	err := j.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketDevices).Get(chip)
+		if v == nil {
+			return nil
+		}
+		rec = new(JournalRecord)
+		return json.Unmarshal(v, rec)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("journal record of chip %s: %w", chip, err)
+	}
+	return rec, nil
+}
+
+// Put records a chip's progress durably; concurrent Puts are committed
+// together.
+func (j *Journal) Put(rec *JournalRecord) error {
+	rec.Updated = time.Now().UTC()
+	v, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	err = j.db.Batch(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketDevices).Put(rec.ChipID, v)
+	})
+	if err != nil {
+		return fmt.Errorf("journal chip %s at step %s: %w", rec.ChipID, rec.Step, err)
+	}
+	return nil
+}
+
+// Counts returns how many chips the journal holds at each step.
+func (j *Journal) Counts() (map[Step]int, error) {
+	out := make(map[Step]int)
+	err := j.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketDevices).ForEach(func(k, v []byte) error {
+			var rec JournalRecord
+			if err := json.Unmarshal(v, &rec); err != nil {
+				return fmt.Errorf("chip %x: %w", k, err)
+			}
+			out[rec.Step]++
+			return nil
+		})
+	})
+	return out, err
+}

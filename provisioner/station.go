@@ -1,0 +1,363 @@
+package provisioner
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/chipledger/chipledger/device"
+	"github.com/chipledger/chipledger/ledger"
+	"github.com/chipledger/chipledger/proofs"
+)
+
+// Ledger is where a station publishes escrow entries. Append must return a
+// receipt it has verified against the log's key, and must be safe to call
+// again with the same leaf (the ledger answers a retry as a duplicate).
+// client.Client satisfies it through ClientLedger.
+type Ledger interface {
+	Append(ctx context.Context, leaf []byte) (*proofs.Receipt, error)
+}
+
+// StationConfig configures a Station.
+type StationConfig struct {
+	// Certificate and Key are the station's certificate (issued by the
+	// manufacturer CA with the station policy) and its ECDSA P-256 key.
+	Certificate *x509.Certificate
+	Key         *ecdsa.PrivateKey
+	// CA issues the device certificates.
+	CA *CA
+	// MasterKeys derive the channel keys.
+	MasterKeys *MasterKeys
+	// Pool, if set, supplies the device key pairs; otherwise each is
+	// generated during the handshake.
+	Pool *Pool
+	// Ledger publishes the entries.
+	Ledger Ledger
+	// Journal records each device's progress.
+	Journal *Journal
+	// Logger, Now and Rand default to a discarding logger, time.Now and
+	// crypto/rand.
+	Logger *slog.Logger
+	Now    func() time.Time
+	Rand   io.Reader
+}
+
+// A Station is the factory's secure processing point: it runs the
+// provisioning handshake of DESIGN.md §5 with devices.
+type Station struct {
+	cfg StationConfig
+	id  [32]byte
+	log *slog.Logger
+}
+
+// Errors of the handshake.
+var (
+	// ErrIdentityMismatch: the identities the operator gave are not the
+	// device's own.
+	ErrIdentityMismatch = errors.New("identities do not match the device's")
+	// ErrRoundTrip: the backup the device returned does not open to the
+	// package it was given.
+	ErrRoundTrip = errors.New("backup round-trip check failed")
+	// ErrDeviceRejected: the device refused a certificate or receipt.
+	ErrDeviceRejected = errors.New("device rejected the step")
+	// ErrLedgerRejected: the ledger refused the entry for good.
+	ErrLedgerRejected = errors.New("ledger rejected the entry")
+)
+
+// NewStation returns a station; every field of cfg but Pool, Logger, Now
+// and Rand is required.
+func NewStation(cfg StationConfig) (*Station, error) {
+	if cfg.Certificate == nil || cfg.Key == nil || cfg.CA == nil || cfg.MasterKeys == nil || cfg.Ledger == nil || cfg.Journal == nil {
+		return nil, errors.New("station: certificate, key, CA, master keys, ledger and journal are all required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Reader
+	}
+	return &Station{cfg: cfg, id: ledger.StationID(cfg.Certificate.Raw), log: cfg.Logger}, nil
+}
+
+// ID returns the station ID, SHA-256 of its certificate.
+func (s *Station) ID() [32]byte { return s.id }
+
+// Result is the outcome of one provisioning.
+type Result struct {
+	ChipID  ledger.ChipID
+	Epoch   uint32
+	Index   uint64
+	Receipt *proofs.Receipt
+	// Resumed is set when the run finished a provisioning an earlier run
+	// had left unfinished.
+	Resumed bool
+	// Timings of the steps, for benchmarks.
+	Timings Timings
+}
+
+// Timings break a provisioning down.
+type Timings struct {
+	KeyPair, Package, Certificate, Sign, Ledger, Receipt time.Duration
+}
+
+// Provision runs the handshake with the device behind dev. ids, if not
+// empty, must be the device's own identities (the operator's scan of the
+// label); otherwise the device's are used. A crash anywhere can be resumed
+// by calling Provision again with the same device: an entry that was signed
+// is appended (again, harmlessly) rather than replaced, so the ledger never
+// gets two entries for one provisioning.
+func (s *Station) Provision(ctx context.Context, dev device.Conn, ids ledger.Identities) (*Result, error) {
+	if len(ids) > 0 {
+		if err := ids.Validate(); err != nil {
+			return nil, err // before touching the device
+		}
+	}
+	info, err := dev.ChipInfo(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read the chip: %w", err)
+	}
+	if len(ids) == 0 {
+		ids = info.Identities
+	} else if !ids.Equal(info.Identities) {
+		return nil, fmt.Errorf("%w: given %s, device %s holds %s", ErrIdentityMismatch, ids, info.ChipID, info.Identities)
+	}
+	rec, err := s.cfg.Journal.Get(info.ChipID)
+	if err != nil {
+		return nil, err
+	}
+	if rec != nil && (rec.Step == StepSigned || rec.Step == StepAppended) {
+		switch rec.Epoch {
+		case info.Epoch + 1:
+			// The entry was signed: finish publishing that very entry.
+			return s.finish(ctx, dev, rec, true)
+		case info.Epoch:
+			// The device already took the receipt; only the journal lagged.
+			return s.finish(ctx, nil, rec, true)
+		}
+	}
+	return s.provision(ctx, dev, info, ids)
+}
+
+func (s *Station) provision(ctx context.Context, dev device.Conn, info *device.Info, ids ledger.Identities) (res *Result, err error) {
+	chip, epoch := info.ChipID, info.Epoch+1
+	res = &Result{ChipID: chip, Epoch: epoch}
+	rec := &JournalRecord{ChipID: chip, Identities: identityStrings(ids), Epoch: epoch, Step: StepStarted}
+
+	// 1. The key pair: reserved from the pool for this chip, or new.
+	t := time.Now()
+	key, origin, err := s.keyPair(chip)
+	if err != nil {
+		return nil, err
+	}
+	rec.KeyOrigin = uint8(origin)
+	res.Timings.KeyPair = time.Since(t)
+	// Until the entry is signed, a failure gives up this provisioning: the
+	// pool key is destroyed, never reused for another chip.
+	defer func() {
+		if err != nil && rec.Step != StepSigned && rec.Step != StepAppended {
+			s.fail(rec, origin, err)
+		}
+	}()
+
+	// 2. The data package, stored in the device; the backup it returns must
+	// open to the same package.
+	t = time.Now()
+	version, master := s.cfg.MasterKeys.Current()
+	channelKey, err := device.ChannelKey(master, ids, version)
+	if err != nil {
+		return nil, err
+	}
+	pkg, err := device.NewPackage(ids, epoch, version, channelKey, key, origin)
+	if err != nil {
+		return nil, err
+	}
+	pkgBytes, err := pkg.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	backup, err := dev.StorePackage(ctx, pkgBytes)
+	if err != nil {
+		return nil, fmt.Errorf("store the data package in the device: %w", err)
+	}
+	if err := dev.CheckBackup(ctx, backup); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrRoundTrip, err)
+	}
+	rec.Step = StepPackaged
+	res.Timings.Package = time.Since(t)
+
+	// 3. The device certificate, verified by the device against its ROM.
+	t = time.Now()
+	now := s.cfg.Now().UTC()
+	tmpl, err := ledger.DeviceCertificateTemplate(s.cfg.CA.Manufacturer(), chip, ids, now, s.cfg.Rand)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := s.cfg.CA.IssueDeviceCertificate(tmpl, &key.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("issue the device certificate: %w", err)
+	}
+	if err := dev.StoreCertificate(ctx, cert); err != nil {
+		return nil, fmt.Errorf("%w: certificate: %w", ErrDeviceRejected, err)
+	}
+	rec.Step = StepCertified
+	res.Timings.Certificate = time.Since(t)
+
+	// 4. The escrow entry, signed and journaled before it is appended.
+	t = time.Now()
+	e := &ledger.EscrowEntry{
+		ChipID:          chip,
+		Identities:      ids,
+		Epoch:           epoch,
+		Certificate:     cert,
+		Backup:          backup,
+		StationID:       s.id,
+		ProvisionedAtMs: uint64(max(now.UnixMilli(), 0)),
+	}
+	if err := e.Sign(s.cfg.Rand, s.cfg.Key); err != nil {
+		return nil, err
+	}
+	if rec.Leaf, err = e.MarshalLeaf(); err != nil {
+		return nil, err
+	}
+	rec.Step = StepSigned
+	if err := s.cfg.Journal.Put(rec); err != nil {
+		rec.Step = StepCertified // not journaled: nothing was published
+		return nil, err
+	}
+	res.Timings.Sign = time.Since(t)
+
+	fin, err := s.finish(ctx, dev, rec, false)
+	if fin != nil {
+		fin.Timings.KeyPair, fin.Timings.Package, fin.Timings.Certificate, fin.Timings.Sign =
+			res.Timings.KeyPair, res.Timings.Package, res.Timings.Certificate, res.Timings.Sign
+	}
+	return fin, err
+}
+
+// finish appends the journaled leaf (again, if a crash interrupted an
+// earlier run: the ledger answers with the same index), stores the receipt
+// in the device (unless dev is nil: it has it) and consumes the pool key.
+func (s *Station) finish(ctx context.Context, dev device.Conn, rec *JournalRecord, resumed bool) (*Result, error) {
+	res := &Result{ChipID: rec.ChipID, Epoch: rec.Epoch, Resumed: resumed}
+	t := time.Now()
+	receipt, err := s.cfg.Ledger.Append(ctx, rec.Leaf)
+	if err != nil {
+		if isPermanent(err) {
+			s.fail(rec, device.KeyOrigin(rec.KeyOrigin), err)
+			return nil, fmt.Errorf("%w: %w", ErrLedgerRejected, err)
+		}
+		// The entry may or may not be in: a rerun appends the same leaf.
+		return nil, fmt.Errorf("append the entry of chip %s (rerun to resume): %w", rec.ChipID, err)
+	}
+	if string(receipt.Leaf) != string(rec.Leaf) {
+		return nil, fmt.Errorf("the ledger's receipt for chip %s is for another leaf", rec.ChipID)
+	}
+	rec.Step, rec.Index = StepAppended, receipt.Index
+	if rec.Receipt, err = receipt.MarshalBinary(); err != nil {
+		return nil, err
+	}
+	if err := s.cfg.Journal.Put(rec); err != nil {
+		return nil, err
+	}
+	res.Timings.Ledger = time.Since(t)
+
+	t = time.Now()
+	if dev == nil {
+		// The device holds the receipt already (see Provision).
+	} else if err := dev.StoreReceipt(ctx, rec.Receipt); err != nil {
+		// The entry is in the ledger; the device can take the receipt on a
+		// rerun (or recover the backup from the ledger later).
+		return nil, fmt.Errorf("%w: receipt (entry %d is in the ledger; rerun to retry): %w", ErrDeviceRejected, rec.Index, err)
+	}
+	res.Timings.Receipt = time.Since(t)
+	out, err := s.complete(rec, resumed)
+	if out != nil {
+		out.Timings = res.Timings
+	}
+	return out, err
+}
+
+// complete marks the provisioning done and deletes the pool key.
+func (s *Station) complete(rec *JournalRecord, resumed bool) (*Result, error) {
+	receipt, err := proofs.ParseReceipt(rec.Receipt)
+	if err != nil {
+		return nil, err
+	}
+	if device.KeyOrigin(rec.KeyOrigin) == device.KeyFromPool {
+		if err := s.cfg.Pool.Consume(rec.ChipID); err != nil && !errors.Is(err, ErrNoReservation) {
+			return nil, fmt.Errorf("delete the pool key of chip %s: %w", rec.ChipID, err)
+		}
+	}
+	rec.Step = StepDone
+	if err := s.cfg.Journal.Put(rec); err != nil {
+		return nil, err
+	}
+	return &Result{ChipID: rec.ChipID, Epoch: rec.Epoch, Index: rec.Index, Receipt: receipt, Resumed: resumed}, nil
+}
+
+// fail records that a provisioning was given up and destroys its pool key.
+func (s *Station) fail(rec *JournalRecord, origin device.KeyOrigin, cause error) {
+	rec.Step, rec.Error = StepFailed, cause.Error()
+	if err := s.cfg.Journal.Put(rec); err != nil {
+		s.log.Error("journal a failed provisioning", "chip", rec.ChipID, "err", err)
+	}
+	if origin == device.KeyFromPool {
+		if err := s.cfg.Pool.Destroy(rec.ChipID, truncate(cause.Error(), 1000)); err != nil && !errors.Is(err, ErrNoReservation) {
+			s.log.Error("destroy the pool key of a failed provisioning", "chip", rec.ChipID, "err", err)
+		}
+	}
+}
+
+// keyPair returns the chip's device key pair.
+func (s *Station) keyPair(chip ledger.ChipID) (*ecdsa.PrivateKey, device.KeyOrigin, error) {
+	if s.cfg.Pool != nil {
+		_, key, err := s.cfg.Pool.Reserve(chip)
+		if err != nil {
+			return nil, 0, fmt.Errorf("reserve a pool key for chip %s: %w", chip, err)
+		}
+		return key, device.KeyFromPool, nil
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), s.cfg.Rand)
+	if err != nil {
+		return nil, 0, err
+	}
+	return key, device.KeyGenerated, nil
+}
+
+func identityStrings(ids ledger.Identities) []string {
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		out[i] = id.String()
+	}
+	return out
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+// isPermanent reports whether the ledger refused the entry for good (a
+// malformed or unauthorised entry, an epoch that is taken): appending it
+// again cannot succeed.
+func isPermanent(err error) bool {
+	switch connect.CodeOf(err) {
+	case connect.CodeInvalidArgument, connect.CodeFailedPrecondition, connect.CodeAlreadyExists, connect.CodePermissionDenied:
+		return true
+	}
+	return false
+}

@@ -1,0 +1,456 @@
+package provisioner
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/chipledger/chipledger/client"
+	"github.com/chipledger/chipledger/device"
+	"github.com/chipledger/chipledger/internal/localcluster"
+	"github.com/chipledger/chipledger/ledger"
+	"github.com/chipledger/chipledger/proofs"
+)
+
+// stationFixture is a one-node ledger, a manufacturer CA, a registered
+// station and its journal, master keys and (optionally) key pool.
+type stationFixture struct {
+	t       testing.TB
+	ca      *CA
+	vkey    string
+	cluster *localcluster.Cluster
+	client  *client.Client
+	station *Station
+	cfg     StationConfig
+	dir     string
+}
+
+func newStationFixture(t *testing.T, withPool bool) *stationFixture {
+	return newStationFixtureTB(t, 1, withPool)
+}
+
+func newStationFixtureTB(t testing.TB, nodes int, withPool bool) *stationFixture {
+	t.Helper()
+	dir := t.TempDir()
+	ca, err := InitCA(filepath.Join(dir, "ca"), "Example Devices Ltd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	skey, vkey, err := ledger.GenerateLogKey("test.chipledger.example/log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, _ := ledger.NewLogSigner(skey)
+	ctx := context.Background()
+	cluster, err := localcluster.Start(ctx, localcluster.Options{Nodes: nodes, Dir: filepath.Join(dir, "ledger"), Signer: signer, Trust: ca.Trust()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cluster.Close() })
+	cl, err := client.New(client.Options{Addrs: cluster.Addrs(), LogKey: vkey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, err := ca.IssueStationCertificate("station-1", &key.PublicKey, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	reg, _ := (&ledger.StationRegistration{Certificate: der, RegisteredAtMs: uint64(time.Now().UnixMilli())}).MarshalLeaf()
+	if _, err := cl.Append(ctx, reg); err != nil {
+		t.Fatalf("register the station: %v", err)
+	}
+	if _, err := NewMasterKey(filepath.Join(dir, "master")); err != nil {
+		t.Fatal(err)
+	}
+	mk, err := LoadMasterKeys(filepath.Join(dir, "master"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := OpenJournal(filepath.Join(dir, "journal.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { j.Close() })
+	cfg := StationConfig{Certificate: cert, Key: key, CA: ca, MasterKeys: mk, Ledger: ClientLedger{cl}, Journal: j}
+	if withPool {
+		pool, err := OpenPool(filepath.Join(dir, "pool.db"), PoolOptions{Create: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { pool.Close() })
+		if err := pool.Fill(5, nil); err != nil {
+			t.Fatal(err)
+		}
+		cfg.Pool = pool
+	}
+	st, err := NewStation(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &stationFixture{t: t, ca: ca, vkey: vkey, cluster: cluster, client: cl, station: st, cfg: cfg, dir: dir}
+}
+
+func (f *stationFixture) newDevice(imei string) *device.Device {
+	f.t.Helper()
+	id, err := ledger.NewIMEI(imei)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	d, err := device.Manufacture(device.ManufactureOptions{Identities: ledger.Identities{id}, Trust: f.ca.Trust(), LogVerifierKey: f.vkey})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return d
+}
+
+// entries returns the chip's escrow entries in the ledger, verified.
+func (f *stationFixture) entries(chip ledger.ChipID) []*ledger.EscrowEntry {
+	f.t.Helper()
+	h, err := f.client.LookupChip(context.Background(), chip)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	var out []*ledger.EscrowEntry
+	for _, e := range h.Entries {
+		out = append(out, e.Entry)
+	}
+	return out
+}
+
+func TestProvisionEndToEnd(t *testing.T) {
+	for _, withPool := range []bool{false, true} {
+		t.Run(map[bool]string{false: "generated", true: "pool"}[withPool], func(t *testing.T) {
+			f := newStationFixture(t, withPool)
+			ctx := context.Background()
+			dev := f.newDevice("490154203237518")
+			res, err := f.station.Provision(ctx, dev, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			info, _ := dev.ChipInfo(ctx)
+			if info.Epoch != 1 || !info.HasKeys || !info.HasReceipt {
+				t.Fatalf("device after provisioning: %+v", info)
+			}
+			entries := f.entries(info.ChipID)
+			if len(entries) != 1 {
+				t.Fatalf("%d entries in the ledger, want 1", len(entries))
+			}
+			e := entries[0]
+			// The certificate chains to the root and binds the chip and IMEI.
+			if _, err := f.ca.Trust().VerifyDeviceCertificate(e.Certificate, info.ChipID, info.Identities, time.UnixMilli(int64(e.ProvisionedAtMs))); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.VerifySignature(&f.cfg.Key.PublicKey); err != nil {
+				t.Fatal(err)
+			}
+			// The device's receipt verifies offline.
+			st, _ := dev.Status(ctx)
+			rc, err := proofs.ParseReceipt(st.Keys.Receipt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			v, _ := proofs.NewLogVerifier(f.vkey)
+			if _, err := rc.Verify(v); err != nil || rc.Index != res.Index {
+				t.Fatalf("device receipt: index %d (want %d), %v", rc.Index, res.Index, err)
+			}
+			// The manufacturer re-derives the channel key from the identity.
+			version, master := f.cfg.MasterKeys.Current()
+			want, _ := device.ChannelKey(master, info.Identities, version)
+			keys, _ := dev.Keys()
+			if keys.ChannelKey != want {
+				t.Fatal("the channel key in the device differs from the one re-derived from the identity")
+			}
+			if withPool {
+				s, _ := f.cfg.Pool.Status()
+				if s.Available != 4 || s.Reserved != 0 || s.Consumed != 1 {
+					t.Fatalf("pool after provisioning: %+v", s)
+				}
+			}
+			// Re-provisioning makes epoch 2; the old backup no longer restores.
+			if _, err := f.station.Provision(ctx, dev, nil); err != nil {
+				t.Fatal(err)
+			}
+			entries = f.entries(info.ChipID)
+			if len(entries) != 2 || entries[1].Epoch != 2 {
+				t.Fatalf("after re-provisioning: %d entries", len(entries))
+			}
+			if err := dev.RestoreBackup(ctx, entries[0].Backup, entries[0].Certificate, nil); err == nil {
+				t.Fatal("the epoch-1 backup restored after re-provisioning")
+			}
+			if err := dev.RestoreBackup(ctx, entries[1].Backup, entries[1].Certificate, nil); err != nil {
+				t.Fatalf("the latest backup does not restore: %v", err)
+			}
+		})
+	}
+}
+
+// faultyDevice corrupts or fails one step of a real device.
+type faultyDevice struct {
+	device.Conn
+	corruptBackup bool
+	crashAfter    string // panic after this step succeeded on the device
+}
+
+type crash struct{ step string }
+
+func (d *faultyDevice) after(step string) {
+	if d.crashAfter == step {
+		panic(crash{step})
+	}
+}
+
+func (d *faultyDevice) StorePackage(ctx context.Context, pkg []byte) ([]byte, error) {
+	b, err := d.Conn.StorePackage(ctx, pkg)
+	if err == nil && d.corruptBackup {
+		b = slices.Clone(b)
+		b[len(b)-1] ^= 1
+	}
+	d.after("StorePackage")
+	return b, err
+}
+
+func (d *faultyDevice) CheckBackup(ctx context.Context, b []byte) error {
+	err := d.Conn.CheckBackup(ctx, b)
+	d.after("CheckBackup")
+	return err
+}
+
+func (d *faultyDevice) StoreCertificate(ctx context.Context, c []byte) error {
+	err := d.Conn.StoreCertificate(ctx, c)
+	d.after("StoreCertificate")
+	return err
+}
+
+func (d *faultyDevice) StoreReceipt(ctx context.Context, r []byte) error {
+	err := d.Conn.StoreReceipt(ctx, r)
+	d.after("StoreReceipt")
+	return err
+}
+
+type crashingLedger struct {
+	Ledger
+	crash bool
+}
+
+func (l *crashingLedger) Append(ctx context.Context, leaf []byte) (*proofs.Receipt, error) {
+	r, err := l.Ledger.Append(ctx, leaf)
+	if l.crash {
+		panic(crash{"Append"})
+	}
+	return r, err
+}
+
+// provisionCrashing runs Provision and turns an injected crash into a
+// return, as a process that died and was restarted.
+func provisionCrashing(st *Station, dev device.Conn) (res *Result, crashed bool, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			if _, ok := r.(crash); !ok {
+				panic(r)
+			}
+			crashed = true
+		}
+	}()
+	res, err = st.Provision(context.Background(), dev, nil)
+	return res, false, err
+}
+
+// TestProvisionResumesAfterACrashAtEveryStep crashes the station after
+// each step and reruns it: every time exactly one entry lands, the device
+// holds a valid receipt, and the pool key is consumed once.
+func TestProvisionResumesAfterACrashAtEveryStep(t *testing.T) {
+	f := newStationFixture(t, true)
+	steps := []string{"StorePackage", "CheckBackup", "StoreCertificate", "Append", "StoreReceipt"}
+	for i, step := range steps {
+		t.Run(step, func(t *testing.T) {
+			dev := f.newDevice(imeiN(i))
+			cl := &crashingLedger{Ledger: f.cfg.Ledger, crash: step == "Append"}
+			cfg := f.cfg
+			cfg.Ledger = cl
+			st, _ := NewStation(cfg)
+			fd := &faultyDevice{Conn: dev}
+			if step != "Append" {
+				fd.crashAfter = step
+			}
+			if _, crashed, err := provisionCrashing(st, fd); !crashed {
+				t.Fatalf("no crash injected (err %v)", err)
+			}
+			// Restart: a new station over the same journal and pool.
+			st, _ = NewStation(f.cfg)
+			res, err := st.Provision(context.Background(), dev, nil)
+			if err != nil {
+				t.Fatalf("rerun after a crash after %s: %v", step, err)
+			}
+			info, _ := dev.ChipInfo(context.Background())
+			if n := len(f.entries(info.ChipID)); n != 1 {
+				t.Fatalf("crash after %s: %d entries, want 1", step, n)
+			}
+			if info.Epoch != 1 || !info.HasReceipt || res.Epoch != 1 {
+				t.Fatalf("crash after %s: device %+v, result epoch %d", step, info, res.Epoch)
+			}
+			if _, ok, _ := f.cfg.Pool.Reservation(info.ChipID); ok {
+				t.Fatalf("crash after %s: the chip still holds a reserved pool key", step)
+			}
+			a, ok, _ := f.cfg.Pool.LastAudit(info.ChipID)
+			if !ok || a.Outcome != OutcomeConsumed {
+				t.Fatalf("crash after %s: pool audit %+v", step, a)
+			}
+		})
+	}
+	s, _ := f.cfg.Pool.Status()
+	if s.Consumed != len(steps) || s.Destroyed != 0 {
+		t.Fatalf("pool: %+v, want %d consumed and none destroyed", s, len(steps))
+	}
+}
+
+func imeiN(i int) string {
+	d := []byte("35209900000000")
+	d[13] = byte('0' + i%10)
+	d[12] = byte('0' + i/10)
+	c, _ := ledger.LuhnCheckDigit(string(d))
+	return string(append(d, c))
+}
+
+func TestProvisionFailuresLeaveNothingHalfDone(t *testing.T) {
+	f := newStationFixture(t, true)
+	ctx := context.Background()
+
+	t.Run("tampered backup", func(t *testing.T) {
+		dev := f.newDevice(imeiN(20))
+		_, err := f.station.Provision(ctx, &faultyDevice{Conn: dev, corruptBackup: true}, nil)
+		if !errors.Is(err, ErrRoundTrip) {
+			t.Fatalf("err %v, want ErrRoundTrip", err)
+		}
+		f.checkNothingPublished(dev, OutcomeDestroyed)
+	})
+	t.Run("device rejects the certificate", func(t *testing.T) {
+		other, err := InitCA(filepath.Join(f.dir, "other-ca"), "Other")
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, _ := ledger.NewIMEI(imeiN(21))
+		dev, _ := device.Manufacture(device.ManufactureOptions{Identities: ledger.Identities{id}, Trust: other.Trust(), LogVerifierKey: f.vkey})
+		_, err = f.station.Provision(ctx, dev, nil)
+		if !errors.Is(err, ErrDeviceRejected) {
+			t.Fatalf("err %v, want ErrDeviceRejected", err)
+		}
+		f.checkNothingPublished(dev, OutcomeDestroyed)
+	})
+	t.Run("ledger rejects an unregistered station", func(t *testing.T) {
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		der, _ := f.ca.IssueStationCertificate("unregistered", &key.PublicKey, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+		cert, _ := x509.ParseCertificate(der)
+		cfg := f.cfg
+		cfg.Certificate, cfg.Key = cert, key
+		st, _ := NewStation(cfg)
+		dev := f.newDevice(imeiN(22))
+		_, err := st.Provision(ctx, dev, nil)
+		if !errors.Is(err, ErrLedgerRejected) || connect.CodeOf(err) != connect.CodeFailedPrecondition {
+			t.Fatalf("err %v, want ErrLedgerRejected with FailedPrecondition", err)
+		}
+		f.checkNothingPublished(dev, OutcomeDestroyed)
+	})
+	t.Run("ledger rejects a reused epoch", func(t *testing.T) {
+		// Two copies of one device: the second still believes epoch 1 is
+		// free, but the ledger already has it.
+		id, _ := ledger.NewIMEI(imeiN(25))
+		path := filepath.Join(f.dir, "dev25.state")
+		if _, err := device.Manufacture(device.ManufactureOptions{Identities: ledger.Identities{id}, Trust: f.ca.Trust(), LogVerifierKey: f.vkey, StatePath: path}); err != nil {
+			t.Fatal(err)
+		}
+		copyPath := filepath.Join(f.dir, "dev25-copy.state")
+		b, _ := os.ReadFile(path)
+		os.WriteFile(copyPath, b, 0o600)
+		first, _ := device.Load(path, device.LoadOptions{})
+		if _, err := f.station.Provision(ctx, first, nil); err != nil {
+			t.Fatal(err)
+		}
+		clone, err := device.Load(copyPath, device.LoadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A fresh journal, as a second station would have.
+		j, _ := OpenJournal(filepath.Join(f.dir, "journal2.db"))
+		defer j.Close()
+		cfg := f.cfg
+		cfg.Journal = j
+		st, _ := NewStation(cfg)
+		_, err = st.Provision(ctx, clone, nil)
+		if !errors.Is(err, ErrLedgerRejected) || connect.CodeOf(err) != connect.CodeAlreadyExists {
+			t.Fatalf("err %v, want ErrLedgerRejected with AlreadyExists", err)
+		}
+		info, _ := clone.ChipInfo(ctx)
+		if n := len(f.entries(info.ChipID)); n != 1 {
+			t.Fatalf("%d entries, want the first provisioning's only", n)
+		}
+		if a, ok, _ := f.cfg.Pool.LastAudit(info.ChipID); !ok || a.Outcome != OutcomeDestroyed {
+			t.Fatalf("pool audit %+v: the rejected key must be destroyed, not handed on", a)
+		}
+	})
+	t.Run("identities that are not the device's", func(t *testing.T) {
+		dev := f.newDevice(imeiN(23))
+		other, _ := ledger.NewIMEI(imeiN(24))
+		if _, err := f.station.Provision(ctx, dev, ledger.Identities{other}); !errors.Is(err, ErrIdentityMismatch) {
+			t.Fatalf("err %v, want ErrIdentityMismatch", err)
+		}
+	})
+	t.Run("an invalid IMEI is refused before the device is touched", func(t *testing.T) {
+		bad := ledger.Identities{{Type: ledger.IdentityIMEI, Value: "4901542032375"}}
+		if _, err := f.station.Provision(ctx, nil, bad); !errors.Is(err, ledger.ErrInvalidIdentity) {
+			t.Fatalf("err %v, want ErrInvalidIdentity", err)
+		}
+		if _, err := ledger.ParseIdentity("imei:490154203237517"); !errors.Is(err, ledger.ErrInvalidIdentity) {
+			t.Fatalf("a wrong Luhn digit parsed: %v", err)
+		}
+	})
+	t.Run("an empty pool", func(t *testing.T) {
+		for i := 30; ; i++ {
+			_, err := f.station.Provision(ctx, f.newDevice(imeiN(i)), nil)
+			if errors.Is(err, ErrPoolEmpty) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i > 50 {
+				t.Fatal("the pool never ran out")
+			}
+		}
+	})
+}
+
+// checkNothingPublished checks that a failed provisioning left no entry,
+// no keys in the device, and destroyed (not freed) its pool key.
+func (f *stationFixture) checkNothingPublished(dev *device.Device, outcome Outcome) {
+	f.t.Helper()
+	info, _ := dev.ChipInfo(context.Background())
+	if n := len(f.entries(info.ChipID)); n != 0 {
+		f.t.Fatalf("%d entries published for a failed provisioning", n)
+	}
+	if info.HasKeys || info.Epoch != 0 {
+		f.t.Fatalf("device installed keys: %+v", info)
+	}
+	if _, ok, _ := f.cfg.Pool.Reservation(info.ChipID); ok {
+		f.t.Fatal("the pool key is still reserved")
+	}
+	if a, ok, _ := f.cfg.Pool.LastAudit(info.ChipID); !ok || a.Outcome != outcome {
+		f.t.Fatalf("pool audit %+v, want %s", a, outcome)
+	}
+	if rec, _ := f.cfg.Journal.Get(info.ChipID); rec == nil || rec.Step != StepFailed {
+		f.t.Fatalf("journal %+v, want failed", rec)
+	}
+}
