@@ -94,7 +94,11 @@ func (s *ledgerService) appendLocal(ctx context.Context, leaf []byte) (*connect.
 	if err != nil {
 		return nil, toConnectError(err)
 	}
-	return connect.NewResponse(&v1.AppendResponse{Receipt: r, Duplicate: out.leaf.Duplicate}), nil
+	resp := connect.NewResponse(&v1.AppendResponse{Receipt: r, Duplicate: out.leaf.Duplicate})
+	// Tell the client who leads, so its next append skips the forwarding
+	// (a follower passes this header on with the leader's response).
+	resp.Header().Set(leaderHeader, s.n.apiAddr)
+	return resp, nil
 }
 
 // precheck runs the admission checks that need no replicated state and are

@@ -498,3 +498,19 @@ func TestNewFailsCleanly(t *testing.T) {
 	}
 	n.Close()
 }
+
+// TestAppendNamesTheLeader checks that an append answered through a
+// follower carries the leader's API address, so clients can go straight
+// there next time.
+func TestAppendNamesTheLeader(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	leader := c.waitLeader()
+	follower := (leader + 1) % 3
+	resp, err := c.client(follower).Append(context.Background(), connect.NewRequest(&v1.AppendRequest{Leaf: c.pki.StationLeaf()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := resp.Header().Get(leaderHeader), c.cfgs[leader].APIAddr; got != want {
+		t.Fatalf("leader header %q, want %q", got, want)
+	}
+}
