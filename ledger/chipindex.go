@@ -11,12 +11,15 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+
+	"github.com/chipledger/chipledger/proofs"
 )
 
 // ChipEntry locates one escrow entry of a chip.
 type ChipEntry struct {
-	Epoch uint32
-	Index uint64
+	Epoch    uint32
+	Index    uint64
+	LeafHash Hash
 }
 
 // The chip index maps a chip ID to its escrow entries in log order. It is
@@ -28,12 +31,16 @@ type ChipEntry struct {
 // sequentially after each commit without fsync: one frame per batch,
 //
 //	u32 length ‖ payload ‖ u32 CRC-32C(payload)
-//	payload = u64 size after the batch ‖ { u8 len ‖ chip_id ‖ u32 epoch ‖ u64 index }*
+//	payload = u64 size after the batch ‖ { u8 len ‖ chip_id ‖ u32 epoch ‖ u64 index ‖ leaf_hash[32] }*
 //
 // On open the journal is read up to its first damaged frame or the first
 // frame past the committed size (a crash can leave either), cut there, and
 // the leaves after the last good frame are replayed from entries.dat. So the
 // journal may lag behind the log but never disagrees with it.
+//
+// The index also keeps the verifiable chip map of DESIGN.md §3.7 (chip key
+// → the chip's latest entry and history root), which is rebuilt in bulk
+// from the index at open.
 type chipIndex struct {
 	s       *Store
 	journal *os.File
@@ -47,6 +54,9 @@ type chipIndex struct {
 	mu    sync.RWMutex
 	first map[chipKey]ChipEntry
 	later map[chipKey][]ChipEntry
+
+	// cmap is the verifiable map; it has its own lock.
+	cmap *ChipMap
 }
 
 // chipKey is a chip ID as a fixed-size map key: its length, then its bytes.
@@ -89,7 +99,34 @@ func openChipIndex(s *Store) (*chipIndex, error) {
 		f.Close()
 		return nil, fmt.Errorf("rebuild chip index from leaves [%d, %d): %w", ci.covered, size, err)
 	}
+	ci.buildMap()
 	return ci, nil
+}
+
+// buildMap builds the verifiable map from the index in bulk.
+func (ci *chipIndex) buildMap() {
+	pairs := make([]MapPair, 0, len(ci.first))
+	for k, first := range ci.first {
+		pairs = append(pairs, ci.mapPair(k, first, ci.later[k]))
+	}
+	ci.cmap = BuildChipMap(pairs)
+}
+
+// mapPair is the map entry of a chip with the given entries.
+func (ci *chipIndex) mapPair(k chipKey, first ChipEntry, later []ChipEntry) MapPair {
+	v := indexValue(first, later)
+	return MapPair{Key: proofs.MapKey(k[1 : 1+k[0]]), ValueHash: proofs.ValueHash(v)}
+}
+
+// indexValue is a chip's index value (DESIGN.md §3.7).
+func indexValue(first ChipEntry, later []ChipEntry) proofs.IndexValue {
+	latest := first
+	hashes := [][32]byte{first.LeafHash}
+	for _, e := range later {
+		latest = e
+		hashes = append(hashes, e.LeafHash)
+	}
+	return proofs.IndexValue{Epoch: latest.Epoch, LeafIndex: latest.Index, LeafHash: latest.LeafHash, HistoryRoot: proofs.HistoryRoot(hashes)}
 }
 
 // load reads the journal's good frames that do not go past size, and cuts
@@ -120,7 +157,13 @@ func (ci *chipIndex) load(size uint64) error {
 			break // written for a batch that never committed
 		}
 		if err := ci.loadRecords(body[8:]); err != nil {
-			return fmt.Errorf("chip index journal at offset %d: %w", ci.jlen, err)
+			// A frame with a valid checksum but records of another format:
+			// start over from the log.
+			ci.s.log.Warn("chip index journal unreadable; rebuilding it from the log", "offset", ci.jlen, "err", err)
+			clear(ci.first)
+			clear(ci.later)
+			ci.covered, ci.jlen = 0, 0
+			break
 		}
 		ci.covered = after
 		ci.jlen += int64(8 + n)
@@ -134,11 +177,15 @@ func (ci *chipIndex) load(size uint64) error {
 func (ci *chipIndex) loadRecords(b []byte) error {
 	for len(b) > 0 {
 		l := int(b[0])
-		if l < MinChipIDLen || l > MaxChipIDLen || len(b) < 1+l+12 {
+		if l < MinChipIDLen || l > MaxChipIDLen || len(b) < 1+l+44 {
 			return errors.New("malformed record in a frame with a valid checksum")
 		}
-		ci.add(b[1:1+l], ChipEntry{Epoch: binary.BigEndian.Uint32(b[1+l:]), Index: binary.BigEndian.Uint64(b[5+l:])})
-		b = b[1+l+12:]
+		ci.addEntry(b[1:1+l], ChipEntry{
+			Epoch:    binary.BigEndian.Uint32(b[1+l:]),
+			Index:    binary.BigEndian.Uint64(b[5+l:]),
+			LeafHash: Hash(b[13+l : 45+l]),
+		})
+		b = b[1+l+44:]
 	}
 	return nil
 }
@@ -164,6 +211,7 @@ func (ci *chipIndex) replay(from, to uint64) error {
 	var hdr [2]byte
 	leaf := make([]byte, MaxLeafSize)
 	var recs []chipRecord
+	lh := newLeafHasher()
 	for i := from; i < to; i++ {
 		if _, err := io.ReadFull(br, hdr[:]); err != nil {
 			return fmt.Errorf("leaf %d: %w", i, err)
@@ -174,14 +222,17 @@ func (ci *chipIndex) replay(from, to uint64) error {
 		}
 		if rec, ok := escrowRecord(l, i); ok {
 			rec.chip = slices.Clone(rec.chip)
+			rec.LeafHash = lh.sum(l)
 			recs = append(recs, rec)
 		}
 		if len(recs) >= 1<<16 {
-			ci.apply(recs, i+1)
+			ci.addAll(recs)
+			ci.writeJournal(recs, i+1)
 			recs = recs[:0]
 		}
 	}
-	ci.apply(recs, to)
+	ci.addAll(recs)
+	ci.writeJournal(recs, to)
 	return nil
 }
 
@@ -197,12 +248,13 @@ func escrowRecord(leaf []byte, i uint64) (chipRecord, bool) {
 
 // prepare extracts the index records of a batch whose first leaf has index
 // first. It runs before the batch commits and changes nothing.
-func (ci *chipIndex) prepare(leaves [][]byte, first uint64) ([]chipRecord, []stationRecord) {
+func (ci *chipIndex) prepare(leaves [][]byte, leafHashes []Hash, first uint64) ([]chipRecord, []stationRecord) {
 	var recs []chipRecord
 	var stations []stationRecord
 	for i, l := range leaves {
 		idx := first + uint64(i)
 		if rec, ok := escrowRecord(l, idx); ok {
+			rec.LeafHash = leafHashes[i]
 			recs = append(recs, rec)
 			continue
 		}
@@ -213,16 +265,68 @@ func (ci *chipIndex) prepare(leaves [][]byte, first uint64) ([]chipRecord, []sta
 	return recs, stations
 }
 
+// updateMap brings the verifiable map up to date with a batch's records and
+// returns its root and size. It runs before the batch commits (the log's
+// index-root leaf carries the root); the store fails for good if the batch
+// then does not commit, and a reopen rebuilds the map from the log.
+func (ci *chipIndex) updateMap(recs []chipRecord) (root Hash, count uint64) {
+	if len(recs) > 0 {
+		// A chip may occur more than once in a batch: the last entry wins,
+		// and its history includes the earlier ones.
+		ci.mu.RLock()
+		type acc struct {
+			first ChipEntry
+			later []ChipEntry
+			known bool
+		}
+		chips := make(map[chipKey]*acc, len(recs))
+		var order []chipKey
+		for _, r := range recs {
+			k := keyOf(r.chip)
+			a := chips[k]
+			if a == nil {
+				a = &acc{}
+				if f, ok := ci.first[k]; ok {
+					a.first, a.later, a.known = f, slices.Clone(ci.later[k]), true
+				}
+				chips[k] = a
+				order = append(order, k)
+			}
+			if !a.known {
+				a.first, a.known = r.ChipEntry, true
+			} else {
+				a.later = append(a.later, r.ChipEntry)
+			}
+		}
+		ci.mu.RUnlock()
+		pairs := make([]MapPair, 0, len(order))
+		for _, k := range order {
+			pairs = append(pairs, ci.mapPair(k, chips[k].first, chips[k].later))
+		}
+		ci.cmap.Update(pairs)
+	}
+	return ci.cmap.Root(), uint64(ci.cmap.Len())
+}
+
 // apply adds the records of a committed batch; size is the log size after
 // it. The journal write is best effort: if it fails, the journal is cut back
 // and the next open replays the log from there.
 func (ci *chipIndex) apply(recs []chipRecord, size uint64) {
+	ci.addAll(recs)
+	ci.writeJournal(recs, size)
+}
+
+// addAll adds records to the index (not the map).
+func (ci *chipIndex) addAll(recs []chipRecord) {
 	ci.mu.Lock()
 	for _, r := range recs {
-		ci.add(r.chip, r.ChipEntry)
+		ci.addEntry(r.chip, r.ChipEntry)
 	}
 	ci.mu.Unlock()
+}
 
+// writeJournal appends the frame of a batch to the journal.
+func (ci *chipIndex) writeJournal(recs []chipRecord, size uint64) {
 	f := append(ci.frame[:0], 0, 0, 0, 0)
 	f = binary.BigEndian.AppendUint64(f, size)
 	for _, r := range recs {
@@ -230,6 +334,7 @@ func (ci *chipIndex) apply(recs []chipRecord, size uint64) {
 		f = append(f, r.chip...)
 		f = binary.BigEndian.AppendUint32(f, r.Epoch)
 		f = binary.BigEndian.AppendUint64(f, r.Index)
+		f = append(f, r.LeafHash[:]...)
 	}
 	binary.BigEndian.PutUint32(f, uint32(len(f)-4))
 	f = binary.BigEndian.AppendUint32(f, crc32.Checksum(f[4:], crcTable))
@@ -247,8 +352,8 @@ func (ci *chipIndex) apply(recs []chipRecord, size uint64) {
 	ci.covered = size
 }
 
-// add records an entry of chip; the caller holds mu or owns the index.
-func (ci *chipIndex) add(chip []byte, e ChipEntry) {
+// addEntry records an entry of chip; the caller holds mu or owns the index.
+func (ci *chipIndex) addEntry(chip []byte, e ChipEntry) {
 	k := keyOf(chip)
 	if _, ok := ci.first[k]; !ok {
 		ci.first[k] = e

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/chipledger/chipledger/proofs"
 	"golang.org/x/sys/unix"
 )
 
@@ -49,14 +51,15 @@ type Store struct {
 	noSync  bool
 
 	// mu serialises writers and guards the writer-only fields below.
-	mu      sync.Mutex
-	edge    edge
-	dataLen uint64
-	hasher  *leafHasher
-	buf     []byte // reused record buffer
-	hashBuf []Hash // reused stored-hash buffer
-	ends    []uint64
-	failed  error // sticky: a sync failed, the store must be reopened
+	mu         sync.Mutex
+	edge       edge
+	dataLen    uint64
+	hasher     *leafHasher
+	buf        []byte // reused record buffer
+	hashBuf    []Hash // reused stored-hash buffer
+	leafHashes []Hash // reused leaf-hash buffer
+	ends       []uint64
+	failed     error // sticky: a sync failed, the store must be reopened
 
 	// state is the tree readers see, published after each append.
 	state atomic.Pointer[TreeState]
@@ -303,6 +306,40 @@ type AppendResult struct {
 // chip index and station registrations to the station index; other leaves
 // are stored as they are (validation is the caller's job).
 func (s *Store) Append(leaves [][]byte, marker []byte) (AppendResult, error) {
+	return s.append(leaves, marker, false)
+}
+
+// AppendIndexed is Append, closing the batch with an index-root leaf
+// (DESIGN.md §3.7): after the leaves it appends a kind-3 leaf whose
+// covered_size is its own index and whose root and chip count are those of
+// the chip map over every leaf before it. On an empty log it first appends
+// the genesis index-root leaf (covering nothing, the empty map). A log kept
+// with AppendIndexed alone ends every batch with such a leaf, which is
+// where its checkpoints are signed. Errors after the map was updated leave
+// the store failed (ErrStoreFailed): reopen it, which rebuilds the map.
+func (s *Store) AppendIndexed(leaves [][]byte, marker []byte) (AppendResult, error) {
+	return s.append(leaves, marker, true)
+}
+
+// IndexRootAt reports whether leaf size−1 of the log is an index-root leaf
+// covering size−1 leaves, as every checkpointed size of an indexed log must
+// be, and returns it.
+func (s *Store) IndexRootAt(size uint64) (*IndexRoot, bool, error) {
+	if size == 0 {
+		return nil, false, nil
+	}
+	leaf, err := s.Leaf(size - 1)
+	if err != nil {
+		return nil, false, err
+	}
+	r, err := ParseIndexRoot(leaf)
+	if err != nil || r.CoveredSize != size-1 {
+		return nil, false, nil
+	}
+	return r, true, nil
+}
+
+func (s *Store) append(leaves [][]byte, marker []byte, indexed bool) (AppendResult, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.failed != nil {
@@ -314,9 +351,37 @@ func (s *Store) Append(leaves [][]byte, marker []byte) (AppendResult, error) {
 		}
 	}
 	first := s.edge.size
+	if indexed && first == 0 {
+		genesis, _ := (&IndexRoot{CoveredSize: 0, ChipCount: 0, Root: proofs.EmptyMapRoot()}).MarshalLeaf()
+		leaves = append([][]byte{genesis}, leaves...)
+	}
 
-	// 1. Hash the leaves into a copy of the edge; nothing changes in memory
-	// until the batch is in.
+	// 1. Hash the leaves; nothing changes in memory until the batch is in
+	// (but for the chip map of an indexed batch, see AppendIndexed).
+	leafHashes := s.leafHashes[:0]
+	for _, l := range leaves {
+		leafHashes = append(leafHashes, s.hasher.sum(l))
+	}
+	s.leafHashes = leafHashes
+	chipUpdates, stations := s.chips.prepare(leaves, leafHashes, first)
+	root, count := s.chips.updateMap(chipUpdates)
+	if indexed {
+		closing, _ := (&IndexRoot{CoveredSize: first + uint64(len(leaves)), ChipCount: count, Root: root}).MarshalLeaf()
+		leaves = append(leaves, closing)
+		s.leafHashes = append(s.leafHashes, s.hasher.sum(closing))
+		leafHashes = s.leafHashes
+	}
+	res, err := s.appendHashed(leaves, leafHashes, first, chipUpdates, stations, marker)
+	if err != nil && len(chipUpdates) > 0 {
+		// The map already holds the batch: it no longer matches the log.
+		s.failed = fmt.Errorf("%w: the chip map holds a batch that failed: %v", ErrStoreFailed, err)
+	}
+	return res, err
+}
+
+// appendHashed writes, commits (unless deferred) and publishes a batch whose
+// leaf hashes are known.
+func (s *Store) appendHashed(leaves [][]byte, leafHashes []Hash, first uint64, chipUpdates []chipRecord, stations []stationRecord, marker []byte) (AppendResult, error) {
 	newEdge := s.edge.clone()
 	hashes := s.hashBuf[:0]
 	upperIn := s.upperIn[:0]
@@ -329,8 +394,8 @@ func (s *Store) Append(leaves [][]byte, marker []byte) (AppendResult, error) {
 	buf := s.buf[:0]
 	ends := s.ends[:0]
 	end := s.dataLen
-	for _, l := range leaves {
-		newEdge.push(s.hasher.sum(l), emit)
+	for i, l := range leaves {
+		newEdge.push(leafHashes[i], emit)
 		buf = binary.BigEndian.AppendUint16(buf, uint16(len(l)))
 		buf = append(buf, l...)
 		end += 2 + uint64(len(l))
@@ -348,7 +413,6 @@ func (s *Store) Append(leaves [][]byte, marker []byte) (AppendResult, error) {
 
 	// 3. Add the batch to the pending tail, and commit the tail unless syncs
 	// are deferred.
-	chipUpdates, stations := s.chips.prepare(leaves, first)
 	next := s.pend.Load().with(newEdge.size, hashes, ends, stations, marker)
 	if !s.deferred {
 		if err := s.flushLocked(next); err != nil {
@@ -666,4 +730,67 @@ func syncDir(dir string, noSync bool) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// ErrNotIndexed is returned by LookupChip when the log's last leaf is not an
+// index root, as in a log not kept with AppendIndexed.
+var ErrNotIndexed = errors.New("the log does not end with an index-root leaf")
+
+// ChipLookup is the store's part of a chip lookup proof: the proof for the
+// tree of Size leaves, whose last leaf is the index root the map proof is
+// under (the caller adds the signed checkpoint of that size), and the chip's
+// entries.
+type ChipLookup struct {
+	Size    uint64
+	Proof   *proofs.LookupProof
+	Entries []ChipEntry
+}
+
+// LookupChip proves what the chip index says about chip at the current size:
+// its latest entry and history, or that it has none.
+func (s *Store) LookupChip(chip ChipID) (*ChipLookup, error) {
+	if err := chip.Validate(); err != nil {
+		return nil, err
+	}
+	// The map keeps only its latest root, which the writer updates before it
+	// publishes a batch: prove under the writer's lock, where the map and
+	// the log's last index root agree.
+	s.mu.Lock()
+	st := s.State()
+	entries := s.ChipEntries(chip)
+	var value *proofs.IndexValue
+	if len(entries) > 0 {
+		v := indexValue(entries[0], entries[1:])
+		value = &v
+	}
+	mp, root, err := s.chips.cmap.Prove(proofs.MapKey(chip), value)
+	s.mu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("prove chip %s in the index: %w", chip, err)
+	}
+	ir, ok, err := s.IndexRootAt(st.Size)
+	if err != nil {
+		return nil, err
+	}
+	if !ok || ir.Root != root {
+		return nil, fmt.Errorf("lookup of chip %s at size %d: %w", chip, st.Size, ErrNotIndexed)
+	}
+	indexLeaf, _ := ir.MarshalLeaf()
+	indexProof, err := s.InclusionProof(st.Size-1, st.Size)
+	if err != nil {
+		return nil, err
+	}
+	p := &proofs.LookupProof{IndexLeaf: indexLeaf, IndexProof: indexProof, Map: mp}
+	if value != nil {
+		if p.Entry, err = s.Leaf(value.LeafIndex); err != nil {
+			return nil, err
+		}
+		if p.EntryProof, err = s.InclusionProof(value.LeafIndex, st.Size); err != nil {
+			return nil, err
+		}
+		for _, e := range entries {
+			p.History = append(p.History, proofs.HistoryEntry{Index: e.Index, LeafHash: e.LeafHash})
+		}
+	}
+	return &ChipLookup{Size: st.Size, Proof: p, Entries: entries}, nil
 }

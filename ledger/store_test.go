@@ -591,8 +591,9 @@ func TestChipIndexSurvivesReopenAndDamagedJournal(t *testing.T) {
 				}
 				chip := chipN(rng.Uint64N(150))
 				epoch := uint32(len(model[string(chip)]) + 1)
-				model[string(chip)] = append(model[string(chip)], ChipEntry{Epoch: epoch, Index: idx})
-				batch = append(batch, fakeEscrowLeaf(t, chip, epoch, 100))
+				leaf := fakeEscrowLeaf(t, chip, epoch, 100)
+				model[string(chip)] = append(model[string(chip)], ChipEntry{Epoch: epoch, Index: idx, LeafHash: newLeafHasher().sum(leaf)})
+				batch = append(batch, leaf)
 			}
 			if _, err := s.Append(batch, nil); err != nil {
 				t.Fatal(err)

@@ -726,3 +726,23 @@ func ExampleVerifyMapProof() {
 	// present: true, epoch 1 at leaf 1001
 	// true
 }
+
+// FuzzParseLookupProof checks that anything ParseLookupProof accepts
+// re-encodes to the same bytes.
+func FuzzParseLookupProof(f *testing.F) {
+	f.Add([]byte("CLL1"))
+	f.Add([]byte("CLL1\x00\x01x\x00\x32" + string(make([]byte, 50)) + "\x00\x00\x01x\x00"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := proofs.ParseLookupProof(b)
+		if err != nil {
+			return
+		}
+		again, err := p.MarshalBinary()
+		if err != nil {
+			t.Fatalf("parsed proof does not marshal: %v", err)
+		}
+		if string(again) != string(b) {
+			t.Fatalf("round trip changed the encoding")
+		}
+	})
+}
