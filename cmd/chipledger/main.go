@@ -97,6 +97,7 @@ Global options (such as --log-level) go before the command name.`,
 			stationCommand(),
 			provisionCommand(),
 			deviceCommand(),
+			recoverCommand(),
 		},
 	}
 }

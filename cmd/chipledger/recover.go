@@ -1,0 +1,391 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/chipledger/chipledger/client"
+	"github.com/chipledger/chipledger/device"
+	"github.com/chipledger/chipledger/internal/loadgen"
+)
+
+// recoverCommand is `chipledger recover`.
+func recoverCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "recover",
+		Usage: "restore a device's keys from its backup in the ledger, verifying every proof",
+		UsageText: `chipledger recover --device HOST:PORT --ledger ADDR --log-key KEY [--json]
+chipledger recover --device HOST:PORT --device HOST:PORT ... --ledger ADDR --log-key KEY   # a repair shop's bench
+chipledger recover --devices-file FILE [--concurrency 8] --ledger ADDR --log-key KEY`,
+		Description: `Reads the chip ID from the device, fetches the chip's latest entry from the
+ledger and checks, trusting no ledger node: the checkpoint's signature with the
+log key and its consistency with every checkpoint seen before; the inclusion
+proof of the entry; that its station was registered in the log before it, is
+certified by a manufacturer root in the device's ROM, and signed it; that the
+device certificate chains to that ROM trust and binds this chip and these
+identities; and that the entry is not older than the device's epoch counter.
+Only then is the backup handed to the device, which decrypts it with its own
+chip key and restores its keys. Any failed check stops the recovery before the
+device is touched, and the command exits non-zero.
+
+With several devices (--device repeated, or --devices-file) it recovers them
+concurrently, shows progress on a terminal, and prints one line per device and
+a summary of failures by cause; --json prints an array of reports.
+
+--trusted keeps the largest checkpoint verified in a file, so a later run
+refuses a ledger that rolled back or forked since.`,
+		Flags: append([]cli.Flag{
+			&cli.StringSliceFlag{Name: "device", Usage: "device agent `ADDRESS` (host:port or URL, as printed by `chipledger device serve`; repeatable)"},
+			&cli.StringFlag{Name: "devices-file", TakesFile: true, Usage: "`FILE` of device agent addresses, one a line (blank lines and # comments ignored)"},
+			&cli.IntFlag{Name: "concurrency", Value: 8, Usage: "devices recovered at once"},
+			&cli.DurationFlag{Name: "timeout", Value: time.Minute, Usage: "give up on one device after this long"},
+			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON (an array of reports for several devices)"},
+			&cli.BoolFlag{Name: "verify-only", Usage: "run every check but hand nothing to the device"},
+			&cli.StringFlag{Name: "trusted", TakesFile: true, EnvVars: env("trusted"),
+				Usage: "checkpoint `FILE`: start from the checkpoint it holds, if any, and save the largest one verified"},
+		}, ledgerFlags()...),
+		Action: runRecover,
+	}
+}
+
+// deviceRecovery is one device's recovery as the command reports it.
+type deviceRecovery struct {
+	Device string `json:"device"`
+	*client.RecoveryReport
+	err error
+}
+
+func runRecover(c *cli.Context) error {
+	if err := noArgs(c); err != nil {
+		return err
+	}
+	addrs, err := recoverDeviceAddrs(c)
+	if err != nil {
+		return err
+	}
+	batch := len(addrs) > 1 || c.IsSet("devices-file")
+	cl, err := newRecoveryClient(c)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	defer saveTrusted(c, cl)
+
+	opts := client.RecoverOptions{VerifyOnly: c.Bool("verify-only")}
+	if batch {
+		// Fetched once for every device: a station registered later is
+		// looked up again.
+		if opts.LogInfo, err = cl.LogInfo(c.Context); err != nil {
+			return fmt.Errorf("read the ledger's registered stations: %w", err)
+		}
+	}
+	hc := loadgen.NewHTTPClient()
+	defer hc.CloseIdleConnections()
+	recoverOne := func(addr string) deviceRecovery {
+		ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
+		defer cancel()
+		dev := recoveryDevice{device.NewAgentClient(hc, agentURL(addr))}
+		rep, err := client.Recover(ctx, cl, dev, opts)
+		return deviceRecovery{Device: addr, RecoveryReport: rep, err: err}
+	}
+
+	if !batch {
+		r := recoverOne(addrs[0])
+		if c.Bool("json") {
+			if err := writeRecoveryJSON(c.App.Writer, r); err != nil {
+				return err
+			}
+		} else {
+			printRecovery(c.App.Writer, r)
+		}
+		if r.err != nil {
+			return cli.Exit(recoveryFailure(r), 1)
+		}
+		return nil
+	}
+
+	bar := newProgress(c.App.ErrWriter, len(addrs), "recovering", "devices")
+	start := time.Now()
+	results := recoverAll(addrs, c.Int("concurrency"), func(addr string) deviceRecovery {
+		r := recoverOne(addr)
+		bar.Add(1)
+		return r
+	})
+	bar.Finish()
+	if c.Bool("json") {
+		if err := writeRecoveryJSON(c.App.Writer, results); err != nil {
+			return err
+		}
+	} else {
+		printRecoverySummary(c.App.Writer, results, time.Since(start))
+	}
+	if failed := countFailed(results); failed > 0 {
+		return cli.Exit(fmt.Sprintf("%d of %d devices were not recovered; their keys are unchanged unless the device itself refused", failed, len(results)), 1)
+	}
+	return nil
+}
+
+// recoverDeviceAddrs collects --device and --devices-file.
+func recoverDeviceAddrs(c *cli.Context) ([]string, error) {
+	var addrs []string
+	for _, a := range c.StringSlice("device") {
+		for _, s := range strings.Split(a, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				addrs = append(addrs, s)
+			}
+		}
+	}
+	if name := c.String("devices-file"); name != "" {
+		f, err := os.Open(name)
+		if err != nil {
+			return nil, fmt.Errorf("--devices-file: %w", err)
+		}
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			line, _, _ := strings.Cut(sc.Text(), "#")
+			if line = strings.TrimSpace(line); line != "" {
+				addrs = append(addrs, line)
+			}
+		}
+		if err := sc.Err(); err != nil {
+			return nil, fmt.Errorf("--devices-file %s: %w", name, err)
+		}
+	}
+	if len(addrs) == 0 {
+		return nil, cli.Exit("say which device to recover: --device ADDRESS (repeatable) or --devices-file FILE", 2)
+	}
+	return addrs, nil
+}
+
+// agentURL makes a device agent address a URL.
+func agentURL(addr string) string {
+	if strings.Contains(addr, "://") {
+		return strings.TrimSuffix(addr, "/")
+	}
+	return "http://" + addr
+}
+
+// newRecoveryClient is newLedgerClient starting from the --trusted
+// checkpoint, if its file exists.
+func newRecoveryClient(c *cli.Context) (*client.Client, error) {
+	vkey, err := verifierKey(c.String("log-key"))
+	if err != nil {
+		return nil, err
+	}
+	var addrs []string
+	for _, a := range c.StringSlice("ledger") {
+		addrs = append(addrs, strings.Split(a, ",")...)
+	}
+	var trusted []byte
+	if name := c.String("trusted"); name != "" {
+		trusted, err = os.ReadFile(name)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("--trusted: %w", err)
+		}
+	}
+	cl, err := client.New(client.Options{Addrs: addrs, LogKey: vkey, Logger: logger(c), Trusted: trusted})
+	if err != nil && trusted != nil {
+		return nil, fmt.Errorf("--trusted %s is not a checkpoint of this log: %w", c.String("trusted"), err)
+	}
+	return cl, err
+}
+
+// saveTrusted writes the client's trusted checkpoint to --trusted, if set:
+// it only ever grows, since the client trusts a larger checkpoint only once
+// it is proven to extend the one it had.
+func saveTrusted(c *cli.Context, cl *client.Client) {
+	name := c.String("trusted")
+	_, signed := cl.Trusted()
+	if name == "" || signed == nil {
+		return
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(name), ".trusted-*")
+	if err == nil {
+		_, err = tmp.Write(signed)
+		if cerr := tmp.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			err = os.Rename(tmp.Name(), name)
+		}
+		if err != nil {
+			os.Remove(tmp.Name())
+		}
+	}
+	if err != nil {
+		logger(c).Warn("could not save the trusted checkpoint", "file", name, "err", err)
+	}
+}
+
+// recoveryDevice drives a device through a device.Conn for client.Recover.
+type recoveryDevice struct{ device.Conn }
+
+// Identity implements client.RecoveryDevice.
+func (d recoveryDevice) Identity(ctx context.Context) (*client.DeviceIdentity, error) {
+	st, err := d.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &client.DeviceIdentity{
+		ChipID: st.ChipID, Identities: st.Identities, Epoch: st.Epoch,
+		Trust: st.Trust, LogVerifierKey: st.LogVerifierKey,
+	}, nil
+}
+
+// recoverAll recovers every device, at most concurrency at a time, and
+// returns the results in the order of addrs.
+func recoverAll(addrs []string, concurrency int, recoverOne func(string) deviceRecovery) []deviceRecovery {
+	results := make([]deviceRecovery, len(addrs))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range max(concurrency, 1) {
+		wg.Go(func() {
+			for i := range next {
+				results[i] = recoverOne(addrs[i])
+			}
+		})
+	}
+	for i := range addrs {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return results
+}
+
+func writeRecoveryJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// printRecovery prints one device's checks for a technician.
+func printRecovery(w io.Writer, r deviceRecovery) {
+	for _, s := range r.Steps {
+		if s.OK {
+			fmt.Fprintf(w, "✓ %s\n", s.Detail)
+		} else {
+			fmt.Fprintf(w, "✗ %s\n", s.Detail)
+		}
+	}
+	switch {
+	case r.err != nil && r.FailedCheck == client.CheckRestore:
+		fmt.Fprintln(w, "Recovery failed: the device refused the backup and kept its keys.")
+	case r.err != nil:
+		fmt.Fprintln(w, "Recovery refused: nothing was handed to the device; its keys are unchanged.")
+	case r.Restored:
+		fmt.Fprintln(w, "Keys restored.")
+	default:
+		fmt.Fprintln(w, "Every check passed; nothing was handed to the device (--verify-only).")
+	}
+}
+
+// recoveryFailure is the error message of a failed recovery: what failed in
+// plain words, then the precise error.
+func recoveryFailure(r deviceRecovery) string {
+	what := "recovery failed"
+	if n := len(r.Steps); n > 0 && !r.Steps[n-1].OK {
+		what = r.Steps[n-1].Detail
+	}
+	chip := ""
+	if r.ChipID != "" {
+		chip = " of chip " + r.ChipID
+	}
+	return fmt.Sprintf("recovery%s at %s failed: %s.\n%v", chip, r.Device, what, r.err)
+}
+
+// printRecoverySummary prints a line per device and the totals, with the
+// failures by cause.
+func printRecoverySummary(w io.Writer, results []deviceRecovery, elapsed time.Duration) {
+	causes := make(map[string]int)
+	recovered := 0
+	for _, r := range results {
+		switch {
+		case r.err != nil:
+			causes[recoveryCause(r)]++
+			what := r.Steps[len(r.Steps)-1].Detail
+			fmt.Fprintf(w, "✗ %s chip %s: %s: %v\n", r.Device, orUnknown(r.ChipID), what, r.err)
+		case r.Restored:
+			recovered++
+			fmt.Fprintf(w, "✓ %s chip %s: keys of epoch %d restored from ledger position %d\n", r.Device, r.ChipID, r.Epoch, r.LedgerIndex)
+		default:
+			fmt.Fprintf(w, "✓ %s chip %s: epoch %d at ledger position %d verified (not restored: --verify-only)\n", r.Device, r.ChipID, r.Epoch, r.LedgerIndex)
+		}
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "devices\t%d\n", len(results))
+	fmt.Fprintf(tw, "recovered\t%d\n", recovered)
+	fmt.Fprintf(tw, "failed\t%d\n", countFailed(results))
+	fmt.Fprintf(tw, "time\t%s\n", elapsed.Round(time.Millisecond))
+	names := make([]string, 0, len(causes))
+	for cause := range causes {
+		names = append(names, cause)
+	}
+	sort.Strings(names)
+	for _, cause := range names {
+		fmt.Fprintf(tw, "failed: %s\t%d\n", cause, causes[cause])
+	}
+	tw.Flush()
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "(unknown)"
+	}
+	return s
+}
+
+func countFailed(results []deviceRecovery) int {
+	n := 0
+	for _, r := range results {
+		if r.err != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// recoveryCause names why a recovery failed, for the summary.
+func recoveryCause(r deviceRecovery) string {
+	for _, c := range []struct {
+		err  error
+		name string
+	}{
+		{client.ErrNotInLedger, "not in the ledger"},
+		{client.ErrStaleBackup, "ledger's backup older than the device's keys"},
+		{client.ErrBadSignature, "checkpoint not signed by the log"},
+		{client.ErrFork, "ledger fork"},
+		{client.ErrRollback, "ledger rolled back"},
+		{client.ErrBadProof, "proof does not verify"},
+		{client.ErrMismatch, "entry is not this device's"},
+		{client.ErrUnknownStation, "unregistered station"},
+		{client.ErrUntrustedCertificate, "certificate not trusted by the device"},
+		{client.ErrWrongLog, "device trusts another log"},
+		{client.ErrDeviceRefused, "device refused the backup"},
+		{context.DeadlineExceeded, "timed out"},
+		{context.Canceled, "cancelled"},
+	} {
+		if errors.Is(r.err, c.err) {
+			return c.name
+		}
+	}
+	if r.FailedCheck == client.CheckDevice {
+		return "device unreachable"
+	}
+	return "ledger unreachable"
+}
