@@ -55,13 +55,21 @@ func (c *Client) LookupChip(ctx context.Context, chip ledger.ChipID) (*ChipHisto
 	}
 	var h *ChipHistory
 	err := c.do(ctx, "lookup chip", toAny, func(ctx context.Context, ep *endpoint) error {
-		req := &v1.LookupChipRequest{ChipId: chip, MinSize: c.trust.latest().cp.Size}
+		minSize := c.trust.latest().cp.Size
+		req := &v1.LookupChipRequest{ChipId: chip, MinSize: minSize}
 		resp, err := ep.api.LookupChip(ctx, connect.NewRequest(req))
 		if err != nil {
 			return err
 		}
-		h, err = c.verifyLookup(ctx, ep, chip, resp.Msg)
-		return err
+		if h, err = c.verifyLookup(ctx, ep, chip, resp.Msg); err != nil {
+			return err
+		}
+		// An older tree, even a genuine prefix, could lack the chip's newest
+		// entry: the answer must cover what the client already trusted.
+		if h.Checkpoint.Size < minSize {
+			return &NodeError{Op: "lookup chip", Node: ep.addr, Err: fmt.Errorf("%w: answered at tree size %d, below the trusted size %d", ErrRollback, h.Checkpoint.Size, minSize)}
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, err
