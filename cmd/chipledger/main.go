@@ -88,6 +88,7 @@ Global options (such as --log-level) go before the command name.`,
 		},
 		Before: setupLogger,
 		Commands: []*cli.Command{
+			demoCommand(),
 			nodeCommand(run),
 			keysCommand(),
 			caCommand(),
@@ -98,6 +99,8 @@ Global options (such as --log-level) go before the command name.`,
 			provisionCommand(),
 			deviceCommand(),
 			recoverCommand(),
+			auditCommand(),
+			monitorCommand(),
 		},
 	}
 }

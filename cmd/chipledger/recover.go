@@ -20,6 +20,7 @@ import (
 
 	"github.com/chipledger/chipledger/client"
 	"github.com/chipledger/chipledger/device"
+	"github.com/chipledger/chipledger/internal/devicelink"
 	"github.com/chipledger/chipledger/internal/loadgen"
 )
 
@@ -98,7 +99,7 @@ func runRecover(c *cli.Context) error {
 	recoverOne := func(addr string) deviceRecovery {
 		ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
 		defer cancel()
-		dev := recoveryDevice{device.NewAgentClient(hc, agentURL(addr))}
+		dev := devicelink.ForRecovery(device.NewAgentClient(hc, agentURL(addr)))
 		rep, err := client.Recover(ctx, cl, dev, opts)
 		return deviceRecovery{Device: addr, RecoveryReport: rep, err: err}
 	}
@@ -230,21 +231,6 @@ func saveTrusted(c *cli.Context, cl *client.Client) {
 	if err != nil {
 		logger(c).Warn("could not save the trusted checkpoint", "file", name, "err", err)
 	}
-}
-
-// recoveryDevice drives a device through a device.Conn for client.Recover.
-type recoveryDevice struct{ device.Conn }
-
-// Identity implements client.RecoveryDevice.
-func (d recoveryDevice) Identity(ctx context.Context) (*client.DeviceIdentity, error) {
-	st, err := d.Status(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return &client.DeviceIdentity{
-		ChipID: st.ChipID, Identities: st.Identities, Epoch: st.Epoch,
-		Trust: st.Trust, LogVerifierKey: st.LogVerifierKey,
-	}, nil
 }
 
 // recoverAll recovers every device, at most concurrency at a time, and

@@ -1,0 +1,368 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/urfave/cli/v2"
+
+	"github.com/chipledger/chipledger/client"
+	"github.com/chipledger/chipledger/ledger"
+)
+
+// exitFindings is the exit code of an audit that found something wrong;
+// 1 is an audit that could not run, 2 a usage error.
+const exitFindings = 3
+
+// auditCommand is `chipledger audit`.
+func auditCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "audit",
+		Usage: "audit the ledger: checkpoints consistent across nodes and over time, every entry re-validated",
+		UsageText: `chipledger audit --ledger ADDR[,ADDR...] --log-key KEY --roots trust.pem --state audit.state [--json]
+chipledger audit ... --follow [--interval 1m]                 # keep auditing as the log grows`,
+		Description: `Audits the log without trusting its nodes. Each round fetches the checkpoint
+of every node given with --ledger, verifies it with the log key, and proves
+every pair of them, and the checkpoint audited last time, consistent: two
+checkpoints that do not extend one another are a fork; a node serving a tree
+smaller than the audited one that is not a prefix of it is a rollback (a
+smaller prefix is a lagging node, which is fine).
+
+It then fetches every entry not audited yet, proven against the largest
+checkpoint that extends the audited one, and re-validates it with its own copy
+of the manufacturer roots (--roots): the leaf parses strictly; a station's
+certificate chains to the roots; an escrow entry's station registered before
+it, its station signature, its device certificate and the chip and identities
+it binds, and each chip's epochs running 1, 2, 3, ... Index-root leaves are
+counted and left to the chip-index audit.
+
+--state keeps the audited checkpoint, the count of entries audited, the
+stations, each chip's last epoch and the findings, so a rerun continues where
+the last one stopped (it is saved every 10,000 entries, and at the end) and
+reports the same findings. Use one state file per log and set of roots.
+
+Exit status: 0 when nothing was found, 3 when the state holds findings (they
+are listed), 1 when the audit could not run, 2 for a usage error.`,
+		Flags: append(ledgerFlags(),
+			&cli.StringFlag{Name: "roots", Required: true, EnvVars: env("roots"),
+				Usage: "the manufacturer trust `PEM` bundle to check certificates with: the auditor's own copy, not the nodes'"},
+			&cli.StringFlag{Name: "state", Required: true, EnvVars: env("audit-state"),
+				Usage: "audit state `FILE`: created by the first run, continued by the next"},
+			&cli.BoolFlag{Name: "follow", Usage: "keep auditing as the log grows, until interrupted"},
+			&cli.DurationFlag{Name: "interval", Value: time.Minute,
+				Usage: "with --follow, audit at least this often, even if no node streams a new checkpoint"},
+			&cli.IntFlag{Name: "workers", Usage: "goroutines re-validating entries (default: one per CPU)"},
+			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON (with --follow, one object per round)"},
+		),
+		Action: runAudit,
+	}
+}
+
+func runAudit(c *cli.Context) error {
+	if err := noArgs(c); err != nil {
+		return err
+	}
+	vkey, err := verifierKey(c.String("log-key"))
+	if err != nil {
+		return err
+	}
+	trust, err := readRoots(c.String("roots"))
+	if err != nil {
+		return err
+	}
+	path := c.String("state")
+	state, err := client.ReadAuditStateFile(path, vkey, trust)
+	if errors.Is(err, fs.ErrNotExist) {
+		state, err = client.NewAuditState(vkey, trust)
+	}
+	if err != nil {
+		return err
+	}
+	progress := newScanProgress(c.App.ErrWriter)
+	a, err := client.NewAuditor(client.AuditOptions{
+		Addrs:    auditAddrs(c),
+		State:    state,
+		Logger:   logger(c),
+		Workers:  c.Int("workers"),
+		Save:     func(s *client.AuditState) error { return s.WriteFile(path) },
+		Progress: progress.update,
+	})
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	out := auditPrinter{w: c.App.Writer, json: c.Bool("json"), state: state}
+
+	if c.Bool("follow") {
+		err := a.Follow(c.Context, c.Duration("interval"), func(r *client.AuditReport, err error) error {
+			progress.done()
+			if err != nil {
+				logger(c).Warn("audit round failed; retrying at the next one", "err", err)
+			}
+			return out.round(r, err)
+		})
+		progress.done()
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+		return findingsExit(state)
+	}
+
+	r, err := a.Audit(c.Context)
+	progress.done()
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			return cli.Exit(fmt.Sprintf("interrupted after auditing %d of %d entries; the state is saved in %s, run again to continue",
+				state.Audited(), r.Checkpoint.Size, path), 1)
+		}
+		return err
+	}
+	if err := out.report(r); err != nil {
+		return err
+	}
+	return findingsExit(state)
+}
+
+// readRoots reads the --roots bundle.
+func readRoots(path string) (*ledger.Trust, error) {
+	pemBytes, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--roots: %w", err)
+	}
+	trust, err := ledger.ParseTrustPEM(pemBytes)
+	if err != nil {
+		return nil, fmt.Errorf("--roots %s: %w", path, err)
+	}
+	return trust, nil
+}
+
+// auditAddrs returns the --ledger addresses, repeated or comma-separated.
+func auditAddrs(c *cli.Context) []string {
+	var addrs []string
+	for _, a := range c.StringSlice("ledger") {
+		for _, s := range strings.Split(a, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				addrs = append(addrs, s)
+			}
+		}
+	}
+	return addrs
+}
+
+// findingsExit is the command's result for a state: exit status 3 if it
+// holds findings.
+func findingsExit(s *client.AuditState) error {
+	if n := s.FindingCount(); n > 0 {
+		return cli.Exit(fmt.Sprintf("%d findings: a node or the log misbehaved", n), exitFindings)
+	}
+	return nil
+}
+
+// scanProgress draws a progress bar for each scan.
+type scanProgress struct {
+	w      io.Writer
+	bar    *progressbar.ProgressBar
+	target uint64
+}
+
+func newScanProgress(w io.Writer) *scanProgress { return &scanProgress{w: w} }
+
+func (p *scanProgress) update(a client.AuditProgress) {
+	if p.bar == nil || p.target != a.Target {
+		p.done()
+		p.bar, p.target = newProgress(p.w, int(a.Target-a.Start), "auditing", "entries"), a.Target
+	}
+	p.bar.Set(int(a.Audited - a.Start))
+}
+
+func (p *scanProgress) done() {
+	if p.bar != nil {
+		p.bar.Finish()
+		p.bar = nil
+	}
+}
+
+// auditPrinter prints audit reports, as text or JSON.
+type auditPrinter struct {
+	w     io.Writer
+	json  bool
+	state *client.AuditState
+}
+
+// auditJSON is the JSON form of an audit report.
+type auditJSON struct {
+	Log        string         `json:"log"`
+	Checkpoint checkpointJSON `json:"checkpoint"`
+	Nodes      []nodeJSON     `json:"nodes"`
+	// Audited is the number of entries audited in all; NewEntries those
+	// of this run (or round).
+	Audited          uint64  `json:"audited"`
+	NewEntries       uint64  `json:"new_entries"`
+	EntriesPerSecond float64 `json:"entries_per_second"`
+	Stations         int     `json:"stations"`
+	Chips            int     `json:"chips"`
+	IndexRoots       uint64  `json:"index_roots"`
+	FindingCount     uint64  `json:"finding_count"`
+	// Findings are all the findings recorded (one-shot audit);
+	// NewFindings those of the round (--follow).
+	Findings    *[]client.Finding `json:"findings,omitempty"`
+	NewFindings *[]client.Finding `json:"new_findings,omitempty"`
+	Error       string            `json:"error,omitempty"`
+}
+
+type checkpointJSON struct {
+	Size uint64 `json:"size"`
+	Root string `json:"root"`
+	Note string `json:"note"`
+}
+
+type nodeJSON struct {
+	Node   string `json:"node"`
+	Status string `json:"status"`
+	Size   uint64 `json:"size"`
+	Error  string `json:"error,omitempty"`
+}
+
+func (p *auditPrinter) toJSON(r *client.AuditReport) auditJSON {
+	cp, note := p.state.Checkpoint()
+	j := auditJSON{
+		Log:              cp.Origin,
+		Checkpoint:       checkpointJSON{Size: cp.Size, Root: base64.StdEncoding.EncodeToString(cp.Hash[:]), Note: string(note)},
+		Nodes:            []nodeJSON{},
+		Audited:          p.state.Audited(),
+		NewEntries:       r.To - r.From,
+		EntriesPerSecond: r.Rate(),
+		Stations:         len(p.state.Stations()),
+		Chips:            p.state.Chips(),
+		IndexRoots:       p.state.IndexRoots(),
+		FindingCount:     p.state.FindingCount(),
+	}
+	for _, n := range r.Nodes {
+		nj := nodeJSON{Node: n.Node, Status: string(n.Status), Size: n.Checkpoint.Size}
+		if n.Err != nil {
+			nj.Error = n.Err.Error()
+		}
+		j.Nodes = append(j.Nodes, nj)
+	}
+	return j
+}
+
+// report prints the result of a one-shot audit, with every finding the
+// state holds.
+func (p *auditPrinter) report(r *client.AuditReport) error {
+	all := p.state.Findings()
+	if all == nil {
+		all = []client.Finding{}
+	}
+	if p.json {
+		j := p.toJSON(r)
+		j.Findings = &all
+		return writeJSONLine(p.w, j)
+	}
+	cp, _ := p.state.Checkpoint()
+	p.nodes(r)
+	tw := tabwriter.NewWriter(p.w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "log\t%s\n", cp.Origin)
+	fmt.Fprintf(tw, "checkpoint\t%d leaves, root %s\n", cp.Size, base64.StdEncoding.EncodeToString(cp.Hash[:]))
+	fmt.Fprintf(tw, "audited\t%d entries (%d in this run, %.0f/s)\n", p.state.Audited(), r.To-r.From, r.Rate())
+	fmt.Fprintf(tw, "stations\t%d\n", len(p.state.Stations()))
+	fmt.Fprintf(tw, "chips\t%d\n", p.state.Chips())
+	fmt.Fprintf(tw, "index roots\t%d (checked by the chip-index audit)\n", p.state.IndexRoots())
+	if n := p.state.FindingCount(); n == 0 {
+		fmt.Fprintf(tw, "findings\tnone\n")
+	} else {
+		fmt.Fprintf(tw, "findings\t%d (%d new)\n", n, len(r.Findings))
+	}
+	tw.Flush()
+	p.findings(all)
+	return nil
+}
+
+// round prints the result of a --follow round, with its new findings.
+func (p *auditPrinter) round(r *client.AuditReport, err error) error {
+	if p.json {
+		j := p.toJSON(r)
+		fs := r.Findings
+		if fs == nil {
+			fs = []client.Finding{}
+		}
+		j.NewFindings = &fs
+		if err != nil {
+			j.Error = err.Error()
+		}
+		return writeJSONLine(p.w, j)
+	}
+	ok := 0
+	for _, n := range r.Nodes {
+		if n.Status == client.NodeOK || n.Status == client.NodeLagging {
+			ok++
+		}
+	}
+	cp, _ := p.state.Checkpoint()
+	fmt.Fprintf(p.w, "%s  checkpoint %d  audited %d (+%d, %.0f/s)  nodes %d/%d consistent  findings %d new, %d in all\n",
+		time.Now().UTC().Format(time.RFC3339), cp.Size, p.state.Audited(), r.To-r.From, r.Rate(), ok, len(r.Nodes), len(r.Findings), p.state.FindingCount())
+	if err != nil {
+		fmt.Fprintf(p.w, "  round failed: %v\n", err)
+	}
+	p.findings(r.Findings)
+	return nil
+}
+
+func (p *auditPrinter) nodes(r *client.AuditReport) {
+	tw := tabwriter.NewWriter(p.w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "NODE\tSTATUS\tSIZE\n")
+	for _, n := range r.Nodes {
+		size := "-"
+		if n.Status != client.NodeUnreachable && n.Status != client.NodeBadCheckpoint {
+			size = fmt.Sprint(n.Checkpoint.Size)
+		}
+		line := fmt.Sprintf("%s\t%s\t%s", n.Node, n.Status, size)
+		if n.Err != nil {
+			line += "\t" + n.Err.Error()
+		}
+		fmt.Fprintln(tw, line)
+	}
+	tw.Flush()
+	fmt.Fprintln(p.w)
+}
+
+// findings prints findings as a table.
+func (p *auditPrinter) findings(fs []client.Finding) {
+	if len(fs) == 0 {
+		return
+	}
+	fmt.Fprintln(p.w)
+	tw := tabwriter.NewWriter(p.w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "KIND\tINDEX\tNODE\tMESSAGE\n")
+	for _, f := range fs {
+		index := "-"
+		if f.Index != nil {
+			index = fmt.Sprint(*f.Index)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", f.Kind, index, f.Node, f.Message)
+	}
+	tw.Flush()
+	if n := p.state.FindingCount() - uint64(len(p.state.Findings())); n > 0 && len(fs) == len(p.state.Findings()) {
+		fmt.Fprintf(p.w, "... and %d more, counted but not kept (the state keeps %d)\n", n, client.MaxAuditFindings)
+	}
+}
+
+// writeJSONLine writes v as one line of JSON.
+func writeJSONLine(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
+}

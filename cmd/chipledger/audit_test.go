@@ -1,0 +1,273 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/chipledger/chipledger/client"
+	"github.com/chipledger/chipledger/internal/localcluster"
+	"github.com/chipledger/chipledger/internal/testpki"
+	"github.com/chipledger/chipledger/ledger"
+)
+
+// testLedger is a one-node ledger in this process that trusts the shared
+// test PKI, with a client to append to it and the files the commands read.
+type testLedger struct {
+	t     *testing.T
+	pki   *testpki.PKI
+	addr  string
+	vkey  string
+	roots string // the PKI's trust bundle, PEM
+	c     *client.Client
+}
+
+func startTestLedger(t *testing.T) *testLedger {
+	t.Helper()
+	pki, err := sharedPKI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	skey, vkey, err := ledger.GenerateLogKey(testOrigin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ledger.NewLogSigner(skey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cl, err := localcluster.Start(context.Background(), localcluster.Options{Nodes: 1, Dir: filepath.Join(dir, "ledger"), Signer: signer, Trust: pki.Trust})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	c, err := client.New(client.Options{Addrs: cl.Addrs(), LogKey: vkey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	l := &testLedger{t: t, pki: pki, addr: cl.Addrs()[0], vkey: vkey, roots: filepath.Join(dir, "roots.pem"), c: c}
+	if err := os.WriteFile(l.roots, pki.Trust.PEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l.append(pki.StationLeaf())
+	return l
+}
+
+func (l *testLedger) append(leaf []byte) uint64 {
+	l.t.Helper()
+	r, err := l.c.Append(context.Background(), leaf)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	return r.Receipt.Index
+}
+
+// provision appends chip n's entry at epoch and returns its index.
+func (l *testLedger) provision(n uint64, epoch uint32) uint64 {
+	l.t.Helper()
+	leaf, err := l.pki.EscrowLeaf(testpki.ChipID(n), epoch, 0)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	return l.append(leaf)
+}
+
+// exitStatus returns the exit status main would give err.
+func exitStatus(err error) int {
+	var ec cli.ExitCoder
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ec):
+		return ec.ExitCode()
+	}
+	return 1
+}
+
+// startCLI runs the command line with args until ctx ends, and returns its
+// standard output as it grows and its result.
+func startCLI(ctx context.Context, args ...string) (*syncBuffer, <-chan error) {
+	stdout, stderr := &syncBuffer{}, &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- newApp(stdout, stderr, nil).RunContext(ctx, append([]string{"chipledger"}, args...))
+	}()
+	return stdout, done
+}
+
+// awaitLine waits until out holds a line for which ok is true.
+func awaitLine(t *testing.T, out *syncBuffer, ok func(line string) bool) string {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, line := range strings.Split(out.String(), "\n") {
+			if line != "" && ok(line) {
+				return line
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("no such line in the output:\n%s", out.String())
+	return ""
+}
+
+func decodeAudit(t *testing.T, line string) auditJSON {
+	t.Helper()
+	var j auditJSON
+	if err := json.Unmarshal([]byte(line), &j); err != nil {
+		t.Fatalf("JSON %q: %v", line, err)
+	}
+	return j
+}
+
+func TestAuditCommandOnACleanLogExitsZero(t *testing.T) {
+	l := startTestLedger(t)
+	l.provision(1, 1)
+	l.provision(2, 1)
+	l.provision(1, 2)
+	state := filepath.Join(t.TempDir(), "audit.state")
+	args := []string{"audit", "--ledger", l.addr, "--log-key", l.vkey, "--roots", l.roots, "--state", state}
+
+	r := runCLI(t, args...)
+	if r.err != nil {
+		t.Fatalf("audit: %v\n%s", r.err, r.stderr)
+	}
+	for _, want := range []string{l.addr, "ok", "audited      4 entries (4 in this run", "chips        2", "findings     none"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("output does not show %q:\n%s", want, r.stdout)
+		}
+	}
+	if _, err := os.Stat(state); err != nil {
+		t.Fatalf("no state file: %v", err)
+	}
+
+	// The rerun audits the one new entry, and says so in JSON.
+	l.provision(3, 1)
+	r = runCLI(t, append(args, "--json")...)
+	if r.err != nil {
+		t.Fatalf("audit --json: %v", r.err)
+	}
+	j := decodeAudit(t, strings.TrimSpace(r.stdout))
+	if j.Audited != 5 || j.NewEntries != 1 || j.Checkpoint.Size != 5 || j.Log != testOrigin || j.Chips != 3 || j.Stations != 1 {
+		t.Errorf("report %+v", j)
+	}
+	if j.Findings == nil || len(*j.Findings) != 0 || j.FindingCount != 0 || j.NewFindings != nil {
+		t.Errorf("findings %v, new %v, count %d; want an empty list", j.Findings, j.NewFindings, j.FindingCount)
+	}
+	if len(j.Nodes) != 1 || j.Nodes[0].Node != l.addr || j.Nodes[0].Status != "ok" || j.Nodes[0].Size != 5 {
+		t.Errorf("nodes %+v", j.Nodes)
+	}
+	if !strings.Contains(j.Checkpoint.Note, testOrigin) || j.Checkpoint.Root == "" {
+		t.Errorf("checkpoint %+v", j.Checkpoint)
+	}
+}
+
+func TestAuditCommandExitsNonZeroOnFindings(t *testing.T) {
+	l := startTestLedger(t)
+	l.provision(1, 1)
+	other, err := testpki.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := filepath.Join(t.TempDir(), "other.pem")
+	if err := os.WriteFile(roots, other.Trust.PEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Audited with another manufacturer's roots, the station and its entry
+	// are untrusted.
+	state := filepath.Join(t.TempDir(), "audit.state")
+	args := []string{"audit", "--ledger", l.addr, "--log-key", l.vkey, "--roots", roots, "--state", state}
+	r := runCLI(t, append(args, "--json")...)
+	if exitStatus(r.err) != exitFindings {
+		t.Fatalf("exit status %d (%v), want %d", exitStatus(r.err), r.err, exitFindings)
+	}
+	j := decodeAudit(t, strings.TrimSpace(r.stdout))
+	if j.Findings == nil || len(*j.Findings) != 2 || j.FindingCount != 2 {
+		t.Fatalf("findings %+v", j.Findings)
+	}
+	for i, f := range *j.Findings {
+		if f.Kind != client.FindingUntrustedCertificate || f.Index == nil || *f.Index != uint64(i) || f.Checkpoint == "" {
+			t.Errorf("finding %d: %+v", i, f)
+		}
+	}
+
+	// A rerun reports the same findings, as a table, and fails again.
+	r = runCLI(t, args...)
+	if exitStatus(r.err) != exitFindings || !strings.Contains(r.err.Error(), "2 findings") {
+		t.Fatalf("rerun: exit status %d (%v)", exitStatus(r.err), r.err)
+	}
+	for _, want := range []string{"findings     2 (0 new)", "KIND", "untrusted-certificate  0", "untrusted-certificate  1"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("output does not show %q:\n%s", want, r.stdout)
+		}
+	}
+}
+
+func TestAuditCommandRefusesBadInput(t *testing.T) {
+	l := startTestLedger(t)
+	dir := t.TempDir()
+	state := filepath.Join(dir, "audit.state")
+	base := []string{"audit", "--ledger", l.addr, "--log-key", l.vkey}
+	if r := runCLI(t, append(base, "--roots", l.roots, "--state", state)...); r.err != nil {
+		t.Fatal(r.err)
+	}
+	_, otherKey, _ := ledger.GenerateLogKey(testOrigin)
+	garbage := filepath.Join(dir, "garbage")
+	os.WriteFile(garbage, []byte("not a state"), 0o644)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+		code int
+	}{
+		{"no roots", append(base, "--state", state), "roots", 1},
+		{"roots that are no PEM", append(base, "--roots", state, "--state", state), "--roots", 1},
+		{"a state of another log", []string{"audit", "--ledger", l.addr, "--log-key", otherKey, "--roots", l.roots, "--state", state}, "another log", 1},
+		{"a corrupt state", append(base, "--roots", l.roots, "--state", garbage), "bad audit state", 1},
+		{"an argument", append(base, "--roots", l.roots, "--state", state, "now"), "takes no arguments", 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := runCLI(t, tc.args...)
+			if r.err == nil || !strings.Contains(r.err.Error(), tc.want) || exitStatus(r.err) != tc.code {
+				t.Fatalf("got %v (exit status %d), want an error about %q with status %d", r.err, exitStatus(r.err), tc.want, tc.code)
+			}
+		})
+	}
+}
+
+func TestAuditCommandFollowsTheLog(t *testing.T) {
+	l := startTestLedger(t)
+	state := filepath.Join(t.TempDir(), "audit.state")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out, done := startCLI(ctx, "audit", "--ledger", l.addr, "--log-key", l.vkey, "--roots", l.roots, "--state", state,
+		"--follow", "--interval", "1h", "--json")
+	audited := func(n uint64) func(string) bool {
+		return func(line string) bool {
+			j := decodeAudit(t, line)
+			return j.Audited == n && j.NewFindings != nil && len(*j.NewFindings) == 0 && j.Findings == nil
+		}
+	}
+	awaitLine(t, out, audited(1))
+	l.provision(1, 1)
+	l.provision(1, 2)
+	awaitLine(t, out, audited(3))
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("audit --follow ended with %v, want a clean exit", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("audit --follow did not stop")
+	}
+}
