@@ -1,0 +1,51 @@
+package demo
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"strings"
+	"testing"
+)
+
+// TestDemoTellsTheWholeStory runs the demo with a few devices on one and
+// three nodes and checks its summary: every device provisioned, the
+// recovered keys equal the originals, the audit found nothing, and the data
+// directory is removed.
+func TestDemoTellsTheWholeStory(t *testing.T) {
+	for _, nodes := range []int{1, 3} {
+		var out bytes.Buffer
+		s, err := Run(context.Background(), Options{Nodes: nodes, Devices: 20, Concurrency: 8, Out: &out})
+		if err != nil {
+			t.Fatalf("%d nodes: %v\n%s", nodes, err, out.String())
+		}
+		if s.Provisioned != 20 || s.Failed != 0 {
+			t.Errorf("%d nodes: provisioned %d, failed %d", nodes, s.Provisioned, s.Failed)
+		}
+		if !s.RecoveredKeysEqual || s.RecoveredChip == "" {
+			t.Errorf("%d nodes: recovery %+v", nodes, s)
+		}
+		if s.AuditFindings != 0 || s.AuditedEntries < 21 {
+			t.Errorf("%d nodes: audit re-validated %d entries, %d findings", nodes, s.AuditedEntries, s.AuditFindings)
+		}
+		if s.TreeSize < 21 || !strings.Contains(s.Checkpoint, "demo.chipledger.local/log") {
+			t.Errorf("%d nodes: tree size %d, checkpoint %q", nodes, s.TreeSize, s.Checkpoint)
+		}
+		for _, want := range []string{"Provisioning 20 devices", "restored its keys", "no findings", "Summary"} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("%d nodes: the story lacks %q", nodes, want)
+			}
+		}
+		if _, err := os.Stat(s.Dir); !os.IsNotExist(err) {
+			t.Errorf("%d nodes: data directory %s not removed: %v", nodes, s.Dir, err)
+		}
+	}
+}
+
+func TestDemoStopsWhenCancelled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := Run(ctx, Options{Nodes: 1, Devices: 5}); err == nil {
+		t.Fatal("a cancelled demo reported success")
+	}
+}
