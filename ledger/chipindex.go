@@ -74,10 +74,12 @@ type chipRecord struct {
 	ChipEntry
 }
 
-// stationRecord is a station registration found in a batch.
+// stationRecord is a station registration (or, with revoked set, a
+// station revocation) found in a batch.
 type stationRecord struct {
-	id    [32]byte
-	index uint64
+	id      [32]byte
+	index   uint64
+	revoked bool
 }
 
 const chipJournalFile = "chips.jnl"
@@ -260,6 +262,8 @@ func (ci *chipIndex) prepare(leaves [][]byte, leafHashes []Hash, first uint64) (
 		}
 		if reg, err := ParseStationRegistration(l); err == nil {
 			stations = append(stations, stationRecord{id: StationID(reg.Certificate), index: idx})
+		} else if rev, err := ParseStationRevocation(l); err == nil {
+			stations = append(stations, stationRecord{id: rev.StationID, index: idx, revoked: true})
 		}
 	}
 	return recs, stations

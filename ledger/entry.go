@@ -9,6 +9,8 @@ import (
 	"io"
 	"math"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"golang.org/x/crypto/cryptobyte"
 )
@@ -26,6 +28,9 @@ const (
 	// KindIndexRoot is a chip index root (IndexRoot), appended by the
 	// ledger itself and never accepted from outside.
 	KindIndexRoot Kind = 3
+	// KindRevocation is a station revocation (StationRevocation), appended
+	// on an operator's request: the station's later entries are refused.
+	KindRevocation Kind = 4
 )
 
 // String returns "escrow", "station" or "index-root", or Kind(n) for an unknown
@@ -38,6 +43,8 @@ func (k Kind) String() string {
 		return "station"
 	case KindIndexRoot:
 		return "index-root"
+	case KindRevocation:
+		return "revocation"
 	default:
 		return fmt.Sprintf("Kind(%d)", uint16(k))
 	}
@@ -328,7 +335,7 @@ func PeekKind(leaf []byte) (Kind, error) {
 		return 0, fmt.Errorf("%w: leaf of %d bytes has no kind", ErrMalformed, len(leaf))
 	}
 	switch Kind(k) {
-	case KindEscrow, KindStation, KindIndexRoot:
+	case KindEscrow, KindStation, KindIndexRoot, KindRevocation:
 		return Kind(k), nil
 	default:
 		return 0, fmt.Errorf("%w: %w: kind %d", ErrMalformed, ErrUnknownKind, k)
@@ -351,6 +358,8 @@ func ParseEntry(leaf []byte) (Entry, error) {
 		return ParseEscrowEntry(leaf)
 	case KindStation:
 		return ParseStationRegistration(leaf)
+	case KindRevocation:
+		return ParseStationRevocation(leaf)
 	default: // KindIndexRoot; PeekKind rejects the others
 		return ParseIndexRoot(leaf)
 	}
@@ -432,6 +441,67 @@ func ParseIndexRoot(leaf []byte) (*IndexRoot, error) {
 	r := new(IndexRoot)
 	if !s.ReadUint64(&r.CoveredSize) || !s.ReadUint64(&r.ChipCount) || !s.CopyBytes(r.Root[:]) || !s.Empty() {
 		return nil, fmt.Errorf("index root: %w: %d bytes, want %d", ErrMalformed, len(leaf), indexRootLeafSize)
+	}
+	return r, nil
+}
+
+// StationRevocation is a kind-4 leaf: from its index on, the ledger refuses
+// the station's escrow entries (those before it stay valid). Layout:
+//
+//	u16 kind (4) ‖ station_id[32] ‖ u64 revoked_at_ms ‖ opaque reason<0..255>
+//
+// The reason is UTF-8 without control characters.
+type StationRevocation struct {
+	StationID   [32]byte
+	RevokedAtMs uint64
+	Reason      string
+}
+
+// MaxRevocationReason is the longest revocation reason in bytes.
+const MaxRevocationReason = 255
+
+// Kind returns KindRevocation.
+func (r *StationRevocation) Kind() Kind { return KindRevocation }
+
+// MarshalLeaf returns the leaf encoding of r, after checking the reason.
+func (r *StationRevocation) MarshalLeaf() ([]byte, error) {
+	if err := checkReason(r.Reason); err != nil {
+		return nil, err
+	}
+	b := cryptobyte.NewBuilder(nil)
+	b.AddUint16(uint16(KindRevocation))
+	b.AddBytes(r.StationID[:])
+	b.AddUint64(r.RevokedAtMs)
+	b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes([]byte(r.Reason)) })
+	return b.Bytes()
+}
+
+func checkReason(reason string) error {
+	if len(reason) > MaxRevocationReason || !utf8.ValidString(reason) {
+		return fmt.Errorf("revocation: %w: reason must be at most %d bytes of UTF-8", ErrInvalidEntry, MaxRevocationReason)
+	}
+	for _, c := range reason {
+		if unicode.IsControl(c) {
+			return fmt.Errorf("revocation: %w: reason holds a control character", ErrInvalidEntry)
+		}
+	}
+	return nil
+}
+
+// ParseStationRevocation parses a kind-4 leaf.
+func ParseStationRevocation(leaf []byte) (*StationRevocation, error) {
+	s, err := readKind(leaf, KindRevocation)
+	if err != nil {
+		return nil, err
+	}
+	r := new(StationRevocation)
+	var reason cryptobyte.String
+	if !s.CopyBytes(r.StationID[:]) || !s.ReadUint64(&r.RevokedAtMs) || !s.ReadUint8LengthPrefixed(&reason) || !s.Empty() {
+		return nil, fmt.Errorf("revocation: %w: truncated or trailing bytes", ErrMalformed)
+	}
+	r.Reason = string(reason)
+	if err := checkReason(r.Reason); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	return r, nil
 }

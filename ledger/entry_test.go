@@ -210,7 +210,7 @@ func TestParseEscrowEntryRejectsMalformed(t *testing.T) {
 	tests := []malformedCase{
 		{"trailing byte", append(append([]byte(nil), golden...), 0), nil},
 		{"kind 0", leafOf(withField(t, L, "kind", "0000")), ErrUnknownKind},
-		{"kind 4", leafOf(withField(t, L, "kind", "0004")), ErrUnknownKind},
+		{"kind 5", leafOf(withField(t, L, "kind", "0005")), ErrUnknownKind},
 		{"kind 0xffff", leafOf(withField(t, L, "kind", "ffff")), ErrUnknownKind},
 		{"chip_id of 7 bytes", leafOf(withField(t, L, "chip_id", "07 00112233445566")), ErrInvalidChipID},
 		{"chip_id of 33 bytes", leafOf(withField(t, L, "chip_id", "21"+strings.Repeat("ab", 33))), ErrInvalidChipID},
@@ -262,7 +262,7 @@ func TestParseStationRegistrationRejectsMalformed(t *testing.T) {
 		{"trailing byte", append(append([]byte(nil), golden...), 0), nil},
 		{"empty certificate", leafOf(withField(t, L, "station_certificate", "0000")), ErrInvalidEntry},
 		{"leaf over 65535 bytes", leafOf(withField(t, L, "station_certificate", "ffff"+strings.Repeat("00", 0xffff))), ErrLeafTooLarge},
-		{"kind 4", leafOf(withField(t, L, "kind", "0004")), ErrUnknownKind},
+		{"kind 5", leafOf(withField(t, L, "kind", "0005")), ErrUnknownKind},
 	}
 	for n := 0; n < len(golden); n++ {
 		tests = append(tests, malformedCase{"truncated", golden[:n], nil})

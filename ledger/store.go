@@ -118,13 +118,21 @@ var (
 	bucketHashes   = []byte("hashes")
 	bucketEnds     = []byte("ends")
 	bucketStations = []byte("stations")
+	bucketRevoked  = []byte("revoked")
 
 	bucketUser = []byte("user") // nested in meta: SetMetadata records
 
 	keySize    = []byte("size")
+	keyRoot    = []byte("root") // the root at size, checked against the stored hashes at open
 	keyMarker  = []byte("marker")
 	keyVersion = []byte("format")
 )
+
+// ErrCorrupt reports a store whose data does not agree with itself: a root
+// that the stored hashes do not produce, a hash that its children or its
+// leaf do not produce, a malformed record. The store must be rebuilt (see
+// Verify).
+var ErrCorrupt = errors.New("ledger store is corrupt")
 
 // ErrStoreFailed is returned by appends after a write to disk could not be
 // made durable; the store must be closed and reopened, which recovers the
@@ -174,8 +182,9 @@ func Open(dir string, opts Options) (*Store, error) {
 // in line with it.
 func (s *Store) load() error {
 	var size uint64
+	var storedRoot []byte
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketMeta, bucketHashes, bucketEnds, bucketStations} {
+		for _, name := range [][]byte{bucketMeta, bucketHashes, bucketEnds, bucketStations, bucketRevoked} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
@@ -190,9 +199,15 @@ func (s *Store) load() error {
 		}
 		if v := meta.Get(keySize); v != nil {
 			if len(v) != 8 {
-				return fmt.Errorf("corrupt tree size record (%d bytes)", len(v))
+				return fmt.Errorf("%w: tree size record of %d bytes", ErrCorrupt, len(v))
 			}
 			size = binary.BigEndian.Uint64(v)
+		}
+		if v := meta.Get(keyRoot); v != nil {
+			if len(v) != 32 {
+				return fmt.Errorf("%w: root record of %d bytes", ErrCorrupt, len(v))
+			}
+			storedRoot = bytes.Clone(v)
 		}
 		return nil
 	})
@@ -247,8 +262,12 @@ func (s *Store) load() error {
 		}
 	}
 
-	s.pend.Store(emptyPending(size, s.dataLen))
-	s.state.Store(&TreeState{Size: size, Root: s.edge.root()})
+	root := s.edge.root()
+	if storedRoot != nil && Hash(storedRoot) != root {
+		return fmt.Errorf("%w: the root recomputed from the stored hashes at size %d is %x, the store recorded %x", ErrCorrupt, size, root, storedRoot)
+	}
+	s.pend.Store(emptyPending(size, root, s.dataLen))
+	s.state.Store(&TreeState{Size: size, Root: root})
 
 	chips, err := openChipIndex(s)
 	if err != nil {
@@ -313,7 +332,8 @@ func (s *Store) Append(leaves [][]byte, marker []byte) (AppendResult, error) {
 // (DESIGN.md §3.7): after the leaves it appends a kind-3 leaf whose
 // covered_size is its own index and whose root and chip count are those of
 // the chip map over every leaf before it. On an empty log it first appends
-// the genesis index-root leaf (covering nothing, the empty map). A log kept
+// the genesis index-root leaf (covering nothing, the empty map); with no
+// leaves it appends only that on an empty log, and nothing otherwise. A log kept
 // with AppendIndexed alone ends every batch with such a leaf, which is
 // where its checkpoints are signed. Errors after the map was updated leave
 // the store failed (ErrStoreFailed): reopen it, which rebuilds the map.
@@ -351,6 +371,13 @@ func (s *Store) append(leaves [][]byte, marker []byte, indexed bool) (AppendResu
 		}
 	}
 	first := s.edge.size
+	closeIndex := indexed
+	if indexed && len(leaves) == 0 {
+		if first > 0 {
+			return AppendResult{First: first, State: s.State()}, nil // nothing to close
+		}
+		closeIndex = false // the genesis root alone starts the log
+	}
 	if indexed && first == 0 {
 		genesis, _ := (&IndexRoot{CoveredSize: 0, ChipCount: 0, Root: proofs.EmptyMapRoot()}).MarshalLeaf()
 		leaves = append([][]byte{genesis}, leaves...)
@@ -365,7 +392,7 @@ func (s *Store) append(leaves [][]byte, marker []byte, indexed bool) (AppendResu
 	s.leafHashes = leafHashes
 	chipUpdates, stations := s.chips.prepare(leaves, leafHashes, first)
 	root, count := s.chips.updateMap(chipUpdates)
-	if indexed {
+	if closeIndex {
 		closing, _ := (&IndexRoot{CoveredSize: first + uint64(len(leaves)), ChipCount: count, Root: root}).MarshalLeaf()
 		leaves = append(leaves, closing)
 		s.leafHashes = append(s.leafHashes, s.hasher.sum(closing))
@@ -413,19 +440,20 @@ func (s *Store) appendHashed(leaves [][]byte, leafHashes []Hash, first uint64, c
 
 	// 3. Add the batch to the pending tail, and commit the tail unless syncs
 	// are deferred.
-	next := s.pend.Load().with(newEdge.size, hashes, ends, stations, marker)
+	root := newEdge.root()
+	next := s.pend.Load().with(newEdge.size, root, hashes, ends, stations, marker)
 	if !s.deferred {
 		if err := s.flushLocked(next); err != nil {
 			return AppendResult{}, fmt.Errorf("commit batch of %d leaves at size %d: %w", len(leaves), first, err)
 		}
-		next = emptyPending(newEdge.size, end)
+		next = emptyPending(newEdge.size, root, end)
 	}
 
 	// 4. Publish.
 	s.pend.Store(next)
 	s.edge = newEdge
 	s.dataLen = end
-	st := &TreeState{Size: newEdge.size, Root: newEdge.root()}
+	st := &TreeState{Size: newEdge.size, Root: root}
 	s.chips.apply(chipUpdates, st.Size)
 	s.upper.Store(s.upper.Load().with(upperIn))
 	s.state.Store(st)
@@ -445,7 +473,7 @@ func (s *Store) Flush() error {
 	if err := s.flushLocked(p); err != nil {
 		return err
 	}
-	s.pend.Store(emptyPending(p.size, p.dataEnd()))
+	s.pend.Store(emptyPending(p.size, p.root, p.dataEnd()))
 	return nil
 }
 
@@ -481,9 +509,12 @@ func (s *Store) flushLocked(p *pending) error {
 		if err := appendBlocks(tx.Bucket(bucketEnds), p.endStart, p.ends, 8, putEnd); err != nil {
 			return fmt.Errorf("store offsets: %w", err)
 		}
-		st := tx.Bucket(bucketStations)
 		for _, r := range p.stations {
-			if err := st.Put(r.id[:], binary.BigEndian.AppendUint64(nil, r.index)); err != nil {
+			b := tx.Bucket(bucketStations)
+			if r.revoked {
+				b = tx.Bucket(bucketRevoked)
+			}
+			if err := b.Put(r.id[:], binary.BigEndian.AppendUint64(nil, r.index)); err != nil {
 				return fmt.Errorf("store station registration: %w", err)
 			}
 		}
@@ -494,6 +525,9 @@ func (s *Store) flushLocked(p *pending) error {
 			}
 		}
 		if err := s.stage("commit"); err != nil {
+			return err
+		}
+		if err := meta.Put(keyRoot, p.root[:]); err != nil {
 			return err
 		}
 		return meta.Put(keySize, binary.BigEndian.AppendUint64(nil, p.size))
@@ -509,6 +543,7 @@ func (s *Store) flushLocked(p *pending) error {
 // only past the lengths earlier readers see.
 type pending struct {
 	size      uint64 // tree size including the tail
+	root      Hash   // tree root at size
 	endStart  uint64 // leaf index of ends[0]: the durable size
 	dataStart uint64 // entries file offset where the tail begins
 	ends      []uint64
@@ -520,8 +555,8 @@ type pending struct {
 
 // emptyPending is the empty tail of a durable tree of the given size, whose
 // records end at offset dataLen of the entries file.
-func emptyPending(size, dataLen uint64) *pending {
-	return &pending{size: size, endStart: size, dataStart: dataLen, hashStart: storedCount(size)}
+func emptyPending(size uint64, root Hash, dataLen uint64) *pending {
+	return &pending{size: size, root: root, endStart: size, dataStart: dataLen, hashStart: storedCount(size)}
 }
 
 // dataEnd is the entries file offset where the tail ends.
@@ -533,9 +568,9 @@ func (p *pending) dataEnd() uint64 {
 }
 
 // with returns the tail extended by one batch.
-func (p *pending) with(size uint64, hashes []Hash, ends []uint64, stations []stationRecord, marker []byte) *pending {
+func (p *pending) with(size uint64, root Hash, hashes []Hash, ends []uint64, stations []stationRecord, marker []byte) *pending {
 	next := *p
-	next.size = size
+	next.size, next.root = size, root
 	next.hashes = append(p.hashes, hashes...)
 	next.ends = append(p.ends, ends...)
 	next.stations = append(p.stations, stations...)
@@ -545,10 +580,11 @@ func (p *pending) with(size uint64, hashes []Hash, ends []uint64, stations []sta
 	return &next
 }
 
-// station returns a registration in the tail.
-func (p *pending) station(id [32]byte) (uint64, bool) {
+// station returns a registration (or, with revoked, a revocation) in the
+// tail.
+func (p *pending) station(id [32]byte, revoked bool) (uint64, bool) {
 	for _, r := range p.stations {
-		if r.id == id {
+		if r.id == id && r.revoked == revoked {
 			return r.index, true
 		}
 	}
@@ -606,16 +642,30 @@ func (s *Store) ChipCount() int { return s.chips.count() }
 // StationRegistrationIndex returns the index of the leaf that registered the
 // station with the given ID (SHA-256 of its certificate).
 func (s *Store) StationRegistrationIndex(id [32]byte) (index uint64, ok bool, err error) {
-	if index, ok := s.pend.Load().station(id); ok {
+	return s.stationIndex(id, false)
+}
+
+// StationRevocationIndex returns the index of the leaf that revoked the
+// station with the given ID, if one did.
+func (s *Store) StationRevocationIndex(id [32]byte) (index uint64, ok bool, err error) {
+	return s.stationIndex(id, true)
+}
+
+func (s *Store) stationIndex(id [32]byte, revoked bool) (index uint64, ok bool, err error) {
+	if index, ok := s.pend.Load().station(id, revoked); ok {
 		return index, true, nil
 	}
+	bucket := bucketStations
+	if revoked {
+		bucket = bucketRevoked
+	}
 	err = s.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketStations).Get(id[:])
+		v := tx.Bucket(bucket).Get(id[:])
 		if v == nil {
 			return nil
 		}
 		if len(v) != 8 {
-			return fmt.Errorf("station %x: corrupt record", id)
+			return fmt.Errorf("%w: station %x: record of %d bytes", ErrCorrupt, id, len(v))
 		}
 		index, ok = binary.BigEndian.Uint64(v), true
 		return nil
@@ -629,7 +679,9 @@ func (s *Store) StationRegistrations() (map[[32]byte]uint64, error) {
 	out := make(map[[32]byte]uint64)
 	p := s.pend.Load()
 	for _, r := range p.stations {
-		out[r.id] = r.index
+		if !r.revoked {
+			out[r.id] = r.index
+		}
 	}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketStations).ForEach(func(k, v []byte) error {
@@ -657,7 +709,7 @@ func (s *Store) SetMetadata(key string, value, marker []byte) error {
 	if err := s.flushLocked(p); err != nil {
 		return err
 	}
-	s.pend.Store(emptyPending(p.size, p.dataEnd()))
+	s.pend.Store(emptyPending(p.size, p.root, p.dataEnd()))
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b, err := tx.Bucket(bucketMeta).CreateBucketIfNotExists(bucketUser)
 		if err != nil {
