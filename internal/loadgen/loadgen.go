@@ -1,6 +1,10 @@
-// Package loadgen drives append load against a chipledger cluster and
-// measures throughput and latency, for `chipledger bench` and the
-// benchmarks.
+// Package loadgen drives load against a chipledger cluster and measures
+// it, for `chipledger bench` and the benchmarks: appends (RunAppend), proofs
+// (RunProofs), recoveries (RunRecovery), provisioning (RunProvisioning), and
+// appends and proofs as the log grows (RunGrowth), each on fresh in-process
+// clusters or a running one, and all of them together (RunSuite). It makes
+// every entry and device before the timed phase, and reports numbers only:
+// it asserts no threshold, and drawing them is internal/benchplot's.
 package loadgen
 
 import (

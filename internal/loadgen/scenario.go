@@ -83,6 +83,10 @@ func RunAppend(ctx context.Context, o AppendOptions, scenarios []AppendScenario)
 		return nil, fmt.Errorf("make entries: %w", err)
 	}
 	progress(" (%s)\n", time.Since(start).Round(time.Millisecond))
+	station, err := registration(o.PKI)
+	if err != nil {
+		return nil, err
+	}
 
 	var reports []AppendReport
 	next := 0
@@ -115,7 +119,7 @@ func RunAppend(ctx context.Context, o AppendOptions, scenarios []AppendScenario)
 			next += s.Appends
 		}
 		progress("%d node(s), %d client(s): %d appends… ", s.Nodes, s.Clients, s.Appends)
-		r, err := runScenario(ctx, addrs, o.PKI.StationLeaf(), batch, s.Clients)
+		r, err := runScenario(ctx, addrs, station, batch, s.Clients)
 		if cluster != nil {
 			cluster.Close()
 		}
@@ -140,13 +144,10 @@ func RunAppend(ctx context.Context, o AppendOptions, scenarios []AppendScenario)
 func runScenario(ctx context.Context, addrs []string, station []byte, leaves [][]byte, clients int) (Result, error) {
 	httpClient := NewHTTPClient()
 	defer httpClient.CloseIdleConnections()
-	leader, err := Leader(ctx, httpClient, addrs)
+	// Register the station (a duplicate if it already is).
+	leader, err := register(ctx, httpClient, addrs, station)
 	if err != nil {
 		return Result{}, err
-	}
-	// Register the station (a duplicate if it already is).
-	if r := Append(ctx, httpClient, leader, [][]byte{station}, 1); r.Errors > 0 {
-		return Result{}, fmt.Errorf("register the benchmark station: %w", r.FirstError)
 	}
 	return Append(ctx, httpClient, leader, leaves, clients), nil
 }
