@@ -84,7 +84,10 @@ const auditChunk = 5000
 // every node, verifies each with the pinned key, proves every pair of them
 // (and the last audited one) consistent, and re-validates every entry it
 // has not audited yet, in order, up to the largest checkpoint that extends
-// the audited one, with its own manufacturer roots (AuditState.Check).
+// the audited one, with its own manufacturer roots (AuditState.Check). As
+// it goes, it replays the chip index and checks every index-root leaf
+// against it, and it checks that every checkpoint on the audited log ends
+// with an index root.
 // What it finds wrong is a Finding, recorded in the state, never an error:
 // errors are reserved for an audit that could not run (no node answers, a
 // save fails, the context ends).
@@ -308,8 +311,37 @@ func (a *Auditor) round(ctx context.Context) (*AuditReport, error) {
 	}
 	scanStart := time.Now()
 	err := a.scan(ctx, r, rel.servers)
-	r.To, r.Scan, r.Elapsed = a.state.Audited(), time.Since(scanStart), time.Since(began)
+	r.To, r.Scan = a.state.Audited(), time.Since(scanStart)
+	a.checkIndexRoots(rel, r)
+	r.Elapsed = time.Since(began)
 	return r, err
+}
+
+// checkIndexRoots checks that every checkpoint seen in the round that is
+// on the audited log (the audited one, and those proven consistent with it)
+// and whose leaves are audited ends with an index root covering the
+// leaves before it: the log signs no other sizes (DESIGN.md §3.7). A
+// checkpoint beyond the audited leaves is checked in the round whose scan
+// reaches it.
+func (a *Auditor) checkIndexRoots(rel *relations, r *AuditReport) {
+	audited := -1
+	switch {
+	case rel.target != nil:
+		audited = slices.Index(rel.views, rel.target)
+	case a.state.note != nil && len(rel.views) > 0 && rel.views[0].audited:
+		audited = 0
+	}
+	if audited < 0 {
+		return
+	}
+	for k, v := range rel.views {
+		if k != audited && rel.rel(k, audited) != consistent {
+			continue
+		}
+		if f, bad := a.state.checkpointFinding(v.note, v.cp.Size, a.servedBy(v)); bad {
+			a.found(r, f)
+		}
+	}
 }
 
 // A nodeCheckpoint is the checkpoint one node served.

@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -172,6 +173,122 @@ func (m *leafMaker) mustCleanLog(t testing.TB, n int) [][]byte {
 	return leaves
 }
 
+// An indexModel lays a log out as the ledger does (DESIGN.md §3.7): a
+// genesis index root at 0, then batches of leaves, each closed by an index
+// root over every leaf before it. It keeps its own chip index of the
+// escrow entries the ledger admits, each chip's history root computed with
+// proofs.HistoryRoot over all its leaf hashes, apart from the auditor's.
+type indexModel struct {
+	t       testing.TB
+	leaves  [][]byte // the whole log
+	at      []uint64 // the index in leaves of each leaf added, in order
+	rootIdx []uint64 // the indexes of the index roots
+	cmap    *ledger.ChipMap
+	chips   map[string][]proofs.HistoryEntry // each chip's admitted entries
+}
+
+// indexed returns the model of a log holding leaves in batches of batch
+// (see add).
+func indexed(t testing.TB, batch int, leaves [][]byte, rejected ...int) *indexModel {
+	t.Helper()
+	m := &indexModel{t: t, cmap: ledger.NewChipMap(), chips: make(map[string][]proofs.HistoryEntry)}
+	m.add(batch, leaves, rejected...)
+	return m
+}
+
+// add appends leaves in batches of batch leaves (one batch if batch is 0),
+// each closed by an index root, after the genesis root if the log is
+// empty, and returns the leaves it appended to the log. The model admits
+// to its chip index each escrow entry that parses and has the chip's next
+// epoch, except those at the positions rejected (among leaves), which the
+// ledger refuses for what the model does not check: signatures,
+// certificates, stations.
+func (m *indexModel) add(batch int, leaves [][]byte, rejected ...int) [][]byte {
+	from := len(m.leaves)
+	if from == 0 {
+		m.closeBatch()
+	}
+	if batch <= 0 {
+		batch = max(1, len(leaves))
+	}
+	for lo := 0; lo < len(leaves); lo += batch {
+		var pairs []ledger.MapPair
+		for k := lo; k < min(len(leaves), lo+batch); k++ {
+			idx := uint64(len(m.leaves))
+			m.at = append(m.at, idx)
+			m.leaves = append(m.leaves, leaves[k])
+			e, err := ledger.ParseEscrowEntry(leaves[k])
+			if err != nil || slices.Contains(rejected, k) || int(e.Epoch) != len(m.chips[string(e.ChipID)])+1 {
+				continue
+			}
+			m.chips[string(e.ChipID)] = append(m.chips[string(e.ChipID)], proofs.HistoryEntry{Index: idx, LeafHash: proofs.LeafHash(leaves[k])})
+			v := m.value(e.ChipID)
+			pairs = append(pairs, ledger.MapPair{Key: proofs.MapKey(e.ChipID), ValueHash: proofs.ValueHash(*v)})
+		}
+		m.cmap.Update(pairs)
+		m.closeBatch()
+	}
+	return m.leaves[from:]
+}
+
+// value returns the chip's value in the model's index, nil if it has none.
+func (m *indexModel) value(chip ledger.ChipID) *proofs.IndexValue {
+	h := m.chips[string(chip)]
+	if len(h) == 0 {
+		return nil
+	}
+	hashes := make([][32]byte, len(h))
+	for i, e := range h {
+		hashes[i] = e.LeafHash
+	}
+	last := h[len(h)-1]
+	return &proofs.IndexValue{Epoch: uint32(len(h)), LeafIndex: last.Index, LeafHash: last.LeafHash, HistoryRoot: proofs.HistoryRoot(hashes)}
+}
+
+// closeBatch appends the index root over the log.
+func (m *indexModel) closeBatch() {
+	size := uint64(len(m.leaves))
+	m.rootIdx = append(m.rootIdx, size)
+	m.leaves = append(m.leaves, marshal(m.t, &ledger.IndexRoot{CoveredSize: size, ChipCount: uint64(m.cmap.Len()), Root: m.cmap.Root()}))
+}
+
+// size returns the log's size.
+func (m *indexModel) size() uint64 { return uint64(len(m.leaves)) }
+
+// root returns the index root leaf at index i, parsed.
+func (m *indexModel) root(i uint64) *ledger.IndexRoot {
+	m.t.Helper()
+	r, err := ledger.ParseIndexRoot(m.leaves[i])
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	return r
+}
+
+// escrowCount returns the number of escrow entries among leaves.
+func escrowCount(leaves [][]byte) int {
+	n := 0
+	for _, l := range leaves {
+		if k, err := ledger.PeekKind(l); err == nil && k == ledger.KindEscrow {
+			n++
+		}
+	}
+	return n
+}
+
+// checkIndex checks that the state's chip index and index-root count are
+// the model's.
+func checkIndex(t *testing.T, s *client.AuditState, m *indexModel) {
+	t.Helper()
+	root, chips := s.IndexRoot()
+	if root != m.cmap.Root() || chips != m.cmap.Len() {
+		t.Errorf("the auditor's chip index has %d chips, root %x; the log's %d chips, root %x", chips, root, m.cmap.Len(), m.cmap.Root())
+	}
+	if s.IndexRoots() != uint64(len(m.rootIdx)) {
+		t.Errorf("%d index roots audited, the log has %d", s.IndexRoots(), len(m.rootIdx))
+	}
+}
+
 // startFakeNode serves a fake node holding leaves, whatever they are,
 // signing checkpoints with signer.
 func startFakeNode(t testing.TB, signer *ledger.LogSigner, leaves [][]byte) (*fakeLog, string) {
@@ -269,19 +386,22 @@ func noFindings(t *testing.T, r *client.AuditReport, s *client.AuditState) {
 func TestAuditOfACleanLogFindsNothingAndResumesIncrementally(t *testing.T) {
 	m := newLeafMaker(t)
 	signer := newSigner(t)
-	f, addr := startFakeNode(t, signer, m.mustCleanLog(t, 3000))
+	log := indexed(t, 100, m.mustCleanLog(t, 3000))
+	size := log.size() // 3000 leaves, 30 index roots and the genesis root
+	f, addr := startFakeNode(t, signer, log.leaves)
 	vkey, trust := signer.VerifierKey(), m.pki.Trust
 	path := filepath.Join(t.TempDir(), "audit.state")
 
 	state := newState(t, vkey, trust)
 	r := audit(t, newAuditor(t, state, client.AuditOptions{Save: saveTo(path)}, addr))
 	noFindings(t, r, state)
-	if r.From != 0 || r.To != 3000 || r.Checkpoint.Size != 3000 || state.Audited() != 3000 {
-		t.Fatalf("audited [%d, %d) of a checkpoint of %d", r.From, r.To, r.Checkpoint.Size)
+	if r.From != 0 || r.To != size || r.Checkpoint.Size != size || state.Audited() != size {
+		t.Fatalf("audited [%d, %d) of a checkpoint of %d, want all %d leaves", r.From, r.To, r.Checkpoint.Size, size)
 	}
-	if len(r.Nodes) != 1 || r.Nodes[0].Status != client.NodeOK || r.Nodes[0].Checkpoint.Size != 3000 {
+	if len(r.Nodes) != 1 || r.Nodes[0].Status != client.NodeOK || r.Nodes[0].Checkpoint.Size != size {
 		t.Errorf("node views %+v", r.Nodes)
 	}
+	checkIndex(t, state, log)
 	wantChips := 0
 	for _, p := range provisionings(0, 2999) {
 		if p.epoch == 1 {
@@ -304,37 +424,42 @@ func TestAuditOfACleanLogFindsNothingAndResumesIncrementally(t *testing.T) {
 		t.Fatal("the state file is not the final state")
 	}
 	again := readState(t, path, vkey, trust)
+	checkIndex(t, again, log)
 	r = audit(t, newAuditor(t, again, client.AuditOptions{Save: saveTo(path)}, addr))
 	noFindings(t, r, again)
-	if r.From != 3000 || r.To != 3000 {
+	if r.From != size || r.To != size {
 		t.Errorf("the rerun audited [%d, %d), want nothing", r.From, r.To)
 	}
 	if resaved, _ := os.ReadFile(path); !bytes.Equal(resaved, saved) {
 		t.Error("a rerun that audited nothing changed the state file")
 	}
 
-	// An appended batch (new chips, and chip 4 at epoch 4) is audited alone.
+	// Appended batches (new chips, and chip 4 at epoch 4) are audited
+	// alone, against the chip index the state file rebuilt.
 	more, err := m.leaves(append(provisionings(1_000_000, 499), provisioning{4, 4}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.add(more...)
+	f.add(log.add(100, more)...)
 	r = audit(t, newAuditor(t, again, client.AuditOptions{Save: saveTo(path)}, addr))
 	noFindings(t, r, again)
-	if r.From != 3000 || r.To != 3500 || again.Audited() != 3500 {
-		t.Errorf("the appended batch: audited [%d, %d), %d in all", r.From, r.To, again.Audited())
+	if r.From != size || r.To != log.size() || again.Audited() != log.size() {
+		t.Errorf("the appended batches: audited [%d, %d), %d in all; want [%d, %d)", r.From, r.To, again.Audited(), size, log.size())
 	}
-	if epoch, index, _ := again.LastEpoch(testpki.ChipID(4)); epoch != 4 || index != 3499 {
-		t.Errorf("chip 4 at epoch %d from index %d, want 4 from 3499", epoch, index)
+	last := log.at[len(log.at)-1]
+	if epoch, index, _ := again.LastEpoch(testpki.ChipID(4)); epoch != 4 || index != last {
+		t.Errorf("chip 4 at epoch %d from index %d, want 4 from %d", epoch, index, last)
 	}
-	if got := readState(t, path, vkey, trust); got.Audited() != 3500 {
+	checkIndex(t, again, log)
+	if got := readState(t, path, vkey, trust); got.Audited() != log.size() {
 		t.Errorf("the state file holds %d audited leaves", got.Audited())
 	}
 }
 
-// logWithFindings returns a log of n valid leaves with three bad ones
-// inserted: an epoch reuse, a bad signature and an unknown kind.
-func logWithFindings(t testing.TB, m *leafMaker, n int) [][]byte {
+// logWithFindings returns the model of a log of n leaves, valid but for
+// three: an epoch reuse, a bad signature and an unknown kind, in batches of
+// 100 with their index roots.
+func logWithFindings(t testing.TB, m *leafMaker, n int) *indexModel {
 	t.Helper()
 	leaves := m.mustCleanLog(t, n-3)
 	bad := m.mustEntry(t, 3_000_000, 1)
@@ -344,21 +469,34 @@ func logWithFindings(t testing.TB, m *leafMaker, n int) [][]byte {
 	leaves = slices.Insert(leaves, n/5, m.leaf(t, 0, 1))
 	leaves = slices.Insert(leaves, n/2, marshal(t, bad))
 	leaves = slices.Insert(leaves, n-100, []byte{0, 9, 1, 2, 3})
-	return leaves
+	return indexed(t, 100, leaves, n/2)
 }
 
 func TestAuditInterruptedAndResumedEqualsOneShot(t *testing.T) {
 	m := newLeafMaker(t)
 	signer := newSigner(t)
-	_, addr := startFakeNode(t, signer, logWithFindings(t, m, 12_000))
+	log := logWithFindings(t, m, 12_000)
+	// And an index root past the interruption that does not count the
+	// last chip of its batch: the resumed audit must check it against the
+	// same chip index as the one-shot audit.
+	lie := log.rootIdx[len(log.rootIdx)-10]
+	r := log.root(lie)
+	r.ChipCount--
+	log.leaves[lie] = marshal(t, r)
+	_, addr := startFakeNode(t, signer, log.leaves)
 	vkey, trust := signer.VerifierKey(), m.pki.Trust
 
 	oneShot := newState(t, vkey, trust)
 	audit(t, newAuditor(t, oneShot, client.AuditOptions{}, addr))
 	want := encode(t, oneShot)
-	if n := len(oneShot.Findings()); n != 3 {
-		t.Fatalf("%d findings in the one-shot audit, want 3", n)
+	mismatches := findingsOf(oneShot.Findings(), client.FindingIndexRootMismatch)
+	if n := len(oneShot.Findings()); n != 4 || len(mismatches) != 1 {
+		t.Fatalf("findings %v in the one-shot audit, want 3 and the index root", kindsOf(oneShot.Findings()))
 	}
+	if f := mismatches[0]; f.Index == nil || *f.Index != lie {
+		t.Fatalf("index-root-mismatch at %d, want %d", deref(f.Index), lie)
+	}
+	checkIndex(t, oneShot, log)
 
 	// Interrupted: the context ends after a first batch; the state saved
 	// then is resumed by a new auditor.
@@ -385,12 +523,15 @@ func TestAuditInterruptedAndResumedEqualsOneShot(t *testing.T) {
 		t.Fatalf("interrupted audit: %v, want context.Canceled", err)
 	}
 	resumed := readState(t, path, vkey, trust)
-	if resumed.Audited() != 10_000 {
-		t.Fatalf("interrupted at %d leaves, want 10000", resumed.Audited())
+	if resumed.Audited() != 10_000 || lie < 10_000 {
+		t.Fatalf("interrupted at %d leaves, want 10000 (before the index root at %d)", resumed.Audited(), lie)
 	}
-	r := audit(t, newAuditor(t, resumed, client.AuditOptions{}, addr))
-	if r.From != 10_000 {
-		t.Errorf("the rerun started at %d, want 10000", r.From)
+	rr := audit(t, newAuditor(t, resumed, client.AuditOptions{}, addr))
+	if rr.From != 10_000 {
+		t.Errorf("the rerun started at %d, want 10000", rr.From)
+	}
+	if kinds := kindsOf(rr.Findings); len(kinds) != 2 || !slices.Contains(kinds, client.FindingUnknownKind) || !slices.Contains(kinds, client.FindingIndexRootMismatch) {
+		t.Errorf("the rerun found %v, want the unknown kind and the index root", kinds)
 	}
 	if !bytes.Equal(encode(t, resumed), want) {
 		t.Error("the resumed audit ends in another state than the one-shot audit")
@@ -498,7 +639,7 @@ func TestAuditFindsInvalidEntries(t *testing.T) {
 		want: []wantFinding{{client.FindingDuplicateStation, 2}},
 	}, {
 		name:   "unknown kind",
-		leaves: func() [][]byte { return [][]byte{station, {0, 4, 1, 2, 3}, valid(1, 1)} },
+		leaves: func() [][]byte { return [][]byte{station, {0, 5, 1, 2, 3}, valid(1, 1)} },
 		want:   []wantFinding{{client.FindingUnknownKind, 1}},
 	}, {
 		name: "malformed leaves",
@@ -508,27 +649,184 @@ func TestAuditFindsInvalidEntries(t *testing.T) {
 		},
 		want: []wantFinding{{client.FindingInvalidEntry, 1}, {client.FindingInvalidEntry, 2}, {client.FindingInvalidEntry, 3}},
 	}, {
-		name: "index roots pass through",
+		// The bad entry is left out of the chip index, and so is the next
+		// one, which the ledger would have refused as skipping an epoch:
+		// the fault is reported once.
+		name: "an entry after one left out of the index",
 		leaves: func() [][]byte {
-			root := marshal(t, &ledger.IndexRoot{CoveredSize: 0})
-			return [][]byte{root, station, valid(1, 1), marshal(t, &ledger.IndexRoot{CoveredSize: 3, ChipCount: 1, Root: [32]byte{7}})}
+			return [][]byte{station, valid(1, 1), resigned(m.mustEntry(t, 1, 2), m.devKey), valid(1, 3), valid(2, 1)}
 		},
+		want: []wantFinding{{client.FindingBadSignature, 2}},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			signer := newSigner(t)
-			leaves := tc.leaves()
-			_, addr := startFakeNode(t, signer, leaves)
+			// The leaves in one batch after the genesis root, closed by the
+			// index root the ledger would have appended: the entries with
+			// findings are not in the index.
+			var rejected []int
+			for _, w := range tc.want {
+				rejected = append(rejected, int(w.index))
+			}
+			log := indexed(t, 0, tc.leaves(), rejected...)
+			want := slices.Clone(tc.want)
+			for i := range want {
+				want[i].index = log.at[want[i].index]
+			}
+			_, addr := startFakeNode(t, signer, log.leaves)
 			state := newState(t, signer.VerifierKey(), m.pki.Trust)
 			r := audit(t, newAuditor(t, state, client.AuditOptions{}, addr))
-			checkEntryFindings(t, r.Findings, tc.want, leaves, addr, signer.VerifierKey())
+			checkEntryFindings(t, r.Findings, want, log.leaves, addr, signer.VerifierKey())
 			if !slices.Equal(kindsOf(state.Findings()), kindsOf(r.Findings)) {
 				t.Error("the state does not hold the round's findings")
 			}
-			if r.To != uint64(len(leaves)) {
-				t.Errorf("audited %d leaves of %d", r.To, len(leaves))
+			if r.To != log.size() {
+				t.Errorf("audited %d leaves of %d", r.To, log.size())
+			}
+			checkIndex(t, state, log)
+		})
+	}
+}
+
+func TestAuditFindsIndexRootsThatDoNotMatchTheLog(t *testing.T) {
+	m := newLeafMaker(t)
+	leaves := m.mustCleanLog(t, 300)
+	for _, tc := range []struct {
+		name string
+		// lie changes the leaves of log, a clean log in batches of 50, and
+		// returns the index of the leaf that lies.
+		lie func(log *indexModel) uint64
+	}{{
+		// An index root that hides the last entry of its batch from the
+		// chip index, as a log that serves an older entry as a chip's
+		// latest would need; the next roots count it again.
+		name: "a root that hides an entry",
+		lie: func(log *indexModel) uint64 {
+			at := log.rootIdx[3]
+			hidden := slices.Index(log.at, at-1)
+			log.leaves[at] = indexed(t, 50, leaves, hidden).leaves[at]
+			return at
+		},
+	}, {
+		name: "a stale root",
+		lie: func(log *indexModel) uint64 {
+			at := log.rootIdx[2]
+			stale := log.root(log.rootIdx[1])
+			stale.CoveredSize = at
+			log.leaves[at] = marshal(t, stale)
+			return at
+		},
+	}, {
+		name: "a wrong chip count",
+		lie: func(log *indexModel) uint64 {
+			at := log.rootIdx[4]
+			r := log.root(at)
+			r.ChipCount++
+			log.leaves[at] = marshal(t, r)
+			return at
+		},
+	}, {
+		name: "a wrong covered size",
+		lie: func(log *indexModel) uint64 {
+			at := log.rootIdx[4]
+			r := log.root(at)
+			r.CoveredSize = at + 1
+			log.leaves[at] = marshal(t, r)
+			return at
+		},
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			log := indexed(t, 50, leaves)
+			honest := log.root(log.rootIdx[len(log.rootIdx)-1]) // of the clean log
+			at := tc.lie(log)
+			want := log.root(at)
+			expected := indexed(t, 50, leaves).root(at)
+			signer := newSigner(t)
+			_, addr := startFakeNode(t, signer, log.leaves)
+			state := newState(t, signer.VerifierKey(), m.pki.Trust)
+			r := audit(t, newAuditor(t, state, client.AuditOptions{}, addr))
+			checkEntryFindings(t, r.Findings, []wantFinding{{client.FindingIndexRootMismatch, at}}, log.leaves, addr, signer.VerifierKey())
+			f := r.Findings[0]
+			if f.Expected == nil || f.Found == nil {
+				t.Fatalf("finding without the expected and found index roots: %+v", f)
+			}
+			if *f.Expected != (client.IndexRootValues{CoveredSize: at, ChipCount: expected.ChipCount, Root: hex.EncodeToString(expected.Root[:])}) {
+				t.Errorf("expected %+v, want the clean log's %+v", *f.Expected, expected)
+			}
+			if *f.Found != (client.IndexRootValues{CoveredSize: want.CoveredSize, ChipCount: want.ChipCount, Root: hex.EncodeToString(want.Root[:])}) {
+				t.Errorf("found %+v, the leaf holds %+v", *f.Found, want)
+			}
+			// The auditor's index is the clean log's.
+			if root, chips := state.IndexRoot(); root != honest.Root || uint64(chips) != honest.ChipCount {
+				t.Errorf("the auditor's chip index: %d chips, root %x; want the clean log's %+v", chips, root, honest)
 			}
 		})
 	}
+
+	t.Run("no genesis root", func(t *testing.T) {
+		// A station and two chips, closed by the right index root, but
+		// without the genesis root at 0.
+		log := [][]byte{m.pki.StationLeaf(), m.leaf(t, 1, 1), m.leaf(t, 2, 1)}
+		cmap := ledger.NewChipMap()
+		for i, leaf := range log[1:] {
+			h := proofs.LeafHash(leaf)
+			v := proofs.IndexValue{Epoch: 1, LeafIndex: uint64(i + 1), LeafHash: h, HistoryRoot: h}
+			cmap.Set(proofs.MapKey(testpki.ChipID(uint64(i+1))), proofs.ValueHash(v))
+		}
+		log = append(log, marshal(t, &ledger.IndexRoot{CoveredSize: 3, ChipCount: 2, Root: cmap.Root()}))
+		signer := newSigner(t)
+		_, addr := startFakeNode(t, signer, log)
+		state := newState(t, signer.VerifierKey(), m.pki.Trust)
+		r := audit(t, newAuditor(t, state, client.AuditOptions{}, addr))
+		checkEntryFindings(t, r.Findings, []wantFinding{{client.FindingIndexRootMismatch, 0}}, log, addr, signer.VerifierKey())
+		if f := r.Findings[0]; f.Found != nil || f.Expected == nil || *f.Expected != (client.IndexRootValues{Root: hex.EncodeToString(make([]byte, 32))}) {
+			t.Errorf("want the genesis root expected and none found: %+v", f)
+		}
+	})
+}
+
+func TestAuditFindsACheckpointNotAtAnIndexRoot(t *testing.T) {
+	m := newLeafMaker(t)
+	signer := newSigner(t)
+	vkey, trust := signer.VerifierKey(), m.pki.Trust
+	leaves := m.mustCleanLog(t, 100)
+	log := indexed(t, 50, leaves[:90])
+	log.add(0, leaves[90:])
+	open := log.size() - 1 // the last batch without its index root
+	a, addrA := startFakeNode(t, signer, log.leaves[:open])
+	lagging := log.rootIdx[1] + 6 // 5 leaves into the second batch
+	b, addrB := startFakeNode(t, signer, log.leaves[:lagging])
+
+	state := newState(t, vkey, trust)
+	r := audit(t, newAuditor(t, state, client.AuditOptions{}, addrA, addrB))
+	got := findingsOf(r.Findings, client.FindingCheckpointNotAtIndexRoot)
+	if len(got) != 2 || len(r.Findings) != 2 || r.To != open {
+		t.Fatalf("audited %d leaves; findings %+v; want both checkpoints", r.To, r.Findings)
+	}
+	for _, want := range []struct {
+		node string
+		f    *fakeLog
+		size uint64
+	}{{addrA, a, open}, {addrB, b, lagging}} {
+		i := slices.IndexFunc(got, func(f client.Finding) bool { return f.Node == want.node })
+		if i < 0 {
+			t.Errorf("no finding names %s", want.node)
+			continue
+		}
+		f := got[i]
+		if f.Checkpoint != string(signedNote(t, want.f)) || f.Index == nil || *f.Index != want.size-1 || f.Message == "" {
+			t.Errorf("finding %+v, want the checkpoint of size %d and its last leaf", f, want.size)
+		}
+	}
+
+	// The log closes the batch: its new checkpoint is fine, and the lagging
+	// node's, seen again, is not reported again.
+	a.add(log.leaves[open:]...)
+	r = audit(t, newAuditor(t, state, client.AuditOptions{}, addrA, addrB))
+	noNew := len(r.Findings) == 0 && len(state.Findings()) == 2
+	if !noNew || r.From != open || r.To != log.size() {
+		t.Errorf("after the index root: audited [%d, %d), %d new findings, %d in all", r.From, r.To, len(r.Findings), len(state.Findings()))
+	}
+	checkIndex(t, state, log)
 }
 
 func kindsOf(fs []client.Finding) []client.FindingKind {
@@ -581,15 +879,17 @@ func deref(p *uint64) int64 {
 	return int64(*p)
 }
 
-// divergent returns a copy of leaves whose leaves from index at on are
-// replaced by n others.
-func divergent(t testing.TB, m *leafMaker, leaves [][]byte, at, n int) [][]byte {
+// divergent returns the log, in batches of batch, of the first at of
+// leaves and n others after them: up to the index root closing the
+// batch of leaf at-1, the log of leaves in batches of batch, if at is a
+// multiple of batch.
+func divergent(t testing.TB, m *leafMaker, leaves [][]byte, batch, at, n int) [][]byte {
 	t.Helper()
 	other, err := m.leaves(provisionings(5_000_000, n))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return append(slices.Clone(leaves[:at]), other...)
+	return indexed(t, batch, append(slices.Clone(leaves[:at]), other...)).leaves
 }
 
 // findingsOf returns the findings of kind k.
@@ -628,10 +928,11 @@ func TestAuditFindsAForkBetweenTwoNodes(t *testing.T) {
 	m := newLeafMaker(t)
 	signer := newSigner(t)
 	leaves := m.mustCleanLog(t, 200)
-	a, addrA := startFakeNode(t, signer, leaves)
+	log := indexed(t, 50, leaves)
+	a, addrA := startFakeNode(t, signer, log.leaves)
 
 	t.Run("same size", func(t *testing.T) {
-		b, addrB := startFakeNode(t, signer, divergent(t, m, leaves, 100, 100))
+		b, addrB := startFakeNode(t, signer, divergent(t, m, leaves, 50, 100, 100))
 		state := newState(t, signer.VerifierKey(), m.pki.Trust)
 		r := audit(t, newAuditor(t, state, client.AuditOptions{}, addrA, addrB))
 		forks := findingsOf(r.Findings, client.FindingFork)
@@ -643,12 +944,12 @@ func TestAuditFindsAForkBetweenTwoNodes(t *testing.T) {
 			t.Errorf("fork names node %q with proof %v", forks[0].Node, forks[0].Proof)
 		}
 		// The audit goes on with the first node's tree.
-		if r.To != 200 || r.Nodes[0].Status != client.NodeOK || r.Nodes[1].Status != client.NodeInconsistent {
+		if r.To != log.size() || r.Nodes[0].Status != client.NodeOK || r.Nodes[1].Status != client.NodeInconsistent {
 			t.Errorf("audited %d leaves; node statuses %s, %s", r.To, r.Nodes[0].Status, r.Nodes[1].Status)
 		}
 	})
 	t.Run("different sizes", func(t *testing.T) {
-		b, addrB := startFakeNode(t, signer, divergent(t, m, leaves, 100, 50))
+		b, addrB := startFakeNode(t, signer, divergent(t, m, leaves, 50, 100, 50))
 		state := newState(t, signer.VerifierKey(), m.pki.Trust)
 		r := audit(t, newAuditor(t, state, client.AuditOptions{}, addrB, addrA))
 		forks := findingsOf(r.Findings, client.FindingFork)
@@ -671,19 +972,21 @@ func TestAuditFindsARollbackButNotALaggingNode(t *testing.T) {
 	m := newLeafMaker(t)
 	signer := newSigner(t)
 	leaves := m.mustCleanLog(t, 200)
-	a, addrA := startFakeNode(t, signer, leaves)
+	log := indexed(t, 50, leaves)
+	a, addrA := startFakeNode(t, signer, log.leaves)
 	vkey, trust := signer.VerifierKey(), m.pki.Trust
 	path := filepath.Join(t.TempDir(), "audit.state")
 	noFindings(t, audit(t, newAuditor(t, newState(t, vkey, trust), client.AuditOptions{Save: saveTo(path)}, addrA)), readState(t, path, vkey, trust))
 
-	_, addrLagging := startFakeNode(t, signer, leaves[:120])
-	b, addrB := startFakeNode(t, signer, divergent(t, m, leaves, 100, 50))
+	lagging := log.rootIdx[2] + 1 // a checkpoint the log signed before
+	_, addrLagging := startFakeNode(t, signer, log.leaves[:lagging])
+	b, addrB := startFakeNode(t, signer, divergent(t, m, leaves, 50, 100, 50))
 
 	t.Run("lagging", func(t *testing.T) {
 		state := readState(t, path, vkey, trust)
 		r := audit(t, newAuditor(t, state, client.AuditOptions{}, addrA, addrLagging))
 		noFindings(t, r, state)
-		if r.Nodes[1].Status != client.NodeLagging || r.Nodes[1].Checkpoint.Size != 120 {
+		if r.Nodes[1].Status != client.NodeLagging || r.Nodes[1].Checkpoint.Size != lagging {
 			t.Errorf("lagging node: %+v", r.Nodes[1])
 		}
 	})
@@ -714,7 +1017,7 @@ func TestAuditFindsARollbackButNotALaggingNode(t *testing.T) {
 		if rollbacks[0].Node != addrB {
 			t.Errorf("rollback names node %q", rollbacks[0].Node)
 		}
-		if cp, _ := state.Checkpoint(); cp.Size != 200 {
+		if cp, _ := state.Checkpoint(); cp.Size != log.size() {
 			t.Errorf("the audited checkpoint moved to %d", cp.Size)
 		}
 	})
@@ -723,7 +1026,8 @@ func TestAuditFindsARollbackButNotALaggingNode(t *testing.T) {
 func TestAuditStateFileRoundTripsAndRefusesOthers(t *testing.T) {
 	m := newLeafMaker(t)
 	signer := newSigner(t)
-	_, addr := startFakeNode(t, signer, logWithFindings(t, m, 300))
+	log := logWithFindings(t, m, 300)
+	_, addr := startFakeNode(t, signer, log.leaves)
 	vkey, trust := signer.VerifierKey(), m.pki.Trust
 	state := newState(t, vkey, trust)
 	audit(t, newAuditor(t, state, client.AuditOptions{}, addr))
@@ -733,8 +1037,12 @@ func TestAuditStateFileRoundTripsAndRefusesOthers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(encode(t, parsed), b) || len(parsed.Findings()) != 3 || parsed.Audited() != 300 {
+	if !bytes.Equal(encode(t, parsed), b) || len(parsed.Findings()) != 3 || parsed.Audited() != log.size() {
 		t.Fatalf("the parsed state differs: %d findings, %d audited", len(parsed.Findings()), parsed.Audited())
+	}
+	checkIndex(t, parsed, log)
+	if !parsed.IndexRootAt(log.size()) || parsed.IndexRootAt(log.size()-1) || !parsed.IndexRootAt(1) || parsed.IndexRootAt(0) {
+		t.Error("the parsed state does not know where the index roots are")
 	}
 
 	other, err := testpki.New()
@@ -752,6 +1060,13 @@ func TestAuditStateFileRoundTripsAndRefusesOthers(t *testing.T) {
 			return err
 		},
 		"truncated": func() error { _, err := client.ParseAuditState(b[:len(b)-1], vkey, trust); return err },
+		"version 1, without a chip index": func() error {
+			v1 := slices.Clone(b[:len(b)-sha256.Size])
+			v1[4] = 1
+			sum := sha256.Sum256(v1)
+			_, err := client.ParseAuditState(append(v1, sum[:]...), vkey, trust)
+			return err
+		},
 	} {
 		if err := parse(); !errors.Is(err, client.ErrBadAuditState) {
 			t.Errorf("%s: %v, want ErrBadAuditState", name, err)
@@ -823,8 +1138,9 @@ func TestAuditFindsALyingProxyInFrontOfARealNode(t *testing.T) {
 	if len(bad) != 1 || bad[0].Node != proxy || len(r.Findings) != 1 {
 		t.Fatalf("findings %+v, want one bad proof from the proxy", r.Findings)
 	}
-	if r.To != 6 {
-		t.Errorf("audited %d leaves, want 6", r.To)
+	// The station, 5 entries, and an index root for each and the genesis.
+	if size, _ := c.Trusted(); r.To != size.Size || r.To != 1+5+7 || state.IndexRoots() != 7 || state.Chips() != 5 {
+		t.Errorf("audited %d leaves of %d, %d chips, %d index roots; want 13, 5 and 7", r.To, size.Size, state.Chips(), state.IndexRoots())
 	}
 
 	// A proxy whose consistency proofs fail, while the node's verify.
@@ -846,8 +1162,8 @@ func TestAuditFindsALyingProxyInFrontOfARealNode(t *testing.T) {
 	if len(bad) != 1 || bad[0].Node != proxy || len(bad[0].Proof) == 0 || len(r.Findings) != 1 {
 		t.Fatalf("findings %+v, want one bad consistency proof from the proxy", r.Findings)
 	}
-	if r.To != 7 {
-		t.Errorf("audited %d leaves, want 7", r.To)
+	if size, _ := c.Trusted(); r.To != size.Size || r.From != 13 || r.To != 15 {
+		t.Errorf("audited [%d, %d) of %d, want the entry and its index root, [13, 15)", r.From, r.To, size.Size)
 	}
 
 	// A proxy that serves a checkpoint signed with another key.
@@ -879,9 +1195,16 @@ func TestAuditOfARealClusterProvesEveryNode(t *testing.T) {
 	l := startLog(t, 3, nil)
 	c := l.client()
 	l.registerStation(c)
+	// Concurrently, so that batches hold several entries.
+	var wg sync.WaitGroup
 	for n := range uint64(10) {
-		l.appendEscrow(c, n)
+		wg.Go(func() {
+			if _, err := c.Append(context.Background(), l.escrowLeaf(n, 1)); err != nil {
+				t.Errorf("append chip %d: %v", n, err)
+			}
+		})
 	}
+	wg.Wait()
 	for epoch := uint32(2); epoch <= 3; epoch++ {
 		leaf, err := l.pki.EscrowLeaf(testpki.ChipID(3), epoch, 0)
 		if err != nil {
@@ -894,13 +1217,35 @@ func TestAuditOfARealClusterProvesEveryNode(t *testing.T) {
 	state := newState(t, l.vkey, l.pki.Trust)
 	r := audit(t, newAuditor(t, state, client.AuditOptions{Retry: client.DefaultAuditRetryPolicy}, l.cluster.Addrs()...))
 	noFindings(t, r, state)
-	if r.To != 13 || state.Chips() != 10 {
-		t.Errorf("audited %d leaves and %d chips, want 13 and 10", r.To, state.Chips())
-	}
 	for _, n := range r.Nodes {
 		if n.Status != client.NodeOK && n.Status != client.NodeLagging {
 			t.Errorf("node %s is %s: %v", n.Node, n.Status, n.Err)
 		}
+	}
+
+	// Every leaf was audited: 12 escrow entries of 10 chips, the station,
+	// and the index roots, each checked against the auditor's own chip
+	// index, the last of which is the one the log ends with.
+	leaves, err := c.Entries(context.Background(), 0, r.To)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var roots []*ledger.IndexRoot
+	for _, leaf := range leaves {
+		if ir, err := ledger.ParseIndexRoot(leaf); err == nil {
+			roots = append(roots, ir)
+		}
+	}
+	if r.To != r.Checkpoint.Size || escrowCount(leaves) != 12 || state.Chips() != 10 || len(state.Stations()) != 1 {
+		t.Errorf("audited %d leaves of %d: %d entries of %d chips, %d stations; want 12 entries of 10 chips", r.To, r.Checkpoint.Size, escrowCount(leaves), state.Chips(), len(state.Stations()))
+	}
+	if len(roots) < 2 || state.IndexRoots() != uint64(len(roots)) {
+		t.Fatalf("%d index roots audited, the log has %d", state.IndexRoots(), len(roots))
+	}
+	t.Logf("%d leaves, %d index roots", r.To, len(roots))
+	last := roots[len(roots)-1]
+	if root, chips := state.IndexRoot(); last.CoveredSize != r.To-1 || root != last.Root || uint64(chips) != last.ChipCount || chips != 10 {
+		t.Errorf("the auditor's chip index: %d chips, root %x; the log's last index root: %+v", chips, root, last)
 	}
 }
 
@@ -941,7 +1286,8 @@ func TestAuditFollowAuditsTheLogAsItGrows(t *testing.T) {
 			}
 		}
 	}
-	awaitAudited(1)
+	registered, _ := c.Trusted()
+	awaitAudited(registered.Size)
 	for n := range uint64(3) {
 		res := l.appendEscrow(c, n) // the watch, not the hourly poll, starts the rounds
 		awaitAudited(res.Checkpoint.Size)
@@ -950,8 +1296,11 @@ func TestAuditFollowAuditsTheLogAsItGrows(t *testing.T) {
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatalf("follow ended with %v", err)
 	}
-	if got := readState(t, path, l.vkey, l.pki.Trust); got.Audited() != 4 {
-		t.Errorf("the saved state audited %d leaves, want 4", got.Audited())
+	// The genesis root, the station and 3 entries, each closed by a root.
+	final, _ := c.Trusted()
+	got := readState(t, path, l.vkey, l.pki.Trust)
+	if got.Audited() != final.Size || final.Size != 9 || got.IndexRoots() != 5 || got.Chips() != 3 {
+		t.Errorf("the saved state audited %d leaves of %d, %d index roots, %d chips; want 9, 5 and 3", got.Audited(), final.Size, got.IndexRoots(), got.Chips())
 	}
 }
 
@@ -959,10 +1308,18 @@ func TestAuditFollowAuditsTheLogAsItGrows(t *testing.T) {
 // test and the benchmark.
 var bigLog = struct {
 	sync.Mutex
-	leaves [][]byte
-}{}
+	leaves  [][]byte
+	indexed map[int]*indexModel
+}{indexed: make(map[int]*indexModel)}
 
-func largeLog(t testing.TB, m *leafMaker, n int) [][]byte {
+// largeLogBatch is the number of leaves between the index roots of the
+// large logs.
+const largeLogBatch = 100
+
+// largeLog returns the log of the first n leaves of the big log (the
+// station and n-1 escrow entries) in batches of largeLogBatch, with the
+// index roots.
+func largeLog(t testing.TB, m *leafMaker, n int) *indexModel {
 	t.Helper()
 	bigLog.Lock()
 	defer bigLog.Unlock()
@@ -975,17 +1332,22 @@ func largeLog(t testing.TB, m *leafMaker, n int) [][]byte {
 		bigLog.leaves = leaves
 		t.Logf("generated %d valid leaves in %s", n, time.Since(start).Round(time.Millisecond))
 	}
-	return bigLog.leaves[:n]
+	if bigLog.indexed[n] == nil {
+		bigLog.indexed[n] = indexed(t, largeLogBatch, bigLog.leaves[:n])
+	}
+	return bigLog.indexed[n]
 }
 
 func TestAuditOfALargeLogCompletesAndResumes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("generates and audits 100,000 entries")
 	}
-	const n = 100_000
+	const n = 100_000 // the station and the escrow entries, and 1,001 index roots
 	m := newLeafMaker(t)
 	signer := newSigner(t)
-	_, addr := startFakeNode(t, signer, largeLog(t, m, n))
+	log := largeLog(t, m, n)
+	size := log.size()
+	_, addr := startFakeNode(t, signer, log.leaves)
 	vkey, trust := signer.VerifierKey(), m.pki.Trust
 	path := filepath.Join(t.TempDir(), "audit.state")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -1012,12 +1374,15 @@ func TestAuditOfALargeLogCompletesAndResumes(t *testing.T) {
 	r := audit(t, newAuditor(t, state, client.AuditOptions{Save: save}, addr))
 	elapsed := time.Since(start)
 	noFindings(t, r, state)
-	if first.To != n/2 || r.From != n/2 || r.To != n || state.Audited() != n {
-		t.Fatalf("first run to %d, second [%d, %d)", first.To, r.From, r.To)
+	if first.To != n/2 || r.From != n/2 || r.To != size || state.Audited() != size {
+		t.Fatalf("first run to %d, second [%d, %d), want [%d, %d)", first.To, r.From, r.To, n/2, size)
 	}
+	checkIndex(t, state, log)
 	info, _ := os.Stat(path)
-	t.Logf("audited %d entries in two runs in %s (%.0f entries/s in the scans: %.0f and %.0f); %d saves of up to %d bytes took %s",
-		n, elapsed.Round(time.Millisecond), float64(n)/(first.Scan+r.Scan).Seconds(), first.Rate(), r.Rate(), saves, info.Size(), saveTime.Round(time.Millisecond))
+	loadStart := time.Now()
+	readState(t, path, vkey, trust)
+	t.Logf("audited %d leaves (%d index roots) in two runs in %s (%.0f leaves/s in the scans: %.0f and %.0f); %d saves of up to %d bytes (%d chips) took %s; loading it %s",
+		size, state.IndexRoots(), elapsed.Round(time.Millisecond), float64(size)/(first.Scan+r.Scan).Seconds(), first.Rate(), r.Rate(), saves, info.Size(), state.Chips(), saveTime.Round(time.Millisecond), time.Since(loadStart).Round(time.Millisecond))
 }
 
 // An auditor re-validates every entry of the log with its own copy of the
@@ -1070,10 +1435,11 @@ func ExampleAuditor_Audit() {
 		if err != nil {
 			log.Fatal(err)
 		}
-		fmt.Printf("run %d: node %s, audited leaves [%d, %d) of %d, %d findings\n",
-			run, r.Nodes[0].Status, r.From, r.To, r.Checkpoint.Size, state.FindingCount())
+		_, chips := state.IndexRoot()
+		fmt.Printf("run %d: node %s, audited leaves [%d, %d) of %d: %d stations, %d chips, %d index roots checked; %d findings\n",
+			run, r.Nodes[0].Status, r.From, r.To, r.Checkpoint.Size, len(state.Stations()), chips, state.IndexRoots(), state.FindingCount())
 	}
 	// Output:
-	// run 1: node ok, audited leaves [0, 4) of 4, 0 findings
-	// run 2: node ok, audited leaves [4, 4) of 4, 0 findings
+	// run 1: node ok, audited leaves [0, 9) of 9: 1 stations, 3 chips, 5 index roots checked; 0 findings
+	// run 2: node ok, audited leaves [9, 9) of 9: 1 stations, 3 chips, 5 index roots checked; 0 findings
 }

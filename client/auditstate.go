@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -24,7 +25,7 @@ import (
 // A FindingKind says what an auditor found wrong.
 type FindingKind string
 
-// The finding kinds. The first four are about nodes and checkpoints, the
+// The finding kinds. The first five are about nodes and checkpoints, the
 // others about one leaf of the log.
 const (
 	// FindingFork: two checkpoints signed by the log that do not extend
@@ -44,6 +45,12 @@ const (
 	// verify against a verified checkpoint, where another node's proof
 	// does or none was needed.
 	FindingBadProof FindingKind = "bad-proof"
+	// FindingCheckpointNotAtIndexRoot: a checkpoint signed by the log whose
+	// last leaf is not an index root (kind 3) covering the leaves before
+	// it: the log signs only such sizes (DESIGN.md §3.7), so that every
+	// checkpoint commits to the chip index. Evidence: the signed note, and
+	// the index of its last leaf.
+	FindingCheckpointNotAtIndexRoot FindingKind = "checkpoint-not-at-index-root"
 
 	// FindingInvalidEntry: a leaf that does not parse strictly, or breaks
 	// an admission limit.
@@ -72,6 +79,13 @@ const (
 	FindingEpochGap FindingKind = "epoch-gap"
 	// FindingEpochReuse: an escrow entry whose epoch the chip already used.
 	FindingEpochReuse FindingKind = "epoch-reuse"
+	// FindingIndexRootMismatch: an index root (kind 3) that does not carry
+	// its own index as covered size, or whose chip count or root differs
+	// from the auditor's own chip index over the leaves before it (only
+	// the escrow entries without findings count, as the ledger would have
+	// admitted them); or a log whose leaf 0 is not the genesis index root.
+	// Evidence: the leaf, and the expected and found values.
+	FindingIndexRootMismatch FindingKind = "index-root-mismatch"
 )
 
 // A Finding is one thing an auditor found wrong, with its evidence.
@@ -95,6 +109,11 @@ type Finding struct {
 	Other string `json:"other_checkpoint,omitempty"`
 	// Proof is the consistency proof that failed, if a node gave one.
 	Proof [][]byte `json:"proof,omitempty"`
+	// Expected and Found are, for an index-root-mismatch, the index root
+	// the auditor's chip index gives and the one the leaf carries (none
+	// when leaf 0 is no index root).
+	Expected *IndexRootValues `json:"expected_index_root,omitempty"`
+	Found    *IndexRootValues `json:"found_index_root,omitempty"`
 	// Message says what is wrong, in words.
 	Message string `json:"message"`
 }
@@ -102,10 +121,14 @@ type Finding struct {
 // key identifies a finding about checkpoints, so that a fork seen again in
 // a later round is recorded once. Two checkpoints that do not extend one
 // another are one finding, whichever node shows them and whether they
-// count as a fork or, once the larger is audited, a rollback.
+// count as a fork or, once the larger is audited, a rollback; a checkpoint
+// not at an index root is one, whichever node serves it.
 func (f *Finding) key() string {
-	if f.Kind == FindingFork || f.Kind == FindingRollback {
+	switch f.Kind {
+	case FindingFork, FindingRollback:
 		return "inconsistent\x00" + min(f.Checkpoint, f.Other) + "\x00" + max(f.Checkpoint, f.Other)
+	case FindingCheckpointNotAtIndexRoot:
+		return string(f.Kind) + "\x00" + f.Checkpoint
 	}
 	idx := ""
 	if f.Index != nil {
@@ -122,10 +145,12 @@ const MaxAuditFindings = 10_000
 // An AuditState is what an auditor knows about a log after re-validating
 // its first Audited leaves: the last checkpoint it verified and proved
 // consistent with every earlier one, the stations registered (with the
-// auditor's own verdict on their certificates), each chip's last epoch, and
-// the findings so far. It is the auditor's memory between runs
-// (MarshalBinary, ParseAuditState): a rerun continues where the last one
-// stopped, and reports the same findings.
+// auditor's own verdict on their certificates), each chip's last epoch, its
+// own chip index over the admitted escrow entries (DESIGN.md §3.7) and
+// where the log's index roots are, and the findings so far. It is the
+// auditor's memory between runs (MarshalBinary, ParseAuditState): a rerun
+// continues where the last one stopped, checks the next index roots
+// against the same chip index, and reports the same findings.
 //
 // The state moves forward only: Extend moves the checkpoint along a
 // verified consistency proof, and Check re-validates the next leaves in
@@ -141,6 +166,8 @@ type AuditState struct {
 	audited uint64
 
 	indexRoots uint64
+	rootAt     []uint64        // the indexes of the index roots covering the leaves before them, in order
+	cmap       *ledger.ChipMap // the auditor's chip index: chipState.idx of every chip that has one
 	stations   map[[32]byte]*auditedStation
 	chips      map[string]chipState
 
@@ -159,10 +186,13 @@ type auditedStation struct {
 	err      error
 }
 
-// chipState is a chip's last epoch and the index of the entry with it.
+// chipState is a chip's last epoch and the index of the entry with it,
+// which the epoch rule goes by, and the chip's admitted entries, which the
+// chip index goes by (see indexChecker.escrow).
 type chipState struct {
 	epoch uint32
 	index uint64
+	idx   chipIndexState
 }
 
 // NewAuditState returns the state of an auditor that has seen nothing of
@@ -182,6 +212,7 @@ func NewAuditState(logKey string, trust *ledger.Trust) (*AuditState, error) {
 		verifier: v,
 		trust:    trust,
 		trustSum: sha256.Sum256(trust.PEM()),
+		cmap:     ledger.NewChipMap(),
 		stations: make(map[[32]byte]*auditedStation),
 		chips:    make(map[string]chipState),
 		seen:     make(map[string]bool),
@@ -210,7 +241,8 @@ func (s *AuditState) FindingCount() uint64 { return uint64(len(s.findings)) + s.
 // leaves.
 func (s *AuditState) Chips() int { return len(s.chips) }
 
-// IndexRoots returns how many index-root leaves (kind 3) were audited.
+// IndexRoots returns how many index-root leaves (kind 3) were audited, each
+// checked against the auditor's chip index (see Check).
 func (s *AuditState) IndexRoots() uint64 { return s.indexRoots }
 
 // LastEpoch returns a chip's last epoch among the audited leaves and the
@@ -324,14 +356,21 @@ type CheckOptions struct {
 //     repeats an epoch (epoch-reuse) leaves the chip's last epoch as it
 //     was, one that skips (epoch-gap) moves it on, so one fault is
 //     reported once;
-//   - an index root (kind 3) parses; it is counted and otherwise passed
-//     through: its covered size and map root are checked by the chip-index
-//     audit, which replays the chip map, not here.
+//   - leaf 0 is the genesis index root, and each index root (kind 3) at
+//     index i carries covered size i and the chip count and root of the
+//     auditor's own chip index (DESIGN.md §3.7) over the leaves [0, i)
+//     (index-root-mismatch). That index maps every chip with an escrow
+//     entry to the proofs.IndexValue of its latest one, over the entries
+//     the ledger should have admitted: those without findings, each the
+//     chip's next epoch in the index;
+//   - when the leaves reach the end of the audited checkpoint, its last
+//     leaf is an index root covering the leaves before it
+//     (checkpoint-not-at-index-root).
 //
 // Parsing and the signature and certificate checks, which are independent
 // of each other, run on Workers goroutines; stations and epochs are decided
-// in log order. Check is deterministic: checking leaves in one call or in
-// several gives the same findings and state.
+// in log order, and then the chip index. Check is deterministic: checking
+// leaves in one call or in several gives the same findings and state.
 func (s *AuditState) Check(leaves [][]byte, o CheckOptions) ([]Finding, error) {
 	start := s.audited
 	if uint64(len(leaves)) > s.cp.Size-start {
@@ -359,6 +398,11 @@ func (s *AuditState) Check(leaves [][]byte, o CheckOptions) ([]Finding, error) {
 			c.add(j.leaf, j.entry, errorKind(j.err), j.err.Error())
 		}
 	}
+	x := indexChecker{c: &c}
+	for i := range parsed {
+		x.leaf(i, &parsed[i])
+	}
+	x.flush()
 
 	var out []Finding
 	for i := range leaves {
@@ -368,6 +412,11 @@ func (s *AuditState) Check(leaves [][]byte, o CheckOptions) ([]Finding, error) {
 		}
 	}
 	s.audited += uint64(len(leaves))
+	if start < s.cp.Size && s.audited == s.cp.Size {
+		if f, bad := s.checkpointFinding(s.note, s.cp.Size, o.Node); bad && s.recordOnce(f) {
+			out = append(out, f)
+		}
+	}
 	return out, nil
 }
 
@@ -376,7 +425,8 @@ type parsedLeaf struct {
 	kind    ledger.Kind
 	entry   ledger.Entry
 	err     error
-	unknown bool // the kind is not one of the known ones
+	unknown bool     // the kind is not one of the known ones
+	hash    [32]byte // the leaf hash of an escrow entry
 }
 
 func parseLeaf(leaf []byte) parsedLeaf {
@@ -384,7 +434,11 @@ func parseLeaf(leaf []byte) parsedLeaf {
 	if err != nil {
 		return parsedLeaf{err: err, unknown: errors.Is(err, ledger.ErrUnknownKind)}
 	}
-	return parsedLeaf{kind: e.Kind(), entry: e}
+	p := parsedLeaf{kind: e.Kind(), entry: e}
+	if p.kind == ledger.KindEscrow {
+		p.hash = proofs.LeafHash(leaf)
+	}
+	return p
 }
 
 // A signatureJob is an escrow entry whose signature and certificate a
@@ -408,14 +462,25 @@ type leafChecker struct {
 
 // add records a finding about leaf i.
 func (c *leafChecker) add(i int, e *ledger.EscrowEntry, kind FindingKind, msg string) {
-	idx := c.start + uint64(i)
-	h := proofs.LeafHash(c.leaves[i])
-	f := Finding{Kind: kind, Node: c.node, Index: &idx, LeafHash: hex.EncodeToString(h[:]),
-		Checkpoint: string(c.s.note), Message: msg}
+	f := c.finding(i, kind, msg)
 	if e != nil {
 		f.Chip, f.Epoch = e.ChipID.String(), e.Epoch
 	}
 	c.per[i] = append(c.per[i], f)
+}
+
+// addIndex records an index-root-mismatch about leaf i.
+func (c *leafChecker) addIndex(i int, expected, found *IndexRootValues, msg string) {
+	f := c.finding(i, FindingIndexRootMismatch, msg)
+	f.Expected, f.Found = expected, found
+	c.per[i] = append(c.per[i], f)
+}
+
+func (c *leafChecker) finding(i int, kind FindingKind, msg string) Finding {
+	idx := c.start + uint64(i)
+	h := proofs.LeafHash(c.leaves[i])
+	return Finding{Kind: kind, Node: c.node, Index: &idx, LeafHash: hex.EncodeToString(h[:]),
+		Checkpoint: string(c.s.note), Message: msg}
 }
 
 // decide runs the order-dependent checks of leaf i and returns the
@@ -434,10 +499,9 @@ func (c *leafChecker) decide(i int, p *parsedLeaf) (signatureJob, bool) {
 		return c.escrow(i, e)
 	case *ledger.StationRegistration:
 		c.station(i, e)
-	case *ledger.IndexRoot:
-		// Checked by the chip-index audit (see Check).
-		c.s.indexRoots++
 	}
+	// Index roots are checked after the other leaves' verdicts, by
+	// indexChecker.
 	return signatureJob{}, false
 }
 
@@ -468,7 +532,8 @@ func (c *leafChecker) epoch(i int, idx uint64, e *ledger.EscrowEntry) {
 	case seen && e.Epoch != last.epoch+1:
 		c.add(i, e, FindingEpochGap, fmt.Sprintf("chip %s: epoch %d follows epoch %d (index %d), want %d", e.ChipID, e.Epoch, last.epoch, last.index, last.epoch+1))
 	}
-	c.s.chips[string(e.ChipID)] = chipState{epoch: e.Epoch, index: idx}
+	last.epoch, last.index = e.Epoch, idx // keeps the chip's admitted entries
+	c.s.chips[string(e.ChipID)] = last
 }
 
 // station registers the station of registration r at leaf i, and records
@@ -544,17 +609,22 @@ func parallelFor(n, workers int, fn func(i int)) {
 	wg.Wait()
 }
 
-// auditStateMagic starts an encoded AuditState: "CLAS" and version 1.
-var auditStateMagic = []byte("CLAS\x01")
+// auditStateMagic starts an encoded AuditState: "CLAS" and version 2.
+// Version 1 had no chip index.
+var auditStateMagic = []byte("CLAS\x02")
 
 // MarshalBinary encodes the state (big-endian, cryptobyte framing):
 //
-//	"CLAS" 0x01                                   magic and version
+//	"CLAS" 0x02                                   magic and version
 //	opaque log_key<1..2^16-1>                     the pinned verifier key
 //	opaque trust_sha256[32]                       SHA-256 of the roots' PEM (ledger.Trust.PEM)
 //	opaque checkpoint<0..2^16-1>                  signed note; empty before the first
 //	uint64 audited                                leaves [0, audited) re-validated
 //	uint64 index_roots                            kind-3 leaves among them
+//	opaque root_positions<0..2^32-1>              the indexes of those covering the leaves before
+//	                                              them, increasing: each as a uvarint of its gap
+//	                                              to the one before minus one (the first: itself)
+//	opaque index_root[32]                         the root of the auditor's chip index
 //	uint32 station_count, then per station, in registration order:
 //	    uint64 registration_index
 //	    opaque registration_leaf<1..2^16-1>        the kind-2 leaf as logged
@@ -562,25 +632,47 @@ var auditStateMagic = []byte("CLAS\x01")
 //	    opaque chip_id<8..32>                     (u8 length)
 //	    uint32 last_epoch
 //	    uint64 last_index                         index of the entry with last_epoch
+//	    uint8  indexed                            0: not in the chip index; 1: in it with the
+//	                                              entry of last_epoch; 2: with an earlier one:
+//	    [2]    uint32 index_epoch ‖ uint64 index_leaf_index
+//	    [1, 2] opaque leaf_hash[32]               that entry's leaf hash
+//	           opaque history_range[32 × k]       the compact range of the chip's admitted leaf
+//	                                              hashes, largest subtree first, without the
+//	                                              last when the epoch is odd (it is leaf_hash):
+//	                                              k = popcount(epoch) − epoch mod 2
 //	uint64 dropped_findings                       counted beyond MaxAuditFindings
 //	opaque findings<0..2^32-1>                    JSON array of Finding, in the order found
 //	opaque sha256[32]                             over every byte before it
 //
 // Every state has exactly one encoding, and ParseAuditState is its inverse.
 // The stations' verdicts are not stored: they are recomputed from the
-// registration leaves with the trust, whose hash the state pins.
+// registration leaves with the trust, whose hash the state pins. Nor is the
+// chip index map: ParseAuditState rebuilds it from the chips (and checks its
+// root), so a resumed audit checks the next index roots against the same
+// map.
 func (s *AuditState) MarshalBinary() ([]byte, error) {
 	findings, err := json.Marshal(s.findingsOrEmpty())
 	if err != nil {
 		return nil, err
 	}
-	b := cryptobyte.NewBuilder(make([]byte, 0, 256+len(findings)+len(s.chips)*(1+ledger.DefaultChipIDLen+12)))
+	b := cryptobyte.NewBuilder(make([]byte, 0, 256+len(findings)+len(s.chips)*(1+ledger.DefaultChipIDLen+13+32)+len(s.rootAt)*2))
 	b.AddBytes(auditStateMagic)
 	addOpaque16(b, []byte(s.logKey))
 	b.AddBytes(s.trustSum[:])
 	addOpaque16(b, s.note)
 	b.AddUint64(s.audited)
 	b.AddUint64(s.indexRoots)
+	b.AddUint32LengthPrefixed(func(b *cryptobyte.Builder) {
+		var buf []byte
+		prev := int64(-1)
+		for _, p := range s.rootAt {
+			buf = binary.AppendUvarint(buf[:0], uint64(int64(p)-prev-1))
+			b.AddBytes(buf)
+			prev = int64(p)
+		}
+	})
+	root := s.cmap.Root()
+	b.AddBytes(root[:])
 	stations := s.Stations()
 	b.AddUint32(uint32(len(stations)))
 	for _, st := range stations {
@@ -598,6 +690,21 @@ func (s *AuditState) MarshalBinary() ([]byte, error) {
 		b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes([]byte(c)) })
 		b.AddUint32(st.epoch)
 		b.AddUint64(st.index)
+		switch {
+		case st.idx.epoch == 0:
+			b.AddUint8(0)
+			continue
+		case st.idx.epoch == st.epoch && st.idx.index == st.index:
+			b.AddUint8(1)
+		default:
+			b.AddUint8(2)
+			b.AddUint32(st.idx.epoch)
+			b.AddUint64(st.idx.index)
+		}
+		b.AddBytes(st.idx.hash[:])
+		for _, h := range st.idx.rng {
+			b.AddBytes(h[:])
+		}
 	}
 	b.AddUint64(s.dropped)
 	b.AddUint32LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(findings) })
@@ -651,10 +758,15 @@ func (s *AuditState) decode(b []byte) error {
 	in := cryptobyte.String(body)
 	var magic, key, trustSum, note []byte
 	if !in.ReadBytes(&magic, len(auditStateMagic)) || !bytes.Equal(magic, auditStateMagic) {
+		if bytes.HasPrefix(body, []byte("CLAS\x01")) {
+			return errors.New("a state of version 1, which has no chip index: start a new state")
+		}
 		return errors.New("not an audit state (or an unknown version)")
 	}
+	var positions, indexRoot []byte
 	if !readOpaque16(&in, &key) || !in.ReadBytes(&trustSum, 32) || !readOpaque16(&in, &note) ||
-		!in.ReadUint64(&s.audited) || !in.ReadUint64(&s.indexRoots) {
+		!in.ReadUint64(&s.audited) || !in.ReadUint64(&s.indexRoots) || !readOpaque32(&in, &positions) ||
+		!in.ReadBytes(&indexRoot, 32) {
 		return errors.New("truncated header")
 	}
 	if string(key) != s.logKey {
@@ -673,11 +785,17 @@ func (s *AuditState) decode(b []byte) error {
 	if s.audited > s.cp.Size || s.indexRoots > s.audited {
 		return fmt.Errorf("%d leaves audited, %d index roots, in a checkpoint of %d", s.audited, s.indexRoots, s.cp.Size)
 	}
+	if err := s.decodeRootPositions(positions); err != nil {
+		return err
+	}
 	if err := s.decodeStations(&in); err != nil {
 		return err
 	}
 	if err := s.decodeChips(&in); err != nil {
 		return err
+	}
+	if root := s.cmap.Root(); !bytes.Equal(root[:], indexRoot) {
+		return fmt.Errorf("the chip index rebuilt from the chips has root %x, the state says %x", root, indexRoot)
 	}
 	var findings []byte
 	var n uint32
@@ -729,17 +847,45 @@ func (s *AuditState) decodeStations(in *cryptobyte.String) error {
 	return nil
 }
 
+// decodeRootPositions reads the index-root positions: increasing, and
+// below audited.
+func (s *AuditState) decodeRootPositions(b []byte) error {
+	if uint64(len(b)) > s.indexRoots*binary.MaxVarintLen64 {
+		return errors.New("more index-root positions than index roots")
+	}
+	next := uint64(0) // the smallest the next position may be
+	for len(b) > 0 {
+		gap, n := binary.Uvarint(b)
+		if n <= 0 || gap >= s.audited-next {
+			return errors.New("bad index-root positions")
+		}
+		if n != len(binary.AppendUvarint(nil, gap)) {
+			return errors.New("index-root position not minimally encoded")
+		}
+		p := next + gap
+		s.rootAt = append(s.rootAt, p)
+		next, b = p+1, b[n:]
+	}
+	if uint64(len(s.rootAt)) > s.indexRoots {
+		return fmt.Errorf("%d index-root positions, %d index roots", len(s.rootAt), s.indexRoots)
+	}
+	return nil
+}
+
+// decodeChips reads the chips and rebuilds the chip index map from them.
 func (s *AuditState) decodeChips(in *cryptobyte.String) error {
 	var n uint64
-	if !in.ReadUint64(&n) || n > uint64(len(*in))/(1+ledger.MinChipIDLen+12) {
+	if !in.ReadUint64(&n) || n > uint64(len(*in))/(1+ledger.MinChipIDLen+13) {
 		return errors.New("truncated chips")
 	}
 	s.chips = make(map[string]chipState, n)
+	var pairs []ledger.MapPair
 	var prev []byte
 	for range n {
 		var chip cryptobyte.String
 		var st chipState
-		if !in.ReadUint8LengthPrefixed(&chip) || !in.ReadUint32(&st.epoch) || !in.ReadUint64(&st.index) {
+		var indexed uint8
+		if !in.ReadUint8LengthPrefixed(&chip) || !in.ReadUint32(&st.epoch) || !in.ReadUint64(&st.index) || !in.ReadUint8(&indexed) {
 			return errors.New("truncated chip")
 		}
 		if err := ledger.ChipID(chip).Validate(); err != nil {
@@ -751,10 +897,55 @@ func (s *AuditState) decodeChips(in *cryptobyte.String) error {
 		if st.epoch == 0 || st.index >= s.audited {
 			return fmt.Errorf("chip %x: epoch %d at index %d", []byte(chip), st.epoch, st.index)
 		}
+		if err := decodeChipIndex(in, &st, indexed); err != nil {
+			return fmt.Errorf("chip %x: %w", []byte(chip), err)
+		}
+		if st.idx.epoch > 0 {
+			pairs = append(pairs, st.idx.mapPair(chip))
+		}
 		s.chips[string(chip)] = st
 		prev = chip
 	}
+	s.cmap = ledger.BuildChipMap(pairs)
 	return nil
+}
+
+// decodeChipIndex reads a chip's entry in the chip index, whose form is
+// indexed.
+func decodeChipIndex(in *cryptobyte.String, st *chipState, indexed uint8) error {
+	switch indexed {
+	case 0:
+		return nil
+	case 1:
+		st.idx.epoch, st.idx.index = st.epoch, st.index
+	case 2:
+		if !in.ReadUint32(&st.idx.epoch) || !in.ReadUint64(&st.idx.index) {
+			return errors.New("truncated chip index entry")
+		}
+		if st.idx.epoch == 0 || st.idx.epoch > st.epoch || st.idx.index > st.index ||
+			(st.idx.epoch == st.epoch && st.idx.index == st.index) {
+			return fmt.Errorf("chip index entry of epoch %d at %d, for a chip at epoch %d since %d", st.idx.epoch, st.idx.index, st.epoch, st.index)
+		}
+	default:
+		return fmt.Errorf("unknown chip index form %d", indexed)
+	}
+	if !in.CopyBytes(st.idx.hash[:]) {
+		return errors.New("truncated chip index entry")
+	}
+	if k := rangeLen(st.idx.epoch); k > 0 {
+		st.idx.rng = make([][32]byte, k)
+		for i := range st.idx.rng {
+			if !in.CopyBytes(st.idx.rng[i][:]) {
+				return errors.New("truncated history range")
+			}
+		}
+	}
+	return nil
+}
+
+func readOpaque32(in *cryptobyte.String, out *[]byte) bool {
+	var n uint32
+	return in.ReadUint32(&n) && in.ReadBytes(out, int(n))
 }
 
 func readOpaque16(in *cryptobyte.String, out *[]byte) bool {

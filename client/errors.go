@@ -118,6 +118,18 @@ func (e *ProofError) Is(target error) bool { return target == ErrBadProof }
 
 func (e *ProofError) Unwrap() error { return e.Err }
 
+// ErrNotLatest reports a ledger node whose answer the chip index
+// (DESIGN.md §3.7) does not back: it hid the chip's newest entry, denied
+// that the chip has one, served no lookup proof, or served one that does not
+// verify against its signed checkpoint. The error also wraps ErrMismatch
+// (the proof verifies but contradicts the entries served) or ErrBadProof
+// (the proof itself fails; it then wraps proofs.ErrLookup or
+// proofs.ErrMalformedLookup too).
+var ErrNotLatest = errors.New("client: the ledger did not prove this is the chip's latest entry")
+
+// notLatest wraps err, a mismatch or a bad lookup proof, in ErrNotLatest.
+func notLatest(err error) error { return fmt.Errorf("%w: %w", ErrNotLatest, err) }
+
 // mismatch returns an ErrMismatch error.
 func mismatch(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrMismatch, fmt.Sprintf(format, args...))

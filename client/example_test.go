@@ -50,13 +50,28 @@ func ExampleClient_Append() {
 	}
 	fmt.Printf("leaf %d is in %s at size %d (duplicate: %v)\n", res.Receipt.Index, cp.Origin, cp.Size, res.Duplicate)
 
+	// The log starts with the genesis index root, and the ledger closes
+	// every batch with an index root over the leaves before it (DESIGN.md
+	// §3.7): leaf 0 is the genesis root, 1 the station, 2 its root, 3 the
+	// entry and 4 its root. Every checkpoint ends with one.
+	last, err := c.Entries(ctx, cp.Size-1, cp.Size)
+	if err != nil {
+		log.Fatal(err)
+	}
+	covered, chips, _, err := proofs.ParseIndexRootLeaf(last[0])
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("leaf %d: the chip index over %d leaves, %d chips\n", cp.Size-1, covered, chips)
+
 	// Keep the trusted checkpoint to start from next time
 	// (Options.Trusted), so a log that forks or rolls back is caught.
 	trusted, saved := c.Trusted()
 	fmt.Println(trusted.Size, len(saved) > 0)
 	// Output:
-	// leaf 1 is in example.chipledger.test/log at size 2 (duplicate: false)
-	// 2 true
+	// leaf 3 is in example.chipledger.test/log at size 5 (duplicate: false)
+	// leaf 4: the chip index over 4 leaves, 1 chips
+	// 5 true
 }
 
 // A repair shop fetches a chip's escrow entries with receipts, all verified
@@ -91,16 +106,20 @@ func ExampleClient_LookupChip() {
 	for _, e := range h.Entries {
 		fmt.Printf("epoch %d at leaf %d\n", e.Entry.Epoch, e.Receipt.Index)
 	}
+	// The lookup proof, checked against the index root the checkpoint
+	// ends with, shows that no newer entry is hidden.
+	fmt.Printf("the chip index at size %d: latest epoch %d at leaf %d\n", h.Index.Checkpoint.Size, h.Index.Value.Epoch, h.Index.Value.LeafIndex)
 	latest := h.Latest()
 	fmt.Printf("restore %q\n", latest.Entry.Backup)
 
 	unknown, err := c.LookupChip(ctx, testpki.ChipID(7))
-	fmt.Println(len(unknown.Entries), err)
+	fmt.Println(len(unknown.Entries), unknown.Index.Present, err)
 	// Output:
-	// epoch 1 at leaf 1
-	// epoch 2 at leaf 2
+	// epoch 1 at leaf 3
+	// epoch 2 at leaf 5
+	// the chip index at size 7: latest epoch 2 at leaf 5
 	// restore "backup of 84244a834f411fe4dec36b9347846685 at epoch 2"
-	// 0 <nil>
+	// 0 false <nil>
 }
 
 // startExampleLedger runs a one-node ledger in this process, standing in

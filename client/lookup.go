@@ -19,6 +19,10 @@ type ChipHistory struct {
 	// inclusion in. It is the client's trusted checkpoint or a proven
 	// prefix of it.
 	Checkpoint proofs.Checkpoint
+	// Index is the verified chip-index proof result: the chip's latest
+	// entry (its index value) or its absence, at Checkpoint. The entries
+	// below are exactly the history it records.
+	Index *proofs.LookupResult
 	// Entries are the chip's entries in log order, epochs 1, 2, …; empty
 	// for a chip the log does not know.
 	Entries []ChipEntry
@@ -46,9 +50,9 @@ func (h *ChipHistory) Latest() *ChipEntry {
 // Every entry must be an escrow entry for this chip, with the epoch the node
 // states, and the epochs must run 1, 2, … in log order; otherwise the call
 // fails with ErrMismatch. The lookup is answered at a tree at least as large
-// as the trusted one, so an entry the client has seen appended is not
-// missed; that a node did not hide a later entry cannot be proven until the
-// log carries the verifiable chip index (DESIGN.md §3.7).
+// as the trusted one, and its lookup proof (DESIGN.md §3.7) proves under the
+// index root of that tree that the entries are the chip's whole history, so
+// a node can hide neither the newest entry nor the chip's existence.
 func (c *Client) LookupChip(ctx context.Context, chip ledger.ChipID) (*ChipHistory, error) {
 	if err := chip.Validate(); err != nil {
 		return nil, fmt.Errorf("client: lookup chip: %w", connect.NewError(connect.CodeInvalidArgument, err))
@@ -108,5 +112,48 @@ func (c *Client) verifyLookup(ctx context.Context, ep *endpoint, chip ledger.Chi
 		}
 		h.Entries = append(h.Entries, ChipEntry{Entry: entry, Receipt: r})
 	}
+	if err := c.verifyLatest(ep, chip, m, cp, h); err != nil {
+		return nil, err
+	}
 	return h, nil
+}
+
+// verifyLatest checks the lookup proof of a lookup answer: under the index
+// root that the checkpoint's last leaf carries, the chip's latest entry is
+// the last of the entries returned (with exactly their history), or the
+// chip has none and none were returned. A node can thus neither hide a
+// chip's newest entry nor deny that a chip has one (DESIGN.md §3.7).
+func (c *Client) verifyLatest(ep *endpoint, chip ledger.ChipID, m *v1.LookupChipResponse, cp proofs.Checkpoint, h *ChipHistory) error {
+	raw := m.GetLookupProof()
+	if len(raw) == 0 {
+		return notLatest(mismatch("the lookup of chip %s came without a lookup proof", chip))
+	}
+	lp, err := proofs.ParseLookupProof(raw)
+	if err != nil {
+		return notLatest(&ProofError{Index: cp.Size - 1, Size: cp.Size, Node: ep.addr, Err: err})
+	}
+	if !bytes.Equal(lp.Checkpoint, m.GetCheckpoint()) {
+		return notLatest(mismatch("the lookup proof of chip %s is for another checkpoint than its entries", chip))
+	}
+	res, err := lp.Verify(c.verifier, chip)
+	if err != nil {
+		return notLatest(&ProofError{Index: cp.Size - 1, Size: cp.Size, Node: ep.addr, Err: err})
+	}
+	if !res.Present {
+		if len(h.Entries) > 0 {
+			return notLatest(mismatch("the chip index says chip %s has no entry, yet %d were returned", chip, len(h.Entries)))
+		}
+		h.Index = res
+		return nil
+	}
+	if uint32(len(h.Entries)) != res.Value.Epoch {
+		return notLatest(mismatch("the chip index says chip %s is at epoch %d, but %d entries were returned: the newest is hidden", chip, res.Value.Epoch, len(h.Entries)))
+	}
+	for i, e := range h.Entries {
+		if want := res.History[i]; e.Receipt.Index != want.Index || proofs.LeafHash(e.Receipt.Leaf) != want.LeafHash {
+			return notLatest(mismatch("chip %s: entry %d (index %d) is not the one the chip index records (index %d)", chip, i, e.Receipt.Index, want.Index))
+		}
+	}
+	h.Index = res
+	return nil
 }

@@ -20,12 +20,17 @@ import (
 // ErrDeviceRefused, and then the device kept its keys. Test with errors.Is.
 var (
 	// ErrNotInLedger reports a chip the ledger holds no escrow entry for:
-	// it was never provisioned, or provisioned against another log.
+	// it was never provisioned, or provisioned against another log. Recover
+	// returns it only once the chip index (DESIGN.md §3.7) of a verified
+	// checkpoint proves the chip absent; a node that merely says so fails
+	// with ErrNotLatest.
 	ErrNotInLedger = errors.New("client: this chip has no backup in the ledger")
 
-	// ErrStaleBackup reports a chip whose latest entry in the ledger is of
-	// an older epoch than the device's epoch counter: the device installed
-	// newer keys, so a node is hiding the newer entry (or the log lost it).
+	// ErrStaleBackup reports a chip whose latest entry, as the chip index
+	// proves, is of an older epoch than the device's epoch counter: the
+	// device installed newer keys that were never published in this log
+	// (a provisioning that failed before its append, or another log).
+	// Restoring would roll the device's keys back.
 	ErrStaleBackup = errors.New("client: the ledger's latest backup is older than the keys the device installed")
 
 	// ErrUnknownStation reports an entry that no registered station is
@@ -112,6 +117,10 @@ const (
 	// CheckCheckpoint verifies the checkpoint's signature with the pinned
 	// log key and its consistency with every checkpoint the client saw.
 	CheckCheckpoint RecoveryCheck = "checkpoint"
+	// CheckIndex verifies the chip index's lookup proof in that checkpoint
+	// (DESIGN.md §3.7): the entry used is the chip's latest, and the
+	// entries served are its whole history.
+	CheckIndex RecoveryCheck = "index"
 	// CheckInclusion verifies the entry's inclusion proof.
 	CheckInclusion RecoveryCheck = "inclusion"
 	// CheckStation verifies the station: registered before the entry,
@@ -224,11 +233,16 @@ type RecoveryDurations struct {
 //
 // The checks, in order, each recorded in the report:
 //
-//   - lookup: the chip has entries (else ErrNotInLedger), all this chip's,
-//     with epochs 1, 2, … (else ErrMismatch); the latest is used;
+//   - lookup: the chip has entries (else ErrNotInLedger, once the chip
+//     index proves it has none), all this chip's, with epochs 1, 2, …
+//     (else ErrMismatch); the latest is used;
 //   - checkpoint: signed by the pinned log key (else ErrBadSignature),
 //     consistent with every checkpoint c accepted (else ErrFork), and not
 //     smaller than the one c trusted before the lookup (else ErrRollback);
+//   - index: the chip index in that checkpoint proves the entry used is
+//     the chip's latest and the entries served its whole history (else
+//     ErrNotLatest, with ErrMismatch or ErrBadProof): no node can hide a
+//     newer backup or deny the chip has one;
 //   - inclusion: the entry's proof leads to the checkpoint (else
 //     ErrBadProof);
 //   - station: the entry's station is registered in the log before the
@@ -242,7 +256,7 @@ type RecoveryDurations struct {
 //   - identities: the entry's identities are the device's (else
 //     ErrMismatch);
 //   - epoch: the entry is not older than the device's epoch counter (else
-//     ErrStaleBackup);
+//     ErrStaleBackup: the device's newest keys never reached this log);
 //   - restore: the device restores the backup (else ErrDeviceRefused).
 //
 // A device whose ROM names another log key than c's fails first, with
@@ -299,6 +313,7 @@ func (r *recovery) run(ctx context.Context) error {
 		run   func() (string, error)
 	}{
 		{CheckCheckpoint, r.checkCheckpoint},
+		{CheckIndex, r.checkIndex},
 		{CheckInclusion, r.checkInclusion},
 		{CheckStation, r.checkStation},
 		{CheckCertificate, r.checkCertificate},
@@ -335,7 +350,11 @@ func (r *recovery) pass(check RecoveryCheck, detail string) {
 // fail records the failed check and returns err.
 func (r *recovery) fail(check RecoveryCheck, err error) error {
 	r.rep.FailedCheck = check
-	r.rep.Steps = append(r.rep.Steps, RecoveryStep{Check: check, Detail: failureDetail(check, err), Error: err.Error()})
+	detail := failureDetail(check, err)
+	if errors.Is(err, ErrNotInLedger) && r.history != nil {
+		detail += fmt.Sprintf(": the chip index in the ledger's signed checkpoint of %d entries proves it", r.history.Checkpoint.Size)
+	}
+	r.rep.Steps = append(r.rep.Steps, RecoveryStep{Check: check, Detail: detail, Error: err.Error()})
 	return err
 }
 
@@ -357,6 +376,11 @@ func failureDetail(check RecoveryCheck, err error) string {
 		return "Could not fetch this chip's entries from the ledger"
 	case CheckCheckpoint:
 		return "The ledger's checkpoint is not trustworthy: nothing it proves can be used"
+	case CheckIndex:
+		if errors.Is(err, ErrBadProof) {
+			return "The ledger node's answer does not match the chip index: its lookup proof does not verify against the signed checkpoint"
+		}
+		return "The ledger node hid the chip's newest backup: its answer does not match the chip index in its signed checkpoint"
 	case CheckInclusion:
 		return "The backup's inclusion proof does not lead to the ledger's signed checkpoint"
 	case CheckStation:
@@ -366,7 +390,7 @@ func failureDetail(check RecoveryCheck, err error) string {
 	case CheckIdentities:
 		return "The entry is for other identities than this device's"
 	case CheckEpoch:
-		return "The ledger's latest backup is older than the keys this device already installed"
+		return "The ledger's latest backup is older than the keys this device already installed, which were never published in this ledger"
 	case CheckRestore:
 		return "The device refused the backup and kept its keys"
 	}
@@ -405,8 +429,9 @@ func (r *recovery) readDevice(ctx context.Context) error {
 }
 
 // fetch fetches the chip's entries, which LookupChip verifies against a
-// checkpoint it proves consistent with the trusted one, and the station
-// registrations. It returns the check a failure belongs to.
+// checkpoint it proves consistent with the trusted one and against the
+// chip index in that checkpoint, and the station registrations. It returns
+// the check a failure belongs to.
 func (r *recovery) fetch(ctx context.Context) (RecoveryCheck, error) {
 	r.trustedSize = r.c.trust.latest().cp.Size
 	h, err := r.c.LookupChip(ctx, r.id.ChipID)
@@ -415,9 +440,15 @@ func (r *recovery) fetch(ctx context.Context) (RecoveryCheck, error) {
 	}
 	r.history = h
 	r.rep.Entries = len(h.Entries)
+	if h.Index == nil || h.Index.Checkpoint != h.Checkpoint || h.Index.Present != (len(h.Entries) > 0) {
+		return CheckIndex, fmt.Errorf("%w: %w", ErrNotLatest, mismatch("the lookup of chip %s is not backed by a chip index proof at its checkpoint", r.id.ChipID))
+	}
 	r.latest = h.Latest()
 	if r.latest == nil {
-		return CheckLookup, fmt.Errorf("%w: chip %s (checked against a checkpoint of %d entries)", ErrNotInLedger, r.id.ChipID, h.Checkpoint.Size)
+		// Not the node's word: the chip index of a verified checkpoint
+		// proves the chip absent.
+		r.rep.Checkpoint = r.reportCheckpoint(h.Checkpoint, signedNote(r.c, h.Checkpoint))
+		return CheckLookup, fmt.Errorf("%w: the chip index in the checkpoint of %d entries proves chip %s absent", ErrNotInLedger, h.Checkpoint.Size, r.id.ChipID)
 	}
 	e := r.latest.Entry
 	r.rep.Epoch, r.rep.LedgerIndex = e.Epoch, r.latest.Receipt.Index
@@ -439,10 +470,41 @@ func lookupFailure(err error) RecoveryCheck {
 	switch {
 	case errors.Is(err, ErrBadSignature), errors.Is(err, ErrFork), errors.Is(err, ErrRollback):
 		return CheckCheckpoint
+	case indexFailure(err):
+		return CheckIndex
 	case errors.Is(err, ErrBadProof):
 		return CheckInclusion
 	}
 	return CheckLookup
+}
+
+// indexFailure reports whether a LookupChip error is the chip index's: a
+// lookup proof that is missing, malformed or does not verify, or that
+// contradicts the entries served (a hidden newest entry, a denied chip).
+//
+// A failed proof wraps the proofs errors. LookupChip's contradictions are
+// plain ErrMismatch errors, told from the entry checks' by what they name
+// (the entry checks name neither the lookup proof nor the chip index);
+// TestRecoverRefusesALyingLedger pins each.
+func indexFailure(err error) bool { return errors.Is(err, ErrNotLatest) }
+
+// signedNote returns the signed note of cp among the checkpoints c
+// verified, or nil.
+func signedNote(c *Client, cp proofs.Checkpoint) []byte {
+	c.trust.mu.Lock()
+	defer c.trust.mu.Unlock()
+	if k, ok := c.trust.known[cp.Size]; ok && k.cp == cp {
+		return k.signed
+	}
+	return nil
+}
+
+// reportCheckpoint describes a verified checkpoint for the report.
+func (r *recovery) reportCheckpoint(cp proofs.Checkpoint, signed []byte) *RecoveryCheckpoint {
+	return &RecoveryCheckpoint{
+		Origin: cp.Origin, Size: cp.Size, RootHash: base64.StdEncoding.EncodeToString(cp.Hash[:]),
+		Note: string(signed), TrustedSize: r.trustedSize,
+	}
 }
 
 // findStation returns the registered station with the given ID, from
@@ -486,10 +548,7 @@ func (r *recovery) checkCheckpoint() (string, error) {
 	if cp != r.history.Checkpoint {
 		return "", mismatch("the receipt's checkpoint is not the lookup's")
 	}
-	r.rep.Checkpoint = &RecoveryCheckpoint{
-		Origin: cp.Origin, Size: cp.Size, RootHash: base64.StdEncoding.EncodeToString(cp.Hash[:]),
-		Note: string(signed), TrustedSize: r.trustedSize,
-	}
+	r.rep.Checkpoint = r.reportCheckpoint(cp, signed)
 	if cp.Size < r.trustedSize {
 		return "", fmt.Errorf("%w: the chip's entries were served at a tree of %d entries, the client already trusted one of %d", ErrRollback, cp.Size, r.trustedSize)
 	}
@@ -498,6 +557,23 @@ func (r *recovery) checkCheckpoint() (string, error) {
 		detail += fmt.Sprintf(", and it extends the checkpoint of %d entries this client trusted", r.trustedSize)
 	}
 	return detail, nil
+}
+
+// checkIndex reports what the chip index proved (LookupChip verified the
+// lookup proof under the checkpoint's index root) and checks that it is
+// about the entry being restored: the chip's latest, at its position, with
+// the history of the entries served.
+func (r *recovery) checkIndex() (string, error) {
+	idx, rc, e := r.history.Index, r.latest.Receipt, r.latest.Entry
+	v := idx.Value
+	switch {
+	case v.Epoch != e.Epoch || v.LeafIndex != rc.Index || v.LeafHash != proofs.LeafHash(rc.Leaf):
+		return "", fmt.Errorf("%w: %w", ErrNotLatest, mismatch("the chip index records epoch %d at position %d as chip %s's latest, not the entry of epoch %d at %d", v.Epoch, v.LeafIndex, r.id.ChipID, e.Epoch, rc.Index))
+	case len(idx.History) != len(r.history.Entries):
+		return "", fmt.Errorf("%w: %w", ErrNotLatest, mismatch("the chip index records %d entries of chip %s, the node served %d", len(idx.History), r.id.ChipID, len(r.history.Entries)))
+	}
+	return fmt.Sprintf("The chip index in the checkpoint of %d entries proves epoch %d (at position %d) is this chip's latest backup; its history of %s matches the entries served",
+		idx.Checkpoint.Size, v.Epoch, v.LeafIndex, plural(len(idx.History), "entry", "entries")), nil
 }
 
 // checkInclusion verifies the entry's inclusion proof again, offline, as

@@ -14,13 +14,12 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
-	"github.com/transparency-dev/merkle/rfc6962"
-	"github.com/transparency-dev/merkle/testonly"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/chipledger/chipledger/client"
@@ -281,7 +280,7 @@ func stateOf(t testing.TB, d *recDevice) deviceState {
 }
 
 var recChecks = []client.RecoveryCheck{
-	client.CheckDevice, client.CheckLookup, client.CheckCheckpoint, client.CheckInclusion, client.CheckStation,
+	client.CheckDevice, client.CheckLookup, client.CheckCheckpoint, client.CheckIndex, client.CheckInclusion, client.CheckStation,
 	client.CheckCertificate, client.CheckIdentities, client.CheckEpoch, client.CheckRestore,
 }
 
@@ -384,6 +383,9 @@ func TestRecoverRestoresTheOriginalKeys(t *testing.T) {
 			}
 			if !slices.Equal(checks, recChecks) {
 				t.Errorf("steps %v, want %v", checks, recChecks)
+			} else if want := fmt.Sprintf("The chip index in the checkpoint of %d entries proves epoch %d (at position %d) is this chip's latest backup; its history of %s matches",
+				rep.Checkpoint.Size, epochs, res.Index, map[int]string{1: "1 entry", 2: "2 entries"}[epochs]); !strings.HasPrefix(rep.Steps[3].Detail, want) {
+				t.Errorf("index step %q, want it to start %q", rep.Steps[3].Detail, want)
 			}
 			if d.restores.Load() != 1 {
 				t.Errorf("%d backups handed to the device, want 1", d.restores.Load())
@@ -494,13 +496,64 @@ func TestRecoverReusesLogInfo(t *testing.T) {
 	}
 }
 
+// TestRecoverUnknownChipIsErrNotInLedger checks that "no backup" is a
+// verified answer: the chip index of a signed checkpoint proves it, and the
+// report says so and keeps that checkpoint.
 func TestRecoverUnknownChipIsErrNotInLedger(t *testing.T) {
 	f := newRecFixture(t, 1)
 	f.provisioned(1, false)
 	d := f.newDevice() // never provisioned
 	rep, err := client.Recover(context.Background(), f.newClient(), d, client.RecoverOptions{})
-	if !errors.Is(err, client.ErrNotInLedger) || rep.FailedCheck != client.CheckLookup || d.restores.Load() != 0 {
+	if !errors.Is(err, client.ErrNotInLedger) || errors.Is(err, client.ErrNotLatest) || rep.FailedCheck != client.CheckLookup || d.restores.Load() != 0 {
 		t.Fatalf("got %v (failed check %q), want ErrNotInLedger", err, rep.FailedCheck)
+	}
+	if rep.Checkpoint == nil {
+		t.Fatalf("the report lacks the checkpoint that proves the chip absent: %+v", rep)
+	}
+	cp, err := f.verifier.VerifyCheckpoint([]byte(rep.Checkpoint.Note))
+	if err != nil || cp.Size != rep.Checkpoint.Size {
+		t.Fatalf("the report's note does not verify: %v", err)
+	}
+	want := fmt.Sprintf("This chip has no backup in the ledger: the chip index in the ledger's signed checkpoint of %d entries proves it", cp.Size)
+	if last := rep.Steps[len(rep.Steps)-1]; last.OK || last.Check != client.CheckLookup || last.Detail != want {
+		t.Errorf("last step %+v, want detail %q", last, want)
+	}
+}
+
+// TestRecoverDeviceAheadOfTheLedgerIsErrStaleBackup recovers a device whose
+// chip counted keys of a newer epoch than the ledger proves it holds: they
+// were never published in this log, so the proven latest backup would roll
+// the device back.
+func TestRecoverDeviceAheadOfTheLedgerIsErrStaleBackup(t *testing.T) {
+	f := newRecFixture(t, 1)
+	ctx := context.Background()
+	chip, err := device.NewSoftChip(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, err := device.Manufacture(device.ManufactureOptions{Identities: ledger.Identities{f.newIMEI()}, Trust: f.ca.Trust(), LogVerifierKey: f.vkey, Chip: chip})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &recDevice{Device: dev}
+	f.provision(d)
+	if err := d.Wipe(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := chip.AdvanceEpoch(2); err != nil { // keys of epoch 2 that never reached the log
+		t.Fatal(err)
+	}
+	before := stateOf(t, d)
+	rep, err := client.Recover(ctx, f.newClient(), d, client.RecoverOptions{})
+	if !errors.Is(err, client.ErrStaleBackup) || rep.FailedCheck != client.CheckEpoch || rep.Epoch != 1 || rep.DeviceEpoch != 2 {
+		t.Fatalf("got %v at %q (epoch %d, device epoch %d), want ErrStaleBackup at the epoch check", err, rep.FailedCheck, rep.Epoch, rep.DeviceEpoch)
+	}
+	// The index proved epoch 1 the latest before the epoch check refused it.
+	if i := slices.IndexFunc(rep.Steps, func(s client.RecoveryStep) bool { return s.Check == client.CheckIndex }); i < 0 || !rep.Steps[i].OK {
+		t.Errorf("steps %+v lack a passed index check", rep.Steps)
+	}
+	if d.restores.Load() != 0 || !reflect.DeepEqual(stateOf(t, d), before) {
+		t.Error("the device was touched")
 	}
 }
 
@@ -517,37 +570,67 @@ func TestRecoverDeviceOfAnotherLogIsErrWrongLog(t *testing.T) {
 
 // TestRecoverRefusesALyingLedger puts a proxy that alters answers in front
 // of a real node, and checks that recovery refuses each lie with its
-// specific error before anything reaches the device, which stays wiped.
+// specific error and failed check before anything reaches the device,
+// which stays wiped. Each lie is coherent: whatever the node changes, it
+// changes everywhere the answer repeats it (the receipts' and the lookup
+// proof's checkpoint), so the check named is the one that catches it.
 func TestRecoverRefusesALyingLedger(t *testing.T) {
 	f := newRecFixture(t, 1)
 	ctx := context.Background()
+	hc := h2cClient()
+	t.Cleanup(hc.CloseIdleConnections) // before the node stops
+	node := chipledgerv1connect.NewLedgerServiceClient(hc, "http://"+f.cluster.Addrs()[0])
+	lookup := func(ctx context.Context, chip ledger.ChipID) (*v1.LookupChipResponse, error) {
+		resp, err := node.LookupChip(ctx, connect.NewRequest(&v1.LookupChipRequest{ChipId: chip}))
+		if err != nil {
+			return nil, err
+		}
+		return resp.Msg, nil
+	}
+
 	victim := f.provisioned(1, false)
-	_, older := f.admin.Trusted() // holds the victim's entry
+	// The node's whole, genuine answer for the victim now: its checkpoint,
+	// entries and lookup proof, all valid at a tree that later grows.
+	older, err := lookup(ctx, victim.chip())
+	if err != nil {
+		t.Fatal(err)
+	}
 	other := f.provisioned(1, false)
 	reprovisioned := f.provisioned(2, false)
 	f.provisioned(3, false)
+	stranger := f.newDevice() // never provisioned: the index proves it absent
 	for _, d := range []*recDevice{victim, reprovisioned} {
 		if err := d.Wipe(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
-	olderCP, err := f.verifier.VerifyCheckpoint(older)
-	if err != nil {
-		t.Fatal(err)
-	}
 
 	type tamperFunc = func(ctx context.Context, p *proxy, c *client.Client, proc string, req, resp proto.Message) error
-	// onLookup alters the last entry of a lookup answer.
-	onLookup := func(alter func(ctx context.Context, p *proxy, m *v1.LookupChipResponse) error) tamperFunc {
-		return func(ctx context.Context, p *proxy, _ *client.Client, proc string, _, resp proto.Message) error {
+	// onLookup alters a lookup answer that has entries.
+	onLookup := func(alter func(ctx context.Context, m *v1.LookupChipResponse) error) tamperFunc {
+		return func(ctx context.Context, _ *proxy, _ *client.Client, _ string, _, resp proto.Message) error {
 			if m, ok := resp.(*v1.LookupChipResponse); ok && len(m.Entries) > 0 {
-				return alter(ctx, p, m)
+				return alter(ctx, m)
 			}
 			return nil
 		}
 	}
+	// replace replaces a lookup answer with another one, whole.
+	replace := func(m, with *v1.LookupChipResponse) {
+		proto.Reset(m)
+		proto.Merge(m, with)
+	}
+	alterProof := func(m *v1.LookupChipResponse, alter func(lp *proofs.LookupProof)) error {
+		lp, err := proofs.ParseLookupProof(m.LookupProof)
+		if err != nil {
+			return err
+		}
+		alter(lp)
+		m.LookupProof, err = lp.MarshalBinary()
+		return err
+	}
 	alterLeaf := func(alter func(e *ledger.EscrowEntry)) tamperFunc {
-		return onLookup(func(_ context.Context, _ *proxy, m *v1.LookupChipResponse) error {
+		return onLookup(func(_ context.Context, m *v1.LookupChipResponse) error {
 			r := m.Entries[len(m.Entries)-1].Receipt
 			e, err := ledger.ParseEscrowEntry(r.Leaf)
 			if err != nil {
@@ -558,18 +641,12 @@ func TestRecoverRefusesALyingLedger(t *testing.T) {
 			return err
 		})
 	}
-	setCheckpoint := func(m *v1.LookupChipResponse, signed []byte) {
+	setCheckpoint := func(m *v1.LookupChipResponse, signed []byte) error {
 		m.Checkpoint = signed
 		for _, e := range m.Entries {
 			e.Receipt.Checkpoint = signed
 		}
-	}
-	otherEntry := func(ctx context.Context, p *proxy) (*v1.LookupChipResponse, error) {
-		resp, err := p.up.LookupChip(ctx, connect.NewRequest(&v1.LookupChipRequest{ChipId: other.chip()}))
-		if err != nil {
-			return nil, err
-		}
-		return resp.Msg, nil
+		return alterProof(m, func(lp *proofs.LookupProof) { lp.Checkpoint = signed })
 	}
 	sizeOf := func(signed []byte) uint64 {
 		cp, err := f.verifier.VerifyCheckpoint(signed)
@@ -583,13 +660,13 @@ func TestRecoverRefusesALyingLedger(t *testing.T) {
 		name   string
 		dev    *recDevice
 		tamper tamperFunc
-		want   error
+		want   []error
 		check  client.RecoveryCheck
 	}{
 		{
 			name:   "ChangedBackupByteIsErrBadProof",
 			tamper: alterLeaf(func(e *ledger.EscrowEntry) { e.Backup[len(e.Backup)/2] ^= 1 }),
-			want:   client.ErrBadProof, check: client.CheckInclusion,
+			want:   []error{client.ErrBadProof, proofs.ErrInclusion}, check: client.CheckInclusion,
 		},
 		{
 			name: "ChangedCertificateIsErrBadProof",
@@ -597,17 +674,17 @@ func TestRecoverRefusesALyingLedger(t *testing.T) {
 				e.Certificate = slices.Clone(e.Certificate)
 				e.Certificate[len(e.Certificate)-5] ^= 1
 			}),
-			want: client.ErrBadProof, check: client.CheckInclusion,
+			want: []error{client.ErrBadProof, proofs.ErrInclusion}, check: client.CheckInclusion,
 		},
 		{
 			name: "ProofForAnotherIndexIsErrBadProof",
-			tamper: onLookup(func(ctx context.Context, p *proxy, m *v1.LookupChipResponse) error {
-				o, err := otherEntry(ctx, p)
+			tamper: onLookup(func(ctx context.Context, m *v1.LookupChipResponse) error {
+				o, err := lookup(ctx, other.chip())
 				if err != nil {
 					return err
 				}
 				idx := o.Entries[0].Receipt.Index
-				proof, err := p.up.GetInclusionProof(ctx, connect.NewRequest(&v1.GetInclusionProofRequest{Index: idx, TreeSize: sizeOf(m.Checkpoint)}))
+				proof, err := node.GetInclusionProof(ctx, connect.NewRequest(&v1.GetInclusionProofRequest{Index: idx, TreeSize: sizeOf(m.Checkpoint)}))
 				if err != nil {
 					return err
 				}
@@ -615,36 +692,34 @@ func TestRecoverRefusesALyingLedger(t *testing.T) {
 				r.Index, r.InclusionProof = idx, proof.Msg.InclusionProof
 				return nil
 			}),
-			want: client.ErrBadProof, check: client.CheckInclusion,
+			want: []error{client.ErrBadProof, proofs.ErrInclusion}, check: client.CheckInclusion,
 		},
 		{
 			name: "CheckpointSignedByAnotherKeyIsErrBadSignature",
-			tamper: onLookup(func(_ context.Context, _ *proxy, m *v1.LookupChipResponse) error {
+			tamper: onLookup(func(_ context.Context, m *v1.LookupChipResponse) error {
 				cp, err := f.verifier.VerifyCheckpoint(m.Checkpoint)
 				if err != nil {
 					return err
 				}
 				forged, err := newSigner(t).Sign(cp.Size, cp.Hash) // same origin, another key
-				setCheckpoint(m, forged)
-				return err
-			}),
-			want: client.ErrBadSignature, check: client.CheckCheckpoint,
-		},
-		{
-			// The log's own, genuine, older checkpoint: a node answering
-			// at an older tree could hide a newer entry.
-			name: "CheckpointSmallerThanOneSeenIsErrRollback",
-			tamper: onLookup(func(ctx context.Context, p *proxy, m *v1.LookupChipResponse) error {
-				r := m.Entries[len(m.Entries)-1].Receipt
-				proof, err := p.up.GetInclusionProof(ctx, connect.NewRequest(&v1.GetInclusionProofRequest{Index: r.Index, TreeSize: olderCP.Size}))
 				if err != nil {
 					return err
 				}
-				r.InclusionProof = proof.Msg.InclusionProof
-				setCheckpoint(m, older)
+				return setCheckpoint(m, forged)
+			}),
+			want: []error{client.ErrBadSignature}, check: client.CheckCheckpoint,
+		},
+		{
+			// The node's own, genuine answer from before the client saw
+			// the log grow: checkpoint, receipts and lookup proof all
+			// verify, but a node answering at an older tree could hide a
+			// newer entry.
+			name: "GenuineOlderAnswerIsErrRollback",
+			tamper: onLookup(func(_ context.Context, m *v1.LookupChipResponse) error {
+				replace(m, older)
 				return nil
 			}),
-			want: client.ErrRollback, check: client.CheckCheckpoint,
+			want: []error{client.ErrRollback}, check: client.CheckCheckpoint,
 		},
 		{
 			name: "TwoCheckpointsOfOneSizeIsErrFork",
@@ -654,35 +729,98 @@ func TestRecoverRefusesALyingLedger(t *testing.T) {
 					var root ledger.Hash
 					rand.Read(root[:])
 					forged, err := f.signer.Sign(cp.Size, root) // the log's key, another root
-					setCheckpoint(m, forged)
-					return err
+					if err != nil {
+						return err
+					}
+					return setCheckpoint(m, forged)
 				}
 				return nil
 			},
-			want: client.ErrFork, check: client.CheckCheckpoint,
+			want: []error{client.ErrFork}, check: client.CheckCheckpoint,
 		},
 		{
 			// The chip was re-provisioned; the node serves only epoch 1,
-			// with a valid proof.
-			name: "OlderEpochIsErrStaleBackup",
+			// whose receipt is valid, with the real lookup proof, which
+			// names epoch 2 as the latest.
+			name: "HiddenNewestEntryIsErrNotLatest",
 			dev:  reprovisioned,
-			tamper: onLookup(func(_ context.Context, _ *proxy, m *v1.LookupChipResponse) error {
+			tamper: onLookup(func(_ context.Context, m *v1.LookupChipResponse) error {
 				m.Entries = m.Entries[:1]
 				return nil
 			}),
-			want: client.ErrStaleBackup, check: client.CheckEpoch,
+			want: []error{client.ErrNotLatest, client.ErrMismatch}, check: client.CheckIndex,
 		},
 		{
-			name: "EntryOfAnotherChipIsErrMismatch",
-			tamper: onLookup(func(ctx context.Context, p *proxy, m *v1.LookupChipResponse) error {
-				o, err := otherEntry(ctx, p)
+			// The node says the chip has no entry; its lookup proof is
+			// the real one, which proves the chip present.
+			name: "DeniedChipWithItsOwnProofIsErrNotLatest",
+			tamper: onLookup(func(_ context.Context, m *v1.LookupChipResponse) error {
+				m.Entries = nil
+				return nil
+			}),
+			want: []error{client.ErrNotLatest, client.ErrMismatch}, check: client.CheckIndex,
+		},
+		{
+			// The node says the chip has no entry and serves, whole, its
+			// genuine answer for a chip that has none: that lookup proof
+			// cannot prove this chip absent.
+			name: "DeniedChipWithAnAbsentChipsProofIsErrNotLatest",
+			tamper: onLookup(func(ctx context.Context, m *v1.LookupChipResponse) error {
+				o, err := lookup(ctx, stranger.chip())
 				if err != nil {
 					return err
 				}
-				m.Checkpoint, m.Entries = o.Checkpoint, o.Entries
+				if len(o.Entries) != 0 {
+					return errors.New("the stranger has entries")
+				}
+				replace(m, o)
 				return nil
 			}),
-			want: client.ErrMismatch, check: client.CheckLookup,
+			want: []error{client.ErrNotLatest, client.ErrBadProof, proofs.ErrLookup}, check: client.CheckIndex,
+		},
+		{
+			name: "NoLookupProofIsErrNotLatest",
+			tamper: onLookup(func(_ context.Context, m *v1.LookupChipResponse) error {
+				m.LookupProof = nil
+				return nil
+			}),
+			want: []error{client.ErrNotLatest, client.ErrMismatch}, check: client.CheckIndex,
+		},
+		{
+			// The kind-3 leaf names another index root than the one the
+			// checkpoint commits to.
+			name: "ChangedIndexRootLeafIsErrBadProof",
+			tamper: onLookup(func(_ context.Context, m *v1.LookupChipResponse) error {
+				return alterProof(m, func(lp *proofs.LookupProof) { lp.IndexLeaf[len(lp.IndexLeaf)-1] ^= 1 })
+			}),
+			want: []error{client.ErrNotLatest, client.ErrBadProof, proofs.ErrLookup}, check: client.CheckIndex,
+		},
+		{
+			// The map path leads to another root than the kind-3 leaf's.
+			name: "ChangedMapProofIsErrBadProof",
+			tamper: onLookup(func(_ context.Context, m *v1.LookupChipResponse) error {
+				return alterProof(m, func(lp *proofs.LookupProof) {
+					if len(lp.Map.Siblings) > 0 {
+						lp.Map.Siblings[0][0] ^= 1
+					} else {
+						lp.Map.Value.HistoryRoot[0] ^= 1
+					}
+				})
+			}),
+			want: []error{client.ErrNotLatest, client.ErrBadProof, proofs.ErrLookup, proofs.ErrMapProof}, check: client.CheckIndex,
+		},
+		{
+			// The node serves another chip's whole, genuine answer.
+			name: "AnswerForAnotherChipIsErrMismatch",
+			tamper: onLookup(func(ctx context.Context, m *v1.LookupChipResponse) error {
+				o, err := lookup(ctx, other.chip())
+				if err != nil {
+					return err
+				}
+				replace(m, o)
+				return nil
+			}),
+			want: []error{client.ErrMismatch}, check: client.CheckLookup,
 		},
 		{
 			name: "HiddenStationIsErrUnknownStation",
@@ -692,7 +830,7 @@ func TestRecoverRefusesALyingLedger(t *testing.T) {
 				}
 				return nil
 			},
-			want: client.ErrUnknownStation, check: client.CheckStation,
+			want: []error{client.ErrUnknownStation}, check: client.CheckStation,
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -712,14 +850,32 @@ func TestRecoverRefusesALyingLedger(t *testing.T) {
 			restores := d.restores.Load()
 
 			rep, err := client.Recover(ctx, c, d, client.RecoverOptions{})
-			if !errors.Is(err, tc.want) {
-				t.Fatalf("got %v, want %v", err, tc.want)
+			for _, want := range tc.want {
+				if !errors.Is(err, want) {
+					t.Errorf("got %v, want %v", err, want)
+				}
+			}
+			if err == nil {
+				t.FailNow()
+			}
+			if tc.check != client.CheckIndex && errors.Is(err, client.ErrNotLatest) {
+				t.Errorf("got %v, not a chip index failure", err)
 			}
 			if rep == nil || rep.Restored || rep.FailedCheck != tc.check || rep.Error != err.Error() {
 				t.Fatalf("report: %+v, want failed check %q", rep, tc.check)
 			}
-			if last := rep.Steps[len(rep.Steps)-1]; last.OK || last.Check != tc.check || last.Error == "" {
+			last := rep.Steps[len(rep.Steps)-1]
+			if last.OK || last.Check != tc.check || last.Error == "" {
 				t.Errorf("last step %+v", last)
+			}
+			if tc.check == client.CheckIndex {
+				want := "The ledger node hid the chip's newest backup"
+				if errors.Is(err, client.ErrBadProof) {
+					want = "The ledger node's answer does not match the chip index"
+				}
+				if !strings.HasPrefix(last.Detail, want) {
+					t.Errorf("index failure %q, want it to start %q", last.Detail, want)
+				}
 			}
 			if n := d.restores.Load() - restores; n != 0 {
 				t.Errorf("%d backups were handed to the device", n)
@@ -878,6 +1034,8 @@ func ExampleRecover() {
 	switch {
 	case errors.Is(err, client.ErrNotInLedger):
 		fmt.Println("this chip was never provisioned against this ledger")
+	case errors.Is(err, client.ErrNotLatest):
+		fmt.Println("a ledger node hid this chip's newest backup; recover against another node")
 	case err != nil:
 		fmt.Println("recovery refused; the device keeps its keys:", err)
 	default:
@@ -929,6 +1087,10 @@ func TestRecoverRefusesAForgedLog(t *testing.T) {
 				if err != nil {
 					t.Fatalf("the forged log itself is broken: %v", err)
 				}
+				// Genesis index root, registration, entry, closing root.
+				if want := "The chip index in the checkpoint of 4 entries proves epoch 1 (at position 2) is this chip's latest backup"; !strings.HasPrefix(rep.Steps[3].Detail, want) {
+					t.Errorf("index step %+v, want %q", rep.Steps[3], want)
+				}
 				return
 			}
 			for _, want := range tc.want {
@@ -946,31 +1108,49 @@ func TestRecoverRefusesAForgedLog(t *testing.T) {
 	}
 }
 
-// A forgedLog serves a fixed tree of leaves like a node, with checkpoints
-// signed by the log's key.
+// A forgedLog serves a fixed log of leaves like a node: kept in a
+// ledger.Store with AppendIndexed, so it carries the chip index (a genesis
+// index root, the leaves, a closing index root) and answers lookups with
+// lookup proofs, under checkpoints signed by the log's key.
 type forgedLog struct {
 	chipledgerv1connect.UnimplementedLedgerServiceHandler
 	f      *recFixture
-	tree   *testonly.Tree
-	leaves [][]byte
+	st     *ledger.Store
 	signed []byte
 }
 
 func newForgedLog(t testing.TB, f *recFixture, leaves [][]byte) *forgedLog {
-	l := &forgedLog{f: f, tree: testonly.New(rfc6962.DefaultHasher), leaves: leaves}
-	for _, leaf := range leaves {
-		l.tree.AppendData(leaf)
+	t.Helper()
+	st, err := ledger.Open(t.TempDir(), ledger.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
 	}
-	var err error
-	if l.signed, err = f.signer.Sign(l.tree.Size(), ledger.Hash(l.tree.Hash())); err != nil {
+	t.Cleanup(func() { st.Close() })
+	if _, err := st.AppendIndexed(leaves, nil); err != nil {
+		t.Fatal(err)
+	}
+	l := &forgedLog{f: f, st: st}
+	if l.signed, err = l.sign(st.Size()); err != nil {
 		t.Fatal(err)
 	}
 	return l
 }
 
-func (l *forgedLog) receipt(i uint64) (*v1.Receipt, error) {
-	proof, err := l.tree.InclusionProof(i, l.tree.Size())
-	return &v1.Receipt{Leaf: l.leaves[i], Index: i, InclusionProof: proof, Checkpoint: l.signed}, err
+// sign signs the checkpoint of the tree of size leaves.
+func (l *forgedLog) sign(size uint64) ([]byte, error) {
+	root, err := l.st.RootAt(size)
+	if err != nil {
+		return nil, err
+	}
+	return l.f.signer.Sign(size, root)
+}
+
+func proofBytes(hs []ledger.Hash) [][]byte {
+	out := make([][]byte, len(hs))
+	for i := range hs {
+		out[i] = hs[i][:]
+	}
+	return out
 }
 
 func (l *forgedLog) GetCheckpoint(context.Context, *connect.Request[v1.GetCheckpointRequest]) (*connect.Response[v1.GetCheckpointResponse], error) {
@@ -978,48 +1158,76 @@ func (l *forgedLog) GetCheckpoint(context.Context, *connect.Request[v1.GetCheckp
 }
 
 func (l *forgedLog) GetEntries(_ context.Context, req *connect.Request[v1.GetEntriesRequest]) (*connect.Response[v1.GetEntriesResponse], error) {
-	if req.Msg.Start >= req.Msg.End || req.Msg.End > uint64(len(l.leaves)) {
+	if req.Msg.Start >= req.Msg.End || req.Msg.End > l.st.Size() {
 		return nil, connect.NewError(connect.CodeOutOfRange, errors.New("no such entries"))
 	}
-	return connect.NewResponse(&v1.GetEntriesResponse{Leaves: l.leaves[req.Msg.Start:req.Msg.End]}), nil
+	leaves, err := l.st.Leaves(req.Msg.Start, req.Msg.End)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&v1.GetEntriesResponse{Leaves: leaves}), nil
 }
 
 func (l *forgedLog) GetInclusionProof(_ context.Context, req *connect.Request[v1.GetInclusionProofRequest]) (*connect.Response[v1.GetInclusionProofResponse], error) {
 	i, size := req.Msg.Index, req.Msg.TreeSize
-	proof, err := l.tree.InclusionProof(i, size)
+	proof, err := l.st.InclusionProof(i, size)
 	if err != nil {
 		return nil, connect.NewError(connect.CodeOutOfRange, err)
 	}
-	return connect.NewResponse(&v1.GetInclusionProofResponse{Index: i, TreeSize: size, InclusionProof: proof, LeafHash: l.tree.LeafHash(i)}), nil
+	hash, err := l.st.LeafHash(i)
+	if err != nil {
+		return nil, connect.NewError(connect.CodeOutOfRange, err)
+	}
+	return connect.NewResponse(&v1.GetInclusionProofResponse{Index: i, TreeSize: size, InclusionProof: proofBytes(proof), LeafHash: hash[:]}), nil
 }
 
 func (l *forgedLog) GetConsistencyProof(_ context.Context, req *connect.Request[v1.GetConsistencyProofRequest]) (*connect.Response[v1.GetConsistencyProofResponse], error) {
-	proof, err := l.tree.ConsistencyProof(req.Msg.Size1, req.Msg.Size2)
+	proof, err := l.st.ConsistencyProof(req.Msg.Size1, req.Msg.Size2)
 	if err != nil {
 		return nil, connect.NewError(connect.CodeOutOfRange, err)
 	}
-	return connect.NewResponse(&v1.GetConsistencyProofResponse{Size1: req.Msg.Size1, Size2: req.Msg.Size2, ConsistencyProof: proof}), nil
+	return connect.NewResponse(&v1.GetConsistencyProofResponse{Size1: req.Msg.Size1, Size2: req.Msg.Size2, ConsistencyProof: proofBytes(proof)}), nil
 }
 
+// LookupChip answers as node/api.go does: the store's lookup proof at its
+// size, the checkpoint of that size, and the chip's entries with receipts
+// against it.
 func (l *forgedLog) LookupChip(_ context.Context, req *connect.Request[v1.LookupChipRequest]) (*connect.Response[v1.LookupChipResponse], error) {
-	resp := &v1.LookupChipResponse{Checkpoint: l.signed}
-	for i, leaf := range l.leaves {
-		chip, epoch, err := ledger.PeekEscrow(leaf)
-		if err != nil || !chip.Equal(req.Msg.ChipId) {
-			continue
-		}
-		r, err := l.receipt(uint64(i))
+	cl, err := l.st.LookupChip(req.Msg.ChipId)
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, err)
+	}
+	if cl.Proof.Checkpoint, err = l.sign(cl.Size); err != nil {
+		return nil, err
+	}
+	lp, err := cl.Proof.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	resp := &v1.LookupChipResponse{Checkpoint: cl.Proof.Checkpoint, LookupProof: lp}
+	for _, e := range cl.Entries {
+		leaf, err := l.st.Leaf(e.Index)
 		if err != nil {
 			return nil, err
 		}
-		resp.Entries = append(resp.Entries, &v1.ChipEntry{Epoch: epoch, Receipt: r})
+		proof, err := l.st.InclusionProof(e.Index, cl.Size)
+		if err != nil {
+			return nil, err
+		}
+		resp.Entries = append(resp.Entries, &v1.ChipEntry{Epoch: e.Epoch, Receipt: &v1.Receipt{
+			Index: e.Index, Leaf: leaf, InclusionProof: proofBytes(proof), Checkpoint: cl.Proof.Checkpoint,
+		}})
 	}
 	return connect.NewResponse(resp), nil
 }
 
 func (l *forgedLog) GetLogInfo(context.Context, *connect.Request[v1.GetLogInfoRequest]) (*connect.Response[v1.GetLogInfoResponse], error) {
 	resp := &v1.GetLogInfoResponse{Origin: testOrigin, VerifierKey: l.f.vkey, ManufacturerTrust: l.f.ca.Trust().PEM(), Checkpoint: l.signed}
-	for i, leaf := range l.leaves {
+	leaves, err := l.st.Leaves(0, l.st.Size())
+	if err != nil {
+		return nil, err
+	}
+	for i, leaf := range leaves {
 		if reg, err := ledger.ParseStationRegistration(leaf); err == nil {
 			id := reg.StationID()
 			resp.Stations = append(resp.Stations, &v1.Station{StationId: id[:], Certificate: reg.Certificate, RegistrationIndex: uint64(i)})

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"strconv"
@@ -230,6 +231,12 @@ func (n *Node) join(ctx context.Context) error {
 				return nil
 			}
 			lastErr = err
+			var cv *tls.CertificateVerificationError
+			if errors.As(err, &cv) {
+				// Retrying cannot help: the member's certificate does not
+				// chain to this node's cluster CA.
+				return fmt.Errorf("join the cluster through %s: %w", addr, err)
+			}
 			n.log.Info("join attempt failed; retrying", "via", addr, "err", err)
 		}
 		select {

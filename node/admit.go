@@ -42,9 +42,13 @@ type admitter struct {
 }
 
 func newAdmitter(store *ledger.Store) *admitter {
+	next := store.Size()
+	if next == 0 {
+		next = 1 // the genesis index root comes first
+	}
 	return &admitter{
 		store:    store,
-		next:     store.Size(),
+		next:     next,
 		chips:    make(map[string][]ledger.ChipEpoch),
 		stations: make(map[[32]byte]ledger.ChipEpoch),
 	}

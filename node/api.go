@@ -153,7 +153,7 @@ func hashesToBytes(hs []ledger.Hash) [][]byte {
 }
 
 func (s *ledgerService) GetCheckpoint(ctx context.Context, req *connect.Request[v1.GetCheckpointRequest]) (*connect.Response[v1.GetCheckpointResponse], error) {
-	cp, err := s.n.checkpointAtLeast(ctx, req.Msg.GetMinSize())
+	cp, err := s.n.checkpointAtLeast(ctx, max(req.Msg.GetMinSize(), 1))
 	if err != nil {
 		return nil, err
 	}
@@ -249,26 +249,41 @@ func (s *ledgerService) LookupChip(ctx context.Context, req *connect.Request[v1.
 	if err := chip.Validate(); err != nil {
 		return nil, connect.NewError(connect.CodeInvalidArgument, err)
 	}
-	cp, err := s.n.checkpointAtLeast(ctx, req.Msg.GetMinSize())
-	if err != nil {
+	if _, err := s.n.checkpointAtLeast(ctx, max(req.Msg.GetMinSize(), 1)); err != nil {
 		return nil, err
 	}
-	resp := &v1.LookupChipResponse{Checkpoint: cp.Signed}
-	err = s.n.fsm.withStore(func(st *ledger.Store) error {
-		for _, e := range st.ChipEntries(chip) {
-			if e.Index >= cp.Size {
-				break // appended after the checkpoint was taken
-			}
+	var resp *v1.LookupChipResponse
+	err := s.n.fsm.withStore(func(st *ledger.Store) error {
+		// The proof is at the store's current size, whose last leaf is the
+		// index root the map is under; the checkpoint of that size is
+		// signed here (the same bytes every replica signs).
+		cl, err := st.LookupChip(chip)
+		if err != nil {
+			return err
+		}
+		root, err := st.RootAt(cl.Size)
+		if err != nil {
+			return err
+		}
+		if cl.Proof.Checkpoint, err = s.n.cfg.Signer.Sign(cl.Size, root); err != nil {
+			return err
+		}
+		lp, err := cl.Proof.MarshalBinary()
+		if err != nil {
+			return err
+		}
+		resp = &v1.LookupChipResponse{Checkpoint: cl.Proof.Checkpoint, LookupProof: lp}
+		for _, e := range cl.Entries {
 			leaf, err := st.Leaf(e.Index)
 			if err != nil {
 				return err
 			}
-			proof, err := st.InclusionProof(e.Index, cp.Size)
+			proof, err := st.InclusionProof(e.Index, cl.Size)
 			if err != nil {
 				return err
 			}
 			resp.Entries = append(resp.Entries, &v1.ChipEntry{Epoch: e.Epoch, Receipt: &v1.Receipt{
-				Index: e.Index, Leaf: leaf, InclusionProof: hashesToBytes(proof), Checkpoint: cp.Signed,
+				Index: e.Index, Leaf: leaf, InclusionProof: hashesToBytes(proof), Checkpoint: cl.Proof.Checkpoint,
 			}})
 		}
 		return nil
@@ -327,6 +342,7 @@ var errorCodes = []struct {
 	{ErrUnknownStation, connect.CodeFailedPrecondition},
 	{ledger.ErrEpochGap, connect.CodeFailedPrecondition},
 	{ledger.ErrBeyondSize, connect.CodeOutOfRange},
+	{ledger.ErrNotIndexed, connect.CodeUnavailable},
 	{errQueueFull, connect.CodeResourceExhausted},
 	{ErrShuttingDown, connect.CodeUnavailable},
 	{raft.ErrRaftShutdown, connect.CodeUnavailable},
@@ -407,19 +423,31 @@ func (n *Node) forwardAppend(ctx context.Context, msg *v1.AppendRequest) (*conne
 
 // peerClients caches API clients of the other nodes.
 type peerClients struct {
-	http *http.Client
-	mu   sync.Mutex
-	l    map[string]chipledgerv1connect.LedgerServiceClient
-	a    map[string]chipledgerv1connect.AdminServiceClient
+	http   *http.Client
+	scheme string
+	mu     sync.Mutex
+	l      map[string]chipledgerv1connect.LedgerServiceClient
+	a      map[string]chipledgerv1connect.AdminServiceClient
 }
 
-func newPeerClients() *peerClients {
+func newPeerClients(tlsc *TLSConfig) *peerClients {
 	var p http.Protocols
-	p.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{Protocols: &p, MaxIdleConnsPerHost: 64}
+	scheme := "http://"
+	if tlsc != nil {
+		// Other nodes' API with this node's certificate: forwarded admin
+		// calls are authorised by it.
+		p.SetHTTP2(true)
+		tr.TLSClientConfig = tlsc.clientConfig()
+		scheme = "https://"
+	} else {
+		p.SetUnencryptedHTTP2(true)
+	}
 	return &peerClients{
-		http: &http.Client{Transport: &http.Transport{Protocols: &p, MaxIdleConnsPerHost: 64}},
-		l:    make(map[string]chipledgerv1connect.LedgerServiceClient),
-		a:    make(map[string]chipledgerv1connect.AdminServiceClient),
+		http:   &http.Client{Transport: tr},
+		scheme: scheme,
+		l:      make(map[string]chipledgerv1connect.LedgerServiceClient),
+		a:      make(map[string]chipledgerv1connect.AdminServiceClient),
 	}
 }
 
@@ -428,7 +456,7 @@ func (p *peerClients) ledger(addr string) chipledgerv1connect.LedgerServiceClien
 	defer p.mu.Unlock()
 	c, ok := p.l[addr]
 	if !ok {
-		c = chipledgerv1connect.NewLedgerServiceClient(p.http, "http://"+addr)
+		c = chipledgerv1connect.NewLedgerServiceClient(p.http, p.scheme+addr)
 		p.l[addr] = c
 	}
 	return c
@@ -439,7 +467,7 @@ func (p *peerClients) admin(addr string) chipledgerv1connect.AdminServiceClient 
 	defer p.mu.Unlock()
 	c, ok := p.a[addr]
 	if !ok {
-		c = chipledgerv1connect.NewAdminServiceClient(p.http, "http://"+addr)
+		c = chipledgerv1connect.NewAdminServiceClient(p.http, p.scheme+addr)
 		p.a[addr] = c
 	}
 	return c

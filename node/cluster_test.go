@@ -75,7 +75,9 @@ func newTestCluster(t testing.TB, n int, raftConf func(*raft.Config)) *testClust
 	for i := range n {
 		c.addNode(i == 0)
 	}
-	c.waitLeader()
+	if n > 0 {
+		c.waitLeader()
+	}
 	return c
 }
 
@@ -163,19 +165,46 @@ func (c *testCluster) waitLeader() int {
 	return leader
 }
 
-// waitSameState waits until every running node has the same checkpoint, of
-// at least size leaves, and returns it.
-func (c *testCluster) waitSameState(size uint64) Checkpoint {
+// payload counts the leaves of a node's log that are not index roots (the
+// log appends one after every batch): the entries clients appended.
+func payload(t testing.TB, n *Node) uint64 {
+	t.Helper()
+	size := n.Checkpoint().Size
+	if size == 0 {
+		return 0
+	}
+	var count uint64
+	err := n.fsm.withStore(func(s *ledger.Store) error {
+		leaves, err := s.Leaves(0, size)
+		if err != nil {
+			return err
+		}
+		for _, l := range leaves {
+			if k, err := ledger.PeekKind(l); err == nil && k != ledger.KindIndexRoot {
+				count++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return count
+}
+
+// waitSameState waits until every running node has the same checkpoint,
+// holding at least entries appended entries, and returns it.
+func (c *testCluster) waitSameState(entries uint64) Checkpoint {
 	c.t.Helper()
 	var cp Checkpoint
-	waitFor(c.t, fmt.Sprintf("every node at the same checkpoint of size >= %d", size), 30*time.Second, func() bool {
+	waitFor(c.t, fmt.Sprintf("every node at the same checkpoint with >= %d entries", entries), 30*time.Second, func() bool {
 		first := true
 		for _, n := range c.nodes {
 			if n == nil {
 				continue
 			}
 			got := n.Checkpoint()
-			if got.Size < size || (!first && string(got.Signed) != string(cp.Signed)) {
+			if got.Size == 0 || (!first && string(got.Signed) != string(cp.Signed)) || payload(c.t, n) < entries {
 				return false
 			}
 			cp, first = got, false

@@ -14,17 +14,20 @@ import (
 //	command = u8 version (1) ‖ u8 type ‖ body
 //	type 1, batch:  u16 count ‖ count × opaque leaf<1..2^16-1>
 //	type 2, member: opaque node_id<1..255> ‖ opaque api_address<0..255>
+//	type 3, genesis: no body
 //
 // A batch is a list of leaves to admit and append in order; a member command
 // records the API address of a node (empty: forget it), so that every
-// replica can point clients at the leader.
+// replica can point clients at the leader; genesis starts an empty log with
+// its genesis index-root leaf (a no-op on a log that has one).
 const commandVersion = 1
 
 type commandType uint8
 
 const (
-	commandBatch  commandType = 1
-	commandMember commandType = 2
+	commandBatch   commandType = 1
+	commandMember  commandType = 2
+	commandGenesis commandType = 3
 )
 
 // maxBatchLeaves bounds a batch so that it fits the u16 count.
@@ -72,6 +75,8 @@ func encodeMember(nodeID, apiAddr string) ([]byte, error) {
 	return b.Bytes()
 }
 
+func encodeGenesis() []byte { return []byte{commandVersion, uint8(commandGenesis)} }
+
 // decodeCommand parses a command. Leaves alias data.
 func decodeCommand(data []byte) (command, error) {
 	s := cryptobyte.String(data)
@@ -103,6 +108,7 @@ func decodeCommand(data []byte) (command, error) {
 			return command{}, fmt.Errorf("%w: bad member record", errBadCommand)
 		}
 		c.nodeID, c.apiAddr = string(id), string(addr)
+	case commandGenesis:
 	default:
 		return command{}, fmt.Errorf("%w: unknown type %d", errBadCommand, typ)
 	}

@@ -69,6 +69,9 @@ func newFSM(dataDir string, signer *ledger.LogSigner, noSync bool, logger *slog.
 		logger.Warn("could not remove old ledger generations", "err", err)
 	}
 	store, err := ledger.Open(path, storeOptions(logger, noSync))
+	if errors.Is(err, ledger.ErrCorrupt) {
+		return nil, fmt.Errorf("%w; the node refuses to serve it. Run \"chipledger node verify --data-dir %s\" for the first bad leaf or node, then move %s away and restart: the node rebuilds the ledger from its Raft snapshot and log (or remove the data directory and join the cluster again)", err, dataDir, path)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -158,11 +161,23 @@ func (f *fsm) withStore(fn func(s *ledger.Store) error) error {
 // checkpoint returns the latest signed checkpoint.
 func (f *fsm) checkpoint() *Checkpoint { return f.cp.Load() }
 
-// publish signs the tree state and makes it the latest checkpoint.
+// publish signs the tree state and makes it the latest checkpoint. A log
+// is checkpointed only where its last leaf is an index root covering the
+// leaves before it (DESIGN.md §3.7), so every checkpoint commits to the chip
+// index; an empty log (before its genesis root) has no checkpoint, which
+// readers see as size 0 with no signed note.
 func (f *fsm) publish(st ledger.TreeState) error {
-	signed, err := f.signer.Sign(st.Size, st.Root)
-	if err != nil {
-		return err
+	var signed []byte
+	if st.Size > 0 {
+		if _, ok, err := f.store.IndexRootAt(st.Size); err != nil {
+			return err
+		} else if !ok {
+			return fmt.Errorf("tree size %d does not end with an index root; refusing to sign it", st.Size)
+		}
+		var err error
+		if signed, err = f.signer.Sign(st.Size, st.Root); err != nil {
+			return err
+		}
 	}
 	f.cp.Store(&Checkpoint{Size: st.Size, Root: st.Root, Signed: signed})
 	f.cpMu.Lock()
@@ -233,6 +248,18 @@ func (f *fsm) Apply(l *raft.Log) any {
 		return nil
 	case commandBatch:
 		return f.applyBatch(l.Index, cmd.leaves, marker)
+	case commandGenesis:
+		if f.store.Size() > 0 {
+			return nil
+		}
+		res, err := f.store.AppendIndexed(nil, marker)
+		if err != nil {
+			return f.fatal(l.Index, err)
+		}
+		f.marker = l.Index
+		if err := f.publish(res.State); err != nil {
+			return f.fatal(l.Index, err)
+		}
 	}
 	return nil
 }
@@ -250,7 +277,7 @@ func (f *fsm) applyBatch(index uint64, leaves [][]byte, marker []byte) any {
 	}
 	cp := f.checkpoint()
 	if len(a.accepted) > 0 {
-		res, err := f.store.Append(a.accepted, marker)
+		res, err := f.store.AppendIndexed(a.accepted, marker)
 		if err != nil {
 			return f.fatal(index, err)
 		}

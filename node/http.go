@@ -1,6 +1,10 @@
 package node
 
 import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/tls"
 	"errors"
 	"net/http"
 	"strings"
@@ -30,7 +34,8 @@ func (n *Node) startHTTP() {
 	}
 	mux := http.NewServeMux()
 	mux.Handle(chipledgerv1connect.NewLedgerServiceHandler(&ledgerService{n}, opts...))
-	mux.Handle(chipledgerv1connect.NewAdminServiceHandler(&adminService{n}, opts...))
+	adminPath, adminHandler := chipledgerv1connect.NewAdminServiceHandler(&adminService{n}, opts...)
+	mux.Handle(adminPath, n.authorizeAdmin(adminHandler))
 	mux.HandleFunc("GET /checkpoint", n.serveCheckpoint)
 	mux.HandleFunc("GET /tile/", n.serveTile)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
@@ -39,7 +44,15 @@ func (n *Node) startHTTP() {
 
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
+	listener := n.listener
+	if n.cfg.TLS != nil {
+		protocols.SetHTTP2(true)
+		tc := n.cfg.TLS.serverConfig(false)
+		tc.NextProtos = []string{"h2", "http/1.1"}
+		listener = tls.NewListener(listener, tc)
+	} else {
+		protocols.SetUnencryptedHTTP2(true)
+	}
 	n.http = &http.Server{
 		Handler:           mux,
 		Protocols:         &protocols,
@@ -50,17 +63,61 @@ func (n *Node) startHTTP() {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		if err := n.http.Serve(n.listener); ignoreClosed(err) != nil {
+		if err := n.http.Serve(listener); ignoreClosed(err) != nil {
 			n.log.Error("API server stopped", "err", err)
 		}
 	}()
 }
 
+// authorizeAdmin lets through the admin calls that change the cluster
+// (everything but Status) only from an operator: a client presenting a
+// certificate from the cluster CA (other nodes forwarding a call present
+// theirs), or the admin bearer token. A node with neither TLS nor a token
+// configured (--dev, --insecure) lets every call through.
+func (n *Node) authorizeAdmin(next http.Handler) http.Handler {
+	open := n.cfg.TLS == nil && len(n.cfg.AdminTokenHash) == 0
+	errw := connect.NewErrorWriter()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if open || strings.HasSuffix(r.URL.Path, "/Status") || n.isOperator(r) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		err := connect.NewError(connect.CodePermissionDenied,
+			errors.New("admin calls need a client certificate from the cluster CA or the admin token (Authorization: Bearer …)"))
+		errw.Write(w, r, err)
+	})
+}
+
+// isOperator reports whether r carries an operator's credentials.
+func (n *Node) isOperator(r *http.Request) bool {
+	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
+		return true // verified against the cluster CA by the TLS handshake
+	}
+	if len(n.cfg.AdminTokenHash) == 0 {
+		return false
+	}
+	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		return false
+	}
+	sum := sha256.Sum256([]byte(token))
+	return subtle.ConstantTimeCompare(sum[:], n.cfg.AdminTokenHash) == 1
+}
+
 // serveCheckpoint serves the latest signed checkpoint (C2SP tlog-tiles).
 func (n *Node) serveCheckpoint(w http.ResponseWriter, r *http.Request) {
+	// A new log gets its first checkpoint (its genesis index root) moments
+	// after a leader is elected: wait briefly rather than fail at once.
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	cp, err := n.fsm.waitForSize(ctx, 1)
+	if err != nil {
+		http.Error(w, "the log has no checkpoint yet", http.StatusServiceUnavailable)
+		return
+	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-cache")
-	w.Write(n.fsm.checkpoint().Signed)
+	w.Write(cp.Signed)
 }
 
 // serveTile serves hash tiles and entry bundles (C2SP tlog-tiles). Full

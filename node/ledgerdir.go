@@ -101,3 +101,17 @@ func syncDir(dir string) error {
 	defer f.Close()
 	return f.Sync()
 }
+
+// LedgerPath returns the directory of the live ledger store under a node's
+// data directory, for offline tools such as ledger.VerifyStore.
+func LedgerPath(dataDir string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(dataDir, "ledger", currentFile))
+	if err != nil {
+		return "", fmt.Errorf("%s holds no ledger (no ledger/%s): %w", dataDir, currentFile, err)
+	}
+	gen, err := strconv.Atoi(strings.TrimPrefix(strings.TrimSpace(string(b)), "gen-"))
+	if err != nil || gen < 1 {
+		return "", fmt.Errorf("ledger/%s in %s is corrupt: %q", currentFile, dataDir, b)
+	}
+	return (&ledgerDir{root: filepath.Join(dataDir, "ledger")}).path(gen), nil
+}

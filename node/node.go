@@ -72,6 +72,14 @@ type Config struct {
 	Raft func(*raft.Config)
 	// Listener, if set, is used for the API instead of listening on APIAddr.
 	Listener net.Listener
+
+	// TLS secures Raft (mutual TLS) and the API. Nil runs both over plain
+	// TCP, which only --dev or an explicit --insecure should do.
+	TLS *TLSConfig
+	// AdminTokenHash, if set, is the SHA-256 of a bearer token that
+	// authorises the admin calls (Join, Leave, TransferLeadership) for
+	// clients without an admin certificate.
+	AdminTokenHash []byte
 }
 
 // Peer is a member of the initial cluster.
@@ -120,7 +128,7 @@ func New(cfg Config) (n *Node, err error) {
 	}
 	logger = logger.With("node", cfg.ID)
 	ctx, cancel := context.WithCancel(context.Background())
-	nd := &Node{cfg: cfg, log: logger, metrics: newMetrics(), peers: newPeerClients(), ctx: ctx, cancel: cancel}
+	nd := &Node{cfg: cfg, log: logger, metrics: newMetrics(), peers: newPeerClients(cfg.TLS), ctx: ctx, cancel: cancel}
 	n = nd
 	defer func() {
 		if err != nil {
@@ -186,6 +194,9 @@ func (c *Config) validate() error {
 	if c.Bootstrap && len(c.Join) > 0 {
 		return errors.New("a node either bootstraps a cluster or joins one, not both")
 	}
+	if len(c.AdminTokenHash) != 0 && len(c.AdminTokenHash) != 32 {
+		return errors.New("the admin token hash must be a SHA-256 (32 bytes)")
+	}
 	return nil
 }
 
@@ -239,10 +250,16 @@ func (n *Node) startRaft() error {
 			return fmt.Errorf("raft advertise address %q: %w", cfg.RaftAdvertise, err)
 		}
 	}
-	n.transport, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, advertise, 5, 10*time.Second, conf.Logger)
+	stream, err := newStreamLayer(cfg.RaftAddr, advertise, cfg.TLS)
 	if err != nil {
 		return fmt.Errorf("listen for raft on %s: %w", cfg.RaftAddr, err)
 	}
+	n.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  stream,
+		MaxPool: 5,
+		Timeout: 10 * time.Second,
+		Logger:  conf.Logger,
+	})
 	if cfg.Bootstrap {
 		if err := n.bootstrap(conf, logs, snaps); err != nil {
 			return err
@@ -291,6 +308,7 @@ func (n *Node) watchLeadership(ctx context.Context) {
 	for {
 		if n.raft.State() == raft.Leader {
 			n.recordMembers()
+			n.startLog()
 		}
 		select {
 		case o := <-obs:
@@ -341,6 +359,17 @@ func (n *Node) recordMembers() {
 		if err := n.applyMember(id, addr); err != nil {
 			n.log.Warn("record member address", "member", id, "err", err)
 		}
+	}
+}
+
+// startLog appends the genesis index root to a new, empty log, so that it
+// has a checkpoint before its first entry.
+func (n *Node) startLog() {
+	if n.fsm.checkpoint().Size > 0 {
+		return
+	}
+	if err := n.raft.Apply(encodeGenesis(), 5*time.Second).Error(); err != nil {
+		n.log.Warn("start the log", "err", err)
 	}
 }
 

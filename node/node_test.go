@@ -3,10 +3,13 @@ package node
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -15,6 +18,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/hashicorp/raft"
+	"go.etcd.io/bbolt"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 
@@ -56,8 +60,8 @@ func TestClusterAppendsThroughEveryNode(t *testing.T) {
 		seen[r.Receipt.Index] = true
 	}
 	cp := c.waitSameState(uint64(len(leaves) + 1))
-	if cp.Size != uint64(len(leaves)+1) {
-		t.Fatalf("tree size %d, want %d", cp.Size, len(leaves)+1)
+	if got := payload(t, c.nodes[0]); got != uint64(len(leaves)+1) {
+		t.Fatalf("%d entries in the log, want %d", got, len(leaves)+1)
 	}
 	v, _ := note.NewVerifier(c.signer.VerifierKey())
 	for i := range c.nodes {
@@ -137,18 +141,19 @@ func TestAppendErrorsHaveTheRightCodes(t *testing.T) {
 			t.Errorf("append %s: %v, want %v", tc.name, err, tc.code)
 		}
 	}
-	if got := c.nodes[0].Checkpoint().Size; got != 2 {
-		t.Fatalf("tree size %d after the rejected appends, want 2", got)
+	if got := payload(t, c.nodes[0]); got != 2 {
+		t.Fatalf("%d entries after the rejected appends, want 2", got)
 	}
 	// Reads out of range.
 	cl := c.client(0)
-	if _, err := cl.GetEntries(ctx, connect.NewRequest(&v1.GetEntriesRequest{Start: 0, End: 3})); !isCode(err, connect.CodeOutOfRange) {
+	size := c.nodes[0].Checkpoint().Size
+	if _, err := cl.GetEntries(ctx, connect.NewRequest(&v1.GetEntriesRequest{Start: 0, End: size + 1})); !isCode(err, connect.CodeOutOfRange) {
 		t.Errorf("GetEntries past the end: %v", err)
 	}
 	if _, err := cl.GetEntries(ctx, connect.NewRequest(&v1.GetEntriesRequest{Start: 0, End: 5000})); !isCode(err, connect.CodeInvalidArgument) {
 		t.Errorf("GetEntries of 5000: %v", err)
 	}
-	if _, err := cl.GetInclusionProof(ctx, connect.NewRequest(&v1.GetInclusionProofRequest{Index: 2})); !isCode(err, connect.CodeOutOfRange) {
+	if _, err := cl.GetInclusionProof(ctx, connect.NewRequest(&v1.GetInclusionProofRequest{Index: size})); !isCode(err, connect.CodeOutOfRange) {
 		t.Errorf("GetInclusionProof past the end: %v", err)
 	}
 	if _, err := cl.LookupChip(ctx, connect.NewRequest(&v1.LookupChipRequest{ChipId: []byte("short")})); !isCode(err, connect.CodeInvalidArgument) {
@@ -201,11 +206,11 @@ func TestLeaderLossLosesNoAcknowledgedAppend(t *testing.T) {
 	if t.Failed() {
 		t.FailNow()
 	}
-	cp := c.waitSameState(uint64(len(leaves) + 1))
-	if cp.Size != uint64(len(leaves)+1) {
-		t.Fatalf("tree size %d, want %d: some append landed twice or not at all", cp.Size, len(leaves)+1)
-	}
+	c.waitSameState(uint64(len(leaves) + 1))
 	live := slices.IndexFunc(c.nodes, func(n *Node) bool { return n != nil })
+	if got := payload(t, c.nodes[live]); got != uint64(len(leaves)+1) {
+		t.Fatalf("%d entries, want %d: some append landed twice or not at all", got, len(leaves)+1)
+	}
 	store := c.nodes[live].fsm.store
 	for i, idx := range acked {
 		got, err := store.Leaf(idx)
@@ -251,15 +256,15 @@ func TestFollowerCatchesUpFromLogAndFromSnapshot(t *testing.T) {
 		return err == nil && first > 40
 	})
 	c.restart(follower)
-	cp := c.waitSameState(231)
+	c.waitSameState(231)
 	if got := c.nodes[follower].fsm.gen; got < 2 {
 		t.Errorf("follower ledger generation %d: it was not restored from a snapshot", got)
 	}
 	if got := c.nodes[follower].fsm.store.ChipCount(); got != 230 {
 		t.Errorf("restored follower indexes %d chips, want 230", got)
 	}
-	if cp.Size != 231 {
-		t.Fatalf("size %d, want 231", cp.Size)
+	if got := payload(t, c.nodes[follower]); got != 231 {
+		t.Fatalf("%d entries, want 231", got)
 	}
 	// And it keeps up afterwards.
 	appendSerially(400, 5)
@@ -276,9 +281,9 @@ func TestMembershipJoinLeaveTransfer(t *testing.T) {
 		}
 	}
 	n4 := c.addNode(false)
-	c.waitSameState(21)
-	if got := n4.Checkpoint().Size; got != 21 {
-		t.Fatalf("new node at size %d", got)
+	cp := c.waitSameState(21)
+	if got := payload(t, n4); got != 21 {
+		t.Fatalf("new node holds %d entries, want 21", got)
 	}
 	st, err := c.admin(0).Status(ctx, connect.NewRequest(&v1.StatusRequest{}))
 	if err != nil {
@@ -288,7 +293,7 @@ func TestMembershipJoinLeaveTransfer(t *testing.T) {
 		t.Fatalf("status lists %d peers, want 4", len(st.Msg.Peers))
 	}
 	for _, p := range st.Msg.Peers {
-		if p.Error != "" || p.ApiAddress == "" || p.TreeSize != 21 {
+		if p.Error != "" || p.ApiAddress == "" || p.TreeSize != cp.Size {
 			t.Errorf("peer %+v", p)
 		}
 	}
@@ -343,8 +348,9 @@ func TestSameLeafThroughEveryNodeLandsOnce(t *testing.T) {
 			}
 		}
 	}
-	if cp := c.waitSameState(6); cp.Size != 6 {
-		t.Fatalf("tree size %d, want 6", cp.Size)
+	c.waitSameState(6)
+	if got := payload(t, c.nodes[0]); got != 6 {
+		t.Fatalf("%d entries, want 6", got)
 	}
 }
 
@@ -354,10 +360,13 @@ func TestTilesClientVerifiesInclusion(t *testing.T) {
 	c := newTestCluster(t, 1, nil)
 	c.registerStation()
 	leaves := c.escrowLeaves(0, 300)
+	byIndex := map[int64][]byte{}
 	for _, leaf := range leaves {
-		if _, err := c.append(context.Background(), 0, leaf); err != nil {
+		resp, err := c.append(context.Background(), 0, leaf)
+		if err != nil {
 			t.Fatal(err)
 		}
+		byIndex[int64(resp.Receipt.Index)] = leaf
 	}
 	base := "http://" + c.cfgs[0].APIAddr + "/"
 	get := func(path string) ([]byte, *http.Response) {
@@ -381,12 +390,14 @@ func TestTilesClientVerifiesInclusion(t *testing.T) {
 	}
 	tr := httpTiles{t: t, get: get}
 	hr := tlog.TileHashReader(tlog.Tree{N: int64(cp.Size), Hash: tlog.Hash(cp.Hash)}, tr)
-	for _, i := range []int64{0, 1, 200, 255, 256, 300} {
-		var leaf []byte
-		if i == 0 {
-			leaf = c.pki.StationLeaf()
-		} else {
-			leaf = leaves[i-1]
+	all, err := c.nodes[0].fsm.store.Leaves(0, cp.Size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int64{0, 1, 200, 255, 256, 300, int64(cp.Size) - 1} {
+		leaf := all[i]
+		if want, ok := byIndex[i]; ok && string(want) != string(leaf) {
+			t.Fatalf("leaf %d is not the entry appended there", i)
 		}
 		p, err := tlog.ProveRecord(int64(cp.Size), i, hr)
 		if err != nil {
@@ -403,7 +414,7 @@ func TestTilesClientVerifiesInclusion(t *testing.T) {
 	}
 	for j := range 45 {
 		l := int(binary.BigEndian.Uint16(bundle))
-		if string(bundle[2:2+l]) != string(leaves[255+j]) {
+		if string(bundle[2:2+l]) != string(all[256+j]) {
 			t.Fatalf("bundle entry %d differs", j)
 		}
 		bundle = bundle[2+l:]
@@ -411,7 +422,7 @@ func TestTilesClientVerifiesInclusion(t *testing.T) {
 	if _, resp := get("tile/0/000"); !strings.Contains(resp.Header.Get("Cache-Control"), "immutable") {
 		t.Errorf("full tile Cache-Control %q", resp.Header.Get("Cache-Control"))
 	}
-	if _, resp := get("tile/0/002"); resp.StatusCode != http.StatusNotFound {
+	if _, resp := get("tile/0/009"); resp.StatusCode != http.StatusNotFound {
 		t.Errorf("tile beyond the tree: %d", resp.StatusCode)
 	}
 	if _, resp := get("tile/0/0x2"); resp.StatusCode != http.StatusBadRequest {
@@ -465,8 +476,8 @@ func TestRestartReplaysNothingTwice(t *testing.T) {
 	if _, err := c.append(context.Background(), 0, c.escrowLeaves(99, 1)[0]); err != nil {
 		t.Fatal(err)
 	}
-	if got := c.nodes[0].Checkpoint().Size; got != before.Size+1 {
-		t.Fatalf("size %d after one more append, want %d", got, before.Size+1)
+	if got := c.nodes[0].Checkpoint().Size; got != before.Size+2 {
+		t.Fatalf("size %d after one more append, want %d (the entry and its index root)", got, before.Size+2)
 	}
 }
 
@@ -512,5 +523,55 @@ func TestAppendNamesTheLeader(t *testing.T) {
 	}
 	if got, want := resp.Header().Get(leaderHeader), c.cfgs[leader].APIAddr; got != want {
 		t.Fatalf("leader header %q, want %q", got, want)
+	}
+}
+
+// TestCorruptLedgerIsRefusedAndRebuilt corrupts a stopped node's ledger: the
+// node refuses to start on it, and once the ledger is moved away it
+// rebuilds the same log from its Raft log.
+func TestCorruptLedgerIsRefusedAndRebuilt(t *testing.T) {
+	c := newTestCluster(t, 1, nil)
+	c.registerStation()
+	for _, leaf := range c.escrowLeaves(0, 20) {
+		if _, err := c.append(context.Background(), 0, leaf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := c.nodes[0].Checkpoint()
+	c.stop(0)
+	path, err := LedgerPath(c.cfgs[0].DataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Flip a byte of the recorded root.
+	db, err := bbolt.Open(filepath.Join(path, "ledger.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bbolt.Tx) error {
+		meta := tx.Bucket([]byte("meta"))
+		root := append([]byte(nil), meta.Get([]byte("root"))...)
+		root[0] ^= 1
+		return meta.Put([]byte("root"), root)
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := New(c.cfgs[0]); err == nil || !errors.Is(err, ledger.ErrCorrupt) || !strings.Contains(err.Error(), "node verify") {
+		if n != nil {
+			n.Close()
+		}
+		t.Fatalf("New on a corrupt ledger: %v, want ErrCorrupt with what to do", err)
+	}
+	if err := os.Rename(filepath.Join(c.cfgs[0].DataDir, "ledger"), filepath.Join(c.cfgs[0].DataDir, "ledger.corrupt")); err != nil {
+		t.Fatal(err)
+	}
+	c.restart(0)
+	waitFor(t, "the rebuilt ledger to reach the old checkpoint", 10*time.Second, func() bool {
+		return c.nodes[0].Checkpoint().Size >= before.Size
+	})
+	if got := c.nodes[0].Checkpoint(); got.Size != before.Size || got.Root != before.Root {
+		t.Fatalf("rebuilt ledger at %d %x, want %d %x", got.Size, got.Root, before.Size, before.Root)
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -43,13 +44,21 @@ checkpoint that extends the audited one, and re-validates it with its own copy
 of the manufacturer roots (--roots): the leaf parses strictly; a station's
 certificate chains to the roots; an escrow entry's station registered before
 it, its station signature, its device certificate and the chip and identities
-it binds, and each chip's epochs running 1, 2, 3, ... Index-root leaves are
-counted and left to the chip-index audit.
+it binds, and each chip's epochs running 1, 2, 3, ...
+
+As it goes, it replays the verifiable chip index over the entries it finds
+valid (each chip's latest entry and history root) and checks every index-root
+leaf against it: the log must start with the genesis index root, and the index
+root at leaf i must cover the i leaves before it with the auditor's own chip
+count and root (index-root-mismatch). Every checkpoint on the audited log must
+end with such a leaf (checkpoint-not-at-index-root).
 
 --state keeps the audited checkpoint, the count of entries audited, the
-stations, each chip's last epoch and the findings, so a rerun continues where
-the last one stopped (it is saved every 10,000 entries, and at the end) and
-reports the same findings. Use one state file per log and set of roots.
+stations, each chip's last epoch and its entry in the chip index, where the
+index roots are, and the findings, so a rerun continues where the last one
+stopped (it is saved every 10,000 entries, and at the end), checks the next
+index roots against the same index, and reports the same findings. Use one
+state file per log and set of roots.
 
 Exit status: 0 when nothing was found, 3 when the state holds findings (they
 are listed), 1 when the audit could not run, 2 for a usage error.`,
@@ -211,8 +220,13 @@ type auditJSON struct {
 	EntriesPerSecond float64 `json:"entries_per_second"`
 	Stations         int     `json:"stations"`
 	Chips            int     `json:"chips"`
-	IndexRoots       uint64  `json:"index_roots"`
-	FindingCount     uint64  `json:"finding_count"`
+	// IndexRoots is the number of index-root leaves audited, each checked
+	// against the auditor's chip index; IndexChips and IndexRoot (hex) are
+	// that index's size and root over the audited leaves.
+	IndexRoots   uint64 `json:"index_roots"`
+	IndexChips   int    `json:"index_chips"`
+	IndexRoot    string `json:"index_root"`
+	FindingCount uint64 `json:"finding_count"`
 	// Findings are all the findings recorded (one-shot audit);
 	// NewFindings those of the round (--follow).
 	Findings    *[]client.Finding `json:"findings,omitempty"`
@@ -235,6 +249,7 @@ type nodeJSON struct {
 
 func (p *auditPrinter) toJSON(r *client.AuditReport) auditJSON {
 	cp, note := p.state.Checkpoint()
+	root, chips := p.state.IndexRoot()
 	j := auditJSON{
 		Log:              cp.Origin,
 		Checkpoint:       checkpointJSON{Size: cp.Size, Root: base64.StdEncoding.EncodeToString(cp.Hash[:]), Note: string(note)},
@@ -245,6 +260,8 @@ func (p *auditPrinter) toJSON(r *client.AuditReport) auditJSON {
 		Stations:         len(p.state.Stations()),
 		Chips:            p.state.Chips(),
 		IndexRoots:       p.state.IndexRoots(),
+		IndexChips:       chips,
+		IndexRoot:        hex.EncodeToString(root[:]),
 		FindingCount:     p.state.FindingCount(),
 	}
 	for _, n := range r.Nodes {
@@ -277,7 +294,8 @@ func (p *auditPrinter) report(r *client.AuditReport) error {
 	fmt.Fprintf(tw, "audited\t%d entries (%d in this run, %.0f/s)\n", p.state.Audited(), r.To-r.From, r.Rate())
 	fmt.Fprintf(tw, "stations\t%d\n", len(p.state.Stations()))
 	fmt.Fprintf(tw, "chips\t%d\n", p.state.Chips())
-	fmt.Fprintf(tw, "index roots\t%d (checked by the chip-index audit)\n", p.state.IndexRoots())
+	root, chips := p.state.IndexRoot()
+	fmt.Fprintf(tw, "index roots\t%d checked against the auditor's chip index (%d chips, root %x)\n", p.state.IndexRoots(), chips, root)
 	if n := p.state.FindingCount(); n == 0 {
 		fmt.Fprintf(tw, "findings\tnone\n")
 	} else {

@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -120,6 +123,42 @@ func awaitLine(t *testing.T, out *syncBuffer, ok func(line string) bool) string 
 	return ""
 }
 
+// size returns the size of the ledger's latest checkpoint, which ends
+// with an index root.
+func (l *testLedger) size() uint64 {
+	l.t.Helper()
+	cp, _, err := l.c.Checkpoint(context.Background())
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	return cp.Size
+}
+
+// indexRoot returns the index root the ledger's last leaf carries.
+func (l *testLedger) indexRoot() *ledger.IndexRoot {
+	l.t.Helper()
+	size := l.size()
+	leaves, err := l.c.Entries(context.Background(), size-1, size)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	r, err := ledger.ParseIndexRoot(leaves[0])
+	if err != nil {
+		l.t.Fatalf("the last leaf of the log: %v", err)
+	}
+	return r
+}
+
+// hasRow reports whether out has a line whose first fields are fields.
+func hasRow(out string, fields ...string) bool {
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) >= len(fields) && slices.Equal(f[:len(fields)], fields) {
+			return true
+		}
+	}
+	return false
+}
+
 func decodeAudit(t *testing.T, line string) auditJSON {
 	t.Helper()
 	var j auditJSON
@@ -137,11 +176,18 @@ func TestAuditCommandOnACleanLogExitsZero(t *testing.T) {
 	state := filepath.Join(t.TempDir(), "audit.state")
 	args := []string{"audit", "--ledger", l.addr, "--log-key", l.vkey, "--roots", l.roots, "--state", state}
 
+	// The genesis index root, the station and 3 entries, each closed by
+	// an index root.
+	size, root := l.size(), l.indexRoot()
+	if size != 9 {
+		t.Fatalf("the log has %d leaves, want 9", size)
+	}
 	r := runCLI(t, args...)
 	if r.err != nil {
 		t.Fatalf("audit: %v\n%s", r.err, r.stderr)
 	}
-	for _, want := range []string{l.addr, "ok", "audited      4 entries (4 in this run", "chips        2", "findings     none"} {
+	for _, want := range []string{l.addr, "ok", "audited      9 entries (9 in this run", "stations     1", "chips        2",
+		fmt.Sprintf("index roots  5 checked against the auditor's chip index (2 chips, root %x)", root.Root), "findings     none"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("output does not show %q:\n%s", want, r.stdout)
 		}
@@ -150,20 +196,25 @@ func TestAuditCommandOnACleanLogExitsZero(t *testing.T) {
 		t.Fatalf("no state file: %v", err)
 	}
 
-	// The rerun audits the one new entry, and says so in JSON.
+	// The rerun audits the new entry and its index root, with the chip
+	// index it kept in the state, and says so in JSON.
 	l.provision(3, 1)
+	root = l.indexRoot()
 	r = runCLI(t, append(args, "--json")...)
 	if r.err != nil {
 		t.Fatalf("audit --json: %v", r.err)
 	}
 	j := decodeAudit(t, strings.TrimSpace(r.stdout))
-	if j.Audited != 5 || j.NewEntries != 1 || j.Checkpoint.Size != 5 || j.Log != testOrigin || j.Chips != 3 || j.Stations != 1 {
+	if j.Audited != 11 || j.NewEntries != 2 || j.Checkpoint.Size != 11 || j.Log != testOrigin || j.Chips != 3 || j.Stations != 1 {
 		t.Errorf("report %+v", j)
+	}
+	if j.IndexRoots != 6 || j.IndexChips != 3 || uint64(j.IndexChips) != root.ChipCount || j.IndexRoot != hex.EncodeToString(root.Root[:]) {
+		t.Errorf("chip index: %d roots, %d chips, root %s; the log's last index root %+v", j.IndexRoots, j.IndexChips, j.IndexRoot, root)
 	}
 	if j.Findings == nil || len(*j.Findings) != 0 || j.FindingCount != 0 || j.NewFindings != nil {
 		t.Errorf("findings %v, new %v, count %d; want an empty list", j.Findings, j.NewFindings, j.FindingCount)
 	}
-	if len(j.Nodes) != 1 || j.Nodes[0].Node != l.addr || j.Nodes[0].Status != "ok" || j.Nodes[0].Size != 5 {
+	if len(j.Nodes) != 1 || j.Nodes[0].Node != l.addr || j.Nodes[0].Status != "ok" || j.Nodes[0].Size != 11 {
 		t.Errorf("nodes %+v", j.Nodes)
 	}
 	if !strings.Contains(j.Checkpoint.Note, testOrigin) || j.Checkpoint.Root == "" {
@@ -182,8 +233,10 @@ func TestAuditCommandExitsNonZeroOnFindings(t *testing.T) {
 	if err := os.WriteFile(roots, other.Trust.PEM(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	// Audited with another manufacturer's roots, the station and its entry
-	// are untrusted.
+	// Audited with another manufacturer's roots, the station (leaf 1) and
+	// its entry (leaf 3) are untrusted, and the index root after the entry
+	// (leaf 4) counts a chip the auditor's index, without the entry, does
+	// not have.
 	state := filepath.Join(t.TempDir(), "audit.state")
 	args := []string{"audit", "--ledger", l.addr, "--log-key", l.vkey, "--roots", roots, "--state", state}
 	r := runCLI(t, append(args, "--json")...)
@@ -191,23 +244,33 @@ func TestAuditCommandExitsNonZeroOnFindings(t *testing.T) {
 		t.Fatalf("exit status %d (%v), want %d", exitStatus(r.err), r.err, exitFindings)
 	}
 	j := decodeAudit(t, strings.TrimSpace(r.stdout))
-	if j.Findings == nil || len(*j.Findings) != 2 || j.FindingCount != 2 {
+	want := []struct {
+		kind  client.FindingKind
+		index uint64
+	}{{client.FindingUntrustedCertificate, 1}, {client.FindingUntrustedCertificate, 3}, {client.FindingIndexRootMismatch, 4}}
+	if j.Findings == nil || len(*j.Findings) != len(want) || j.FindingCount != uint64(len(want)) {
 		t.Fatalf("findings %+v", j.Findings)
 	}
 	for i, f := range *j.Findings {
-		if f.Kind != client.FindingUntrustedCertificate || f.Index == nil || *f.Index != uint64(i) || f.Checkpoint == "" {
-			t.Errorf("finding %d: %+v", i, f)
+		if f.Kind != want[i].kind || f.Index == nil || *f.Index != want[i].index || f.Checkpoint == "" {
+			t.Errorf("finding %d: %+v, want %s at %d", i, f, want[i].kind, want[i].index)
 		}
+	}
+	if f := (*j.Findings)[2]; f.Expected == nil || f.Found == nil || f.Expected.ChipCount != 0 || f.Found.ChipCount != 1 {
+		t.Errorf("index-root-mismatch evidence: expected %+v, found %+v", f.Expected, f.Found)
 	}
 
 	// A rerun reports the same findings, as a table, and fails again.
 	r = runCLI(t, args...)
-	if exitStatus(r.err) != exitFindings || !strings.Contains(r.err.Error(), "2 findings") {
+	if exitStatus(r.err) != exitFindings || !strings.Contains(r.err.Error(), "3 findings") {
 		t.Fatalf("rerun: exit status %d (%v)", exitStatus(r.err), r.err)
 	}
-	for _, want := range []string{"findings     2 (0 new)", "KIND", "untrusted-certificate  0", "untrusted-certificate  1"} {
-		if !strings.Contains(r.stdout, want) {
-			t.Errorf("output does not show %q:\n%s", want, r.stdout)
+	if !strings.Contains(r.stdout, "findings     3 (0 new)") || !hasRow(r.stdout, "KIND", "INDEX") {
+		t.Errorf("output does not show the findings:\n%s", r.stdout)
+	}
+	for _, w := range want {
+		if !hasRow(r.stdout, string(w.kind), fmt.Sprint(w.index), l.addr) {
+			t.Errorf("output does not show %s at %d:\n%s", w.kind, w.index, r.stdout)
 		}
 	}
 }
@@ -257,10 +320,14 @@ func TestAuditCommandFollowsTheLog(t *testing.T) {
 			return j.Audited == n && j.NewFindings != nil && len(*j.NewFindings) == 0 && j.Findings == nil
 		}
 	}
-	awaitLine(t, out, audited(1))
+	awaitLine(t, out, audited(l.size())) // the genesis root, the station and its root
 	l.provision(1, 1)
 	l.provision(1, 2)
-	awaitLine(t, out, audited(3))
+	size := l.size()
+	line := awaitLine(t, out, audited(size))
+	if j := decodeAudit(t, line); size != 7 || j.IndexRoots != 4 || j.IndexChips != 1 || j.IndexRoot != hex.EncodeToString(l.indexRoot().Root[:]) {
+		t.Errorf("audited %d leaves, want 7: %s", size, line)
+	}
 	cancel()
 	select {
 	case err := <-done:

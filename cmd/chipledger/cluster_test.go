@@ -53,7 +53,7 @@ func startProcCluster(t *testing.T, bin string, n int, logKey, trust string) *pr
 	for i, id := range c.ids {
 		args := []string{"node", "--id", id, "--data-dir", filepath.Join(t.TempDir(), id),
 			"--raft-addr", addrs[2*i], "--api-addr", addrs[2*i+1],
-			"--log-key", logKey, "--trust", trust, "--bootstrap"}
+			"--log-key", logKey, "--trust", trust, "--bootstrap", "--insecure"}
 		c.procs = append(c.procs, startProc(t, id, bin, append(args, peers...)...))
 		base := "http://" + addrs[2*i+1]
 		c.ledger = append(c.ledger, chipledgerv1connect.NewLedgerServiceClient(httpClient, base))

@@ -30,9 +30,18 @@ from the chip index), then every new one as soon as a node streams a checkpoint
 that covers it, until interrupted. Entries are read in ranges proven against
 verified checkpoints, so a node cannot hide one.
 
-Each entry is one line (or, with --json, one JSON object): chip, epoch, leaf
-index, station ID, provisioned_at, device certificate serial, and whether the
-log held it when the monitor started.`,
+Each entry is one line (or, with --json, one JSON object, "event": "entry"):
+chip, epoch, leaf index, station ID, provisioned_at, device certificate serial,
+and whether the log held it when the monitor started.
+
+At the start and at each new checkpoint it also looks every watched chip up in
+the log's verifiable chip index (the lookup proof that devices check) and
+compares the history the index records with the entries it read from the log.
+An entry the index hides, one it records that the log does not hold, or a
+lookup that does not verify is an anomaly line ("anomaly KIND ...", or with
+--json "event": "anomaly"): the index roots the log signs do not match its
+entries, or a node lied. Anomalies are reported once each; a monitor that
+reported any exits with status 3 when interrupted.`,
 		Flags: append(ledgerFlags(),
 			&cli.StringSliceFlag{Name: "chip", Usage: "chip `ID` to watch, hex (repeatable)"},
 			&cli.StringFlag{Name: "chips-file", Usage: "`FILE` of chip IDs to watch, one hex ID a line (# starts a comment)"},
@@ -62,13 +71,21 @@ func runMonitor(c *cli.Context) error {
 	defer cl.Close()
 	logger(c).Info("monitoring", "chips", len(chips))
 	o := client.MonitorOptions{Chips: chips, FromSize: c.Uint64("from-size"), Lookup: c.Bool("lookup")}
-	show := printChipEvent
+	show, warn := printChipEvent, printIndexAnomaly
 	if c.Bool("json") {
-		show = printChipEventJSON
+		show, warn = printChipEventJSON, printIndexAnomalyJSON
+	}
+	anomalies := 0
+	o.Anomaly = func(a client.IndexAnomaly) error {
+		anomalies++
+		return warn(c.App.Writer, a)
 	}
 	err = cl.Monitor(c.Context, o, func(e client.ChipEvent) error { return show(c.App.Writer, e) })
 	if errors.Is(err, context.Canceled) {
-		return nil
+		err = nil
+	}
+	if err == nil && anomalies > 0 {
+		return cli.Exit(fmt.Sprintf("%d chip index anomalies: the log's index and its entries disagree, or a node lied", anomalies), exitFindings)
 	}
 	return err
 }
@@ -132,6 +149,7 @@ func printChipEvent(w io.Writer, e client.ChipEvent) error {
 
 // chipEventJSON is the JSON form of a chip event.
 type chipEventJSON struct {
+	Event          string `json:"event"` // "entry"
 	Chip           string `json:"chip"`
 	Epoch          uint32 `json:"epoch"`
 	Index          uint64 `json:"index"`
@@ -144,10 +162,46 @@ type chipEventJSON struct {
 
 func printChipEventJSON(w io.Writer, e client.ChipEvent) error {
 	return writeJSONLine(w, chipEventJSON{
-		Chip: e.Chip.String(), Epoch: e.Epoch, Index: e.Index, StationID: hex.EncodeToString(e.StationID[:]),
+		Event: "entry", Chip: e.Chip.String(), Epoch: e.Epoch, Index: e.Index, StationID: hex.EncodeToString(e.StationID[:]),
 		ProvisionedAt: e.ProvisionedAt.UTC().Format(time.RFC3339Nano), Serial: e.Serial, Initial: e.Initial,
 		CheckpointSize: e.Checkpoint.Size,
 	})
+}
+
+func printIndexAnomaly(w io.Writer, a client.IndexAnomaly) error {
+	_, err := fmt.Fprintf(w, "anomaly %s chip %s index %d epoch %d checkpoint %d: %s\n", a.Kind, a.Chip, a.Index, a.Epoch, a.Checkpoint.Size, a.Message)
+	return err
+}
+
+// indexAnomalyJSON is the JSON form of an index anomaly.
+type indexAnomalyJSON struct {
+	Event string `json:"event"` // "anomaly"
+	Kind  string `json:"kind"`
+	Chip  string `json:"chip"`
+	// Index, Epoch and LeafHash (hex) are the entry's, for the kinds about
+	// an entry.
+	Index    uint64 `json:"index,omitempty"`
+	Epoch    uint32 `json:"epoch,omitempty"`
+	LeafHash string `json:"leaf_hash,omitempty"`
+	// CheckpointSize is the size of the lookup's checkpoint; IndexEpoch and
+	// IndexLeafIndex the latest entry the index proved there (0: none).
+	CheckpointSize uint64 `json:"checkpoint_size,omitempty"`
+	IndexEpoch     uint32 `json:"index_epoch,omitempty"`
+	IndexLeafIndex uint64 `json:"index_leaf_index,omitempty"`
+	Error          string `json:"error,omitempty"`
+	Message        string `json:"message"`
+}
+
+func printIndexAnomalyJSON(w io.Writer, a client.IndexAnomaly) error {
+	j := indexAnomalyJSON{Event: "anomaly", Kind: string(a.Kind), Chip: a.Chip.String(), Index: a.Index, Epoch: a.Epoch,
+		CheckpointSize: a.Checkpoint.Size, IndexEpoch: a.Value.Epoch, IndexLeafIndex: a.Value.LeafIndex, Message: a.Message}
+	if a.LeafHash != ([32]byte{}) {
+		j.LeafHash = hex.EncodeToString(a.LeafHash[:])
+	}
+	if a.Err != nil {
+		j.Error = a.Err.Error()
+	}
+	return writeJSONLine(w, j)
 }
 
 func orNone(s string) string {

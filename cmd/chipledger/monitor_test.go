@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chipledger/chipledger/client"
 	"github.com/chipledger/chipledger/internal/testpki"
+	"github.com/chipledger/chipledger/proofs"
 )
 
 func decodeChipEvent(t *testing.T, line string) chipEventJSON {
@@ -32,7 +34,7 @@ func TestMonitorCommandReportsAWatchedChipsReprovisioning(t *testing.T) {
 	out, done := startCLI(ctx, "monitor", "--ledger", l.addr, "--log-key", l.vkey, "--chip", watched, "--json")
 
 	line := awaitLine(t, out, func(string) bool { return true })
-	if e := decodeChipEvent(t, line); e.Chip != watched || e.Epoch != 1 || e.Index != first || !e.Initial ||
+	if e := decodeChipEvent(t, line); e.Event != "entry" || e.Chip != watched || e.Epoch != 1 || e.Index != first || !e.Initial ||
 		e.Serial == "" || e.StationID == "" || e.CheckpointSize <= first {
 		t.Fatalf("first line %s", line)
 	}
@@ -57,6 +59,35 @@ func TestMonitorCommandReportsAWatchedChipsReprovisioning(t *testing.T) {
 	}
 	if strings.Contains(out.String(), other) {
 		t.Errorf("the unwatched chip was reported:\n%s", out.String())
+	}
+	// The chip index of a real ledger agrees with its entries.
+	if strings.Contains(out.String(), `"anomaly"`) {
+		t.Errorf("anomalies on a clean ledger:\n%s", out.String())
+	}
+}
+
+func TestMonitorCommandPrintsAnomalies(t *testing.T) {
+	chip := testpki.ChipID(1)
+	a := client.IndexAnomaly{Kind: client.AnomalyNotInIndex, Chip: chip, Index: 12, Epoch: 2, LeafHash: [32]byte{0xab},
+		Checkpoint: proofs.Checkpoint{Size: 20}, Value: proofs.IndexValue{Epoch: 1, LeafIndex: 3}, Message: "the index hides it"}
+	var text, js strings.Builder
+	if err := printIndexAnomaly(&text, a); err != nil {
+		t.Fatal(err)
+	}
+	want := "anomaly entry-not-in-index chip " + chip.String() + " index 12 epoch 2 checkpoint 20: the index hides it\n"
+	if text.String() != want {
+		t.Errorf("line %q, want %q", text.String(), want)
+	}
+	if err := printIndexAnomalyJSON(&js, a); err != nil {
+		t.Fatal(err)
+	}
+	var j indexAnomalyJSON
+	if err := json.Unmarshal([]byte(js.String()), &j); err != nil {
+		t.Fatal(err)
+	}
+	if j.Event != "anomaly" || j.Kind != "entry-not-in-index" || j.Chip != chip.String() || j.Index != 12 || j.Epoch != 2 ||
+		!strings.HasPrefix(j.LeafHash, "ab00") || j.CheckpointSize != 20 || j.IndexEpoch != 1 || j.IndexLeafIndex != 3 || j.Message == "" {
+		t.Errorf("JSON %s", js.String())
 	}
 }
 

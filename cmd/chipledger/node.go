@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/chipledger/chipledger/internal/clustertls"
 	"github.com/chipledger/chipledger/ledger"
 	"github.com/chipledger/chipledger/node"
 	"github.com/chipledger/chipledger/provisioner"
@@ -29,6 +32,7 @@ const (
 	devOrigin       = "dev.chipledger.local/log"
 	devManufacturer = "Dev Devices"
 	devLogKeyFile   = "log.key"
+	devLogPubFile   = "log.pub"
 	devCADir        = "ca"
 )
 
@@ -46,11 +50,18 @@ type nodeFlags struct {
 	LogKey        string
 	Trust         string
 	Dev           bool
+	// TLS: the cluster CA, this node's certificate and key; or Insecure.
+	TLSCA, TLSCert, TLSKey string
+	Insecure               bool
+	AdminTokenHash         string
 }
 
 // devSetup describes what `node --dev` prepared, for the banner it prints.
 type devSetup struct {
 	DataDir string
+	// LogPub is the file holding the verifier key, for --log-key of the
+	// other commands.
+	LogPub string
 	// LogKey is the log key file; LogKeyState says whether it was
 	// "created", "reused" or "given" with --log-key.
 	LogKey, LogKeyState string
@@ -133,7 +144,18 @@ list flags take comma-separated values there.`,
 				Usage: "`FILE` with the secret log key checkpoints are signed with, from \"chipledger keys\" (required; --dev: DIR/log.key)"},
 			&cli.StringFlag{Name: "trust", EnvVars: env("trust"), TakesFile: true,
 				Usage: "PEM `FILE` of the manufacturer roots and CAs that device and station certificates must chain to, e.g. trust.pem from \"chipledger ca init\" (required; --dev: DIR/ca/trust.pem)"},
+			&cli.StringFlag{Name: "tls-ca", EnvVars: env("tls-ca"), TakesFile: true,
+				Usage: "cluster CA certificate `FILE` (from \"chipledger tls init\"): Raft runs over mutual TLS with peers holding certificates from it, the API over TLS"},
+			&cli.StringFlag{Name: "tls-cert", EnvVars: env("tls-cert"), TakesFile: true,
+				Usage: "this node's certificate `FILE` (from \"chipledger tls node\"), naming the addresses peers and clients reach it at"},
+			&cli.StringFlag{Name: "tls-key", EnvVars: env("tls-key"), TakesFile: true,
+				Usage: "this node's TLS key `FILE`"},
+			&cli.BoolFlag{Name: "insecure", EnvVars: env("insecure"),
+				Usage: "run Raft and the API over plain TCP, without TLS (only on a network you trust; --dev implies it)"},
+			&cli.StringFlag{Name: "admin-token-hash", EnvVars: env("admin-token-hash"),
+				Usage: "hex SHA-256 of a bearer token that authorises admin calls for clients without an admin certificate (from \"chipledger tls token\")"},
 		},
+		Subcommands: []*cli.Command{nodeVerifyCommand()},
 		Action: func(c *cli.Context) error {
 			if err := noArgs(c); err != nil {
 				return err
@@ -157,18 +179,23 @@ list flags take comma-separated values there.`,
 
 func nodeFlagsFrom(c *cli.Context) nodeFlags {
 	return nodeFlags{
-		ID:            c.String("id"),
-		DataDir:       c.String("data-dir"),
-		RaftAddr:      c.String("raft-addr"),
-		RaftAdvertise: c.String("raft-advertise"),
-		APIAddr:       c.String("api-addr"),
-		APIAdvertise:  c.String("api-advertise"),
-		Bootstrap:     c.Bool("bootstrap"),
-		Peers:         c.StringSlice("peer"),
-		Join:          c.StringSlice("join"),
-		LogKey:        c.String("log-key"),
-		Trust:         c.String("trust"),
-		Dev:           c.Bool("dev"),
+		ID:             c.String("id"),
+		DataDir:        c.String("data-dir"),
+		RaftAddr:       c.String("raft-addr"),
+		RaftAdvertise:  c.String("raft-advertise"),
+		APIAddr:        c.String("api-addr"),
+		APIAdvertise:   c.String("api-advertise"),
+		Bootstrap:      c.Bool("bootstrap"),
+		Peers:          c.StringSlice("peer"),
+		Join:           c.StringSlice("join"),
+		LogKey:         c.String("log-key"),
+		Trust:          c.String("trust"),
+		Dev:            c.Bool("dev"),
+		TLSCA:          c.String("tls-ca"),
+		TLSCert:        c.String("tls-cert"),
+		TLSKey:         c.String("tls-key"),
+		Insecure:       c.Bool("insecure"),
+		AdminTokenHash: c.String("admin-token-hash"),
 	}
 }
 
@@ -204,6 +231,15 @@ func prepareDev(f *nodeFlags) (*devSetup, error) {
 		}
 	}
 	d.LogKey = f.LogKey
+	// The verifier key beside it, for the commands that take --log-key.
+	if skey, err := os.ReadFile(f.LogKey); err == nil {
+		if signer, err := ledger.NewLogSigner(string(skey)); err == nil {
+			d.LogPub = filepath.Join(f.DataDir, devLogPubFile)
+			if err := os.WriteFile(d.LogPub, []byte(signer.VerifierKey()+"\n"), 0o644); err != nil {
+				return nil, fmt.Errorf("write the verifier key: %w", err)
+			}
+		}
+	}
 	if f.Trust == "" {
 		d.CADir, d.CAState = filepath.Join(f.DataDir, devCADir), "reused"
 		ca, err := provisioner.LoadCA(d.CADir)
@@ -295,7 +331,45 @@ func nodeConfig(f nodeFlags, log *slog.Logger) (node.Config, error) {
 	if cfg.Trust, err = ledger.ParseTrustPEM(trustPEM); err != nil {
 		return node.Config{}, fmt.Errorf("--trust %s: %w", f.Trust, err)
 	}
+	if err := setTransport(&cfg, f, log); err != nil {
+		return node.Config{}, err
+	}
 	return cfg, nil
+}
+
+// setTransport sets TLS from --tls-ca, --tls-cert and --tls-key, or allows
+// plain TCP with --insecure or --dev, and the admin token hash.
+func setTransport(cfg *node.Config, f nodeFlags, log *slog.Logger) error {
+	if f.AdminTokenHash != "" {
+		h, err := hex.DecodeString(f.AdminTokenHash)
+		if err != nil || len(h) != 32 {
+			return fmt.Errorf("--admin-token-hash must be 64 hex digits (a SHA-256), as \"chipledger tls token\" prints")
+		}
+		cfg.AdminTokenHash = h
+	}
+	given := f.TLSCA != "" || f.TLSCert != "" || f.TLSKey != ""
+	switch {
+	case given && (f.TLSCA == "" || f.TLSCert == "" || f.TLSKey == ""):
+		return errors.New("TLS needs all of --tls-ca, --tls-cert and --tls-key")
+	case given && f.Insecure:
+		return errors.New("--insecure and the --tls-* flags exclude each other")
+	case given:
+		pool, err := clustertls.LoadCAPool(f.TLSCA)
+		if err != nil {
+			return fmt.Errorf("--tls-ca: %w", err)
+		}
+		pair, err := tls.LoadX509KeyPair(f.TLSCert, f.TLSKey)
+		if err != nil {
+			return fmt.Errorf("--tls-cert/--tls-key: %w", err)
+		}
+		cfg.TLS = &node.TLSConfig{CA: pool, Certificate: pair}
+	case f.Dev:
+	case f.Insecure:
+		log.Warn("running without TLS (--insecure): Raft and the API are plain TCP; use only on a network you trust")
+	default:
+		return errors.New("no transport security: give --tls-ca, --tls-cert and --tls-key (make them with \"chipledger tls init\" and \"chipledger tls node\"), or --insecure for plain TCP on a network you trust")
+	}
+	return nil
 }
 
 // setMembership checks --bootstrap, --peer and --join together and sets
@@ -446,10 +520,14 @@ func printDevBanner(w io.Writer, n *node.Node, cfg node.Config, dev *devSetup) {
 		ca = fmt.Sprintf("%s (%s; manufacturer %q)", dev.CADir, dev.CAState, devManufacturer)
 	}
 	base := "http://" + n.APIAddr()
+	if cfg.TLS != nil {
+		base = "https://" + n.APIAddr()
+	}
 	fmt.Fprintf(w, `
-chipledger development node is running: one node, plain TCP, not for production.
+chipledger development node is running: one node, not for production.
 
   verifier key   %s
+                 (also in %s, for the --log-key of other commands)
   API            %s  (Connect, gRPC, gRPC-Web; /healthz, /metrics)
   tiles          %s/checkpoint  (C2SP tlog-tiles: %s/tile/...)
   Raft           %s
@@ -460,6 +538,46 @@ chipledger development node is running: one node, plain TCP, not for production.
 
 Stop with Ctrl-C; running "chipledger node --dev" again reuses all of it.
 
-`, cfg.Signer.VerifierKey(), base, base, base, n.RaftAddr(), dev.DataDir,
+`, cfg.Signer.VerifierKey(), dev.LogPub, base, base, base, n.RaftAddr(), dev.DataDir,
 		dev.LogKey, dev.LogKeyState, ca, dev.TrustPath)
+}
+
+// nodeVerifyCommand is `chipledger node verify`: rehash a stopped node's
+// ledger store.
+func nodeVerifyCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "verify",
+		Usage:     "rehash a stopped node's ledger store and report the first bad leaf or tree node",
+		UsageText: "chipledger node verify --data-dir /var/lib/chipledger",
+		Description: `Reads every leaf of the node's ledger, checks it against its recorded offset
+and stored hash, recomputes every stored tree hash from its children and the
+root from them. A node refuses to start on a store whose root does not match
+its hashes; a store that fails here can be rebuilt: stop the node, move its
+data directory's ledger/ away and start it again, and it rebuilds the ledger
+from its Raft snapshot and log (or remove the whole data directory and join
+the cluster again, to copy everything from the other nodes).`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "data-dir", Required: true, EnvVars: env("data-dir"), Usage: "the node's data `DIR`"},
+		},
+		Action: func(c *cli.Context) error {
+			path, err := node.LedgerPath(c.String("data-dir"))
+			if err != nil {
+				return err
+			}
+			bar := newProgress(c.App.ErrWriter, 1, "rehashing", "leaves")
+			rep, err := ledger.VerifyStore(path, func(done, total uint64) {
+				bar.ChangeMax64(int64(total))
+				bar.Set64(int64(done))
+			})
+			bar.Finish()
+			if err != nil {
+				return err
+			}
+			if !rep.OK() {
+				return cli.Exit(fmt.Sprintf("the ledger in %s is corrupt after %d good leaves: %s", path, rep.Leaves, rep.Problem), 1)
+			}
+			fmt.Fprintf(c.App.Writer, "the ledger in %s is sound: %d leaves and %d tree hashes rehashed, root %x\n", path, rep.Leaves, rep.Hashes, rep.Root)
+			return nil
+		},
+	}
 }

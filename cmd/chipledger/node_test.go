@@ -100,7 +100,7 @@ func fieldsOf(c *node.Config) mappedFields {
 
 func TestNodeFlagsMapToConfig(t *testing.T) {
 	logKey, trust := nodeFiles(t)
-	files := []string{"--log-key", logKey, "--trust", trust}
+	files := []string{"--log-key", logKey, "--trust", trust, "--insecure"}
 	base := append([]string{"node", "--id", "n1", "--data-dir", "/data"}, files...)
 	peers := []string{
 		"--peer", "n1=10.0.0.1:7000=10.0.0.1:8080",
@@ -157,7 +157,7 @@ func TestNodeFlagsMapToConfig(t *testing.T) {
 			args: []string{"node"},
 			env: map[string]string{
 				"CHIPLEDGER_ID": "n1", "CHIPLEDGER_DATA_DIR": "/data", "CHIPLEDGER_LOG_KEY": logKey, "CHIPLEDGER_TRUST": trust,
-				"CHIPLEDGER_RAFT_ADDR": "10.0.0.1:7000", "CHIPLEDGER_API_ADDR": "10.0.0.1:8080", "CHIPLEDGER_BOOTSTRAP": "true",
+				"CHIPLEDGER_RAFT_ADDR": "10.0.0.1:7000", "CHIPLEDGER_API_ADDR": "10.0.0.1:8080", "CHIPLEDGER_BOOTSTRAP": "true", "CHIPLEDGER_INSECURE": "true",
 				"CHIPLEDGER_PEER": "n1=10.0.0.1:7000=10.0.0.1:8080,n2=10.0.0.2:7000=10.0.0.2:8080,n3=10.0.0.3:7000=10.0.0.3:8080",
 			},
 			want: mappedFields{ID: "n1", DataDir: "/data", RaftAddr: "10.0.0.1:7000", APIAddr: "10.0.0.1:8080", Bootstrap: true, Peers: threePeers},
@@ -204,7 +204,7 @@ func TestNodeFlagErrorsSayWhatIsWrong(t *testing.T) {
 	if err := os.WriteFile(notAKey, []byte("hello\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	base := []string{"node", "--id", "n1", "--data-dir", "/data", "--log-key", logKey, "--trust", trust}
+	base := []string{"node", "--id", "n1", "--data-dir", "/data", "--log-key", logKey, "--trust", trust, "--insecure"}
 	with := func(args ...string) []string { return append(append([]string{}, base...), args...) }
 	tests := []struct {
 		name string
@@ -212,7 +212,10 @@ func TestNodeFlagErrorsSayWhatIsWrong(t *testing.T) {
 		want []string // substrings of the error
 	}{
 		{"no flags", []string{"node"}, []string{"--id", "--data-dir", "--log-key", "--trust", "CHIPLEDGER_ID", "--dev"}},
-		{"no log key", []string{"node", "--id", "n1", "--data-dir", "/data", "--trust", trust}, []string{"--log-key", "chipledger keys"}},
+		{"no log key", []string{"node", "--id", "n1", "--data-dir", "/data", "--trust", trust, "--insecure"}, []string{"--log-key", "chipledger keys"}},
+		{"no transport security", []string{"node", "--id", "n1", "--data-dir", "/data", "--log-key", logKey, "--trust", trust}, []string{"--tls-ca", "--insecure"}},
+		{"half of TLS", with("--tls-ca", trust), []string{"--tls-cert", "--tls-key"}},
+		{"bad admin token hash", with("--admin-token-hash", "abc"), []string{"--admin-token-hash", "64 hex digits"}},
 		{"peer without its addresses", with("--bootstrap", "--peer", "n1"), []string{"--peer", "ID=RAFT_ADDR=API_ADDR"}},
 		{"peer with too many parts", with("--bootstrap", "--peer", "n1=127.0.0.1:7000=127.0.0.1:8080=x"), []string{"ID=RAFT_ADDR=API_ADDR"}},
 		{"peer without an ID", with("--bootstrap", "--peer", "=127.0.0.1:7000=127.0.0.1:8080"), []string{"ID=RAFT_ADDR=API_ADDR"}},

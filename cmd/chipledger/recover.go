@@ -34,7 +34,9 @@ chipledger recover --device HOST:PORT --device HOST:PORT ... --ledger ADDR --log
 chipledger recover --devices-file FILE [--concurrency 8] --ledger ADDR --log-key KEY`,
 		Description: `Reads the chip ID from the device, fetches the chip's latest entry from the
 ledger and checks, trusting no ledger node: the checkpoint's signature with the
-log key and its consistency with every checkpoint seen before; the inclusion
+log key and its consistency with every checkpoint seen before; the chip index
+in that checkpoint, which proves the entry is the chip's latest (a node cannot
+hide a newer backup, nor deny that the chip has one); the inclusion
 proof of the entry; that its station was registered in the log before it, is
 certified by a manufacturer root in the device's ROM, and signed it; that the
 device certificate chains to that ROM trust and binds this chip and these
@@ -188,9 +190,9 @@ func newRecoveryClient(c *cli.Context) (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	var addrs []string
-	for _, a := range c.StringSlice("ledger") {
-		addrs = append(addrs, strings.Split(a, ",")...)
+	hc, err := ledgerHTTPClient(c)
+	if err != nil {
+		return nil, err
 	}
 	var trusted []byte
 	if name := c.String("trusted"); name != "" {
@@ -199,7 +201,7 @@ func newRecoveryClient(c *cli.Context) (*client.Client, error) {
 			return nil, fmt.Errorf("--trusted: %w", err)
 		}
 	}
-	cl, err := client.New(client.Options{Addrs: addrs, LogKey: vkey, Logger: logger(c), Trusted: trusted})
+	cl, err := client.New(client.Options{Addrs: ledgerAddrs(c), LogKey: vkey, Logger: logger(c), Trusted: trusted, HTTPClient: hc})
 	if err != nil && trusted != nil {
 		return nil, fmt.Errorf("--trusted %s is not a checkpoint of this log: %w", c.String("trusted"), err)
 	}
@@ -353,6 +355,7 @@ func recoveryCause(r deviceRecovery) string {
 		name string
 	}{
 		{client.ErrNotInLedger, "not in the ledger"},
+		{client.ErrNotLatest, "ledger did not prove the backup is the chip's latest"},
 		{client.ErrStaleBackup, "ledger's backup older than the device's keys"},
 		{client.ErrBadSignature, "checkpoint not signed by the log"},
 		{client.ErrFork, "ledger fork"},

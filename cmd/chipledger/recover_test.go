@@ -146,16 +146,18 @@ func TestRecoverCommandRestoresADevice(t *testing.T) {
 		t.Fatalf("recover: %v\n%s", r.err, r.stdout)
 	}
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
-	if len(lines) != 10 || lines[len(lines)-1] != "Keys restored." {
-		t.Fatalf("want 9 checks and \"Keys restored.\", got:\n%s", r.stdout)
+	if len(lines) != 11 || lines[len(lines)-1] != "Keys restored." {
+		t.Fatalf("want 10 checks and \"Keys restored.\", got:\n%s", r.stdout)
 	}
-	for _, l := range lines[:9] {
+	for _, l := range lines[:10] {
 		if !strings.HasPrefix(l, "✓ ") {
 			t.Errorf("not a passed check: %q", l)
 		}
 	}
 	for _, want := range []string{
 		"The ledger's signature on its checkpoint is valid (log " + testOrigin,
+		"The chip index in the checkpoint of ",
+		" is this chip's latest backup; its history of 1 entry matches the entries served",
 		"The backup is in the log at position ",
 		"Registered station line-1 signed this entry",
 		"The device certificate was issued by Example Devices Ltd's CA, which this device trusts, for chip ",
@@ -198,7 +200,7 @@ func TestRecoverCommandJSON(t *testing.T) {
 	if err := dec.Decode(&rep); err != nil {
 		t.Fatalf("%v:\n%s", err, r.stdout)
 	}
-	if rep.Device != addr || !rep.Restored || rep.Epoch != 1 || len(rep.Steps) != 9 || rep.Checkpoint == nil || rep.Station.Name != "line-1" {
+	if rep.Device != addr || !rep.Restored || rep.Epoch != 1 || len(rep.Steps) != 10 || rep.Checkpoint == nil || rep.Station.Name != "line-1" {
 		t.Errorf("report: %+v", rep)
 	}
 }
@@ -212,7 +214,7 @@ func TestRecoverCommandFailureExitsNonZero(t *testing.T) {
 	if exitCode(r.err) != 1 || !strings.Contains(r.err.Error(), "This chip has no backup in the ledger") {
 		t.Fatalf("exit %d: %v", exitCode(r.err), r.err)
 	}
-	if !strings.Contains(r.stdout, "✗ This chip has no backup in the ledger") || !strings.Contains(r.stdout, "nothing was handed to the device") {
+	if !strings.Contains(r.stdout, "✗ This chip has no backup in the ledger: the chip index in the ledger's signed checkpoint of ") || !strings.Contains(r.stdout, "nothing was handed to the device") {
 		t.Errorf("output:\n%s", r.stdout)
 	}
 	if hasKeys(t, d) {
@@ -320,5 +322,25 @@ func TestRecoverCommandRepairShop(t *testing.T) {
 	}
 	if strings.Count(r.stdout, "keys of epoch 1 restored") != 3 {
 		t.Errorf("want three restored devices:\n%s", r.stdout)
+	}
+}
+
+// TestRecoveryCauseNamesTheChipIndex checks that a node the chip index
+// contradicts is counted as such, not as a bad proof or a wrong entry,
+// which its error also wraps.
+func TestRecoveryCauseNamesTheChipIndex(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{fmt.Errorf("%w: %w", client.ErrNotLatest, client.ErrMismatch), "ledger did not prove the backup is the chip's latest"},
+		{fmt.Errorf("%w: %w", client.ErrNotLatest, client.ErrBadProof), "ledger did not prove the backup is the chip's latest"},
+		{client.ErrBadProof, "proof does not verify"},
+		{client.ErrMismatch, "entry is not this device's"},
+		{client.ErrNotInLedger, "not in the ledger"},
+	} {
+		if got := recoveryCause(deviceRecovery{RecoveryReport: &client.RecoveryReport{}, err: tc.err}); got != tc.want {
+			t.Errorf("%v: cause %q, want %q", tc.err, got, tc.want)
+		}
 	}
 }

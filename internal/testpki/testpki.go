@@ -59,8 +59,19 @@ func FromCA(root *x509.Certificate, rootKey *ecdsa.PrivateKey, deviceCA *x509.Ce
 	if p.StationKey, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
 		return nil, err
 	}
-	tmpl, err := ledger.StationCertificateTemplate(Manufacturer, "station-1",
-		time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC), rand.Reader)
+	// The station is valid from when the CA is (a CA made today is not valid
+	// in 2020), for as long as the root allows.
+	notBefore := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, c := range []*x509.Certificate{root, deviceCA} {
+		if c.NotBefore.After(notBefore) {
+			notBefore = c.NotBefore
+		}
+	}
+	notAfter := time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)
+	if root.NotAfter.Before(notAfter) {
+		notAfter = root.NotAfter
+	}
+	tmpl, err := ledger.StationCertificateTemplate(Manufacturer, "station-1", notBefore, notAfter, rand.Reader)
 	if err != nil {
 		return nil, err
 	}
@@ -102,7 +113,10 @@ func (p *PKI) StationID() [32]byte { return ledger.StationID(p.Station.Raw) }
 
 // StationLeaf returns the registration leaf of the PKI's station.
 func (p *PKI) StationLeaf() []byte {
-	leaf, err := (&ledger.StationRegistration{Certificate: p.Station.Raw, RegisteredAtMs: 1_700_000_000_000}).MarshalLeaf()
+	// Registered just after the station certificate starts: a fixed time,
+	// so that registering twice is an exact duplicate.
+	at := p.Station.NotBefore.Add(time.Second).UnixMilli()
+	leaf, err := (&ledger.StationRegistration{Certificate: p.Station.Raw, RegisteredAtMs: uint64(at)}).MarshalLeaf()
 	if err != nil {
 		panic(err) // a fixed, valid registration
 	}

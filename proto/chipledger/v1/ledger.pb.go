@@ -697,7 +697,12 @@ type LookupChipResponse struct {
 	// The checkpoint every receipt verifies against.
 	Checkpoint []byte `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
 	// The chip's escrow entries in log order (epoch 1, 2, …).
-	Entries       []*ChipEntry `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
+	Entries []*ChipEntry `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
+	// The proof, under the index root the checkpoint's last leaf carries,
+	// that the last of the entries is the chip's latest (or, with no entries,
+	// that the chip has none): a proofs.LookupProof encoding, with the same
+	// checkpoint.
+	LookupProof   []byte `protobuf:"bytes,3,opt,name=lookup_proof,json=lookupProof,proto3" json:"lookup_proof,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -742,6 +747,13 @@ func (x *LookupChipResponse) GetCheckpoint() []byte {
 func (x *LookupChipResponse) GetEntries() []*ChipEntry {
 	if x != nil {
 		return x.Entries
+	}
+	return nil
+}
+
+func (x *LookupChipResponse) GetLookupProof() []byte {
+	if x != nil {
+		return x.LookupProof
 	}
 	return nil
 }
@@ -1652,12 +1664,13 @@ const file_chipledger_v1_ledger_proto_rawDesc = "" +
 	"checkpoint\"G\n" +
 	"\x11LookupChipRequest\x12\x17\n" +
 	"\achip_id\x18\x01 \x01(\fR\x06chipId\x12\x19\n" +
-	"\bmin_size\x18\x02 \x01(\x04R\aminSize\"h\n" +
+	"\bmin_size\x18\x02 \x01(\x04R\aminSize\"\x8b\x01\n" +
 	"\x12LookupChipResponse\x12\x1e\n" +
 	"\n" +
 	"checkpoint\x18\x01 \x01(\fR\n" +
 	"checkpoint\x122\n" +
-	"\aentries\x18\x02 \x03(\v2\x18.chipledger.v1.ChipEntryR\aentries\"S\n" +
+	"\aentries\x18\x02 \x03(\v2\x18.chipledger.v1.ChipEntryR\aentries\x12!\n" +
+	"\flookup_proof\x18\x03 \x01(\fR\vlookupProof\"S\n" +
 	"\tChipEntry\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\rR\x05epoch\x120\n" +
 	"\areceipt\x18\x02 \x01(\v2\x16.chipledger.v1.ReceiptR\areceipt\"8\n" +

@@ -1,0 +1,103 @@
+package node
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// TLSConfig is a node's transport security: the cluster CA every node's
+// certificate chains to, and this node's certificate. With it, Raft runs
+// over mutual TLS 1.3 (a peer must present a certificate from the cluster
+// CA), and the API is served over TLS, asking clients for a certificate
+// without requiring one (admin calls need one, or the admin token).
+type TLSConfig struct {
+	// CA is the cluster CA.
+	CA *x509.CertPool
+	// Certificate is this node's certificate and key; its SANs must name
+	// the addresses peers and clients reach it at.
+	Certificate tls.Certificate
+}
+
+// serverConfig is the TLS configuration of a listener: Raft requires a
+// client certificate from the cluster CA, the API only verifies one if given.
+func (t *TLSConfig) serverConfig(requireClientCert bool) *tls.Config {
+	auth := tls.VerifyClientCertIfGiven
+	if requireClientCert {
+		auth = tls.RequireAndVerifyClientCert
+	}
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{t.Certificate},
+		ClientAuth:   auth,
+		ClientCAs:    t.CA,
+	}
+}
+
+// clientConfig is the TLS configuration of connections to other nodes.
+func (t *TLSConfig) clientConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{t.Certificate},
+		RootCAs:      t.CA,
+	}
+}
+
+// streamLayer carries Raft over TCP, or over mutual TLS when tlsc is set.
+// It dials from the address it listens on (port 0), so that on a host with
+// several addresses peers see connections from the node's own address.
+type streamLayer struct {
+	net.Listener
+	advertise net.Addr
+	dialer    net.Dialer
+	tls       *TLSConfig
+}
+
+func newStreamLayer(bind string, advertise net.Addr, tlsc *TLSConfig) (*streamLayer, error) {
+	l, err := net.Listen("tcp", bind)
+	if err != nil {
+		return nil, err
+	}
+	if advertise == nil {
+		advertise = l.Addr()
+	}
+	tcp, ok := advertise.(*net.TCPAddr)
+	if !ok || tcp.IP == nil || tcp.IP.IsUnspecified() {
+		l.Close()
+		return nil, fmt.Errorf("raft address %s is not advertisable: give the address peers reach this node at", advertise)
+	}
+	s := &streamLayer{Listener: l, advertise: advertise, tls: tlsc}
+	if ip := l.Addr().(*net.TCPAddr).IP; !ip.IsUnspecified() {
+		s.dialer.LocalAddr = &net.TCPAddr{IP: ip}
+	}
+	if tlsc != nil {
+		s.Listener = tls.NewListener(l, tlsc.serverConfig(true))
+	}
+	return s, nil
+}
+
+// Addr returns the address peers reach this node at.
+func (s *streamLayer) Addr() net.Addr { return s.advertise }
+
+// Dial connects to a peer.
+func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	d := s.dialer
+	d.Timeout = timeout
+	if s.tls == nil {
+		return d.Dial("tcp", string(address))
+	}
+	conn, err := tls.DialWithDialer(&d, "tcp", string(address), s.tls.clientConfig())
+	if err != nil {
+		var cv *tls.CertificateVerificationError
+		if errors.As(err, &cv) {
+			return nil, fmt.Errorf("raft peer %s: its certificate does not chain to the cluster CA or name this address: %w", address, err)
+		}
+		return nil, err
+	}
+	return conn, nil
+}
