@@ -13,6 +13,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/hashicorp/raft"
 
+	"github.com/chipledger/chipledger/ledger"
 	v1 "github.com/chipledger/chipledger/proto/chipledger/v1"
 	"github.com/chipledger/chipledger/proto/chipledger/v1/chipledgerv1connect"
 )
@@ -213,6 +214,9 @@ func forwardAdmin[Req, Resp any](ctx context.Context, n *Node, req *connect.Requ
 	}
 	fwd := connect.NewRequest(req.Msg)
 	fwd.Header().Set(forwardedHeader, n.cfg.ID)
+	if auth := req.Header().Get("Authorization"); auth != "" {
+		fwd.Header().Set("Authorization", auth) // the leader authorizes the caller too
+	}
 	return call(n.peers.admin(addr), ctx, fwd)
 }
 
@@ -245,4 +249,60 @@ func (n *Node) join(ctx context.Context) error {
 		case <-time.After(min(time.Duration(attempt+1)*200*time.Millisecond, 2*time.Second)):
 		}
 	}
+}
+
+// maxRevocationSkew is how far in the future a revocation time may be, to
+// allow for clocks a little ahead of the leader's.
+const maxRevocationSkew = time.Minute
+
+func (s *adminService) RevokeStation(ctx context.Context, req *connect.Request[v1.RevokeStationRequest]) (*connect.Response[v1.RevokeStationResponse], error) {
+	m := req.Msg
+	if len(m.GetStationId()) != 32 {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("station_id of %d bytes: want 32 (the SHA-256 of the station certificate)", len(m.GetStationId())))
+	}
+	now := time.Now()
+	if at := m.GetRevokedAtMs(); at > uint64(now.Add(maxRevocationSkew).UnixMilli()) {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("revoked_at_ms %d is in the future", at))
+	}
+	n := s.n
+	if !n.IsLeader() {
+		return forwardAdmin(ctx, n, req, chipledgerv1connect.AdminServiceClient.RevokeStation)
+	}
+	rev := ledger.StationRevocation{RevokedAtMs: m.GetRevokedAtMs(), Reason: m.GetReason()}
+	copy(rev.StationID[:], m.GetStationId())
+	if rev.RevokedAtMs == 0 {
+		rev.RevokedAtMs = uint64(now.UnixMilli())
+	}
+	leaf, err := rev.MarshalLeaf()
+	if err != nil {
+		return nil, toConnectError(err)
+	}
+	data, err := encodeRevoke(leaf)
+	if err != nil {
+		return nil, toConnectError(err)
+	}
+	f := n.raft.Apply(data, maxWait)
+	if err := f.Error(); err != nil {
+		return nil, raftError("revoke station", err)
+	}
+	res, ok := f.Response().(*applyResult)
+	if !ok || len(res.results) != 1 {
+		return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("state machine returned %T for a revocation", f.Response()))
+	}
+	r := res.results[0]
+	if r.Err != nil {
+		return nil, toConnectError(r.Err)
+	}
+	if r.Duplicate {
+		// The first revocation: its leaf is the one to prove.
+		if err := n.fsm.withStore(func(s *ledger.Store) (err error) { leaf, err = s.Leaf(r.Index); return err }); err != nil {
+			return nil, toConnectError(err)
+		}
+	}
+	receipt, err := n.receipt(r.Index, leaf, res.checkpoint)
+	if err != nil {
+		return nil, toConnectError(err)
+	}
+	n.log.Warn("station revoked", "station", fmt.Sprintf("%x", rev.StationID), "index", r.Index, "reason", rev.Reason)
+	return connect.NewResponse(&v1.RevokeStationResponse{Receipt: receipt, Duplicate: r.Duplicate}), nil
 }

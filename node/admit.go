@@ -20,6 +20,9 @@ var (
 	// ErrNotAppendable reports a leaf kind that cannot be submitted, such as
 	// the index-root leaves the log writes itself.
 	ErrNotAppendable = errors.New("leaf kind cannot be appended")
+	// ErrStationRevoked reports an escrow entry, or a second revocation, of
+	// a station whose registration a revocation entry withdrew.
+	ErrStationRevoked = errors.New("station revoked")
 )
 
 // leafResult is the outcome of one leaf of a batch.
@@ -83,6 +86,11 @@ func (a *admitter) admitEscrow(leaf []byte, hash ledger.Hash) (leafResult, error
 	} else if !ok {
 		return leafResult{Err: fmt.Errorf("%w: station %x", ErrUnknownStation, e.StationID)}, nil
 	}
+	if idx, revoked, err := a.store.StationRevocationIndex(e.StationID); err != nil {
+		return leafResult{}, err
+	} else if revoked {
+		return leafResult{Err: fmt.Errorf("%w: station %x at index %d", ErrStationRevoked, e.StationID, idx)}, nil
+	}
 	history, err := a.history(e.ChipID)
 	if err != nil {
 		return leafResult{}, err
@@ -117,6 +125,35 @@ func (a *admitter) admitStation(leaf []byte, hash ledger.Hash) (leafResult, erro
 	idx := a.accept(leaf)
 	a.stations[id] = ledger.ChipEpoch{Index: idx, LeafHash: hash}
 	return leafResult{Index: idx}, nil
+}
+
+// admitRevocation decides a station revocation: the station must be
+// registered and not yet revoked; the same revocation again is a duplicate.
+func (a *admitter) admitRevocation(leaf []byte) (leafResult, error) {
+	r, err := ledger.ParseStationRevocation(leaf)
+	if err != nil {
+		return leafResult{Err: err}, nil
+	}
+	if _, ok, err := a.station(r.StationID); err != nil {
+		return leafResult{}, err
+	} else if !ok {
+		return leafResult{Err: fmt.Errorf("%w: station %x", ErrUnknownStation, r.StationID)}, nil
+	}
+	idx, revoked, err := a.store.StationRevocationIndex(r.StationID)
+	if err != nil {
+		return leafResult{}, err
+	}
+	if revoked {
+		h, err := a.store.LeafHash(idx)
+		if err != nil {
+			return leafResult{}, err
+		}
+		if h == proofs.LeafHash(leaf) {
+			return leafResult{Index: idx, Duplicate: true}, nil
+		}
+		return leafResult{Err: fmt.Errorf("%w: station %x at index %d", ErrStationRevoked, r.StationID, idx)}, nil
+	}
+	return leafResult{Index: a.accept(leaf)}, nil
 }
 
 func (a *admitter) accept(leaf []byte) uint64 {

@@ -340,6 +340,7 @@ var errorCodes = []struct {
 	{ledger.ErrEpochReused, connect.CodeAlreadyExists},
 	{ErrStationRegistered, connect.CodeAlreadyExists},
 	{ErrUnknownStation, connect.CodeFailedPrecondition},
+	{ErrStationRevoked, connect.CodeFailedPrecondition},
 	{ledger.ErrEpochGap, connect.CodeFailedPrecondition},
 	{ledger.ErrBeyondSize, connect.CodeOutOfRange},
 	{ledger.ErrNotIndexed, connect.CodeUnavailable},

@@ -15,11 +15,13 @@ import (
 //	type 1, batch:  u16 count ‖ count × opaque leaf<1..2^16-1>
 //	type 2, member: opaque node_id<1..255> ‖ opaque api_address<0..255>
 //	type 3, genesis: no body
+//	type 4, revoke: opaque leaf<1..2^16-1>
 //
 // A batch is a list of leaves to admit and append in order; a member command
 // records the API address of a node (empty: forget it), so that every
 // replica can point clients at the leader; genesis starts an empty log with
-// its genesis index-root leaf (a no-op on a log that has one).
+// its genesis index-root leaf (a no-op on a log that has one); revoke
+// appends a station revocation leaf, which only the admin API proposes.
 const commandVersion = 1
 
 type commandType uint8
@@ -28,6 +30,7 @@ const (
 	commandBatch   commandType = 1
 	commandMember  commandType = 2
 	commandGenesis commandType = 3
+	commandRevoke  commandType = 4
 )
 
 // maxBatchLeaves bounds a batch so that it fits the u16 count.
@@ -35,7 +38,7 @@ const maxBatchLeaves = 1<<16 - 1
 
 type command struct {
 	typ     commandType
-	leaves  [][]byte // batch
+	leaves  [][]byte // batch; revoke: exactly one
 	nodeID  string   // member
 	apiAddr string   // member
 }
@@ -75,6 +78,17 @@ func encodeMember(nodeID, apiAddr string) ([]byte, error) {
 	return b.Bytes()
 }
 
+func encodeRevoke(leaf []byte) ([]byte, error) {
+	if len(leaf) == 0 || len(leaf) > ledger.MaxLeafSize {
+		return nil, fmt.Errorf("revocation leaf of %d bytes: %w", len(leaf), ledger.ErrLeafTooLarge)
+	}
+	var b cryptobyte.Builder
+	b.AddUint8(commandVersion)
+	b.AddUint8(uint8(commandRevoke))
+	b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(leaf) })
+	return b.Bytes()
+}
+
 func encodeGenesis() []byte { return []byte{commandVersion, uint8(commandGenesis)} }
 
 // decodeCommand parses a command. Leaves alias data.
@@ -109,6 +123,12 @@ func decodeCommand(data []byte) (command, error) {
 		}
 		c.nodeID, c.apiAddr = string(id), string(addr)
 	case commandGenesis:
+	case commandRevoke:
+		var leaf cryptobyte.String
+		if !s.ReadUint16LengthPrefixed(&leaf) || len(leaf) == 0 {
+			return command{}, fmt.Errorf("%w: revocation leaf truncated or empty", errBadCommand)
+		}
+		c.leaves = [][]byte{leaf}
 	default:
 		return command{}, fmt.Errorf("%w: unknown type %d", errBadCommand, typ)
 	}

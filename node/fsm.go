@@ -247,7 +247,9 @@ func (f *fsm) Apply(l *raft.Log) any {
 		f.marker = l.Index
 		return nil
 	case commandBatch:
-		return f.applyBatch(l.Index, cmd.leaves, marker)
+		return f.applyBatch(l.Index, cmd.leaves, marker, false)
+	case commandRevoke:
+		return f.applyBatch(l.Index, cmd.leaves, marker, true)
 	case commandGenesis:
 		if f.store.Size() > 0 {
 			return nil
@@ -264,12 +266,20 @@ func (f *fsm) Apply(l *raft.Log) any {
 	return nil
 }
 
-func (f *fsm) applyBatch(index uint64, leaves [][]byte, marker []byte) any {
+// applyBatch admits and appends the leaves of a batch (or, with admin, of
+// a revoke command: revocations are appendable only through the admin API).
+func (f *fsm) applyBatch(index uint64, leaves [][]byte, marker []byte, admin bool) any {
 	start := time.Now()
 	a := newAdmitter(f.store)
 	results := make([]leafResult, len(leaves))
 	for i, leaf := range leaves {
-		r, err := a.admit(leaf)
+		var r leafResult
+		var err error
+		if admin {
+			r, err = a.admitRevocation(leaf)
+		} else {
+			r, err = a.admit(leaf)
+		}
 		if err != nil {
 			return f.fatal(index, err)
 		}

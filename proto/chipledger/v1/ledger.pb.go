@@ -1525,6 +1525,125 @@ func (*LeaveResponse) Descriptor() ([]byte, []int) {
 	return file_chipledger_v1_ledger_proto_rawDescGZIP(), []int{25}
 }
 
+type RevokeStationRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The 32-byte station ID: SHA-256 of the station certificate's DER.
+	StationId []byte `protobuf:"bytes,1,opt,name=station_id,json=stationId,proto3" json:"station_id,omitempty"`
+	// Why, for the public record: at most 255 bytes of UTF-8, no control
+	// characters.
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// When the station stopped being trusted, in Unix milliseconds; 0 means
+	// now. It may be earlier than now (a suspected compromise) but not later.
+	RevokedAtMs   uint64 `protobuf:"varint,3,opt,name=revoked_at_ms,json=revokedAtMs,proto3" json:"revoked_at_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeStationRequest) Reset() {
+	*x = RevokeStationRequest{}
+	mi := &file_chipledger_v1_ledger_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeStationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeStationRequest) ProtoMessage() {}
+
+func (x *RevokeStationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_chipledger_v1_ledger_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeStationRequest.ProtoReflect.Descriptor instead.
+func (*RevokeStationRequest) Descriptor() ([]byte, []int) {
+	return file_chipledger_v1_ledger_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *RevokeStationRequest) GetStationId() []byte {
+	if x != nil {
+		return x.StationId
+	}
+	return nil
+}
+
+func (x *RevokeStationRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RevokeStationRequest) GetRevokedAtMs() uint64 {
+	if x != nil {
+		return x.RevokedAtMs
+	}
+	return 0
+}
+
+type RevokeStationResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The revocation leaf with its inclusion proof.
+	Receipt *Receipt `protobuf:"bytes,1,opt,name=receipt,proto3" json:"receipt,omitempty"`
+	// The station was already revoked by this same leaf.
+	Duplicate     bool `protobuf:"varint,2,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeStationResponse) Reset() {
+	*x = RevokeStationResponse{}
+	mi := &file_chipledger_v1_ledger_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeStationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeStationResponse) ProtoMessage() {}
+
+func (x *RevokeStationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_chipledger_v1_ledger_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeStationResponse.ProtoReflect.Descriptor instead.
+func (*RevokeStationResponse) Descriptor() ([]byte, []int) {
+	return file_chipledger_v1_ledger_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *RevokeStationResponse) GetReceipt() *Receipt {
+	if x != nil {
+		return x.Receipt
+	}
+	return nil
+}
+
+func (x *RevokeStationResponse) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
+}
+
 type TransferLeadershipRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -1534,7 +1653,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_chipledger_v1_ledger_proto_msgTypes[26]
+	mi := &file_chipledger_v1_ledger_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1546,7 +1665,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chipledger_v1_ledger_proto_msgTypes[26]
+	mi := &file_chipledger_v1_ledger_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1559,7 +1678,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_chipledger_v1_ledger_proto_rawDescGZIP(), []int{26}
+	return file_chipledger_v1_ledger_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *TransferLeadershipRequest) GetNodeId() string {
@@ -1578,7 +1697,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_chipledger_v1_ledger_proto_msgTypes[27]
+	mi := &file_chipledger_v1_ledger_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1590,7 +1709,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chipledger_v1_ledger_proto_msgTypes[27]
+	mi := &file_chipledger_v1_ledger_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1603,7 +1722,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_chipledger_v1_ledger_proto_rawDescGZIP(), []int{27}
+	return file_chipledger_v1_ledger_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *TransferLeadershipResponse) GetLeaderId() string {
@@ -1730,7 +1849,15 @@ const file_chipledger_v1_ledger_proto_rawDesc = "" +
 	"\fJoinResponse\"'\n" +
 	"\fLeaveRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"\x0f\n" +
-	"\rLeaveResponse\"4\n" +
+	"\rLeaveResponse\"q\n" +
+	"\x14RevokeStationRequest\x12\x1d\n" +
+	"\n" +
+	"station_id\x18\x01 \x01(\fR\tstationId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\"\n" +
+	"\rrevoked_at_ms\x18\x03 \x01(\x04R\vrevokedAtMs\"g\n" +
+	"\x15RevokeStationResponse\x120\n" +
+	"\areceipt\x18\x01 \x01(\v2\x16.chipledger.v1.ReceiptR\areceipt\x12\x1c\n" +
+	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"4\n" +
 	"\x19TransferLeadershipRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"9\n" +
 	"\x1aTransferLeadershipResponse\x12\x1b\n" +
@@ -1746,12 +1873,13 @@ const file_chipledger_v1_ledger_proto_rawDesc = "" +
 	"LookupChip\x12 .chipledger.v1.LookupChipRequest\x1a!.chipledger.v1.LookupChipResponse\"\x03\x90\x02\x01\x12j\n" +
 	"\x10WatchCheckpoints\x12&.chipledger.v1.WatchCheckpointsRequest\x1a'.chipledger.v1.WatchCheckpointsResponse\"\x03\x90\x02\x010\x01\x12V\n" +
 	"\n" +
-	"GetLogInfo\x12 .chipledger.v1.GetLogInfoRequest\x1a!.chipledger.v1.GetLogInfoResponse\"\x03\x90\x02\x012\xca\x02\n" +
+	"GetLogInfo\x12 .chipledger.v1.GetLogInfoRequest\x1a!.chipledger.v1.GetLogInfoResponse\"\x03\x90\x02\x012\xa6\x03\n" +
 	"\fAdminService\x12J\n" +
 	"\x06Status\x12\x1c.chipledger.v1.StatusRequest\x1a\x1d.chipledger.v1.StatusResponse\"\x03\x90\x02\x01\x12?\n" +
 	"\x04Join\x12\x1a.chipledger.v1.JoinRequest\x1a\x1b.chipledger.v1.JoinResponse\x12B\n" +
 	"\x05Leave\x12\x1b.chipledger.v1.LeaveRequest\x1a\x1c.chipledger.v1.LeaveResponse\x12i\n" +
-	"\x12TransferLeadership\x12(.chipledger.v1.TransferLeadershipRequest\x1a).chipledger.v1.TransferLeadershipResponseBCZAgithub.com/chipledger/chipledger/proto/chipledger/v1;chipledgerv1b\x06proto3"
+	"\x12TransferLeadership\x12(.chipledger.v1.TransferLeadershipRequest\x1a).chipledger.v1.TransferLeadershipResponse\x12Z\n" +
+	"\rRevokeStation\x12#.chipledger.v1.RevokeStationRequest\x1a$.chipledger.v1.RevokeStationResponseBCZAgithub.com/chipledger/chipledger/proto/chipledger/v1;chipledgerv1b\x06proto3"
 
 var (
 	file_chipledger_v1_ledger_proto_rawDescOnce sync.Once
@@ -1765,7 +1893,7 @@ func file_chipledger_v1_ledger_proto_rawDescGZIP() []byte {
 	return file_chipledger_v1_ledger_proto_rawDescData
 }
 
-var file_chipledger_v1_ledger_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_chipledger_v1_ledger_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_chipledger_v1_ledger_proto_goTypes = []any{
 	(*Receipt)(nil),                     // 0: chipledger.v1.Receipt
 	(*AppendRequest)(nil),               // 1: chipledger.v1.AppendRequest
@@ -1793,8 +1921,10 @@ var file_chipledger_v1_ledger_proto_goTypes = []any{
 	(*JoinResponse)(nil),                // 23: chipledger.v1.JoinResponse
 	(*LeaveRequest)(nil),                // 24: chipledger.v1.LeaveRequest
 	(*LeaveResponse)(nil),               // 25: chipledger.v1.LeaveResponse
-	(*TransferLeadershipRequest)(nil),   // 26: chipledger.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil),  // 27: chipledger.v1.TransferLeadershipResponse
+	(*RevokeStationRequest)(nil),        // 26: chipledger.v1.RevokeStationRequest
+	(*RevokeStationResponse)(nil),       // 27: chipledger.v1.RevokeStationResponse
+	(*TransferLeadershipRequest)(nil),   // 28: chipledger.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil),  // 29: chipledger.v1.TransferLeadershipResponse
 }
 var file_chipledger_v1_ledger_proto_depIdxs = []int32{
 	0,  // 0: chipledger.v1.AppendResponse.receipt:type_name -> chipledger.v1.Receipt
@@ -1802,35 +1932,38 @@ var file_chipledger_v1_ledger_proto_depIdxs = []int32{
 	0,  // 2: chipledger.v1.ChipEntry.receipt:type_name -> chipledger.v1.Receipt
 	18, // 3: chipledger.v1.GetLogInfoResponse.stations:type_name -> chipledger.v1.Station
 	21, // 4: chipledger.v1.StatusResponse.peers:type_name -> chipledger.v1.Peer
-	1,  // 5: chipledger.v1.LedgerService.Append:input_type -> chipledger.v1.AppendRequest
-	3,  // 6: chipledger.v1.LedgerService.GetCheckpoint:input_type -> chipledger.v1.GetCheckpointRequest
-	5,  // 7: chipledger.v1.LedgerService.GetEntries:input_type -> chipledger.v1.GetEntriesRequest
-	7,  // 8: chipledger.v1.LedgerService.GetInclusionProof:input_type -> chipledger.v1.GetInclusionProofRequest
-	9,  // 9: chipledger.v1.LedgerService.GetConsistencyProof:input_type -> chipledger.v1.GetConsistencyProofRequest
-	11, // 10: chipledger.v1.LedgerService.LookupChip:input_type -> chipledger.v1.LookupChipRequest
-	14, // 11: chipledger.v1.LedgerService.WatchCheckpoints:input_type -> chipledger.v1.WatchCheckpointsRequest
-	16, // 12: chipledger.v1.LedgerService.GetLogInfo:input_type -> chipledger.v1.GetLogInfoRequest
-	19, // 13: chipledger.v1.AdminService.Status:input_type -> chipledger.v1.StatusRequest
-	22, // 14: chipledger.v1.AdminService.Join:input_type -> chipledger.v1.JoinRequest
-	24, // 15: chipledger.v1.AdminService.Leave:input_type -> chipledger.v1.LeaveRequest
-	26, // 16: chipledger.v1.AdminService.TransferLeadership:input_type -> chipledger.v1.TransferLeadershipRequest
-	2,  // 17: chipledger.v1.LedgerService.Append:output_type -> chipledger.v1.AppendResponse
-	4,  // 18: chipledger.v1.LedgerService.GetCheckpoint:output_type -> chipledger.v1.GetCheckpointResponse
-	6,  // 19: chipledger.v1.LedgerService.GetEntries:output_type -> chipledger.v1.GetEntriesResponse
-	8,  // 20: chipledger.v1.LedgerService.GetInclusionProof:output_type -> chipledger.v1.GetInclusionProofResponse
-	10, // 21: chipledger.v1.LedgerService.GetConsistencyProof:output_type -> chipledger.v1.GetConsistencyProofResponse
-	12, // 22: chipledger.v1.LedgerService.LookupChip:output_type -> chipledger.v1.LookupChipResponse
-	15, // 23: chipledger.v1.LedgerService.WatchCheckpoints:output_type -> chipledger.v1.WatchCheckpointsResponse
-	17, // 24: chipledger.v1.LedgerService.GetLogInfo:output_type -> chipledger.v1.GetLogInfoResponse
-	20, // 25: chipledger.v1.AdminService.Status:output_type -> chipledger.v1.StatusResponse
-	23, // 26: chipledger.v1.AdminService.Join:output_type -> chipledger.v1.JoinResponse
-	25, // 27: chipledger.v1.AdminService.Leave:output_type -> chipledger.v1.LeaveResponse
-	27, // 28: chipledger.v1.AdminService.TransferLeadership:output_type -> chipledger.v1.TransferLeadershipResponse
-	17, // [17:29] is the sub-list for method output_type
-	5,  // [5:17] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	0,  // 5: chipledger.v1.RevokeStationResponse.receipt:type_name -> chipledger.v1.Receipt
+	1,  // 6: chipledger.v1.LedgerService.Append:input_type -> chipledger.v1.AppendRequest
+	3,  // 7: chipledger.v1.LedgerService.GetCheckpoint:input_type -> chipledger.v1.GetCheckpointRequest
+	5,  // 8: chipledger.v1.LedgerService.GetEntries:input_type -> chipledger.v1.GetEntriesRequest
+	7,  // 9: chipledger.v1.LedgerService.GetInclusionProof:input_type -> chipledger.v1.GetInclusionProofRequest
+	9,  // 10: chipledger.v1.LedgerService.GetConsistencyProof:input_type -> chipledger.v1.GetConsistencyProofRequest
+	11, // 11: chipledger.v1.LedgerService.LookupChip:input_type -> chipledger.v1.LookupChipRequest
+	14, // 12: chipledger.v1.LedgerService.WatchCheckpoints:input_type -> chipledger.v1.WatchCheckpointsRequest
+	16, // 13: chipledger.v1.LedgerService.GetLogInfo:input_type -> chipledger.v1.GetLogInfoRequest
+	19, // 14: chipledger.v1.AdminService.Status:input_type -> chipledger.v1.StatusRequest
+	22, // 15: chipledger.v1.AdminService.Join:input_type -> chipledger.v1.JoinRequest
+	24, // 16: chipledger.v1.AdminService.Leave:input_type -> chipledger.v1.LeaveRequest
+	28, // 17: chipledger.v1.AdminService.TransferLeadership:input_type -> chipledger.v1.TransferLeadershipRequest
+	26, // 18: chipledger.v1.AdminService.RevokeStation:input_type -> chipledger.v1.RevokeStationRequest
+	2,  // 19: chipledger.v1.LedgerService.Append:output_type -> chipledger.v1.AppendResponse
+	4,  // 20: chipledger.v1.LedgerService.GetCheckpoint:output_type -> chipledger.v1.GetCheckpointResponse
+	6,  // 21: chipledger.v1.LedgerService.GetEntries:output_type -> chipledger.v1.GetEntriesResponse
+	8,  // 22: chipledger.v1.LedgerService.GetInclusionProof:output_type -> chipledger.v1.GetInclusionProofResponse
+	10, // 23: chipledger.v1.LedgerService.GetConsistencyProof:output_type -> chipledger.v1.GetConsistencyProofResponse
+	12, // 24: chipledger.v1.LedgerService.LookupChip:output_type -> chipledger.v1.LookupChipResponse
+	15, // 25: chipledger.v1.LedgerService.WatchCheckpoints:output_type -> chipledger.v1.WatchCheckpointsResponse
+	17, // 26: chipledger.v1.LedgerService.GetLogInfo:output_type -> chipledger.v1.GetLogInfoResponse
+	20, // 27: chipledger.v1.AdminService.Status:output_type -> chipledger.v1.StatusResponse
+	23, // 28: chipledger.v1.AdminService.Join:output_type -> chipledger.v1.JoinResponse
+	25, // 29: chipledger.v1.AdminService.Leave:output_type -> chipledger.v1.LeaveResponse
+	29, // 30: chipledger.v1.AdminService.TransferLeadership:output_type -> chipledger.v1.TransferLeadershipResponse
+	27, // 31: chipledger.v1.AdminService.RevokeStation:output_type -> chipledger.v1.RevokeStationResponse
+	19, // [19:32] is the sub-list for method output_type
+	6,  // [6:19] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_chipledger_v1_ledger_proto_init() }
@@ -1844,7 +1977,7 @@ func file_chipledger_v1_ledger_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_chipledger_v1_ledger_proto_rawDesc), len(file_chipledger_v1_ledger_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   28,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

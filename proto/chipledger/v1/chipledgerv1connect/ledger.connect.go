@@ -70,6 +70,9 @@ const (
 	// AdminServiceTransferLeadershipProcedure is the fully-qualified name of the AdminService's
 	// TransferLeadership RPC.
 	AdminServiceTransferLeadershipProcedure = "/chipledger.v1.AdminService/TransferLeadership"
+	// AdminServiceRevokeStationProcedure is the fully-qualified name of the AdminService's
+	// RevokeStation RPC.
+	AdminServiceRevokeStationProcedure = "/chipledger.v1.AdminService/RevokeStation"
 )
 
 // LedgerServiceClient is a client for the chipledger.v1.LedgerService service.
@@ -396,6 +399,10 @@ type AdminServiceClient interface {
 	// TransferLeadership asks the leader to hand leadership to another voter
 	// (to node_id if set, else to the most up-to-date one).
 	TransferLeadership(context.Context, *connect.Request[v1.TransferLeadershipRequest]) (*connect.Response[v1.TransferLeadershipResponse], error)
+	// RevokeStation appends a station revocation (leaf kind 4): from then on
+	// the ledger refuses the station's escrow entries, and auditors flag any
+	// that appear. Revoking the same way again returns the first revocation.
+	RevokeStation(context.Context, *connect.Request[v1.RevokeStationRequest]) (*connect.Response[v1.RevokeStationResponse], error)
 }
 
 // NewAdminServiceClient constructs a client for the chipledger.v1.AdminService service. By default,
@@ -434,6 +441,12 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(adminServiceMethods.ByName("TransferLeadership")),
 			connect.WithClientOptions(opts...),
 		),
+		revokeStation: connect.NewClient[v1.RevokeStationRequest, v1.RevokeStationResponse](
+			httpClient,
+			baseURL+AdminServiceRevokeStationProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("RevokeStation")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -443,6 +456,7 @@ type adminServiceClient struct {
 	join               *connect.Client[v1.JoinRequest, v1.JoinResponse]
 	leave              *connect.Client[v1.LeaveRequest, v1.LeaveResponse]
 	transferLeadership *connect.Client[v1.TransferLeadershipRequest, v1.TransferLeadershipResponse]
+	revokeStation      *connect.Client[v1.RevokeStationRequest, v1.RevokeStationResponse]
 }
 
 // Status calls chipledger.v1.AdminService.Status.
@@ -465,6 +479,11 @@ func (c *adminServiceClient) TransferLeadership(ctx context.Context, req *connec
 	return c.transferLeadership.CallUnary(ctx, req)
 }
 
+// RevokeStation calls chipledger.v1.AdminService.RevokeStation.
+func (c *adminServiceClient) RevokeStation(ctx context.Context, req *connect.Request[v1.RevokeStationRequest]) (*connect.Response[v1.RevokeStationResponse], error) {
+	return c.revokeStation.CallUnary(ctx, req)
+}
+
 // AdminServiceHandler is an implementation of the chipledger.v1.AdminService service.
 type AdminServiceHandler interface {
 	// Status reports the node's Raft role and state, and each peer's state and
@@ -477,6 +496,10 @@ type AdminServiceHandler interface {
 	// TransferLeadership asks the leader to hand leadership to another voter
 	// (to node_id if set, else to the most up-to-date one).
 	TransferLeadership(context.Context, *connect.Request[v1.TransferLeadershipRequest]) (*connect.Response[v1.TransferLeadershipResponse], error)
+	// RevokeStation appends a station revocation (leaf kind 4): from then on
+	// the ledger refuses the station's escrow entries, and auditors flag any
+	// that appear. Revoking the same way again returns the first revocation.
+	RevokeStation(context.Context, *connect.Request[v1.RevokeStationRequest]) (*connect.Response[v1.RevokeStationResponse], error)
 }
 
 // NewAdminServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -511,6 +534,12 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(adminServiceMethods.ByName("TransferLeadership")),
 		connect.WithHandlerOptions(opts...),
 	)
+	adminServiceRevokeStationHandler := connect.NewUnaryHandler(
+		AdminServiceRevokeStationProcedure,
+		svc.RevokeStation,
+		connect.WithSchema(adminServiceMethods.ByName("RevokeStation")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/chipledger.v1.AdminService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AdminServiceStatusProcedure:
@@ -521,6 +550,8 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceLeaveHandler.ServeHTTP(w, r)
 		case AdminServiceTransferLeadershipProcedure:
 			adminServiceTransferLeadershipHandler.ServeHTTP(w, r)
+		case AdminServiceRevokeStationProcedure:
+			adminServiceRevokeStationHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -544,4 +575,8 @@ func (UnimplementedAdminServiceHandler) Leave(context.Context, *connect.Request[
 
 func (UnimplementedAdminServiceHandler) TransferLeadership(context.Context, *connect.Request[v1.TransferLeadershipRequest]) (*connect.Response[v1.TransferLeadershipResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("chipledger.v1.AdminService.TransferLeadership is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) RevokeStation(context.Context, *connect.Request[v1.RevokeStationRequest]) (*connect.Response[v1.RevokeStationResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("chipledger.v1.AdminService.RevokeStation is not implemented"))
 }

@@ -1,0 +1,100 @@
+package node
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/chipledger/chipledger/ledger"
+	v1 "github.com/chipledger/chipledger/proto/chipledger/v1"
+)
+
+// TestRevokedStationIsRefused revokes a station through a follower and
+// checks that every replica, before and after a restart, refuses its
+// entries while the entries it made before stay in the log.
+func TestRevokedStationIsRefused(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	ctx := context.Background()
+	c.registerStation()
+	leaves := c.escrowLeaves(0, 4)
+	for _, leaf := range leaves[:2] {
+		if _, err := c.appendAnywhere(ctx, 0, leaf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	leader := c.waitLeader()
+	follower := (leader + 1) % 3
+	id := c.pki.StationID()
+	at := uint64(time.Now().Add(-time.Hour).UnixMilli())
+	revoke := func(i int, reason string) (*v1.RevokeStationResponse, error) {
+		resp, err := c.admin(i).RevokeStation(ctx, connect.NewRequest(&v1.RevokeStationRequest{StationId: id[:], Reason: reason, RevokedAtMs: at}))
+		if err != nil {
+			return nil, err
+		}
+		return resp.Msg, nil
+	}
+	first, err := revoke(follower, "key extracted from station 7")
+	if err != nil {
+		t.Fatalf("revoke through a follower: %v", err)
+	}
+	want, err := (&ledger.StationRevocation{StationID: id, RevokedAtMs: at, Reason: "key extracted from station 7"}).MarshalLeaf()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.checkReceipt(first.Receipt, want)
+	if first.Duplicate {
+		t.Fatal("the first revocation reported a duplicate")
+	}
+
+	// The same revocation again is answered with the first; another one is
+	// refused.
+	again, err := revoke(leader, "key extracted from station 7")
+	if err != nil || !again.Duplicate || again.Receipt.Index != first.Receipt.Index {
+		t.Fatalf("the same revocation again: %v, %v; want a duplicate of index %d", again, err, first.Receipt.Index)
+	}
+	if _, err := revoke(leader, "another reason"); connect.CodeOf(err) != connect.CodeFailedPrecondition {
+		t.Fatalf("a second, different revocation: %v, want FailedPrecondition", err)
+	}
+
+	// Bad requests.
+	unknown := [32]byte{1}
+	for _, tc := range []struct {
+		name string
+		req  *v1.RevokeStationRequest
+		code connect.Code
+	}{
+		{"an unregistered station", &v1.RevokeStationRequest{StationId: unknown[:]}, connect.CodeFailedPrecondition},
+		{"a short station ID", &v1.RevokeStationRequest{StationId: id[:31]}, connect.CodeInvalidArgument},
+		{"a reason with a newline", &v1.RevokeStationRequest{StationId: unknown[:], Reason: "a\nb"}, connect.CodeInvalidArgument},
+		{"a time in the future", &v1.RevokeStationRequest{StationId: id[:], RevokedAtMs: uint64(time.Now().Add(time.Hour).UnixMilli())}, connect.CodeInvalidArgument},
+	} {
+		if _, err := c.admin(follower).RevokeStation(ctx, connect.NewRequest(tc.req)); connect.CodeOf(err) != tc.code {
+			t.Errorf("revoke %s: %v, want %v", tc.name, err, tc.code)
+		}
+	}
+	// A revocation leaf cannot come in through Append.
+	other, _ := (&ledger.StationRevocation{StationID: id, RevokedAtMs: 1}).MarshalLeaf()
+	if _, err := c.append(ctx, leader, other); connect.CodeOf(err) != connect.CodeInvalidArgument {
+		t.Fatalf("Append of a revocation leaf: %v, want InvalidArgument", err)
+	}
+
+	// The station's new entries are refused by every node, also after a
+	// restart (which replays the revocation from the store).
+	for i := range 3 {
+		if _, err := c.append(ctx, i, leaves[2]); connect.CodeOf(err) != connect.CodeFailedPrecondition {
+			t.Fatalf("entry of a revoked station through n%d: %v, want FailedPrecondition", i, err)
+		}
+	}
+	c.waitSameState(4)
+	c.stop(leader)
+	c.restart(leader)
+	if _, err := c.appendAnywhere(ctx, leader, leaves[3]); connect.CodeOf(err) != connect.CodeFailedPrecondition {
+		t.Fatalf("entry of a revoked station after a restart: %v, want FailedPrecondition", err)
+	}
+	// Its earlier entries stay, and so does the revocation.
+	if got := payload(t, c.nodes[follower]); got != 4 {
+		t.Fatalf("%d entries, want the registration, 2 escrow entries and the revocation", got)
+	}
+}
