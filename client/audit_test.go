@@ -638,6 +638,22 @@ func TestAuditFindsInvalidEntries(t *testing.T) {
 		},
 		want: []wantFinding{{client.FindingDuplicateStation, 2}},
 	}, {
+		name: "entry of a revoked station",
+		leaves: func() [][]byte {
+			rev := marshal(t, &ledger.StationRevocation{StationID: m.pki.StationID(), RevokedAtMs: 1_800_000_000_000, Reason: "compromised"})
+			return [][]byte{station, valid(1, 1), rev, valid(2, 1), valid(1, 2)}
+		},
+		want: []wantFinding{{client.FindingRevokedStation, 3}, {client.FindingRevokedStation, 4}},
+	}, {
+		name: "revocation of an unregistered station, and a second revocation",
+		leaves: func() [][]byte {
+			revOther := marshal(t, &ledger.StationRevocation{StationID: other.StationID(), RevokedAtMs: 1})
+			rev := marshal(t, &ledger.StationRevocation{StationID: m.pki.StationID(), RevokedAtMs: 2})
+			again := marshal(t, &ledger.StationRevocation{StationID: m.pki.StationID(), RevokedAtMs: 3})
+			return [][]byte{revOther, station, valid(1, 1), rev, again}
+		},
+		want: []wantFinding{{client.FindingRevokedStation, 0}, {client.FindingRevokedStation, 4}},
+	}, {
 		name:   "unknown kind",
 		leaves: func() [][]byte { return [][]byte{station, {0, 5, 1, 2, 3}, valid(1, 1)} },
 		want:   []wantFinding{{client.FindingUnknownKind, 1}},
@@ -1442,4 +1458,39 @@ func ExampleAuditor_Audit() {
 	// Output:
 	// run 1: node ok, audited leaves [0, 9) of 9: 1 stations, 3 chips, 5 index roots checked; 0 findings
 	// run 2: node ok, audited leaves [9, 9) of 9: 1 stations, 3 chips, 5 index roots checked; 0 findings
+}
+
+// TestAuditStateKeepsRevocations checks that a revocation survives the
+// audit state's round trip, so that a rerun still flags the revoked
+// station's later entries.
+func TestAuditStateKeepsRevocations(t *testing.T) {
+	m := newLeafMaker(t)
+	signer := newSigner(t)
+	rev := &ledger.StationRevocation{StationID: m.pki.StationID(), RevokedAtMs: 1_800_000_000_000, Reason: "stolen"}
+	first := indexed(t, 0, [][]byte{m.pki.StationLeaf(), m.leaf(t, 1, 1), marshal(t, rev)})
+	f, addr := startFakeNode(t, signer, first.leaves)
+	state := newState(t, signer.VerifierKey(), m.pki.Trust)
+	if r := audit(t, newAuditor(t, state, client.AuditOptions{}, addr)); len(r.Findings) != 0 {
+		t.Fatalf("findings in a clean log: %v", r.Findings)
+	}
+	b, err := state.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	loaded, err := client.ParseAuditState(b, signer.VerifierKey(), m.pki.Trust)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := loaded.Stations()
+	if len(st) != 1 || st[0].Revocation == nil || *st[0].Revocation != *rev || st[0].RevocationIndex != first.at[2] {
+		t.Fatalf("stations after the round trip: %+v, want the station revoked at %d", st, first.at[2])
+	}
+	// The log goes on with an entry the ledger should have refused (and
+	// no index root after it, which is a finding of its own).
+	f.add(m.leaf(t, 2, 1))
+	r := audit(t, newAuditor(t, loaded, client.AuditOptions{}, addr))
+	if kinds := kindsOf(r.Findings); !slices.Equal(kinds, []client.FindingKind{client.FindingRevokedStation, client.FindingCheckpointNotAtIndexRoot}) ||
+		*r.Findings[0].Index != first.size() {
+		t.Fatalf("findings after the revocation: %v, want revoked-station at %d and checkpoint-not-at-index-root", r.Findings, first.size())
+	}
 }

@@ -55,7 +55,7 @@ const (
 	// FindingInvalidEntry: a leaf that does not parse strictly, or breaks
 	// an admission limit.
 	FindingInvalidEntry FindingKind = "invalid-entry"
-	// FindingUnknownKind: a leaf whose kind is not 1, 2 or 3.
+	// FindingUnknownKind: a leaf whose kind is not 1, 2, 3 or 4.
 	FindingUnknownKind FindingKind = "unknown-kind"
 	// FindingUnknownStation: an escrow entry whose station has no
 	// registration at a lower index.
@@ -63,6 +63,10 @@ const (
 	// FindingDuplicateStation: a second registration of a registered
 	// station.
 	FindingDuplicateStation FindingKind = "duplicate-station"
+	// FindingRevokedStation: an escrow entry of a station after the
+	// station's revocation, which the ledger must refuse; or a revocation
+	// of a station that is not registered before it, or already revoked.
+	FindingRevokedStation FindingKind = "revoked-station"
 	// FindingBadSignature: an escrow entry whose station signature does
 	// not verify with the registered station's key.
 	FindingBadSignature FindingKind = "bad-signature"
@@ -184,6 +188,9 @@ type auditedStation struct {
 	reg      *ledger.StationRegistration
 	verified *ledger.VerifiedStation
 	err      error
+
+	revokedAt  uint64 // the index of the revocation leaf, if revocation != nil
+	revocation []byte // the revocation leaf; nil while the station stands
 }
 
 // chipState is a chip's last epoch and the index of the entry with it,
@@ -259,14 +266,24 @@ type AuditedStation struct {
 	// Err says why the auditor's trust rejects the station's certificate
 	// at its registration time; nil if it accepts it.
 	Err error
+	// Revocation is the station's revocation, nil while it stands, and
+	// RevocationIndex the index of its leaf.
+	Revocation      *ledger.StationRevocation
+	RevocationIndex uint64
 }
 
 // Stations returns the registered stations, in registration order.
 func (s *AuditState) Stations() []AuditedStation {
 	out := make([]AuditedStation, 0, len(s.stations))
 	for id, st := range s.stations {
-		out = append(out, AuditedStation{Station: Station{ID: id, Certificate: clone(st.reg.Certificate),
-			RegistrationIndex: st.index, Registration: st.reg}, Err: st.err})
+		as := AuditedStation{Station: Station{ID: id, Certificate: clone(st.reg.Certificate),
+			RegistrationIndex: st.index, Registration: st.reg}, Err: st.err}
+		if st.revocation != nil {
+			// Parsed when it was audited (or loaded): it cannot fail.
+			as.Revocation, _ = ledger.ParseStationRevocation(st.revocation)
+			as.RevocationIndex = st.revokedAt
+		}
+		out = append(out, as)
 	}
 	slices.SortFunc(out, func(a, b AuditedStation) int { return cmpUint64(a.RegistrationIndex, b.RegistrationIndex) })
 	return out
@@ -499,6 +516,8 @@ func (c *leafChecker) decide(i int, p *parsedLeaf) (signatureJob, bool) {
 		return c.escrow(i, e)
 	case *ledger.StationRegistration:
 		c.station(i, e)
+	case *ledger.StationRevocation:
+		c.revocation(i, e)
 	}
 	// Index roots are checked after the other leaves' verdicts, by
 	// indexChecker.
@@ -512,6 +531,9 @@ func (c *leafChecker) escrow(i int, e *ledger.EscrowEntry) (signatureJob, bool) 
 	switch {
 	case !ok:
 		c.add(i, e, FindingUnknownStation, fmt.Sprintf("station %x has no registration before index %d", e.StationID, idx))
+		return signatureJob{}, false
+	case st.revocation != nil:
+		c.add(i, e, FindingRevokedStation, fmt.Sprintf("station %x was revoked at index %d, before this entry", e.StationID, st.revokedAt))
 		return signatureJob{}, false
 	case st.verified == nil:
 		c.add(i, e, FindingUntrustedCertificate, fmt.Sprintf("station %x, registered at index %d, is not trusted by the auditor's roots", e.StationID, st.index))
@@ -551,6 +573,21 @@ func (c *leafChecker) station(i int, r *ledger.StationRegistration) {
 		c.add(i, nil, errorKind(st.err), fmt.Sprintf("station %x: %v", id, st.err))
 	}
 	c.s.stations[id] = st
+}
+
+// revocation records the revocation r at leaf i: its station must be
+// registered before it and not yet revoked.
+func (c *leafChecker) revocation(i int, r *ledger.StationRevocation) {
+	idx := c.start + uint64(i)
+	st, ok := c.s.stations[r.StationID]
+	switch {
+	case !ok:
+		c.add(i, nil, FindingRevokedStation, fmt.Sprintf("revocation of station %x, which has no registration before index %d", r.StationID, idx))
+	case st.revocation != nil:
+		c.add(i, nil, FindingRevokedStation, fmt.Sprintf("station %x is already revoked at index %d", r.StationID, st.revokedAt))
+	default:
+		st.revokedAt, st.revocation = idx, clone(c.leaves[i])
+	}
 }
 
 // verifyStation runs the station checks of ledger.CheckStationRegistration
@@ -677,7 +714,12 @@ func (s *AuditState) MarshalBinary() ([]byte, error) {
 	b.AddUint32(uint32(len(stations)))
 	for _, st := range stations {
 		b.AddUint64(st.RegistrationIndex)
-		addOpaque16(b, s.stations[st.ID].leaf)
+		as := s.stations[st.ID]
+		addOpaque16(b, as.leaf)
+		addOpaque16(b, as.revocation) // empty while the station stands
+		if as.revocation != nil {
+			b.AddUint64(as.revokedAt)
+		}
 	}
 	chips := make([]string, 0, len(s.chips))
 	for c := range s.chips {
@@ -824,9 +866,10 @@ func (s *AuditState) decodeStations(in *cryptobyte.String) error {
 	}
 	var last uint64
 	for i := range n {
-		var idx uint64
-		var leaf []byte
-		if !in.ReadUint64(&idx) || !readOpaque16(in, &leaf) {
+		var idx, revokedAt uint64
+		var leaf, revocation []byte
+		if !in.ReadUint64(&idx) || !readOpaque16(in, &leaf) || !readOpaque16(in, &revocation) ||
+			(len(revocation) > 0 && !in.ReadUint64(&revokedAt)) {
 			return errors.New("truncated station")
 		}
 		reg, err := ledger.ParseStationRegistration(leaf)
@@ -840,6 +883,16 @@ func (s *AuditState) decodeStations(in *cryptobyte.String) error {
 			return fmt.Errorf("station %x twice", reg.StationID())
 		}
 		st := &auditedStation{index: idx, leaf: clone(leaf), reg: reg}
+		if len(revocation) > 0 {
+			r, err := ledger.ParseStationRevocation(revocation)
+			if err != nil {
+				return fmt.Errorf("revocation of station %d: %w", i, err)
+			}
+			if r.StationID != reg.StationID() || revokedAt <= idx || revokedAt >= s.audited {
+				return fmt.Errorf("revocation of station %x at index %d: another station's, or out of order", reg.StationID(), revokedAt)
+			}
+			st.revokedAt, st.revocation = revokedAt, clone(revocation)
+		}
 		st.verified, st.err = verifyStation(reg, s.trust)
 		s.stations[reg.StationID()] = st
 		last = idx
