@@ -21,6 +21,8 @@ type BatchResult struct {
 	PerSecond float64       `json:"devices_per_second"`
 	// Failures counts failures by cause.
 	Failures map[string]int `json:"failures,omitempty"`
+	// Examples holds the first error of each cause in Failures, in full.
+	Examples map[string]string `json:"examples,omitempty"`
 	// P50 and P99 are per-device provisioning latencies.
 	P50, P99 time.Duration
 	// Mean time of each step over the successful devices.
@@ -31,7 +33,7 @@ type BatchResult struct {
 // progress, if not nil, is called after each device with its error.
 func (s *Station) ProvisionAll(ctx context.Context, devices []device.Conn, concurrency int, progress func(err error)) BatchResult {
 	start := time.Now()
-	res := BatchResult{Devices: len(devices), Failures: map[string]int{}}
+	res := BatchResult{Devices: len(devices), Failures: map[string]int{}, Examples: map[string]string{}}
 	var mu sync.Mutex
 	var lat []time.Duration
 	next := make(chan device.Conn)
@@ -45,7 +47,10 @@ func (s *Station) ProvisionAll(ctx context.Context, devices []device.Conn, concu
 				mu.Lock()
 				if err != nil {
 					res.Failed++
-					res.Failures[failureCause(err)]++
+					cause := failureCause(err)
+					if res.Failures[cause]++; res.Failures[cause] == 1 {
+						res.Examples[cause] = err.Error()
+					}
 				} else {
 					res.Succeeded++
 					lat = append(lat, d)

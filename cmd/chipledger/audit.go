@@ -10,7 +10,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -97,14 +96,19 @@ func runAudit(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	hc, err := ledgerHTTPClient(c)
+	if err != nil {
+		return err
+	}
 	progress := newScanProgress(c.App.ErrWriter)
 	a, err := client.NewAuditor(client.AuditOptions{
-		Addrs:    auditAddrs(c),
-		State:    state,
-		Logger:   logger(c),
-		Workers:  c.Int("workers"),
-		Save:     func(s *client.AuditState) error { return s.WriteFile(path) },
-		Progress: progress.update,
+		Addrs:      ledgerAddrs(c),
+		HTTPClient: hc,
+		State:      state,
+		Logger:     logger(c),
+		Workers:    c.Int("workers"),
+		Save:       func(s *client.AuditState) error { return s.WriteFile(path) },
+		Progress:   progress.update,
 	})
 	if err != nil {
 		return err
@@ -153,19 +157,6 @@ func readRoots(path string) (*ledger.Trust, error) {
 		return nil, fmt.Errorf("--roots %s: %w", path, err)
 	}
 	return trust, nil
-}
-
-// auditAddrs returns the --ledger addresses, repeated or comma-separated.
-func auditAddrs(c *cli.Context) []string {
-	var addrs []string
-	for _, a := range c.StringSlice("ledger") {
-		for _, s := range strings.Split(a, ",") {
-			if s = strings.TrimSpace(s); s != "" {
-				addrs = append(addrs, s)
-			}
-		}
-	}
-	return addrs
 }
 
 // findingsExit is the command's result for a state: exit status 3 if it

@@ -102,6 +102,7 @@ Global options (such as --log-level) go before the command name.`,
 			recoverCommand(),
 			auditCommand(),
 			monitorCommand(),
+			adminCommand(),
 		},
 	}
 }

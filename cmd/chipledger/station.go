@@ -54,6 +54,9 @@ func ledgerAddrs(c *cli.Context) []string {
 	var addrs []string
 	for _, a := range c.StringSlice("ledger") {
 		for _, s := range strings.Split(a, ",") {
+			if s = strings.TrimSpace(s); s == "" {
+				continue
+			}
 			if c.String("tls-ca") != "" && !strings.Contains(s, "://") {
 				s = "https://" + s
 			}
@@ -316,7 +319,7 @@ func writeBatchSummary(w io.Writer, r provisioner.BatchResult) {
 	}
 	sort.Strings(causes)
 	for _, cause := range causes {
-		fmt.Fprintf(tw, "failed: %s\t%d\n", cause, r.Failures[cause])
+		fmt.Fprintf(tw, "failed: %s\t%d (first: %s)\n", cause, r.Failures[cause], r.Examples[cause])
 	}
 	tw.Flush()
 }

@@ -55,6 +55,22 @@ func TestStationInitAndBatchProvision(t *testing.T) {
 		t.Fatalf("ledger size %d, want at least the genesis root, the registration and 20 entries", got)
 	}
 
+	// An operator revokes the station; its next device is refused.
+	admin := []string{"admin", "revoke-station", "--ledger", addr, "--station-cert", filepath.Join(dir, "station", provisioner.StationCertFile), "--reason", "line 1 decommissioned"}
+	if r := runCLI(t, admin...); r.err != nil || !strings.Contains(r.stdout, "revoked at index") {
+		t.Fatalf("admin revoke-station: %q, %v", r.stdout, r.err)
+	}
+	if r := runCLI(t, "admin", "status", "--ledger", addr); r.err != nil || !strings.Contains(r.stdout, "leader") {
+		t.Fatalf("admin status: %q, %v", r.stdout, r.err)
+	}
+	r = runCLI(t, append(provision, "--emulate", "1", "--json")...)
+	if r.err == nil || !strings.Contains(r.stdout+r.stderr+r.err.Error(), "station revoked") {
+		t.Fatalf("provision after the revocation: %q %q %v, want a station-revoked failure", r.stdout, r.stderr, r.err)
+	}
+	if r := runCLI(t, "admin", "revoke-station", "--ledger", addr, "--station-id", "abcd"); r.err == nil {
+		t.Fatal("a short --station-id was accepted")
+	}
+
 	// A bad check digit is refused before any device is contacted.
 	r = runCLI(t, append(provision, "--device", "127.0.0.1:1", "--identity", "imei:490154203237517")...)
 	if r.err == nil || !strings.Contains(r.err.Error(), "check digit") {

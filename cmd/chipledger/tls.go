@@ -23,7 +23,7 @@ func tlsCommand() *cli.Command {
 		Usage: "make the cluster CA, node and admin certificates, and admin tokens",
 		Description: `For operators without a PKI of their own. Nodes run Raft over mutual TLS 1.3
 with peers whose certificates chain to the cluster CA, and serve the API over
-TLS; admin calls (join, leave, leadership transfer) need a client
+TLS; admin calls (join, leave, leadership transfer, station revocation) need a client
 certificate from the cluster CA or the admin token.`,
 		Subcommands: []*cli.Command{
 			{
