@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"slices"
+	"strconv"
 	"time"
 
 	"connectrpc.com/connect"
@@ -63,6 +64,12 @@ func (c *Client) do(ctx context.Context, op string, r route, attempt func(contex
 		if hint != "" && next != ep && !followedHint {
 			delay, followedHint = 0, true
 		}
+		if after := retryAfter(err); after > 0 {
+			// A node pushing back says when to come back; a little
+			// jitter keeps the clients it refused together from
+			// returning together.
+			delay = after + rand.N(after/4+1)
+		}
 		if time.Since(start)+delay > c.retry.MaxElapsed {
 			return nodeError(op, ep, fmt.Errorf("giving up after %d attempts in %s: %w", n, time.Since(start).Round(time.Millisecond), err))
 		}
@@ -108,11 +115,39 @@ func retryable(err error) bool {
 		return errors.As(err, &ne)
 	}
 	switch ce.Code() {
-	case connect.CodeUnavailable, connect.CodeResourceExhausted, connect.CodeDeadlineExceeded,
+	case connect.CodeUnavailable, connect.CodeDeadlineExceeded,
 		connect.CodeAborted, connect.CodeUnknown, connect.CodeCanceled:
 		return true
+	case connect.CodeResourceExhausted:
+		// Load pushback says when to retry; a request that is too large
+		// is refused the same way every time.
+		return retryAfter(err) > 0
 	}
 	return false
+}
+
+// retryAfterMsHeader and retryAfterHeader carry a node's pushback: when to
+// retry a call it refused for load.
+const (
+	retryAfterMsHeader = "Retry-After-Ms"
+	retryAfterHeader   = "Retry-After"
+	maxRetryAfter      = 10 * time.Second
+)
+
+// retryAfter returns the pause a RESOURCE_EXHAUSTED error asks for
+// (at most maxRetryAfter), or 0.
+func retryAfter(err error) time.Duration {
+	var ce *connect.Error
+	if !errors.As(err, &ce) || ce.Code() != connect.CodeResourceExhausted {
+		return 0
+	}
+	if ms, perr := strconv.ParseUint(ce.Meta().Get(retryAfterMsHeader), 10, 32); perr == nil && ms > 0 {
+		return min(time.Duration(ms)*time.Millisecond, maxRetryAfter)
+	}
+	if s, perr := strconv.ParseUint(ce.Meta().Get(retryAfterHeader), 10, 32); perr == nil && s > 0 {
+		return min(time.Duration(s)*time.Second, maxRetryAfter)
+	}
+	return 0
 }
 
 // leaderHint returns the leader address an UNAVAILABLE error names, if any.

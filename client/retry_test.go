@@ -190,3 +190,54 @@ func TestConnectionResetMovesToTheNextNode(t *testing.T) {
 		t.Error("the resetting node was never tried")
 	}
 }
+
+// busyNode refuses every append RESOURCE_EXHAUSTED, with a retry hint if
+// retryAfterMs is set, as a node pushing back does.
+type busyNode struct {
+	chipledgerv1connect.UnimplementedLedgerServiceHandler
+	retryAfterMs string
+	appends      atomic.Int64
+}
+
+func (n *busyNode) Append(context.Context, *connect.Request[v1.AppendRequest]) (*connect.Response[v1.AppendResponse], error) {
+	n.appends.Add(1)
+	err := connect.NewError(connect.CodeResourceExhausted, errors.New("too many appends in flight"))
+	if n.retryAfterMs != "" {
+		err.Meta().Set("Retry-After-Ms", n.retryAfterMs)
+	}
+	return nil, err
+}
+
+// TestPushbackIsRetriedOnlyWithAHint checks that RESOURCE_EXHAUSTED with
+// Retry-After-Ms is retried and waits at least the hint each time, while
+// one without (a request that is too large) fails at once.
+func TestPushbackIsRetriedOnlyWithAHint(t *testing.T) {
+	for _, tc := range []struct {
+		hint         string
+		wantAttempts int64
+	}{{"20", 3}, {"", 1}} {
+		busy := &busyNode{retryAfterMs: tc.hint}
+		c, err := client.New(client.Options{
+			Addrs: []string{serve(t, busy)}, LogKey: newSigner(t).VerifierKey(),
+			Retry: client.RetryPolicy{MaxAttempts: 3, InitialBackoff: time.Microsecond, MaxBackoff: time.Microsecond},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		_, err = c.Append(context.Background(), []byte{0, 1, 0})
+		took := time.Since(start)
+		c.Close()
+		if connect.CodeOf(err) != connect.CodeResourceExhausted {
+			t.Fatalf("hint %q: %v, want RESOURCE_EXHAUSTED", tc.hint, err)
+		}
+		if got := busy.appends.Load(); got != tc.wantAttempts {
+			t.Errorf("hint %q: %d attempts, want %d", tc.hint, got, tc.wantAttempts)
+		}
+		// Two pauses of at least the 20 ms hint: a lower bound, which
+		// a slow machine cannot break.
+		if tc.hint != "" && took < 40*time.Millisecond {
+			t.Errorf("hint %q: retried within %v, sooner than the hint allows", tc.hint, took)
+		}
+	}
+}

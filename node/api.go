@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -118,7 +119,14 @@ func (n *Node) precheck(leaf []byte) error {
 		if err != nil {
 			return err
 		}
-		return ledger.CheckEscrowEntryWithStation(e, station, n.cfg.Trust)
+		if err := ledger.CheckEscrowEntryWithStation(e, station, n.cfg.Trust); err != nil {
+			return err
+		}
+		// Only now is the entry known to be the station's own.
+		if wait, err := n.limiter.allow(e.StationID); err != nil {
+			return &retryAfterError{err: err, after: wait}
+		}
+		return nil
 	case ledger.KindStation:
 		r, err := ledger.ParseStationRegistration(leaf)
 		if err != nil {
@@ -345,6 +353,7 @@ var errorCodes = []struct {
 	{ledger.ErrBeyondSize, connect.CodeOutOfRange},
 	{ledger.ErrNotIndexed, connect.CodeUnavailable},
 	{errQueueFull, connect.CodeResourceExhausted},
+	{ErrStationRateLimited, connect.CodeResourceExhausted},
 	{ErrShuttingDown, connect.CodeUnavailable},
 	{raft.ErrRaftShutdown, connect.CodeUnavailable},
 	{raft.ErrEnqueueTimeout, connect.CodeUnavailable},
@@ -374,10 +383,37 @@ func toConnectError(err error) error {
 	}
 	for _, ec := range errorCodes {
 		if errors.Is(err, ec.err) {
-			return connect.NewError(ec.code, err)
+			ce := connect.NewError(ec.code, err)
+			var ra *retryAfterError
+			if errors.As(err, &ra) {
+				setRetryAfter(ce.Meta(), ra.after)
+			}
+			return ce
 		}
 	}
 	return connect.NewError(connect.CodeInternal, err)
+}
+
+// Pushback headers: an append refused for load carries when to retry, in
+// whole seconds (Retry-After, RFC 9110) and in milliseconds (Retry-After-Ms).
+const (
+	retryAfterHeader   = "Retry-After"
+	retryAfterMsHeader = "Retry-After-Ms"
+)
+
+// retryAfterError is a refusal for load, with when to retry.
+type retryAfterError struct {
+	err   error
+	after time.Duration
+}
+
+func (e *retryAfterError) Error() string { return e.err.Error() }
+func (e *retryAfterError) Unwrap() error { return e.err }
+
+func setRetryAfter(h http.Header, d time.Duration) {
+	d = max(d, time.Millisecond)
+	h.Set(retryAfterHeader, strconv.FormatInt(int64((d+time.Second-1)/time.Second), 10))
+	h.Set(retryAfterMsHeader, strconv.FormatInt(int64((d+time.Millisecond-1)/time.Millisecond), 10))
 }
 
 // unavailable is the error for a request this node cannot serve without a

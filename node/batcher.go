@@ -44,6 +44,10 @@ type batchOutcome struct {
 // accepts; the client should retry later.
 var errQueueFull = errors.New("too many appends in flight")
 
+// queueFullRetry is the pause an append refused for load is told to wait:
+// a few batches' time.
+const queueFullRetry = 100 * time.Millisecond
+
 func newBatcher(r *raft.Raft, m *metrics, stopped <-chan struct{}) *batcher {
 	return &batcher{
 		raft:        r,
@@ -68,7 +72,7 @@ func (b *batcher) submit(ctx context.Context, leaf []byte) (batchOutcome, error)
 	select {
 	case b.queue <- p:
 	default:
-		return batchOutcome{}, errQueueFull
+		return batchOutcome{}, &retryAfterError{err: errQueueFull, after: queueFullRetry}
 	}
 	b.metrics.inFlight.Inc()
 	defer b.metrics.inFlight.Dec()

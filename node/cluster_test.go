@@ -32,6 +32,7 @@ type testCluster struct {
 	nodes    []*Node // nil while stopped
 	http     *http.Client
 	raftConf func(*raft.Config)
+	config   func(*Config) // adjusts every node's configuration, if set
 }
 
 const testOrigin = "test.chipledger.example/log"
@@ -48,6 +49,13 @@ func testLogger(t testing.TB) *slog.Logger {
 // newTestCluster starts n nodes: the first bootstraps alone, the others
 // join through it.
 func newTestCluster(t testing.TB, n int, raftConf func(*raft.Config)) *testCluster {
+	t.Helper()
+	return newConfiguredCluster(t, n, raftConf, nil)
+}
+
+// newConfiguredCluster is newTestCluster with config applied to every
+// node's configuration.
+func newConfiguredCluster(t testing.TB, n int, raftConf func(*raft.Config), config func(*Config)) *testCluster {
 	t.Helper()
 	pki, err := sharedPKI()
 	if err != nil {
@@ -68,7 +76,7 @@ func newTestCluster(t testing.TB, n int, raftConf func(*raft.Config)) *testClust
 	var p http.Protocols
 	p.SetUnencryptedHTTP2(true)
 	c := &testCluster{
-		t: t, pki: pki, signer: signer, verifier: verifier, raftConf: raftConf,
+		t: t, pki: pki, signer: signer, verifier: verifier, raftConf: raftConf, config: config,
 		http: &http.Client{Transport: &http.Transport{Protocols: &p}},
 	}
 	t.Cleanup(c.stopAll)
@@ -93,6 +101,9 @@ func (c *testCluster) addNode(bootstrap bool) *Node {
 		Trust:    c.pki.Trust,
 		Logger:   testLogger(c.t),
 		Raft:     c.raftConf,
+	}
+	if c.config != nil {
+		c.config(&cfg)
 	}
 	if bootstrap {
 		cfg.Bootstrap = true

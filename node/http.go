@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -33,7 +34,8 @@ func (n *Node) startHTTP() {
 		connect.WithCompressMinBytes(64 << 10),
 	}
 	mux := http.NewServeMux()
-	mux.Handle(chipledgerv1connect.NewLedgerServiceHandler(&ledgerService{n}, opts...))
+	ledgerPath, ledgerHandler := chipledgerv1connect.NewLedgerServiceHandler(&ledgerService{n}, opts...)
+	mux.Handle(ledgerPath, n.limitAppends(ledgerHandler))
 	adminPath, adminHandler := chipledgerv1connect.NewAdminServiceHandler(&adminService{n}, opts...)
 	mux.Handle(adminPath, n.authorizeAdmin(adminHandler))
 	mux.HandleFunc("GET /checkpoint", n.serveCheckpoint)
@@ -57,8 +59,11 @@ func (n *Node) startHTTP() {
 		Handler:           mux,
 		Protocols:         &protocols,
 		ReadHeaderTimeout: 5 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    16 << 10,
+		// Requests are small (at most 128 KiB); a client that takes longer
+		// than this to send one is holding a connection for nothing.
+		ReadTimeout:    30 * time.Second,
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 16 << 10,
 	}
 	n.wg.Add(1)
 	go func() {
@@ -67,6 +72,30 @@ func (n *Node) startHTTP() {
 			n.log.Error("API server stopped", "err", err)
 		}
 	}()
+}
+
+// limitAppends refuses an Append when MaxAppendsInFlight are being handled
+// already, before its body is read: load is pushed back to the clients with
+// RESOURCE_EXHAUSTED and a retry hint rather than queued, so a flood of
+// appends holds bounded memory.
+func (n *Node) limitAppends(next http.Handler) http.Handler {
+	errw := connect.NewErrorWriter()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasSuffix(r.URL.Path, "/Append") {
+			next.ServeHTTP(w, r)
+			return
+		}
+		select {
+		case n.appending <- struct{}{}:
+			defer func() { <-n.appending }()
+			next.ServeHTTP(w, r)
+		default:
+			n.metrics.pushedBack.Inc()
+			err := connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("%w: %d appends in flight at this node; retry shortly", errQueueFull, cap(n.appending)))
+			setRetryAfter(err.Meta(), queueFullRetry)
+			errw.Write(w, r, err)
+		}
+	})
 }
 
 // authorizeAdmin lets through the admin calls that change the cluster

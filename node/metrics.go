@@ -17,6 +17,7 @@ type metrics struct {
 	treeSize     prometheus.Gauge
 	raftState    *prometheus.GaugeVec
 	inFlight     prometheus.Gauge
+	pushedBack   prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -48,8 +49,12 @@ func newMetrics() *metrics {
 			Name: "chipledger_appends_in_flight",
 			Help: "Appends waiting on this node (queued for a batch or being committed).",
 		}),
+		pushedBack: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chipledger_appends_pushed_back_total",
+			Help: "Appends refused with RESOURCE_EXHAUSTED because too many were in flight.",
+		}),
 	}
-	m.registry.MustRegister(m.appends, m.batchLeaves, m.applySeconds, m.treeSize, m.raftState, m.inFlight,
+	m.registry.MustRegister(m.appends, m.batchLeaves, m.applySeconds, m.treeSize, m.raftState, m.inFlight, m.pushedBack,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

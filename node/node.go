@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -80,7 +81,21 @@ type Config struct {
 	// authorises the admin calls (Join, Leave, TransferLeadership) for
 	// clients without an admin certificate.
 	AdminTokenHash []byte
+	// MaxAppendsInFlight bounds the appends a node handles at once (the
+	// requests it has read and not yet answered); more are refused at once
+	// with RESOURCE_EXHAUSTED and a retry hint, before their body is read.
+	// Zero means DefaultMaxAppendsInFlight.
+	MaxAppendsInFlight int
+	// StationRate, if positive, limits each station to that many appends a
+	// second on average, in bursts of up to StationBurst (at least 1); more
+	// are refused with RESOURCE_EXHAUSTED and when to retry.
+	StationRate  float64
+	StationBurst int
 }
+
+// DefaultMaxAppendsInFlight is the default Config.MaxAppendsInFlight: with
+// requests of at most 128 KiB, appends hold at most 128 MiB.
+const DefaultMaxAppendsInFlight = 1024
 
 // Peer is a member of the initial cluster.
 type Peer struct {
@@ -107,6 +122,8 @@ type Node struct {
 	apiAddr   string
 	stations  *stationCache
 	peers     *peerClients
+	limiter   *stationLimiter // nil: no per-station limit
+	appending chan struct{}   // a slot per append in flight (MaxAppendsInFlight)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -143,6 +160,8 @@ func New(cfg Config) (n *Node, err error) {
 		return nil, fmt.Errorf("open ledger: %w", err)
 	}
 	n.stations = newStationCache(n.fsm, cfg.Trust)
+	n.limiter = newStationLimiter(cfg.StationRate, cfg.StationBurst)
+	n.appending = make(chan struct{}, cmp.Or(cfg.MaxAppendsInFlight, DefaultMaxAppendsInFlight))
 
 	if n.listener = cfg.Listener; n.listener == nil {
 		if n.listener, err = net.Listen("tcp", cfg.APIAddr); err != nil {
@@ -196,6 +215,9 @@ func (c *Config) validate() error {
 	}
 	if len(c.AdminTokenHash) != 0 && len(c.AdminTokenHash) != 32 {
 		return errors.New("the admin token hash must be a SHA-256 (32 bytes)")
+	}
+	if c.MaxAppendsInFlight < 0 || c.StationRate < 0 || c.StationBurst < 0 {
+		return fmt.Errorf("MaxAppendsInFlight (%d), StationRate (%g) and StationBurst (%d) cannot be negative", c.MaxAppendsInFlight, c.StationRate, c.StationBurst)
 	}
 	return nil
 }

@@ -54,6 +54,10 @@ type nodeFlags struct {
 	TLSCA, TLSCert, TLSKey string
 	Insecure               bool
 	AdminTokenHash         string
+	// Limits.
+	MaxAppendsInFlight int
+	StationRate        float64
+	StationBurst       int
 }
 
 // devSetup describes what `node --dev` prepared, for the banner it prints.
@@ -154,6 +158,12 @@ list flags take comma-separated values there.`,
 				Usage: "run Raft and the API over plain TCP, without TLS (only on a network you trust; --dev implies it)"},
 			&cli.StringFlag{Name: "admin-token-hash", EnvVars: env("admin-token-hash"),
 				Usage: "hex SHA-256 of a bearer token that authorises admin calls for clients without an admin certificate (from \"chipledger tls token\")"},
+			&cli.IntFlag{Name: "max-appends-in-flight", EnvVars: env("max-appends-in-flight"), Value: node.DefaultMaxAppendsInFlight,
+				Usage: "appends handled at once; more are refused with RESOURCE_EXHAUSTED and a retry hint (bounds memory under load)"},
+			&cli.Float64Flag{Name: "station-rate", EnvVars: env("station-rate"),
+				Usage: "limit each station to this many appends a second (0: no limit)"},
+			&cli.IntFlag{Name: "station-burst", EnvVars: env("station-burst"), Value: 100,
+				Usage: "with --station-rate, the appends a station may make at once"},
 		},
 		Subcommands: []*cli.Command{nodeVerifyCommand()},
 		Action: func(c *cli.Context) error {
@@ -196,6 +206,10 @@ func nodeFlagsFrom(c *cli.Context) nodeFlags {
 		TLSKey:         c.String("tls-key"),
 		Insecure:       c.Bool("insecure"),
 		AdminTokenHash: c.String("admin-token-hash"),
+
+		MaxAppendsInFlight: c.Int("max-appends-in-flight"),
+		StationRate:        c.Float64("station-rate"),
+		StationBurst:       c.Int("station-burst"),
 	}
 }
 
@@ -290,6 +304,14 @@ func nodeConfig(f nodeFlags, log *slog.Logger) (node.Config, error) {
 		Bootstrap:     f.Bootstrap,
 		Join:          f.Join,
 		Logger:        log,
+
+		MaxAppendsInFlight: f.MaxAppendsInFlight,
+		StationRate:        f.StationRate,
+		StationBurst:       f.StationBurst,
+	}
+	if f.MaxAppendsInFlight < 1 || f.StationRate < 0 || f.StationBurst < 1 {
+		return node.Config{}, fmt.Errorf("--max-appends-in-flight (%d) and --station-burst (%d) must be at least 1, --station-rate (%g) not negative",
+			f.MaxAppendsInFlight, f.StationBurst, f.StationRate)
 	}
 	for _, a := range []struct{ flag, addr string }{
 		{"raft-addr", f.RaftAddr}, {"raft-advertise", f.RaftAdvertise},

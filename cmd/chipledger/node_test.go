@@ -198,6 +198,21 @@ func TestNodeFlagsMapToConfig(t *testing.T) {
 	}
 }
 
+func TestNodeLimitFlagsMapToConfig(t *testing.T) {
+	clearEnv(t)
+	logKey, trust := nodeFiles(t)
+	base := []string{"node", "--id", "n1", "--data-dir", "/data", "--log-key", logKey, "--trust", trust, "--insecure"}
+	r := runCLI(t, base...)
+	if r.err != nil || r.cfg.MaxAppendsInFlight != node.DefaultMaxAppendsInFlight || r.cfg.StationRate != 0 {
+		t.Fatalf("defaults: %+v, %v", r.cfg, r.err)
+	}
+	t.Setenv("CHIPLEDGER_STATION_RATE", "2.5")
+	r = runCLI(t, append(base, "--max-appends-in-flight", "64", "--station-burst", "7")...)
+	if r.err != nil || r.cfg.MaxAppendsInFlight != 64 || r.cfg.StationRate != 2.5 || r.cfg.StationBurst != 7 {
+		t.Fatalf("limits: in flight %d, rate %g, burst %d (%v); want 64, 2.5, 7", r.cfg.MaxAppendsInFlight, r.cfg.StationRate, r.cfg.StationBurst, r.err)
+	}
+}
+
 func TestNodeFlagErrorsSayWhatIsWrong(t *testing.T) {
 	logKey, trust := nodeFiles(t)
 	notAKey := filepath.Join(t.TempDir(), "not-a-key")
@@ -234,6 +249,8 @@ func TestNodeFlagErrorsSayWhatIsWrong(t *testing.T) {
 		{"log key that is not one", []string{"node", "--id", "n1", "--data-dir", "/data", "--log-key", notAKey, "--trust", trust}, []string{"--log-key", notAKey}},
 		{"trust bundle that is not one", []string{"node", "--id", "n1", "--data-dir", "/data", "--log-key", logKey, "--trust", logKey}, []string{"--trust", logKey}},
 		{"dev with peers", []string{"node", "--dev", "--data-dir", t.TempDir(), "--peer", "n1=127.0.0.1:7000=127.0.0.1:8080"}, []string{"--dev", "--peer"}},
+		{"no appends in flight", with("--max-appends-in-flight", "0"), []string{"--max-appends-in-flight"}},
+		{"negative station rate", with("--station-rate", "-1"), []string{"--station-rate"}},
 		{"positional argument", with("extra"), []string{"no arguments"}},
 		{"bad log level", append([]string{"--log-level", "loud"}, base...), []string{"--log-level"}},
 	}

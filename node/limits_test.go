@@ -1,0 +1,144 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
+
+	v1 "github.com/chipledger/chipledger/proto/chipledger/v1"
+)
+
+func TestStationLimiterRefillsAtItsRate(t *testing.T) {
+	l := newStationLimiter(2, 3) // 2 a second, bursts of 3
+	now := time.Unix(1_800_000_000, 0)
+	l.now = func() time.Time { return now }
+	a, b := [32]byte{1}, [32]byte{2}
+	for i := range 3 {
+		if _, err := l.allow(a); err != nil {
+			t.Fatalf("append %d of a burst of 3: %v", i+1, err)
+		}
+	}
+	wait, err := l.allow(a)
+	if !errors.Is(err, ErrStationRateLimited) || wait != 500*time.Millisecond {
+		t.Fatalf("4th append: wait %v, %v; want 500ms and ErrStationRateLimited", wait, err)
+	}
+	if _, err := l.allow(b); err != nil {
+		t.Fatalf("another station is limited too: %v", err)
+	}
+	now = now.Add(499 * time.Millisecond)
+	if _, err := l.allow(a); err == nil {
+		t.Fatal("a token before 500ms")
+	}
+	now = now.Add(time.Millisecond)
+	if _, err := l.allow(a); err != nil {
+		t.Fatalf("after 500ms: %v", err)
+	}
+	now = now.Add(time.Hour) // refills to the burst, not beyond
+	for range 3 {
+		if _, err := l.allow(a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := l.allow(a); err == nil {
+		t.Fatal("the bucket grew beyond its burst")
+	}
+	if newStationLimiter(0, 5) != nil {
+		t.Fatal("a rate of 0 should mean no limiter")
+	}
+}
+
+func retryAfterMs(t *testing.T, err error) int {
+	t.Helper()
+	var ce *connect.Error
+	if !errors.As(err, &ce) {
+		t.Fatalf("%v is not a Connect error", err)
+	}
+	ms, perr := strconv.Atoi(ce.Meta().Get(retryAfterMsHeader))
+	if perr != nil || ce.Meta().Get(retryAfterHeader) == "" {
+		t.Fatalf("%v carries no retry hint (%v)", err, ce.Meta())
+	}
+	return ms
+}
+
+// TestStationRateLimitPushesBack checks the per-station limit end to end:
+// a station over its rate is refused with a retry hint, and entries that
+// only claim to be the station's do not spend its budget.
+func TestStationRateLimitPushesBack(t *testing.T) {
+	c := newConfiguredCluster(t, 1, nil, func(cfg *Config) { cfg.StationRate, cfg.StationBurst = 0.5, 2 })
+	ctx := context.Background()
+	c.registerStation()
+	leaves := c.escrowLeaves(0, 3)
+	forged := bytes.Clone(leaves[2])
+	forged[len(forged)-5] ^= 1 // breaks the station signature
+	for range 5 {
+		if _, err := c.append(ctx, 0, forged); connect.CodeOf(err) != connect.CodeInvalidArgument {
+			t.Fatalf("a forged entry: %v, want InvalidArgument", err)
+		}
+	}
+	for _, leaf := range leaves[:2] {
+		if _, err := c.append(ctx, 0, leaf); err != nil {
+			t.Fatalf("within the burst: %v", err)
+		}
+	}
+	_, err := c.append(ctx, 0, leaves[2])
+	if connect.CodeOf(err) != connect.CodeResourceExhausted {
+		t.Fatalf("over the rate: %v, want ResourceExhausted", err)
+	}
+	if ms := retryAfterMs(t, err); ms < 1000 || ms > 2000 {
+		t.Fatalf("retry hint %d ms, want about 2 s (one token at 0.5/s)", ms)
+	}
+}
+
+// TestAppendsInFlightArePushedBack fills a node's append slots with a
+// request whose body never finishes and checks that the next append is
+// refused at once with a retry hint, and accepted once the slot is free.
+func TestAppendsInFlightArePushedBack(t *testing.T) {
+	c := newConfiguredCluster(t, 1, nil, func(cfg *Config) { cfg.MaxAppendsInFlight = 1 })
+	ctx := context.Background()
+	c.registerStation()
+	leaves := c.escrowLeaves(0, 2)
+
+	body, err := proto.Marshal(&v1.AppendRequest{Leaf: leaves[0]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, pw := io.Pipe()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+c.cfgs[0].APIAddr+"/chipledger.v1.LedgerService/Append", pr)
+	req.Header.Set("Content-Type", "application/proto")
+	req.ContentLength = int64(len(body))
+	slow := make(chan error, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		slow <- err
+	}()
+	pw.Write(body[:1]) // the handler now holds the only slot, reading the rest
+	waitFor(t, "the slow append to hold the slot", 5*time.Second, func() bool { return len(c.nodes[0].appending) == 1 })
+
+	_, err = c.append(ctx, 0, leaves[1])
+	if connect.CodeOf(err) != connect.CodeResourceExhausted {
+		t.Fatalf("append while the slot is held: %v, want ResourceExhausted", err)
+	}
+	if ms := retryAfterMs(t, err); ms != int(queueFullRetry/time.Millisecond) {
+		t.Fatalf("retry hint %d ms, want %v", ms, queueFullRetry)
+	}
+	pw.Write(body[1:])
+	pw.Close()
+	if err := <-slow; err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the slot to be free", 5*time.Second, func() bool { return len(c.nodes[0].appending) == 0 })
+	if _, err := c.append(ctx, 0, leaves[1]); err != nil {
+		t.Fatalf("append after the slot freed: %v", err)
+	}
+}
