@@ -74,6 +74,10 @@ func (n *Node) startHTTP() {
 	}()
 }
 
+// appendBodyTimeout bounds how long an append may take to send its body
+// once it holds a slot.
+const appendBodyTimeout = 10 * time.Second
+
 // limitAppends refuses an Append when MaxAppendsInFlight are being handled
 // already, before its body is read: load is pushed back to the clients with
 // RESOURCE_EXHAUSTED and a retry hint rather than queued, so a flood of
@@ -88,6 +92,10 @@ func (n *Node) limitAppends(next http.Handler) http.Handler {
 		select {
 		case n.appending <- struct{}{}:
 			defer func() { <-n.appending }()
+			// A slot is held while the body is read: an honest client
+			// sends its at most 128 KiB at once, one that trickles it
+			// loses the slot soon.
+			http.NewResponseController(w).SetReadDeadline(time.Now().Add(appendBodyTimeout))
 			next.ServeHTTP(w, r)
 		default:
 			n.metrics.pushedBack.Inc()

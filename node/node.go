@@ -94,8 +94,8 @@ type Config struct {
 }
 
 // DefaultMaxAppendsInFlight is the default Config.MaxAppendsInFlight: with
-// requests of at most 128 KiB, appends hold at most 128 MiB.
-const DefaultMaxAppendsInFlight = 1024
+// requests of at most 128 KiB, appends hold at most 64 MiB of requests.
+const DefaultMaxAppendsInFlight = 512
 
 // Peer is a member of the initial cluster.
 type Peer struct {

@@ -29,6 +29,7 @@ import (
 type procCluster struct {
 	t      *testing.T
 	ids    []string
+	api    []string // API addresses
 	procs  []*proc
 	ledger []chipledgerv1connect.LedgerServiceClient
 	admin  []chipledgerv1connect.AdminServiceClient
@@ -55,11 +56,26 @@ func startProcCluster(t *testing.T, bin string, n int, logKey, trust string) *pr
 			"--raft-addr", addrs[2*i], "--api-addr", addrs[2*i+1],
 			"--log-key", logKey, "--trust", trust, "--bootstrap", "--insecure"}
 		c.procs = append(c.procs, startProc(t, id, bin, append(args, peers...)...))
+		c.api = append(c.api, addrs[2*i+1])
 		base := "http://" + addrs[2*i+1]
 		c.ledger = append(c.ledger, chipledgerv1connect.NewLedgerServiceClient(httpClient, base))
 		c.admin = append(c.admin, chipledgerv1connect.NewAdminServiceClient(httpClient, base))
 	}
 	return c
+}
+
+// apiAddr returns node i's API address.
+func (c *procCluster) apiAddr(i int) string { return c.api[i] }
+
+// retryCount returns how many append errors appendWithFailover retried.
+func (c *procCluster) retryCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, v := range c.retries {
+		n += v
+	}
+	return n
 }
 
 // leader asks every running node for its status and returns the index of
