@@ -101,6 +101,11 @@ type Options struct {
 	// redo lost batches, such as a Raft state machine whose log holds every
 	// entry after the store's marker.
 	DeferSync bool
+	// Faults, if set, is called before each write the store makes to disk
+	// ("write" the leaves, "sync" them, "commit" the batch); an error it
+	// returns fails that write as a failing disk would. It is for
+	// fault-injection tests of the store's owners.
+	Faults func(op string) error
 }
 
 const (
@@ -167,6 +172,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		noSync:   opts.NoSync,
 		deferred: opts.DeferSync,
 		hasher:   newLeafHasher(),
+		hook:     opts.Faults,
 	}
 	if err := s.load(); err != nil {
 		db.Close()

@@ -105,6 +105,9 @@ func (s *ledgerService) appendLocal(ctx context.Context, leaf []byte) (*connect.
 // precheck runs the admission checks that need no replicated state and are
 // expensive (signatures, certificate chains) before the leaf is proposed.
 func (n *Node) precheck(leaf []byte) error {
+	if err := n.fsm.storeFault(); err != nil {
+		return err
+	}
 	kind, err := ledger.PeekKind(leaf)
 	if err != nil {
 		return err
@@ -345,6 +348,7 @@ var errorCodes = []struct {
 	err  error
 	code connect.Code
 }{
+	{ErrStoreFault, connect.CodeUnavailable}, // first: it may wrap any of the others
 	{ledger.ErrEpochReused, connect.CodeAlreadyExists},
 	{ErrStationRegistered, connect.CodeAlreadyExists},
 	{ErrUnknownStation, connect.CodeFailedPrecondition},

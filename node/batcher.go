@@ -24,6 +24,10 @@ type batcher struct {
 	timeout     time.Duration
 	metrics     *metrics
 	stopped     <-chan struct{} // closed when run returns
+	// faulted returns a channel closed while the state machine cannot
+	// write its store: appends waiting then give up (their batch may
+	// still commit, through another node; a retry is a duplicate).
+	faulted func() (<-chan struct{}, error)
 }
 
 // pending is one append waiting for its batch.
@@ -76,9 +80,16 @@ func (b *batcher) submit(ctx context.Context, leaf []byte) (batchOutcome, error)
 	}
 	b.metrics.inFlight.Inc()
 	defer b.metrics.inFlight.Dec()
+	var faulted <-chan struct{}
+	if b.faulted != nil {
+		faulted, _ = b.faulted()
+	}
 	select {
 	case o := <-p.done:
 		return o, nil
+	case <-faulted:
+		_, err := b.faulted()
+		return batchOutcome{}, err
 	case <-ctx.Done():
 		// The batch may still commit; a retry is answered as a duplicate.
 		return batchOutcome{}, ctx.Err()

@@ -214,6 +214,9 @@ func (c *testCluster) waitSameState(entries uint64) Checkpoint {
 			if n == nil {
 				continue
 			}
+			if n.fsm.storeFault() != nil {
+				return false // recovering from a disk fault
+			}
 			got := n.Checkpoint()
 			if got.Size == 0 || (!first && string(got.Signed) != string(cp.Signed)) || payload(c.t, n) < entries {
 				return false

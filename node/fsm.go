@@ -51,12 +51,23 @@ type fsm struct {
 
 	flushedAt atomic.Int64 // unix nanoseconds of the last store flush
 
+	// Store faults (see recoverStore).
+	storeOpts   ledger.Options
+	storeClosed bool                  // the store was closed to be reopened, under mu
+	logs        raft.LogStore         // the Raft log, to replay from after reopening
+	stop        chan struct{}         // closed when the node stops: give up recovering
+	fault       atomic.Pointer[error] // Apply cannot write (recoverStore)
+	flushFault  atomic.Pointer[error] // the idle flush cannot write (flushDue)
+	faulted     chan struct{}         // signalled when a fault starts
+	faultMu     sync.Mutex
+	faultCh     chan struct{} // closed while Apply is faulted, replaced when it recovers
+
 	cp      atomic.Pointer[Checkpoint]
 	cpMu    sync.Mutex
 	cpReady chan struct{} // closed and replaced on every new checkpoint
 }
 
-func newFSM(dataDir string, signer *ledger.LogSigner, noSync bool, logger *slog.Logger, m *metrics) (*fsm, error) {
+func newFSM(dataDir string, signer *ledger.LogSigner, noSync bool, faults func(string) error, logger *slog.Logger, m *metrics) (*fsm, error) {
 	dir, err := newLedgerDir(dataDir)
 	if err != nil {
 		return nil, err
@@ -68,14 +79,17 @@ func newFSM(dataDir string, signer *ledger.LogSigner, noSync bool, logger *slog.
 	if err := dir.removeOthers(gen); err != nil {
 		logger.Warn("could not remove old ledger generations", "err", err)
 	}
-	store, err := ledger.Open(path, storeOptions(logger, noSync))
+	opts := storeOptions(logger, noSync)
+	opts.Faults = faults
+	store, err := ledger.Open(path, opts)
 	if errors.Is(err, ledger.ErrCorrupt) {
 		return nil, fmt.Errorf("%w; the node refuses to serve it. Run \"chipledger node verify --data-dir %s\" for the first bad leaf or node, then move %s away and restart: the node rebuilds the ledger from its Raft snapshot and log (or remove the data directory and join the cluster again)", err, dataDir, path)
 	}
 	if err != nil {
 		return nil, err
 	}
-	f := &fsm{log: logger, dir: dir, signer: signer, noSync: noSync, metrics: m, store: store, gen: gen, cpReady: make(chan struct{})}
+	f := &fsm{log: logger, dir: dir, signer: signer, noSync: noSync, metrics: m, store: store, gen: gen, cpReady: make(chan struct{}),
+		storeOpts: opts, stop: make(chan struct{}), faulted: make(chan struct{}, 1), faultCh: make(chan struct{})}
 	if err := f.loadMarker(); err != nil {
 		store.Close()
 		return nil, err
@@ -116,7 +130,17 @@ func (f *fsm) flushDue(now time.Time) error {
 			f.flushedAt.Store(now.UnixNano())
 		}
 	})
-	return err
+	switch {
+	case err != nil && f.flushFault.Swap(&err) == nil:
+		f.metrics.storeFault.Set(1)
+		return err // reported once, when the fault starts
+	case err == nil && f.flushFault.Swap(nil) != nil:
+		f.log.Info("ledger store flushes again")
+		if f.fault.Load() == nil {
+			f.metrics.storeFault.Set(0)
+		}
+	}
+	return nil
 }
 
 func (f *fsm) lastFlush() time.Time { return time.Unix(0, f.flushedAt.Load()) }
@@ -155,7 +179,13 @@ func (f *fsm) close() error {
 func (f *fsm) withStore(fn func(s *ledger.Store) error) error {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return fn(f.store)
+	err := fn(f.store)
+	if err != nil && f.fault.Load() != nil {
+		// Recovering, the store may be back at its durable state, behind
+		// the checkpoint: the reader should come back or ask another node.
+		return fmt.Errorf("%w: %w", f.storeFault(), err)
+	}
+	return err
 }
 
 // checkpoint returns the latest signed checkpoint.
@@ -222,16 +252,27 @@ func (f *fsm) Apply(l *raft.Log) any {
 		return nil
 	}
 	f.mu.RLock()
-	defer f.mu.RUnlock()
+	res, err := f.apply(l)
+	f.mu.RUnlock()
+	if err != nil {
+		return f.recoverStore(l, err)
+	}
+	return res
+}
+
+// apply applies one command to the store. An error means the store could
+// not be read or written, and the entry is not applied; everything else,
+// including the verdict on each leaf, is in the result.
+func (f *fsm) apply(l *raft.Log) (any, error) {
 	if l.Index <= f.marker {
-		return nil // already in the store: replayed after a restart
+		return nil, nil // already in the store: replayed after a restart
 	}
 	cmd, err := decodeCommand(l.Data)
 	if err != nil {
 		// Only this package writes commands; a bad one is a bug or
 		// corruption, and applying nothing is what every replica does.
 		f.log.Error("skipping malformed raft entry", "index", l.Index, "err", err)
-		return err
+		return err, nil
 	}
 	marker := binary.BigEndian.AppendUint64(nil, l.Index)
 	switch cmd.typ {
@@ -242,33 +283,31 @@ func (f *fsm) Apply(l *raft.Log) any {
 			value = []byte(cmd.apiAddr)
 		}
 		if err := f.store.SetMetadata(key, value, marker); err != nil {
-			return f.fatal(l.Index, err)
+			return nil, err
 		}
 		f.marker = l.Index
-		return nil
+		return nil, nil
 	case commandBatch:
 		return f.applyBatch(l.Index, cmd.leaves, marker, false)
 	case commandRevoke:
 		return f.applyBatch(l.Index, cmd.leaves, marker, true)
 	case commandGenesis:
 		if f.store.Size() > 0 {
-			return nil
+			return nil, nil
 		}
 		res, err := f.store.AppendIndexed(nil, marker)
 		if err != nil {
-			return f.fatal(l.Index, err)
+			return nil, err
 		}
 		f.marker = l.Index
-		if err := f.publish(res.State); err != nil {
-			return f.fatal(l.Index, err)
-		}
+		return nil, f.publish(res.State)
 	}
-	return nil
+	return nil, nil
 }
 
 // applyBatch admits and appends the leaves of a batch (or, with admin, of
 // a revoke command: revocations are appendable only through the admin API).
-func (f *fsm) applyBatch(index uint64, leaves [][]byte, marker []byte, admin bool) any {
+func (f *fsm) applyBatch(index uint64, leaves [][]byte, marker []byte, admin bool) (any, error) {
 	start := time.Now()
 	a := newAdmitter(f.store)
 	results := make([]leafResult, len(leaves))
@@ -281,7 +320,7 @@ func (f *fsm) applyBatch(index uint64, leaves [][]byte, marker []byte, admin boo
 			r, err = a.admit(leaf)
 		}
 		if err != nil {
-			return f.fatal(index, err)
+			return nil, err
 		}
 		results[i] = r
 	}
@@ -289,31 +328,147 @@ func (f *fsm) applyBatch(index uint64, leaves [][]byte, marker []byte, admin boo
 	if len(a.accepted) > 0 {
 		res, err := f.store.AppendIndexed(a.accepted, marker)
 		if err != nil {
-			return f.fatal(index, err)
+			return nil, err
 		}
 		f.marker = index
 		if err := f.publish(res.State); err != nil {
-			return f.fatal(index, err)
+			return nil, err
 		}
 		cp = f.checkpoint()
 		if p := f.store.Pending(); p >= flushLeaves || start.Sub(f.lastFlush()) >= flushInterval {
 			if err := f.store.Flush(); err != nil {
-				return f.fatal(index, err)
+				return nil, err
 			}
 			f.flushedAt.Store(start.UnixNano())
 		}
 	}
 	f.metrics.observeBatch(len(leaves), len(a.accepted), time.Since(start))
-	return &applyResult{results: results, checkpoint: cp}
+	return &applyResult{results: results, checkpoint: cp}, nil
 }
 
-// fatal handles a failure to read or write the store inside Apply. The
-// state machine cannot skip an entry it failed to apply without diverging
-// from the other replicas, so it stops: Apply panics, the node process dies,
-// and a restart replays the entry from the Raft log.
-func (f *fsm) fatal(index uint64, err error) any {
-	f.log.Error("cannot apply raft entry; stopping", "index", index, "err", err)
-	panic(fmt.Sprintf("chipledger: apply raft entry %d: %v", index, err))
+// ErrStoreFault reports that the node's ledger store cannot write (a full
+// or failing disk): the node refuses appends until it recovers.
+var ErrStoreFault = errors.New("ledger store cannot write")
+
+// recoverStore handles a failure to read or write the store while applying
+// Raft entry l. The state machine cannot skip the entry without diverging
+// from the other replicas, so it holds it: it refuses appends (fault), and
+// retries with a growing pause until the disk works again: it reopens the
+// store at its last durable state, which a failed write never damages, and
+// applies the Raft log from there through l. Raft meanwhile goes on
+// (this node hands leadership away) and queues the entries after l.
+func (f *fsm) recoverStore(l *raft.Log, err error) any {
+	f.setFault(err)
+	f.log.Error("ledger store write failed; refusing appends until it recovers", "index", l.Index, "err", err)
+	delay := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		t := time.NewTimer(delay)
+		select {
+		case <-f.stop:
+			t.Stop()
+			// Raft is shutting down: the entry stays in its log, and the
+			// next start replays it from the store's durable marker.
+			return fmt.Errorf("%w: raft entry %d not applied: %w", ErrStoreFault, l.Index, err)
+		case <-t.C:
+		}
+		res, rerr := f.reapply(l)
+		if rerr == nil {
+			f.setFault(nil)
+			f.log.Info("ledger store recovered; accepting appends again", "index", l.Index, "attempts", attempt)
+			return res
+		}
+		f.setFault(rerr)
+		if attempt%20 == 0 {
+			f.log.Warn("ledger store still failing", "index", l.Index, "attempts", attempt, "err", rerr)
+		}
+		delay = min(2*delay, 2*time.Second)
+	}
+}
+
+// reapply reopens the store and applies the Raft entries after its durable
+// marker, through l.
+func (f *fsm) reapply(l *raft.Log) (any, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.storeClosed {
+		f.store.Close() // flushes what it can; the error is the one being recovered from
+		f.storeClosed = true
+	}
+	store, err := ledger.Open(f.dir.path(f.gen), f.storeOpts)
+	if err != nil {
+		return nil, fmt.Errorf("reopen: %w", err)
+	}
+	f.store, f.storeClosed = store, false
+	if err := f.loadMarker(); err != nil {
+		return nil, err
+	}
+	if f.logs == nil {
+		return nil, errors.New("no raft log to replay from")
+	}
+	for i := f.marker + 1; i < l.Index; i++ {
+		var e raft.Log
+		if err := f.logs.GetLog(i, &e); err != nil {
+			return nil, fmt.Errorf("replay raft entry %d: %w (restart the node to restore from a snapshot)", i, err)
+		}
+		if e.Type != raft.LogCommand {
+			continue
+		}
+		if _, err := f.apply(&e); err != nil {
+			return nil, fmt.Errorf("replay raft entry %d: %w", i, err)
+		}
+	}
+	res, err := f.apply(l)
+	if err != nil {
+		return nil, err
+	}
+	// What the retries appended is durable before the node says it is well.
+	if err := f.store.Flush(); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// setFault records the store's failure (nil: recovered).
+func (f *fsm) setFault(err error) {
+	f.faultMu.Lock()
+	defer f.faultMu.Unlock()
+	if err == nil {
+		if f.fault.Swap(nil) != nil {
+			f.faultCh = make(chan struct{})
+		}
+		if f.flushFault.Load() == nil {
+			f.metrics.storeFault.Set(0)
+		}
+		return
+	}
+	if f.fault.Swap(&err) == nil {
+		close(f.faultCh)
+	}
+	f.metrics.storeFault.Set(1)
+	select {
+	case f.faulted <- struct{}{}:
+	default:
+	}
+}
+
+// faultSignal returns a channel closed while Apply cannot write the store,
+// and the fault then.
+func (f *fsm) faultSignal() (<-chan struct{}, error) {
+	f.faultMu.Lock()
+	defer f.faultMu.Unlock()
+	return f.faultCh, f.storeFault()
+}
+
+// storeFault returns the store's current failure, or nil.
+func (f *fsm) storeFault() error {
+	p := f.fault.Load()
+	if p == nil {
+		p = f.flushFault.Load()
+	}
+	if p != nil {
+		return fmt.Errorf("%w: %w; appends resume when the disk recovers", ErrStoreFault, *p)
+	}
+	return nil
 }
 
 func memberKey(nodeID string) string { return "member/" + nodeID }
@@ -535,12 +690,14 @@ func (f *fsm) rebuild(r io.Reader, size uint64, root ledger.Hash, md map[string]
 		return err
 	}
 	old := f.store
-	ns, err = ledger.Open(path, storeOptions(f.log, f.noSync))
+	ns, err = ledger.Open(path, f.storeOpts)
 	if err != nil {
 		return fmt.Errorf("reopen restored ledger: %w", err)
 	}
-	f.store, f.gen, f.marker = ns, gen, 0
-	old.Close()
+	if !f.storeClosed {
+		old.Close()
+	}
+	f.store, f.gen, f.marker, f.storeClosed = ns, gen, 0, false
 	if err := f.dir.removeOthers(gen); err != nil {
 		f.log.Warn("could not remove the previous ledger generation", "err", err)
 	}

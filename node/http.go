@@ -196,6 +196,10 @@ func (n *Node) serveReady(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no leader", http.StatusServiceUnavailable)
 		return
 	}
+	if err := n.fsm.storeFault(); err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
 	if applied, commit := n.raft.AppliedIndex(), n.raft.CommitIndex(); applied < commit {
 		http.Error(w, "catching up", http.StatusServiceUnavailable)
 		return

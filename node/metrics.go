@@ -18,6 +18,7 @@ type metrics struct {
 	raftState    *prometheus.GaugeVec
 	inFlight     prometheus.Gauge
 	pushedBack   prometheus.Counter
+	storeFault   prometheus.Gauge
 }
 
 func newMetrics() *metrics {
@@ -53,8 +54,12 @@ func newMetrics() *metrics {
 			Name: "chipledger_appends_pushed_back_total",
 			Help: "Appends refused with RESOURCE_EXHAUSTED because too many were in flight.",
 		}),
+		storeFault: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "chipledger_store_fault",
+			Help: "1 while the ledger store cannot write (a full or failing disk) and the node refuses appends.",
+		}),
 	}
-	m.registry.MustRegister(m.appends, m.batchLeaves, m.applySeconds, m.treeSize, m.raftState, m.inFlight, m.pushedBack,
+	m.registry.MustRegister(m.appends, m.batchLeaves, m.applySeconds, m.treeSize, m.raftState, m.inFlight, m.pushedBack, m.storeFault,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

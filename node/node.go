@@ -91,6 +91,10 @@ type Config struct {
 	// are refused with RESOURCE_EXHAUSTED and when to retry.
 	StationRate  float64
 	StationBurst int
+	// StoreFaults, if set, is called before each write of the ledger store
+	// and fails it by returning an error: for fault-injection tests (see
+	// ledger.Options.Faults).
+	StoreFaults func(op string) error
 }
 
 // DefaultMaxAppendsInFlight is the default Config.MaxAppendsInFlight: with
@@ -156,7 +160,7 @@ func New(cfg Config) (n *Node, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
-	if n.fsm, err = newFSM(cfg.DataDir, cfg.Signer, cfg.NoSync, logger, n.metrics); err != nil {
+	if n.fsm, err = newFSM(cfg.DataDir, cfg.Signer, cfg.NoSync, cfg.StoreFaults, logger, n.metrics); err != nil {
 		return nil, fmt.Errorf("open ledger: %w", err)
 	}
 	n.stations = newStationCache(n.fsm, cfg.Trust)
@@ -177,9 +181,11 @@ func New(cfg Config) (n *Node, err error) {
 		return nil, err
 	}
 	n.batcher = newBatcher(n.raft, n.metrics, ctx.Done())
+	n.batcher.faulted = n.fsm.faultSignal
 	n.goRun(n.batcher.run)
 	n.goRun(n.watchLeadership)
 	n.goRun(n.flushIdle)
+	n.goRun(n.watchStoreFaults)
 	n.startHTTP()
 
 	if len(cfg.Join) > 0 {
@@ -262,6 +268,7 @@ func (n *Node) startRaft() error {
 	if err != nil {
 		return err
 	}
+	n.fsm.logs = logs
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, "raft-snapshots"), 2, conf.Logger)
 	if err != nil {
 		return fmt.Errorf("open raft snapshots: %w", err)
@@ -343,6 +350,25 @@ func (n *Node) watchLeadership(ctx context.Context) {
 	}
 }
 
+// watchStoreFaults hands leadership to another node when this one's
+// ledger store fails: a leader whose state machine cannot apply would
+// stall the cluster's appends.
+func (n *Node) watchStoreFaults(ctx context.Context) {
+	for {
+		select {
+		case <-n.fsm.faulted:
+			if n.IsLeader() {
+				n.log.Warn("ledger store failing; handing leadership to another node")
+				if err := n.raft.LeadershipTransfer().Error(); err != nil {
+					n.log.Warn("leadership transfer", "err", err)
+				}
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
 // flushIdle makes the ledger's last appends durable when no new batch
 // arrives to do it (see fsm.flushDue).
 func (n *Node) flushIdle(ctx context.Context) {
@@ -417,6 +443,9 @@ func (n *Node) Close() error {
 		}
 		n.cancel()
 		n.wg.Wait()
+		if n.fsm != nil {
+			close(n.fsm.stop) // a state machine waiting for its disk gives up
+		}
 		if n.raft != nil {
 			errs = append(errs, n.raft.Shutdown().Error())
 		}

@@ -1,0 +1,163 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/chipledger/chipledger/ledger"
+	v1 "github.com/chipledger/chipledger/proto/chipledger/v1"
+)
+
+// diskFaults makes a node's ledger store writes fail, as a full disk does,
+// while broken.
+type diskFaults struct {
+	mu     sync.Mutex
+	broken map[string]bool // by node ID
+	hits   atomic.Int64
+}
+
+func (d *diskFaults) set(id string, broken bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.broken[id] = broken
+}
+
+// configure gives every node a fault hook of its own.
+func (d *diskFaults) configure(cfg *Config) {
+	id := cfg.ID
+	cfg.StoreFaults = func(op string) error {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.broken[id] {
+			d.hits.Add(1)
+			return fmt.Errorf("%s: %w", op, syscall.ENOSPC)
+		}
+		return nil
+	}
+}
+
+// TestDiskFullStopsAppendsAndRecovers fills a single node's disk while an
+// append is being applied: the node refuses new appends with a clear
+// error and reports not ready, the append in flight waits, and when the
+// disk is freed everything resumes with every acknowledged entry in the
+// log exactly once, also after a restart.
+func TestDiskFullStopsAppendsAndRecovers(t *testing.T) {
+	faults := &diskFaults{broken: map[string]bool{}}
+	c := newConfiguredCluster(t, 1, nil, faults.configure)
+	ctx := context.Background()
+	c.registerStation()
+	leaves := c.escrowLeaves(0, 6)
+	for _, leaf := range leaves[:2] {
+		if _, err := c.append(ctx, 0, leaf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := c.nodes[0]
+	faults.set(n.ID(), true)
+	inFlight := make(chan error, 1)
+	go func() {
+		_, err := c.append(ctx, 0, leaves[2])
+		inFlight <- err
+	}()
+	waitFor(t, "the node to notice its disk fault", 10*time.Second, func() bool { return n.fsm.storeFault() != nil })
+
+	_, err := c.append(ctx, 0, leaves[3])
+	if connect.CodeOf(err) != connect.CodeUnavailable || !strings.Contains(err.Error(), "ledger store cannot write") ||
+		!strings.Contains(err.Error(), "no space left") {
+		t.Fatalf("append during the fault: %v, want UNAVAILABLE naming the disk fault", err)
+	}
+	resp, err := http.Get("http://" + n.APIAddr() + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz during the fault: %d, want 503", resp.StatusCode)
+	}
+	// Reads keep working from what the node has.
+	if _, err := c.client(0).GetCheckpoint(ctx, connect.NewRequest(&v1.GetCheckpointRequest{})); err != nil {
+		t.Fatalf("checkpoint during the fault: %v", err)
+	}
+
+	// The append in flight is told to retry: its entry is in the Raft log
+	// and will be applied, so the retry finds it.
+	if err := <-inFlight; connect.CodeOf(err) != connect.CodeUnavailable {
+		t.Fatalf("the append in flight when the disk filled: %v, want UNAVAILABLE", err)
+	}
+	faults.set(n.ID(), false)
+	waitFor(t, "the fault to clear", 10*time.Second, func() bool { return n.fsm.storeFault() == nil })
+	again, err := c.append(ctx, 0, leaves[2])
+	if err != nil || !again.Duplicate {
+		t.Fatalf("retry of the append in flight: %v, duplicate %v; want the entry applied once", err, again.GetDuplicate())
+	}
+	for _, leaf := range leaves[3:] {
+		if _, err := c.append(ctx, 0, leaf); err != nil {
+			t.Fatalf("append after the disk recovered: %v", err)
+		}
+	}
+	if faults.hits.Load() == 0 {
+		t.Fatal("the fault hook never fired")
+	}
+	want := c.nodes[0].Checkpoint()
+	c.stop(0)
+	c.restart(0)
+	if got := c.nodes[0].Checkpoint(); got.Size != want.Size || got.Root != want.Root {
+		t.Fatalf("after a restart: size %d, want %d", got.Size, want.Size)
+	}
+	if got := payload(t, c.nodes[0]); got != 7 {
+		t.Fatalf("%d entries, want the registration and 6 escrow entries, each once", got)
+	}
+	c.stop(0)
+	path, err := LedgerPath(c.cfgs[0].DataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ledger.VerifyStore(path, nil); err != nil {
+		t.Fatalf("the store after the fault: %v", err)
+	}
+}
+
+// TestLeaderWithAFullDiskHandsOver fills the leader's disk in a 3-node
+// cluster: the others take over and keep appending, and the node catches
+// up once its disk is freed.
+func TestLeaderWithAFullDiskHandsOver(t *testing.T) {
+	faults := &diskFaults{broken: map[string]bool{}}
+	c := newConfiguredCluster(t, 3, nil, faults.configure)
+	ctx := context.Background()
+	c.registerStation()
+	leaves := c.escrowLeaves(0, 20)
+	if _, err := c.appendAnywhere(ctx, 0, leaves[0]); err != nil {
+		t.Fatal(err)
+	}
+	leader := c.waitLeader()
+	sick := c.nodes[leader]
+	faults.set(sick.ID(), true)
+	// Appends go on through every node; the sick leader gives way.
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for i, leaf := range leaves[1:10] {
+		if _, err := c.appendAnywhere(ctx, (leader+1+i)%3, leaf); err != nil {
+			t.Fatalf("append %d with the leader's disk full: %v", i, err)
+		}
+	}
+	waitFor(t, "another leader", 10*time.Second, func() bool { return !sick.IsLeader() && sick.fsm.storeFault() != nil })
+	faults.set(sick.ID(), false)
+	for _, leaf := range leaves[10:] {
+		if _, err := c.appendAnywhere(ctx, leader, leaf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cp := c.waitSameState(21)
+	if sick.Checkpoint().Root != cp.Root || sick.fsm.storeFault() != nil {
+		t.Fatal("the recovered node does not match the others")
+	}
+}
