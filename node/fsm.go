@@ -536,21 +536,7 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 
 func (s *fsmSnapshot) persist(w io.Writer) error {
 	bw := bufio.NewWriterSize(w, 1<<20)
-	hdr := append([]byte(snapshotMagic), binary.BigEndian.AppendUint64(nil, s.state.Size)...)
-	hdr = append(hdr, s.state.Root[:]...)
-	hdr = binary.BigEndian.AppendUint32(hdr, uint32(len(s.metadata)))
-	keys := make([]string, 0, len(s.metadata))
-	for k := range s.metadata {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		hdr = binary.BigEndian.AppendUint16(hdr, uint16(len(k)))
-		hdr = append(hdr, k...)
-		hdr = binary.BigEndian.AppendUint32(hdr, uint32(len(s.metadata[k])))
-		hdr = append(hdr, s.metadata[k]...)
-	}
-	if _, err := bw.Write(hdr); err != nil {
+	if _, err := bw.Write(snapshotHeader(s.state, s.metadata)); err != nil {
 		return err
 	}
 	// The store may be replaced by a restore while this runs; the old one
@@ -559,6 +545,26 @@ func (s *fsmSnapshot) persist(w io.Writer) error {
 		return err
 	}
 	return bw.Flush()
+}
+
+// snapshotHeader encodes the header readSnapshotHeader reads: magic, size,
+// root and the metadata records in key order.
+func snapshotHeader(st ledger.TreeState, metadata map[string][]byte) []byte {
+	hdr := append([]byte(snapshotMagic), binary.BigEndian.AppendUint64(nil, st.Size)...)
+	hdr = append(hdr, st.Root[:]...)
+	hdr = binary.BigEndian.AppendUint32(hdr, uint32(len(metadata)))
+	keys := make([]string, 0, len(metadata))
+	for k := range metadata {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		hdr = binary.BigEndian.AppendUint16(hdr, uint16(len(k)))
+		hdr = append(hdr, k...)
+		hdr = binary.BigEndian.AppendUint32(hdr, uint32(len(metadata[k])))
+		hdr = append(hdr, metadata[k]...)
+	}
+	return hdr
 }
 
 func (s *fsmSnapshot) Release() {}
@@ -589,6 +595,10 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	return f.rebuild(br, size, root, md)
 }
 
+// maxSnapshotMetadata bounds the metadata records of a snapshot (member
+// addresses: one per node that ever joined).
+const maxSnapshotMetadata = 1 << 16
+
 func readSnapshotHeader(r io.Reader) (size uint64, root ledger.Hash, md map[string][]byte, err error) {
 	var hdr [4 + 8 + 32 + 4]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
@@ -600,7 +610,11 @@ func readSnapshotHeader(r io.Reader) (size uint64, root ledger.Hash, md map[stri
 	size = binary.BigEndian.Uint64(hdr[4:])
 	copy(root[:], hdr[12:44])
 	n := binary.BigEndian.Uint32(hdr[44:])
+	if n > maxSnapshotMetadata {
+		return 0, root, nil, fmt.Errorf("snapshot holds %d metadata records, at most %d", n, maxSnapshotMetadata)
+	}
 	md = make(map[string][]byte, n)
+	var last string
 	for range n {
 		var kl [2]byte
 		if _, err := io.ReadFull(r, kl[:]); err != nil {
@@ -621,6 +635,10 @@ func readSnapshotHeader(r io.Reader) (size uint64, root ledger.Hash, md map[stri
 		if _, err := io.ReadFull(r, v); err != nil {
 			return 0, root, nil, err
 		}
+		if string(k) <= last && len(md) > 0 {
+			return 0, root, nil, fmt.Errorf("snapshot metadata key %q out of order or repeated", k)
+		}
+		last = string(k)
 		md[string(k)] = v
 	}
 	return size, root, md, nil
