@@ -101,7 +101,7 @@ func FuzzAPIRequests(f *testing.F) {
 	hc := &http.Client{}
 	for i := range apiMethods {
 		f.Add(uint8(i), []byte{})
-		f.Add(uint8(i), []byte{0x08, 0x01, 0x10, 0x03})     // fields 1 and 2 = 1, 3
+		f.Add(uint8(i), []byte{0x08, 0x01, 0x10, 0x03})       // fields 1 and 2 = 1, 3
 		f.Add(uint8(i), []byte{0x0a, 0x03, 0x00, 0x01, 0x02}) // field 1 = 3 bytes
 	}
 	f.Fuzz(func(t *testing.T, method uint8, body []byte) {
