@@ -103,6 +103,14 @@ var goldenIndexRootLayout = []field{
 	{"index_root", "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"}, // 32 bytes
 }
 
+// goldenRevocationLayout is the leaf of testdata/station-revocation.hex.
+var goldenRevocationLayout = []field{
+	{"kind", "0004"}, // u16 kind 4 (station revocation)
+	{"station_id", "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"},
+	{"revoked_at_ms", "0000019b76daa800"}, // u64 1767225600000 = 2026-01-01T00:00:00Z
+	{"reason", "0a 6b6579206c65616b6564"}, // u8 length 10, "key leaked"
+}
+
 func readGolden(t testing.TB, name string) []byte {
 	t.Helper()
 	b, err := os.ReadFile("testdata/" + name)
@@ -178,6 +186,42 @@ func TestIndexRootGoldenVector(t *testing.T) {
 		r.Root[i] = 0xa0 + byte(i)
 	}
 	checkGolden(t, "index-root.hex", goldenIndexRootLayout, r)
+}
+
+func TestStationRevocationGoldenVector(t *testing.T) {
+	r := &StationRevocation{RevokedAtMs: 1767225600000, Reason: "key leaked"}
+	for i := range r.StationID {
+		r.StationID[i] = byte(i)
+	}
+	checkGolden(t, "station-revocation.hex", goldenRevocationLayout, r)
+}
+
+func TestStationRevocationRejectsBadReasonsAndBytes(t *testing.T) {
+	golden := readGolden(t, "station-revocation.hex")
+	withReason := func(reason string) []byte {
+		b := append([]byte{}, golden[:2+32+8]...)
+		return append(append(b, byte(len(reason))), reason...)
+	}
+	for _, tc := range []struct {
+		name string
+		leaf []byte
+	}{
+		{"trailing byte", append(append([]byte{}, golden...), 0)},
+		{"truncated", golden[:len(golden)-1]},
+		{"no reason length", golden[:2+32+8]},
+		{"a newline in the reason", withReason("a\nb")},
+		{"invalid UTF-8", withReason("\xff")},
+	} {
+		if _, err := ParseStationRevocation(tc.leaf); err == nil {
+			t.Errorf("%s: parsed", tc.name)
+		}
+	}
+	if _, err := ParseStationRevocation(withReason("")); err != nil {
+		t.Errorf("an empty reason: %v", err)
+	}
+	if _, err := (&StationRevocation{Reason: strings.Repeat("x", 256)}).MarshalLeaf(); err == nil {
+		t.Error("a 256-byte reason was encoded")
+	}
 }
 
 // malformedCase is a leaf every parser must reject with ErrMalformed and the

@@ -11,14 +11,14 @@ import (
 // accepts is the one encoding of its entry: MarshalLeaf(ParseEntry(x)) == x.
 // PeekKind and PeekEscrow must agree with it on every accepted leaf.
 func FuzzParseEntry(f *testing.F) {
-	for _, name := range []string{"escrow-entry.hex", "station-registration.hex", "index-root.hex"} {
+	for _, name := range []string{"escrow-entry.hex", "station-registration.hex", "index-root.hex", "station-revocation.hex"} {
 		f.Add(readGolden(f, name))
 	}
 	p := newTestPKI(f)
 	f.Add(p.escrowLeaf(f, testChipID(1), 1))
 	f.Add(p.stationLeaf(f))
 	f.Add([]byte{0, 1})
-	f.Add([]byte{0, 4, 1, 2})
+	f.Add([]byte{0, 5, 1, 2})
 	f.Fuzz(func(t *testing.T, leaf []byte) {
 		e, err := ParseEntry(leaf)
 		if err != nil {
