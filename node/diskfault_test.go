@@ -161,3 +161,36 @@ func TestLeaderWithAFullDiskHandsOver(t *testing.T) {
 		t.Fatal("the recovered node does not match the others")
 	}
 }
+
+// TestNodeStopsCleanlyDuringADiskFault stops a node whose store cannot
+// write while an entry waits to be applied: Close returns, and a restart
+// on a healed disk applies the entry once.
+func TestNodeStopsCleanlyDuringADiskFault(t *testing.T) {
+	faults := &diskFaults{broken: map[string]bool{}}
+	c := newConfiguredCluster(t, 1, nil, faults.configure)
+	ctx := context.Background()
+	c.registerStation()
+	leaves := c.escrowLeaves(0, 2)
+	n := c.nodes[0]
+	faults.set(n.ID(), true)
+	inFlight := make(chan error, 1)
+	go func() {
+		_, err := c.append(ctx, 0, leaves[0])
+		inFlight <- err
+	}()
+	waitFor(t, "the node to notice its disk fault", 10*time.Second, func() bool { return n.fsm.storeFault() != nil })
+	<-inFlight
+	c.stop(0) // must not wait for the disk
+	faults.set(n.ID(), false)
+	c.restart(0)
+	again, err := c.appendAnywhere(ctx, 0, leaves[0])
+	if err != nil || !again.Duplicate {
+		t.Fatalf("the entry in flight at the stop: %v, duplicate %v; want it applied once at restart", err, again.GetDuplicate())
+	}
+	if _, err := c.append(ctx, 0, leaves[1]); err != nil {
+		t.Fatal(err)
+	}
+	if got := payload(t, c.nodes[0]); got != 3 {
+		t.Fatalf("%d entries, want 3", got)
+	}
+}

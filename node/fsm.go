@@ -56,6 +56,7 @@ type fsm struct {
 	storeClosed bool                  // the store was closed to be reopened, under mu
 	logs        raft.LogStore         // the Raft log, to replay from after reopening
 	stop        chan struct{}         // closed when the node stops: give up recovering
+	halted      atomic.Bool           // gave up recovering: apply nothing more
 	fault       atomic.Pointer[error] // Apply cannot write (recoverStore)
 	flushFault  atomic.Pointer[error] // the idle flush cannot write (flushDue)
 	faulted     chan struct{}         // signalled when a fault starts
@@ -251,6 +252,11 @@ func (f *fsm) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand {
 		return nil
 	}
+	if f.halted.Load() {
+		// An earlier entry could not be applied before the node stopped:
+		// applying this one would skip it. The next start replays both.
+		return fmt.Errorf("%w: raft entry %d not applied: the node is stopping with an earlier entry unapplied", ErrStoreFault, l.Index)
+	}
 	f.mu.RLock()
 	res, err := f.apply(l)
 	f.mu.RUnlock()
@@ -366,8 +372,10 @@ func (f *fsm) recoverStore(l *raft.Log, err error) any {
 		select {
 		case <-f.stop:
 			t.Stop()
-			// Raft is shutting down: the entry stays in its log, and the
-			// next start replays it from the store's durable marker.
+			// The node is stopping: the entry stays in the Raft log, and
+			// the next start replays it from the store's durable marker.
+			// Nothing after it may be applied meanwhile.
+			f.halted.Store(true)
 			return fmt.Errorf("%w: raft entry %d not applied: %w", ErrStoreFault, l.Index, err)
 		case <-t.C:
 		}

@@ -442,10 +442,12 @@ func (n *Node) Close() error {
 			n.listener.Close()
 		}
 		n.cancel()
-		n.wg.Wait()
 		if n.fsm != nil {
-			close(n.fsm.stop) // a state machine waiting for its disk gives up
+			// A state machine waiting for its disk gives up, so that the
+			// appends waiting on it (and their goroutines) finish.
+			close(n.fsm.stop)
 		}
+		n.wg.Wait()
 		if n.raft != nil {
 			errs = append(errs, n.raft.Shutdown().Error())
 		}
