@@ -1,0 +1,495 @@
+package chaos
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chipledger/chipledger/client"
+	"github.com/chipledger/chipledger/internal/testpki"
+	"github.com/chipledger/chipledger/ledger"
+	"github.com/chipledger/chipledger/proofs"
+	"github.com/chipledger/chipledger/proto/chipledger/v1/chipledgerv1connect"
+)
+
+var (
+	flagDuration = flag.Duration("chaos.duration", 0, "how long to inject faults (default $"+EnvDuration+", else 90s)")
+	flagSeed     = flag.String("chaos.seed", "", "seed of the fault plan, to replay a run (default $"+EnvSeed+", else from the clock)")
+	flagRate     = flag.Float64("chaos.rate", 0, "appends per second, all clients together (default 100)")
+	flagClients  = flag.Int("chaos.clients", 0, "appending clients (default 8)")
+	flagDir      = flag.String("chaos.dir", "", "keep the nodes' data and logs in this directory (default $"+EnvDir+", else a temporary one)")
+	flagBin      = flag.String("chaos.bin", "", "run this chipledger binary instead of building one (default $"+EnvBin+")")
+)
+
+// config reads the run's Config from the environment, then the flags.
+func config(t *testing.T) Config {
+	t.Helper()
+	cfg, err := ConfigFromEnv(os.Getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *flagDuration > 0 {
+		cfg.Duration = *flagDuration
+	}
+	if *flagSeed != "" {
+		if cfg.Seed, err = strconv.ParseInt(*flagSeed, 10, 64); err != nil {
+			t.Fatalf("-chaos.seed %q: want an integer", *flagSeed)
+		}
+	}
+	if *flagRate > 0 {
+		cfg.Rate = *flagRate
+	}
+	if *flagClients > 0 {
+		cfg.Clients = *flagClients
+	}
+	if *flagDir != "" {
+		cfg.Dir = *flagDir
+	}
+	if *flagBin != "" {
+		cfg.Bin = *flagBin
+	}
+	return cfg
+}
+
+// Time the run needs besides the faults: building, starting, making the
+// entries, finishing the appends, converging and checking (see
+// checkTimeout).
+const (
+	setupTimeout    = time.Minute
+	drainTimeout    = 60 * time.Second
+	convergeTimeout = 60 * time.Second
+)
+
+// checkTimeout bounds the checks, which read the whole log and prove every
+// checkpoint seen consistent with the final one: longer runs have more.
+func checkTimeout(faults time.Duration) time.Duration { return time.Minute + faults/5 }
+
+// TestClusterSurvivesFaults runs a five-node cluster of `chipledger node`
+// processes while clients append and poll checkpoints through a faulty
+// network, and nodes are killed and restarted, for -chaos.duration
+// ($CHIPLEDGER_CHAOS_DURATION, 90s by default). Then it repairs
+// everything, waits for the nodes to converge and checks that the log kept
+// every promise: acknowledged appends are in it once at their index,
+// refused ones are not, replicas are identical, every checkpoint anyone saw
+// is a prefix of the final one, and no node served a poller a smaller
+// checkpoint than it served it before. A failure prints the seed that
+// replays the plan ($CHIPLEDGER_CHAOS_SEED or -chaos.seed).
+func TestClusterSurvivesFaults(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a cluster under faults for minutes; skipped with -short")
+	}
+	r := setUp(t, config(t))
+	r.underFaults()
+	r.checkObservations()
+	final := r.converge()
+	r.checkLog(final)
+	r.summarise(final)
+}
+
+// A run is one run of TestClusterSurvivesFaults.
+type run struct {
+	t        *testing.T
+	cfg      Config
+	started  time.Time
+	pki      *testpki.PKI
+	logKey   string // the verifier key
+	verifier *proofs.LogVerifier
+	c        *Cluster
+	w        *Workload
+	clients  []*client.Client
+	station  *client.AppendResult
+
+	// The fault phase's records.
+	pollers *Pollers
+	faults  map[string]int
+	tally   Tally
+
+	// The checks' counts.
+	logReport      LogReport
+	lookups        int
+	consistency    ConsistencyReport
+	acrossRestarts int
+}
+
+func (r *run) logf(format string, args ...any) {
+	r.t.Helper()
+	r.t.Logf("%s: %s", time.Since(r.started).Round(100*time.Millisecond), fmt.Sprintf(format, args...))
+}
+
+// setUp builds the binary, writes the log key and the trust bundle, starts
+// the cluster, makes the entries and registers the station.
+func setUp(t *testing.T, cfg Config) *run {
+	t.Logf("seed %d, %s of faults, %d nodes, %d clients at %.0f appends/s", cfg.Seed, cfg.Duration, cfg.Nodes, cfg.Clients, cfg.Rate)
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		keep := ""
+		if cfg.Dir == "" {
+			keep = fmt.Sprintf("; set %s to keep the nodes' logs", EnvDir)
+		}
+		t.Logf("FAILED with seed %d: replay with %s=%d (or -chaos.seed=%d) and %s=%s%s", cfg.Seed, EnvSeed, cfg.Seed, cfg.Seed, EnvDuration, cfg.Duration, keep)
+	})
+	need := setupTimeout + cfg.Duration + drainTimeout + convergeTimeout + checkTimeout(cfg.Duration)
+	if deadline, ok := t.Deadline(); ok && time.Until(deadline) < need {
+		t.Fatalf("the run may need %s and the test has %s: pass -timeout %s", need, time.Until(deadline).Round(time.Second), (need + time.Minute).Round(time.Minute))
+	}
+	r := &run{t: t, cfg: cfg, started: time.Now()}
+	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
+	defer cancel()
+
+	dir := t.TempDir()
+	if cfg.Dir != "" {
+		if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		var err error
+		if dir, err = os.MkdirTemp(cfg.Dir, fmt.Sprintf("seed%d-", cfg.Seed)); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("the nodes' data and logs are in %s", dir)
+	}
+	bin := cfg.Bin
+	if bin == "" {
+		var err error
+		if bin, err = Build(ctx, t.TempDir()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	logKeyFile, trustFile := r.writeKeys(dir)
+	r.startCluster(ClusterOptions{Bin: bin, Dir: dir, Nodes: cfg.Nodes, LogKey: logKeyFile, Trust: trustFile})
+
+	var err error
+	if r.w, err = NewWorkload(r.pki, cfg.Entries()); err != nil {
+		t.Fatal(err)
+	}
+	r.logf("made %d escrow entries", len(r.w.Leaves))
+	if _, err := r.c.WaitLeader(ctx); err != nil {
+		for _, n := range r.c.Nodes {
+			for _, u := range n.Proc.Unexpected() {
+				t.Error(u)
+			}
+		}
+		t.Fatalf("no leader: %v", err)
+	}
+	r.clients = r.newClients()
+	if r.station, err = r.clients[0].Append(ctx, r.pki.StationLeaf()); err != nil {
+		t.Fatalf("register the station: %v", err)
+	}
+	r.w.Observe(r.station.Receipt.Checkpoint)
+	r.logf("cluster up, station registered at index %d", r.station.Receipt.Index)
+	return r
+}
+
+// writeKeys makes the PKI and the log key, and writes the files the nodes
+// read.
+func (r *run) writeKeys(dir string) (logKeyFile, trustFile string) {
+	t := r.t
+	var err error
+	if r.pki, err = testpki.New(); err != nil {
+		t.Fatal(err)
+	}
+	skey, vkey, err := ledger.GenerateLogKey("chaos.chipledger.example/log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.verifier, err = proofs.NewLogVerifier(vkey); err != nil {
+		t.Fatal(err)
+	}
+	r.logKey = vkey
+	logKeyFile, trustFile = filepath.Join(dir, "log.key"), filepath.Join(dir, "trust.pem")
+	if err := os.WriteFile(logKeyFile, []byte(skey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(trustFile, r.pki.Trust.PEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return logKeyFile, trustFile
+}
+
+// startCluster starts the cluster, to be killed when the test ends, with
+// the tail of each node's output printed if it failed.
+func (r *run) startCluster(o ClusterOptions) {
+	t := r.t
+	c, err := StartCluster(o)
+	t.Cleanup(func() {
+		c.Close()
+		if !t.Failed() {
+			return
+		}
+		for _, n := range c.Nodes {
+			if n.Proc != nil {
+				t.Logf("--- last lines of %s's output (%s):\n%s", n.ID, n.Proc.LogPath(), n.Proc.Tail(60))
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range c.Nodes {
+		t.Logf("%s: raft %s (proxy %s), api %s (proxy %s)", n.ID, n.RaftAddr, n.RaftProxy, n.APIAddr, n.APIProxy)
+	}
+	r.c = c
+}
+
+// newClients makes the appending clients, each knowing every node through
+// the network and starting at another one. Half of them give up soon, and
+// send their ambiguous appends again later.
+func (r *run) newClients() []*client.Client {
+	clients := make([]*client.Client, r.cfg.Clients)
+	for i := range clients {
+		addrs := r.c.APIProxies()
+		addrs = append(addrs[i%len(addrs):], addrs[:i%len(addrs)]...)
+		retry := PatientRetry
+		if i%2 == 1 {
+			retry = ImpatientRetry
+		}
+		var err error
+		if clients[i], err = client.New(client.Options{Addrs: addrs, LogKey: r.logKey, Retry: retry}); err != nil {
+			r.t.Fatal(err)
+		}
+		r.t.Cleanup(func() { clients[i].Close() })
+	}
+	return clients
+}
+
+// underFaults appends and polls while the plan's faults happen, then
+// repairs the cluster and lets the appends in flight end.
+func (r *run) underFaults() {
+	t := r.t
+	plan := Plan(r.cfg.Seed, r.cfg.Duration, r.cfg.Nodes)
+	r.logf("the plan has %d steps", len(plan))
+	stopAppends, stopPolls := make(chan struct{}), make(chan struct{})
+	appendsDone := make(chan struct{})
+	go func() {
+		defer close(appendsDone)
+		r.w.Run(r.clients, r.cfg.Rate, stopAppends)
+	}()
+	r.pollers = StartPollers(r.c, r.verifier, r.cfg.Pollers, stopPolls)
+	in := NewInjector(r.c, func(format string, args ...any) {
+		acked, failed := r.w.Progress()
+		r.logf("[acked %d, failed %d] %s", acked, failed, fmt.Sprintf(format, args...))
+	})
+	if err := in.Run(context.Background(), plan, r.cfg.Duration); err != nil {
+		t.Error(err)
+	}
+	r.logf("faults over; repairing")
+	if err := in.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	r.faults = in.Counts()
+	close(stopAppends)
+	select {
+	case <-appendsDone:
+	case <-time.After(drainTimeout):
+		t.Fatalf("the appends in flight did not end within %s", drainTimeout)
+	}
+	close(stopPolls)
+	r.pollers.Wait()
+	r.tally = r.w.Tally()
+	r.logf("appends done: %s", r.tally)
+}
+
+// converge waits until every node serves one checkpoint, holding every
+// acknowledged append, and checks that no node process died by itself.
+func (r *run) converge() Converged {
+	t := r.t
+	ctx, cancel := context.WithTimeout(context.Background(), convergeTimeout)
+	defer cancel()
+	minSize := r.station.Receipt.Index + 1
+	for _, a := range r.w.Attempts() {
+		if a.Outcome == Acked {
+			minSize = max(minSize, a.Index+1)
+		}
+	}
+	final, err := r.c.Converge(ctx, minSize, time.Second, r.verifier)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.logf("all %d nodes serve checkpoint size %d", len(r.c.Nodes), final.Checkpoint.Size)
+	for _, n := range r.c.Nodes {
+		for _, u := range n.Proc.Unexpected() {
+			t.Errorf("node process exited unexpectedly: %s", u)
+		}
+	}
+	return final
+}
+
+// checkLog checks the final log against the appends' outcomes, and every
+// checkpoint the clients and pollers saw against it.
+func (r *run) checkLog(final Converged) {
+	t := r.t
+	ctx, cancel := context.WithTimeout(context.Background(), checkTimeout(r.cfg.Duration))
+	defer cancel()
+	checker, err := client.New(client.Options{Addrs: r.c.APIAddrs(), LogKey: r.logKey, Trusted: final.Signed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer checker.Close()
+	leaves, err := checker.Entries(ctx, 0, final.Checkpoint.Size)
+	if err != nil {
+		t.Fatalf("read the log: %v", err)
+	}
+	var findings *Findings
+	r.logReport, findings = CheckLog(leaves, r.w, r.pki.StationLeaf(), r.station.Receipt.Index)
+	report(t, "log", findings)
+
+	inLog := chipsInLog(leaves)
+	r.lookups, findings = CheckLookups(ctx, checker, r.w, lookupSample(r.cfg.Seed, r.w), func(i int) bool { return inLog[string(r.w.Chips[i])] })
+	report(t, "chip lookups", findings)
+
+	r.consistency, findings = CheckConsistency(ctx, r.directNodes(), r.verifier, final.Checkpoint, r.observed())
+	report(t, "checkpoint consistency", findings)
+
+}
+
+// checkObservations fails the test for what clients and pollers saw go
+// wrong during the run: answers the client SDK refused (forks, rollbacks,
+// bad proofs), read-backs without the acknowledged entry, checkpoints that
+// do not verify, and regressions.
+func (r *run) checkObservations() {
+	t := r.t
+	const most = 10
+	refused := 0
+	for _, a := range r.w.Attempts() {
+		if a.Verification {
+			if refused++; refused <= most {
+				t.Errorf("the client SDK refused a node's answer: %v", a.Err)
+			}
+		}
+	}
+	if refused > most {
+		t.Errorf("… %d answers refused in all", refused)
+	}
+	for i, err := range r.w.Reads().Wrong {
+		if i < most {
+			t.Error(err)
+		}
+	}
+	for i, err := range r.pollers.Bad() {
+		if i < most {
+			t.Error(err)
+		}
+	}
+	r.checkRegressions()
+}
+
+// observed returns every signed checkpoint a client or poller verified.
+func (r *run) observed() [][]byte {
+	observed := append(r.w.Checkpoints(), r.pollers.Checkpoints()...)
+	for _, c := range r.clients {
+		if _, signed := c.Trusted(); signed != nil {
+			observed = append(observed, signed)
+		}
+	}
+	return observed
+}
+
+func (r *run) directNodes() []chipledgerv1connect.LedgerServiceClient {
+	var nodes []chipledgerv1connect.LedgerServiceClient
+	for _, n := range r.c.Nodes {
+		nodes = append(nodes, n.Ledger())
+	}
+	return nodes
+}
+
+// checkRegressions fails the test for every node that served a poller a
+// smaller checkpoint than it served it before in the same run of the
+// node. After a restart, a node serves what its store made durable before
+// the kill until Raft catches it up: that is not a rollback of the log
+// (every verifying client refuses it, asking for its trusted size), but it
+// is worth seeing.
+func (r *run) checkRegressions() {
+	acrossRestarts := make(map[string]int)
+	for _, reg := range r.pollers.Regressions() {
+		if !reg.AcrossRestart {
+			r.t.Errorf("checkpoint regression: %s", reg)
+			continue
+		}
+		acrossRestarts[fmt.Sprintf("%s served size %d after %d", Endpoint(reg.Node), reg.To, reg.From)]++
+	}
+	for _, what := range slices.Sorted(maps.Keys(acrossRestarts)) {
+		r.t.Logf("note: after a restart, %s (%d polls)", what, acrossRestarts[what])
+	}
+	r.acrossRestarts = len(acrossRestarts)
+}
+
+// summarise prints the run's counts.
+func (r *run) summarise(final Converged) {
+	t := r.t
+	reads := r.w.Reads()
+	polls, failedPolls := r.pollers.Stats()
+	refused, dropped := r.c.Net.Stats()
+	lr := r.logReport
+	t.Logf("RESULT seed=%d duration=%s elapsed=%s", r.cfg.Seed, r.cfg.Duration, time.Since(r.started).Round(100*time.Millisecond))
+	t.Logf("RESULT appends: %s", r.tally)
+	t.Logf("RESULT read-backs: %d ok, %d wrong, %d unavailable", reads.OK, len(reads.Wrong), reads.Unavailable)
+	t.Logf("RESULT faults: %s; the network refused %d connections and closed %d", FormatCounts(r.faults), refused, dropped)
+	t.Logf("RESULT checkpoints: %d observed, %d sizes, %d proven prefixes of the final tree; %d polls (%d failed), %d smaller after a restart",
+		r.consistency.Observed, r.consistency.Sizes, r.consistency.Proven, polls, failedPolls, r.acrossRestarts)
+	t.Logf("RESULT final log: size %d: %d escrow entries, %d station, %d index roots; %d chip lookups; %d appends ambiguous at the end, %d of them in the log",
+		final.Checkpoint.Size, lr.Escrow, lr.Stations, lr.IndexRoots, r.lookups, r.tally.Ambiguous, lr.AmbiguousLanded)
+	if r.tally.Acked == 0 {
+		t.Error("no append was acknowledged: the run checked nothing")
+	}
+}
+
+// report fails the test with findings, if any.
+func report(t *testing.T, what string, f *Findings) {
+	t.Helper()
+	if f.Total() == 0 {
+		return
+	}
+	var b strings.Builder
+	for _, err := range f.Errs() {
+		fmt.Fprintf(&b, "\n  %v", err)
+	}
+	if f.Total() > len(f.Errs()) {
+		fmt.Fprintf(&b, "\n  … and %d more", f.Total()-len(f.Errs()))
+	}
+	t.Errorf("%s: %d findings:%s", what, f.Total(), b.String())
+}
+
+// chipsInLog returns the chips with an escrow entry among leaves.
+func chipsInLog(leaves [][]byte) map[string]bool {
+	in := make(map[string]bool)
+	for _, leaf := range leaves {
+		if kind, _ := ledger.PeekKind(leaf); kind == ledger.KindEscrow {
+			if e, err := ledger.ParseEscrowEntry(leaf); err == nil {
+				in[string(e.ChipID)] = true
+			}
+		}
+	}
+	return in
+}
+
+// lookupSample picks the chips to look up: every ambiguous or refused
+// append, up to 300 acknowledged ones and 20 unsent ones, drawn from seed.
+func lookupSample(seed int64, w *Workload) []int {
+	var acked, unsent, sample []int
+	for i, a := range w.Attempts() {
+		switch a.Outcome {
+		case Acked:
+			acked = append(acked, i)
+		case Unsent:
+			unsent = append(unsent, i)
+		default:
+			sample = append(sample, i)
+		}
+	}
+	rng := rand.New(rand.NewPCG(uint64(seed), 1))
+	rng.Shuffle(len(acked), func(i, j int) { acked[i], acked[j] = acked[j], acked[i] })
+	sample = append(sample, acked[:min(len(acked), 300)]...)
+	sample = append(sample, unsent[:min(len(unsent), 20)]...)
+	slices.Sort(sample)
+	return sample
+}

@@ -1,0 +1,9 @@
+package chaos
+
+import "syscall"
+
+// sysProcAttr kills the nodes if the test process dies without cleaning up
+// (a panic, a -timeout).
+func sysProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+}
