@@ -35,11 +35,11 @@ func (n *Node) startHTTP() {
 	}
 	mux := http.NewServeMux()
 	ledgerPath, ledgerHandler := chipledgerv1connect.NewLedgerServiceHandler(&ledgerService{n}, opts...)
-	mux.Handle(ledgerPath, n.limitAppends(ledgerHandler))
+	mux.Handle(ledgerPath, n.whenCaughtUp(n.limitAppends(ledgerHandler)))
 	adminPath, adminHandler := chipledgerv1connect.NewAdminServiceHandler(&adminService{n}, opts...)
 	mux.Handle(adminPath, n.authorizeAdmin(adminHandler))
-	mux.HandleFunc("GET /checkpoint", n.serveCheckpoint)
-	mux.HandleFunc("GET /tile/", n.serveTile)
+	mux.Handle("GET /checkpoint", n.whenCaughtUp(http.HandlerFunc(n.serveCheckpoint)))
+	mux.Handle("GET /tile/", n.whenCaughtUp(http.HandlerFunc(n.serveTile)))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", n.serveReady)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics.registry, promhttp.HandlerOpts{}))
@@ -72,6 +72,26 @@ func (n *Node) startHTTP() {
 			n.log.Error("API server stopped", "err", err)
 		}
 	}()
+}
+
+// whenCaughtUp answers the read API (checkpoints, tiles, proofs, entries)
+// UNAVAILABLE until the node has caught up after its start (watchCatchUp),
+// so that no client sees it serve a smaller tree than before it stopped.
+// Appends pass: they are answered by the leader.
+func (n *Node) whenCaughtUp(next http.Handler) http.Handler {
+	errw := connect.NewErrorWriter()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.caughtUp.Load() || strings.HasSuffix(r.URL.Path, "/Append") {
+			next.ServeHTTP(w, r)
+			return
+		}
+		msg := "catching up after a restart; ask another node"
+		if errw.IsSupported(r) {
+			errw.Write(w, r, n.unavailable(msg))
+			return
+		}
+		http.Error(w, msg, http.StatusServiceUnavailable)
+	})
 }
 
 // appendBodyTimeout bounds how long an append may take to send its body
@@ -198,6 +218,10 @@ func (n *Node) serveReady(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := n.fsm.storeFault(); err != nil {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	if !n.caughtUp.Load() {
+		http.Error(w, "catching up after a restart", http.StatusServiceUnavailable)
 		return
 	}
 	if applied, commit := n.raft.AppliedIndex(), n.raft.CommitIndex(); applied < commit {

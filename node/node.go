@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -127,7 +128,10 @@ type Node struct {
 	stations  *stationCache
 	peers     *peerClients
 	limiter   *stationLimiter // nil: no per-station limit
-	appending chan struct{}   // a slot per append in flight (MaxAppendsInFlight)
+
+	startLastIndex uint64        // the Raft log's last index when the node started
+	caughtUp       atomic.Bool   // applied all it may have served before (watchCatchUp)
+	appending      chan struct{} // a slot per append in flight (MaxAppendsInFlight)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -186,6 +190,7 @@ func New(cfg Config) (n *Node, err error) {
 	n.goRun(n.watchLeadership)
 	n.goRun(n.flushIdle)
 	n.goRun(n.watchStoreFaults)
+	n.goRun(n.watchCatchUp)
 	n.startHTTP()
 
 	if len(cfg.Join) > 0 {
@@ -289,6 +294,12 @@ func (n *Node) startRaft() error {
 		Timeout: 10 * time.Second,
 		Logger:  conf.Logger,
 	})
+	// Every checkpoint this node served before it stopped is over an entry
+	// of its Raft log: it serves none until it has applied that far (see
+	// watchCatchUp).
+	if n.startLastIndex, err = logs.LastIndex(); err != nil {
+		return fmt.Errorf("read raft log: %w", err)
+	}
 	if cfg.Bootstrap {
 		if err := n.bootstrap(conf, logs, snaps); err != nil {
 			return err
@@ -344,6 +355,37 @@ func (n *Node) watchLeadership(ctx context.Context) {
 			state := o.Data.(raft.RaftState)
 			n.metrics.setRaftState(strings.ToLower(state.String()))
 			n.log.Info("raft state changed", "state", state.String())
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// watchCatchUp marks the node caught up once it cannot serve a checkpoint
+// smaller than one it served before it stopped. Its store is durable only
+// in groups, so after a crash it restarts behind what it had applied; every
+// entry it had applied is in its Raft log, and committed. It is caught up
+// when it has applied its whole log as it was at the start, or, as a
+// follower, everything the leader has told it is committed (a tail of its
+// log that never committed was never applied). Until then it answers reads
+// UNAVAILABLE, and clients go to another node.
+func (n *Node) watchCatchUp(ctx context.Context) {
+	start := time.Now()
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		applied := n.raft.AppliedIndex()
+		commit := n.raft.CommitIndex()
+		follower := n.raft.State() == raft.Follower && n.raft.LastContact().After(start)
+		if applied >= n.startLastIndex || (follower && commit > 0 && applied >= commit) {
+			n.caughtUp.Store(true)
+			if n.startLastIndex > 0 {
+				n.log.Info("caught up after the start; serving reads", "applied", applied, "took", time.Since(start).Round(time.Millisecond))
+			}
+			return
+		}
+		select {
+		case <-t.C:
 		case <-ctx.Done():
 			return
 		}
