@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -490,6 +491,12 @@ func newPeerClients(tlsc *TLSConfig) *peerClients {
 		l:      make(map[string]chipledgerv1connect.LedgerServiceClient),
 		a:      make(map[string]chipledgerv1connect.AdminServiceClient),
 	}
+}
+
+// dialFrom makes the peer clients connect from ip.
+func (p *peerClients) dialFrom(ip net.IP) {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	p.http.Transport.(*http.Transport).DialContext = d.DialContext
 }
 
 func (p *peerClients) ledger(addr string) chipledgerv1connect.LedgerServiceClient {

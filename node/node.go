@@ -180,6 +180,12 @@ func New(cfg Config) (n *Node, err error) {
 	if n.apiAddr == "" {
 		n.apiAddr = n.listener.Addr().String()
 	}
+	if tcp, ok := n.listener.Addr().(*net.TCPAddr); ok && !tcp.IP.IsUnspecified() {
+		// Calls to other nodes leave from the API's address, as Raft's
+		// do from Raft's: on a multi-homed host they take the cluster's
+		// network (and a test's per-address faults apply to them).
+		n.peers.dialFrom(tcp.IP)
+	}
 
 	if err := n.startRaft(); err != nil {
 		return nil, err
