@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -76,9 +77,62 @@ func newStreamLayer(bind string, advertise net.Addr, tlsc *TLSConfig) (*streamLa
 		s.dialer.LocalAddr = &net.TCPAddr{IP: ip}
 	}
 	if tlsc != nil {
-		s.Listener = tls.NewListener(l, tlsc.serverConfig(true))
+		s.Listener = &handshakeListener{tls.NewListener(l, tlsc.serverConfig(true)), raftHandshakeTimeout}
 	}
 	return s, nil
+}
+
+// raftHandshakeTimeout bounds a Raft connection's TLS handshake: a
+// connection that does not complete one (no certificate, or nothing sent)
+// is closed rather than held.
+const raftHandshakeTimeout = 10 * time.Second
+
+// handshakeListener returns connections that complete their TLS handshake
+// within raftHandshakeTimeout of their first read or write, which Raft's
+// transport does at once, or fail. (Accept itself does not handshake, so
+// that one slow client does not hold up the others.)
+type handshakeListener struct {
+	net.Listener
+	timeout time.Duration
+}
+
+func (l *handshakeListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &handshakeConn{Conn: c.(*tls.Conn), timeout: l.timeout}, nil
+}
+
+type handshakeConn struct {
+	*tls.Conn
+	timeout time.Duration
+	once    sync.Once
+	err     error
+}
+
+func (c *handshakeConn) handshake() error {
+	c.once.Do(func() {
+		c.Conn.SetDeadline(time.Now().Add(c.timeout))
+		if c.err = c.Conn.Handshake(); c.err == nil {
+			c.err = c.Conn.SetDeadline(time.Time{})
+		}
+	})
+	return c.err
+}
+
+func (c *handshakeConn) Read(b []byte) (int, error) {
+	if err := c.handshake(); err != nil {
+		return 0, err
+	}
+	return c.Conn.Read(b)
+}
+
+func (c *handshakeConn) Write(b []byte) (int, error) {
+	if err := c.handshake(); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(b)
 }
 
 // Addr returns the address peers reach this node at.

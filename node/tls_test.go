@@ -194,3 +194,38 @@ func TestDevModeNeedsNoTLS(t *testing.T) {
 	}
 	_ = ledger.MaxLeafSize
 }
+
+// TestRaftListenerDropsSilentConnections checks that a connection to the
+// Raft port that never completes its TLS handshake is closed, not held.
+func TestRaftListenerDropsSilentConnections(t *testing.T) {
+	dir := tlsDir(t, "n0")
+	s, err := newStreamLayer("127.0.0.1:0", nil, nodeTLS(t, dir, "n0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.Listener.(*handshakeListener).timeout = 100 * time.Millisecond
+	silent, err := net.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	conn, err := s.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Raft's transport reads the first byte of every connection at once.
+	done := make(chan error, 1)
+	go func() {
+		_, err := conn.Read(make([]byte, 1))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("a read on a connection without a handshake succeeded")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a connection that sent nothing is still held after 10 s")
+	}
+}
