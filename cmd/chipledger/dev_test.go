@@ -33,6 +33,23 @@ func httpGet(t *testing.T, url string, timeout time.Duration) (int, string) {
 	}
 }
 
+// waitReady polls base+"/readyz" until it answers 200, failing the test at
+// the deadline.
+func waitReady(t *testing.T, base string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		code, body := httpGet(t, base+"/readyz", time.Until(deadline))
+		if code == http.StatusOK {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s/readyz: still %d %q after %s", base, code, body, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func TestDevNodeServesHealthAndCheckpointAndStopsOnSIGINT(t *testing.T) {
 	bin := chipledgerBinary(t)
 	data := filepath.Join(t.TempDir(), "data")
@@ -58,6 +75,9 @@ func TestDevNodeServesHealthAndCheckpointAndStopsOnSIGINT(t *testing.T) {
 		} else if signer.VerifierKey() != verifierKey {
 			t.Fatal("the second run made a new log key")
 		}
+		// A restarted node serves no reads until it has applied its log
+		// again (it has to elect itself first); /readyz says when.
+		waitReady(t, base, 15*time.Second)
 		code, body := httpGet(t, base+"/checkpoint", 5*time.Second)
 		if code != http.StatusOK {
 			t.Fatalf("run %d: /checkpoint: %d %q", run, code, body)
