@@ -37,7 +37,7 @@ var (
 // testOnlyEnv are environment variables the documents name that tests and
 // benchmarks read, not flags.
 var testOnlyEnv = []string{"CHIPLEDGER_BENCH_LEAVES", "CHIPLEDGER_BENCH_10M", "CHIPLEDGER_TEST_LOG",
-	"CHIPLEDGER_CHAOS_SEED", "CHIPLEDGER_CHAOS_DURATION"}
+	"CHIPLEDGER_CHAOS_SEED", "CHIPLEDGER_CHAOS_DURATION", "CHIPLEDGER_BENCH_CPUPROFILE"}
 
 // TestDocsNameOnlyRealCommandsAndFlags reads every command line in the
 // README, docs/ and deploy/ and checks that its commands and flags exist,
