@@ -17,6 +17,7 @@ import (
 	"github.com/transparency-dev/merkle/compact"
 	"github.com/transparency-dev/merkle/rfc6962"
 
+	"github.com/chipledger/chipledger/internal/subproc"
 	"github.com/chipledger/chipledger/internal/testpki"
 	"github.com/chipledger/chipledger/ledger"
 	"github.com/chipledger/chipledger/proofs"
@@ -30,7 +31,7 @@ type procCluster struct {
 	t      *testing.T
 	ids    []string
 	api    []string // API addresses
-	procs  []*proc
+	procs  []*subproc.Process
 	ledger []chipledgerv1connect.LedgerServiceClient
 	admin  []chipledgerv1connect.AdminServiceClient
 
@@ -82,7 +83,7 @@ func (c *procCluster) retryCount() int {
 // the node that reports itself leader, or -1.
 func (c *procCluster) leader(ctx context.Context) int {
 	for i, a := range c.admin {
-		if !c.procs[i].running() {
+		if !c.procs[i].Running() {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -300,13 +301,15 @@ func TestMultiProcessClusterSurvivesSIGKILL(t *testing.T) {
 	if victim < 0 {
 		t.Fatal("no leader to kill")
 	}
-	c.procs[victim].kill()
+	c.procs[victim].Kill()
 	killedAt := time.Now()
 	t.Logf("SIGKILLed the leader %s after %d acknowledged appends", c.ids[victim], progress.Load())
 
 	waitProgress(restartAt)
 	t.Logf("%d appends acknowledged %s after the kill; restarting %s", progress.Load(), time.Since(killedAt).Round(time.Millisecond), c.ids[victim])
-	c.procs[victim].start()
+	if err := c.procs[victim].Start(); err != nil {
+		t.Fatal(err)
+	}
 
 	wg.Wait()
 	select {

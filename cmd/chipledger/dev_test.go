@@ -92,19 +92,21 @@ func TestDevNodeServesHealthAndCheckpointAndStopsOnSIGINT(t *testing.T) {
 
 		// The banner is printed after the node started, so it is complete
 		// once the API answers.
-		out := p.output()
+		out := p.Output()
 		for _, want := range []string{verifierKey, base + "/checkpoint", filepath.Join(data, devCADir, "trust.pem"), "(" + wantState} {
 			if !strings.Contains(out, want) {
 				t.Errorf("run %d: output does not show %q:\n%s", run, want, out)
 			}
 		}
 
-		p.signal(os.Interrupt)
-		if err := p.wait(15 * time.Second); err != nil {
+		if err := p.Signal(os.Interrupt); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Wait(15 * time.Second); err != nil {
 			t.Fatalf("run %d: after SIGINT: %v", run, err)
 		}
-		if out := p.output(); !strings.Contains(out, "node stopped") {
-			t.Errorf("run %d: no graceful shutdown in the output:\n%s", run, p.tail(10))
+		if out := p.Output(); !strings.Contains(out, "node stopped") {
+			t.Errorf("run %d: no graceful shutdown in the output:\n%s", run, p.Tail(10))
 		}
 	}
 }

@@ -77,7 +77,7 @@ func TestFloodOfBadRequestsLeavesAppendsWorking(t *testing.T) {
 		}
 	}
 	addr := c.apiAddr(0)
-	pid := c.procs[0].cmd.Process.Pid
+	pid := c.procs[0].Pid()
 	before := peakRSS(t, pid)
 
 	// The flood: every connection is opened, sends its part and then
@@ -164,7 +164,7 @@ func TestFloodOfBadRequestsLeavesAppendsWorking(t *testing.T) {
 	if peak > maxPeakRSS {
 		t.Errorf("node peak RSS %d MiB under the flood, want at most %d MiB", peak>>20, maxPeakRSS>>20)
 	}
-	if !c.procs[0].running() {
+	if !c.procs[0].Running() {
 		t.Fatal("the node died under the flood")
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/chipledger/chipledger/client"
+	"github.com/chipledger/chipledger/internal/subproc"
 	"github.com/chipledger/chipledger/internal/testpki"
 	"github.com/chipledger/chipledger/ledger"
 	"github.com/chipledger/chipledger/proofs"
@@ -160,7 +161,7 @@ func setUp(t *testing.T, cfg Config) *run {
 	bin := cfg.Bin
 	if bin == "" {
 		var err error
-		if bin, err = Build(ctx, t.TempDir()); err != nil {
+		if bin, err = subproc.Build(ctx, t.TempDir()); err != nil {
 			t.Fatal(err)
 		}
 	}

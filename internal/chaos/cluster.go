@@ -14,6 +14,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/chipledger/chipledger/internal/subproc"
 	"github.com/chipledger/chipledger/proofs"
 	v1 "github.com/chipledger/chipledger/proto/chipledger/v1"
 	"github.com/chipledger/chipledger/proto/chipledger/v1/chipledgerv1connect"
@@ -53,7 +54,7 @@ type Node struct {
 	// RaftProxy and APIProxy are where it is reached, through the network,
 	// and what it advertises.
 	RaftProxy, APIProxy string
-	Proc                *Process
+	Proc                *subproc.Process
 
 	// ledger and admin reach the node directly, for the harness's own
 	// questions, which no fault should touch.
@@ -86,7 +87,7 @@ func StartCluster(o ClusterOptions) (*Cluster, error) {
 			"--raft-addr", n.RaftAddr, "--raft-advertise", n.RaftProxy,
 			"--api-addr", n.APIAddr, "--api-advertise", n.APIProxy,
 			"--log-key", o.LogKey, "--trust", o.Trust, "--bootstrap", "--insecure"}
-		n.Proc = NewProcess(n.ID, filepath.Join(o.Dir, n.ID+".log"), o.Bin, append(args, peers...)...)
+		n.Proc = subproc.NewProcess(n.ID, filepath.Join(o.Dir, n.ID+".log"), o.Bin, append(args, peers...)...)
 		if err := n.Proc.Start(); err != nil {
 			return c, err
 		}

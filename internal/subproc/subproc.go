@@ -1,7 +1,8 @@
-package chaos
+package subproc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -26,9 +27,9 @@ func Build(ctx context.Context, dir string) (string, error) {
 	return bin, nil
 }
 
-// A Process is a program the harness runs and may kill and restart with
+// A Process is a program a test runs and may signal, kill and restart with
 // the same arguments. Its stdout and stderr go to one log file, appended to
-// across restarts.
+// across restarts. Its methods are safe for concurrent use.
 type Process struct {
 	name    string
 	bin     string
@@ -38,9 +39,10 @@ type Process struct {
 	mu          sync.Mutex
 	cmd         *exec.Cmd
 	exited      chan struct{} // closed when the current run has exited
+	err         error         // the current run's Wait result, once exited is closed
 	incarnation int           // runs started so far
-	killing     bool          // the current run is being killed on purpose
-	unexpected  []string      // runs that exited without being killed
+	stopping    bool          // the current run was killed or signalled on purpose
+	unexpected  []string      // runs that exited without being killed or signalled
 }
 
 // NewProcess returns a process that runs bin with args, logging to logPath.
@@ -69,13 +71,14 @@ func (p *Process) Start() error {
 		return fmt.Errorf("start %s: %w", p.name, err)
 	}
 	exited := make(chan struct{})
-	p.cmd, p.exited, p.killing = cmd, exited, false
+	p.cmd, p.exited, p.err, p.stopping = cmd, exited, nil, false
 	p.incarnation++
 	incarnation := p.incarnation
 	go func() {
 		err := cmd.Wait()
 		p.mu.Lock()
-		if !p.killing {
+		p.err = err
+		if !p.stopping {
 			p.unexpected = append(p.unexpected, fmt.Sprintf("%s run %d exited by itself: %v", p.name, incarnation, err))
 		}
 		p.mu.Unlock()
@@ -100,6 +103,16 @@ func (p *Process) Running() bool {
 	return p.cmd != nil && !isClosed(p.exited)
 }
 
+// Pid returns the process ID of the current run, or 0 if none is running.
+func (p *Process) Pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || isClosed(p.exited) {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
 // Incarnation returns how many runs have been started; it changes when
 // the process restarts.
 func (p *Process) Incarnation() int {
@@ -117,14 +130,50 @@ func (p *Process) Kill() {
 		p.mu.Unlock()
 		return
 	}
-	p.killing = true
+	p.stopping = true
 	p.mu.Unlock()
 	cmd.Process.Signal(syscall.SIGKILL)
 	<-exited
 }
 
+// Signal sends sig to the running run (SIGINT or SIGTERM to stop it
+// gracefully; its exit then counts as expected).
+func (p *Process) Signal(sig os.Signal) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || isClosed(p.exited) {
+		return fmt.Errorf("signal %s: it is not running", p.name)
+	}
+	p.stopping = true
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		return fmt.Errorf("signal %s: %w", p.name, err)
+	}
+	return nil
+}
+
+// Wait waits up to timeout for the current run to exit and returns its
+// exit error (nil for a clean exit).
+func (p *Process) Wait(timeout time.Duration) error {
+	p.mu.Lock()
+	exited := p.exited
+	p.mu.Unlock()
+	if exited == nil {
+		return fmt.Errorf("%s was never started", p.name)
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-exited:
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.err
+	case <-t.C:
+		return errors.New(p.name + " still running after " + timeout.String())
+	}
+}
+
 // Unexpected returns a description of every run that exited without being
-// killed: a crash, or a node that refused to start.
+// killed or signalled: a crash, or a node that refused to start.
 func (p *Process) Unexpected() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -134,13 +183,18 @@ func (p *Process) Unexpected() []string {
 // LogPath returns the file the process's output goes to.
 func (p *Process) LogPath() string { return p.logPath }
 
-// Tail returns the last n lines of the process's output.
-func (p *Process) Tail(n int) string {
+// Output returns everything the process has written so far, across runs.
+func (p *Process) Output() string {
 	b, err := os.ReadFile(p.logPath)
 	if err != nil {
 		return err.Error()
 	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return string(b)
+}
+
+// Tail returns the last n lines of the process's output.
+func (p *Process) Tail(n int) string {
+	lines := strings.Split(strings.TrimRight(p.Output(), "\n"), "\n")
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
 	}
