@@ -9,9 +9,8 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
-	"runtime"
 
+	"github.com/chipledger/chipledger/internal/atomicfile"
 	"github.com/chipledger/chipledger/ledger"
 	"github.com/chipledger/chipledger/proofs"
 )
@@ -242,56 +241,21 @@ func parseStoredPackage(raw []byte, ids ledger.Identities) (*Package, error) {
 }
 
 // writeFileAtomic replaces path with data (mode 0600) so that a crash
-// leaves either the old or the new file: data goes to a synced temporary
-// file in the same directory, which is renamed over path, and the directory
-// is synced. If exclusive, the temporary file is hard-linked to path
-// instead, which fails if path exists.
+// leaves either the old or the new file; if exclusive, it fails when path
+// exists instead.
 func writeFileAtomic(path string, data []byte, exclusive bool) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write device state: %w", err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // after a rename or link, removes nothing or the extra name
-	err = f.Chmod(0o600)
-	if err == nil {
-		_, err = f.Write(data)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("write device state %s: %w", path, err)
-	}
-	if exclusive {
-		if err := os.Link(tmp, path); err != nil {
-			if errors.Is(err, fs.ErrExist) {
-				return fmt.Errorf("%s already exists; refusing to overwrite a device's state", path)
-			}
-			return fmt.Errorf("write device state %s: %w", path, err)
+	if !exclusive {
+		if err := atomicfile.Replace(path, data, 0o600); err != nil {
+			return fmt.Errorf("write device state: %w", err)
 		}
-	} else if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write device state %s: %w", path, err)
-	}
-	return syncDir(dir)
-}
-
-// syncDir makes a rename or link in dir durable.
-func syncDir(dir string) error {
-	if runtime.GOOS == "windows" {
 		return nil
 	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
+	err := atomicfile.Create(path, data, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("%s already exists; refusing to overwrite a device's state", path)
 	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
+	if err != nil {
+		return fmt.Errorf("write device state: %w", err)
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/chipledger/chipledger/internal/atomicfile"
 	"github.com/chipledger/chipledger/proofs"
 	"golang.org/x/sys/unix"
 )
@@ -782,12 +783,7 @@ func syncDir(dir string, noSync bool) error {
 	if noSync {
 		return nil
 	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return atomicfile.SyncDir(dir)
 }
 
 // ErrNotIndexed is returned by LookupChip when the log's last leaf is not an

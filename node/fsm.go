@@ -15,6 +15,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/chipledger/chipledger/internal/atomicfile"
 	"github.com/chipledger/chipledger/ledger"
 )
 
@@ -708,7 +709,7 @@ func (f *fsm) rebuild(r io.Reader, size uint64, root ledger.Hash, md map[string]
 	if err := ns.Close(); err != nil {
 		return fail(err)
 	}
-	if err := syncDir(path); err != nil {
+	if err := atomicfile.SyncDir(path); err != nil {
 		return fail(err)
 	}
 	if err := f.dir.setCurrent(gen); err != nil {

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/chipledger/chipledger/internal/atomicfile"
 )
 
 // ledgerDir holds the ledger store of a node in generations,
@@ -53,24 +55,7 @@ func (d *ledgerDir) path(gen int) string {
 
 // setCurrent makes gen the live generation.
 func (d *ledgerDir) setCurrent(gen int) error {
-	tmp := filepath.Join(d.root, currentFile+".tmp")
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintf(f, "gen-%d\n", gen)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, filepath.Join(d.root, currentFile))
-	}
-	if err == nil {
-		err = syncDir(d.root)
-	}
+	err := atomicfile.Replace(filepath.Join(d.root, currentFile), fmt.Appendf(nil, "gen-%d\n", gen), 0o600)
 	if err != nil {
 		return fmt.Errorf("switch ledger to generation %d: %w", gen, err)
 	}
@@ -91,15 +76,6 @@ func (d *ledgerDir) removeOthers(keep int) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
 }
 
 // LedgerPath returns the directory of the live ledger store under a node's

@@ -18,6 +18,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/chipledger/chipledger/internal/atomicfile"
 	"github.com/chipledger/chipledger/ledger"
 )
 
@@ -249,66 +250,14 @@ func certPEM(c *x509.Certificate) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
 }
 
-// writeFileExclusive creates path holding data with mode perm, atomically:
-// the data goes to a temporary file in the same directory, is synced, and is
-// then linked to path, which fails if path exists, so a crash never leaves a
-// partial file and an existing file is never replaced. Where hard links are
-// not supported it falls back to checking that path is absent and renaming.
-func writeFileExclusive(path string, data []byte, perm os.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+// writeFileExclusive creates path holding data with mode perm, atomically
+// and never over an existing file (atomicfile.Create).
+func writeFileExclusive(path string, data []byte, perm os.FileMode) error {
+	err := atomicfile.Create(path, data, perm)
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("%s already exists; refusing to overwrite it", path)
 	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if err := writeAndSync(f, data, perm); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Link(tmp, path); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("%s already exists; refusing to overwrite it", path)
-		}
-		if _, statErr := os.Lstat(path); !errors.Is(statErr, fs.ErrNotExist) {
-			return fmt.Errorf("%s already exists; refusing to overwrite it", path)
-		}
-		if err := os.Rename(tmp, path); err != nil {
-			return fmt.Errorf("write %s: %w", path, err)
-		}
-	}
-	return syncDir(dir)
-}
-
-func writeAndSync(f *os.File, data []byte, perm os.FileMode) error {
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-// syncDir makes a new directory entry durable.
-func syncDir(dir string) error {
-	if runtime.GOOS == "windows" {
-		return nil
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
+	return err
 }
 
 // LoadCA reads the CA InitCA created in dir. It checks that each key matches

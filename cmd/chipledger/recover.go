@@ -9,7 +9,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/chipledger/chipledger/client"
 	"github.com/chipledger/chipledger/device"
+	"github.com/chipledger/chipledger/internal/atomicfile"
 	"github.com/chipledger/chipledger/internal/devicelink"
 	"github.com/chipledger/chipledger/internal/loadgen"
 )
@@ -217,19 +217,7 @@ func saveTrusted(c *cli.Context, cl *client.Client) {
 	if name == "" || signed == nil {
 		return
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(name), ".trusted-*")
-	if err == nil {
-		_, err = tmp.Write(signed)
-		if cerr := tmp.Close(); err == nil {
-			err = cerr
-		}
-		if err == nil {
-			err = os.Rename(tmp.Name(), name)
-		}
-		if err != nil {
-			os.Remove(tmp.Name())
-		}
-	}
+	err := atomicfile.Replace(name, signed, 0o644)
 	if err != nil {
 		logger(c).Warn("could not save the trusted checkpoint", "file", name, "err", err)
 	}
