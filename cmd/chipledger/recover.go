@@ -186,23 +186,18 @@ func agentURL(addr string) string {
 // newRecoveryClient is newLedgerClient starting from the --trusted
 // checkpoint, if its file exists.
 func newRecoveryClient(c *cli.Context) (*client.Client, error) {
-	vkey, err := verifierKey(c.String("log-key"))
+	opts, err := ledgerClientOptions(c)
 	if err != nil {
 		return nil, err
 	}
-	hc, err := ledgerHTTPClient(c)
-	if err != nil {
-		return nil, err
-	}
-	var trusted []byte
 	if name := c.String("trusted"); name != "" {
-		trusted, err = os.ReadFile(name)
+		opts.Trusted, err = os.ReadFile(name)
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("--trusted: %w", err)
 		}
 	}
-	cl, err := client.New(client.Options{Addrs: ledgerAddrs(c), LogKey: vkey, Logger: logger(c), Trusted: trusted, HTTPClient: hc})
-	if err != nil && trusted != nil {
+	cl, err := client.New(opts)
+	if err != nil && opts.Trusted != nil {
 		return nil, fmt.Errorf("--trusted %s is not a checkpoint of this log: %w", c.String("trusted"), err)
 	}
 	return cl, err

@@ -68,15 +68,25 @@ func ledgerAddrs(c *cli.Context) []string {
 
 // newLedgerClient makes the verifying SDK client of --ledger and --log-key.
 func newLedgerClient(c *cli.Context) (*client.Client, error) {
-	vkey, err := verifierKey(c.String("log-key"))
+	opts, err := ledgerClientOptions(c)
 	if err != nil {
 		return nil, err
+	}
+	return client.New(opts)
+}
+
+// ledgerClientOptions are the SDK client options of --ledger, --log-key and
+// the TLS flags.
+func ledgerClientOptions(c *cli.Context) (client.Options, error) {
+	vkey, err := verifierKey(c.String("log-key"))
+	if err != nil {
+		return client.Options{}, err
 	}
 	hc, err := ledgerHTTPClient(c)
 	if err != nil {
-		return nil, err
+		return client.Options{}, err
 	}
-	return client.New(client.Options{Addrs: ledgerAddrs(c), LogKey: vkey, Logger: logger(c), HTTPClient: hc})
+	return client.Options{Addrs: ledgerAddrs(c), LogKey: vkey, Logger: logger(c), HTTPClient: hc}, nil
 }
 
 // stationCommand is `chipledger station`: the factory station's identity.
