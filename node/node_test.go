@@ -543,27 +543,8 @@ func TestCorruptLedgerIsRefusedAndRebuilt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Flip a byte of the recorded root.
-	db, err := bbolt.Open(filepath.Join(path, "ledger.db"), 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(tx *bbolt.Tx) error {
-		meta := tx.Bucket([]byte("meta"))
-		root := append([]byte(nil), meta.Get([]byte("root"))...)
-		root[0] ^= 1
-		return meta.Put([]byte("root"), root)
-	})
-	db.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n, err := New(c.cfgs[0]); err == nil || !errors.Is(err, ledger.ErrCorrupt) || !strings.Contains(err.Error(), "node verify") {
-		if n != nil {
-			n.Close()
-		}
-		t.Fatalf("New on a corrupt ledger: %v, want ErrCorrupt with what to do", err)
-	}
+	corruptRecordedRoot(t, path)
+	refusesCorruptLedger(t, c.cfgs[0])
 	if err := os.Rename(filepath.Join(c.cfgs[0].DataDir, "ledger"), filepath.Join(c.cfgs[0].DataDir, "ledger.corrupt")); err != nil {
 		t.Fatal(err)
 	}
@@ -573,5 +554,107 @@ func TestCorruptLedgerIsRefusedAndRebuilt(t *testing.T) {
 	})
 	if got := c.nodes[0].Checkpoint(); got.Size != before.Size || got.Root != before.Root {
 		t.Fatalf("rebuilt ledger at %d %x, want %d %x", got.Size, got.Root, before.Size, before.Root)
+	}
+}
+
+// TestFollowerWithLostDataIsRebuiltFromPeers corrupts a follower's ledger
+// in a cluster whose Raft logs are compacted: the follower refuses to start
+// on it; its data directory is deleted and it is started again with the
+// same identity, and the leader rebuilds it by sending a snapshot.
+func TestFollowerWithLostDataIsRebuiltFromPeers(t *testing.T) {
+	c := newTestCluster(t, 3, func(conf *raft.Config) {
+		conf.SnapshotThreshold = 64
+		conf.SnapshotInterval = 50 * time.Millisecond
+		conf.TrailingLogs = 16
+	})
+	c.registerStation()
+	leader := c.waitLeader()
+	follower := (leader + 1) % 3
+	ctx := context.Background()
+	for _, leaf := range c.escrowLeaves(0, 150) {
+		if _, err := c.append(ctx, leader, leaf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := c.waitSameState(151)
+	waitFor(t, "the leader to snapshot and compact its log", 20*time.Second, func() bool {
+		first, err := c.nodes[leader].raftStore.FirstIndex()
+		return err == nil && first > 40
+	})
+
+	c.stop(follower)
+	path, err := LedgerPath(c.cfgs[follower].DataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	corruptRecordedRoot(t, path)
+	refusesCorruptLedger(t, c.cfgs[follower])
+
+	// The operator's remedy: delete the data directory and start again.
+	if err := os.RemoveAll(c.cfgs[follower].DataDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(c.cfgs[follower].DataDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	c.restart(follower)
+	cp := c.waitSameState(151)
+	if cp.Size != before.Size || cp.Root != before.Root {
+		t.Fatalf("rebuilt cluster at %d %x, want %d %x", cp.Size, cp.Root, before.Size, before.Root)
+	}
+	if got := c.nodes[follower].fsm.gen; got < 2 {
+		t.Errorf("follower ledger generation %d: it was not restored from a snapshot", got)
+	}
+	if got := c.nodes[follower].fsm.store.ChipCount(); got != 150 {
+		t.Errorf("rebuilt follower indexes %d chips, want 150", got)
+	}
+	// It is a full replica again: it keeps up, and its store verifies.
+	for _, leaf := range c.escrowLeaves(500, 5) {
+		if _, err := c.append(ctx, leader, leaf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.waitSameState(156)
+	c.stop(follower)
+	if path, err = LedgerPath(c.cfgs[follower].DataDir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ledger.VerifyStore(path, nil); err != nil {
+		t.Fatalf("the rebuilt store: %v", err)
+	}
+}
+
+// corruptRecordedRoot flips a bit of the tree root a stopped node's ledger
+// store records.
+func corruptRecordedRoot(t *testing.T, ledgerPath string) {
+	t.Helper()
+	db, err := bbolt.Open(filepath.Join(ledgerPath, "ledger.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bbolt.Tx) error {
+		meta := tx.Bucket([]byte("meta"))
+		root := append([]byte(nil), meta.Get([]byte("root"))...)
+		root[0] ^= 1
+		return meta.Put([]byte("root"), root)
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// refusesCorruptLedger checks that a node will not start on a corrupt
+// ledger, and says what to do.
+func refusesCorruptLedger(t *testing.T, cfg Config) {
+	t.Helper()
+	n, err := New(cfg)
+	if err == nil || !errors.Is(err, ledger.ErrCorrupt) || !strings.Contains(err.Error(), "node verify") {
+		if n != nil {
+			n.Close()
+		}
+		t.Fatalf("New on a corrupt ledger: %v, want ErrCorrupt with what to do", err)
 	}
 }
