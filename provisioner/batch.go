@@ -30,7 +30,8 @@ type BatchResult struct {
 }
 
 // ProvisionAll provisions every device, at most concurrency at a time.
-// progress, if not nil, is called after each device with its error.
+// progress, if not nil, is called after each device with its error, one
+// call at a time.
 func (s *Station) ProvisionAll(ctx context.Context, devices []device.Conn, concurrency int, progress func(err error)) BatchResult {
 	start := time.Now()
 	res := BatchResult{Devices: len(devices), Failures: map[string]int{}, Examples: map[string]string{}}
@@ -56,10 +57,10 @@ func (s *Station) ProvisionAll(ctx context.Context, devices []device.Conn, concu
 					lat = append(lat, d)
 					addTimings(&res.Steps, r.Timings)
 				}
-				mu.Unlock()
 				if progress != nil {
 					progress(err)
 				}
+				mu.Unlock()
 			}
 		})
 	}
