@@ -103,13 +103,28 @@ func Append(ctx context.Context, hc *http.Client, addr string, leaves [][]byte, 
 // ErrNoLeader is returned by Leader when no node names a leader.
 var ErrNoLeader = errors.New("no leader")
 
-// Leader returns the API address of the leader, asking the nodes at addrs.
+// Leader returns the API address of the leader, asking the nodes at addrs
+// until one names it (an election may be under way, or a cluster just
+// started) or leaderWait has passed.
 func Leader(ctx context.Context, hc *http.Client, addrs []string) (string, error) {
-	for _, a := range addrs {
-		st, err := chipledgerv1connect.NewAdminServiceClient(hc, "http://"+a).Status(ctx, connect.NewRequest(&v1.StatusRequest{}))
-		if err == nil && st.Msg.LeaderAddress != "" {
-			return st.Msg.LeaderAddress, nil
+	ctx, cancel := context.WithTimeout(ctx, leaderWait)
+	defer cancel()
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		for _, a := range addrs {
+			st, err := chipledgerv1connect.NewAdminServiceClient(hc, "http://"+a).Status(ctx, connect.NewRequest(&v1.StatusRequest{}))
+			if err == nil && st.Msg.LeaderAddress != "" {
+				return st.Msg.LeaderAddress, nil
+			}
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return "", fmt.Errorf("%w named by %v within %s", ErrNoLeader, addrs, leaderWait)
 		}
 	}
-	return "", ErrNoLeader
 }
+
+// leaderWait bounds how long Leader waits for the nodes to name a leader.
+const leaderWait = 10 * time.Second
