@@ -104,7 +104,7 @@ func BenchmarkAuditStateSave(b *testing.B) {
 
 // auditedState returns a state that has checked leaves, the whole log that
 // note is the checkpoint of.
-func auditedState(b *testing.B, vkey string, trust *ledger.Trust, note []byte, leaves [][]byte) *client.AuditState {
+func auditedState(b testing.TB, vkey string, trust *ledger.Trust, note []byte, leaves [][]byte) *client.AuditState {
 	b.Helper()
 	state := newState(b, vkey, trust)
 	if err := state.Extend(note, nil); err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"reflect"
+	"slices"
 	"testing"
 )
 
@@ -100,6 +101,54 @@ func FuzzParseIdentity(f *testing.F) {
 		ids, err := ParseIdentities(b)
 		if err != nil || !reflect.DeepEqual(ids, Identities{id}) {
 			t.Fatalf("ParseIdentities(%x) = %v, %v", b, ids, err)
+		}
+	})
+}
+
+// FuzzParseDeviceSAN fuzzes the hand-written parser of the device
+// certificate's subjectAltName, which every escrow entry carries: it must
+// refuse anything but one hardwareModuleName with a valid chip ID and
+// well-formed urn:gsma:imei URIs (errors wrapping ErrCertificateProfile),
+// and what it accepts must encode and parse back to the same binding.
+func FuzzParseDeviceSAN(f *testing.F) {
+	for _, imeis := range [][]string{nil, {"490154203237518"}, {"490154203237518", "352099001761481"}} {
+		var urns []string
+		for _, s := range imeis {
+			id, err := NewIMEI(s)
+			if err != nil {
+				f.Fatal(err)
+			}
+			urn, _ := id.IMEIURN()
+			urns = append(urns, urn)
+		}
+		san, err := marshalDeviceSAN(testChipID(7), urns)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(san)
+	}
+	f.Add([]byte{0x30, 0x00})
+	f.Fuzz(func(t *testing.T, der []byte) {
+		b, err := parseDeviceSAN(der)
+		if err != nil {
+			if !errors.Is(err, ErrCertificateProfile) {
+				t.Fatalf("error %v does not wrap ErrCertificateProfile", err)
+			}
+			return
+		}
+		if err := b.ChipID.Validate(); err != nil {
+			t.Fatalf("accepted an invalid chip ID: %v", err)
+		}
+		again, err := marshalDeviceSAN(b.ChipID, b.IMEIURNs)
+		if err != nil {
+			t.Fatalf("an accepted binding does not encode: %v", err)
+		}
+		b2, err := parseDeviceSAN(again)
+		if err != nil {
+			t.Fatalf("its own encoding does not parse: %v", err)
+		}
+		if !bytes.Equal(b2.ChipID, b.ChipID) || !slices.Equal(b2.IMEIURNs, b.IMEIURNs) {
+			t.Fatalf("round trip changed the binding: %+v, then %+v", b, b2)
 		}
 	})
 }
