@@ -287,6 +287,17 @@ func (c *testCluster) escrowLeaves(first, n int) [][]byte {
 	return leaves
 }
 
+// appendEscrow appends the escrow entries of chips first to first+n-1
+// through node i, one after another, failing the test on any error.
+func (c *testCluster) appendEscrow(i, first, n int) {
+	c.t.Helper()
+	for _, leaf := range c.escrowLeaves(first, n) {
+		if _, err := c.append(context.Background(), i, leaf); err != nil {
+			c.t.Fatalf("append through %s: %v", c.cfgs[i].ID, err)
+		}
+	}
+}
+
 // checkReceipt verifies a receipt from the API offline.
 func (c *testCluster) checkReceipt(r *v1.Receipt, leaf []byte) {
 	c.t.Helper()

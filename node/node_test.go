@@ -235,22 +235,14 @@ func TestFollowerCatchesUpFromLogAndFromSnapshot(t *testing.T) {
 	c.registerStation()
 	leader := c.waitLeader()
 	follower := (leader + 1) % 3
-	ctx := context.Background()
-	appendSerially := func(first, n int) {
-		for _, leaf := range c.escrowLeaves(first, n) {
-			if _, err := c.append(ctx, leader, leaf); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
 
 	c.stop(follower)
-	appendSerially(0, 30) // 30 Raft entries: stays in the log
+	c.appendEscrow(leader, 0, 30) // 30 Raft entries: stays in the log
 	c.restart(follower)
 	c.waitSameState(31)
 
 	c.stop(follower)
-	appendSerially(100, 200) // past the snapshot threshold: compacted away
+	c.appendEscrow(leader, 100, 200) // past the snapshot threshold: compacted away
 	waitFor(t, "the leader to snapshot and compact", 20*time.Second, func() bool {
 		first, err := c.nodes[leader].raftStore.FirstIndex()
 		return err == nil && first > 40
@@ -267,7 +259,7 @@ func TestFollowerCatchesUpFromLogAndFromSnapshot(t *testing.T) {
 		t.Fatalf("%d entries, want 231", got)
 	}
 	// And it keeps up afterwards.
-	appendSerially(400, 5)
+	c.appendEscrow(leader, 400, 5)
 	c.waitSameState(236)
 }
 
@@ -461,11 +453,7 @@ func (h httpTiles) SaveTiles([]tlog.Tile, [][]byte) {}
 func TestRestartReplaysNothingTwice(t *testing.T) {
 	c := newTestCluster(t, 1, nil)
 	c.registerStation()
-	for _, leaf := range c.escrowLeaves(0, 50) {
-		if _, err := c.append(context.Background(), 0, leaf); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c.appendEscrow(0, 0, 50)
 	before := c.nodes[0].Checkpoint()
 	c.stop(0)
 	c.restart(0)
@@ -532,11 +520,7 @@ func TestAppendNamesTheLeader(t *testing.T) {
 func TestCorruptLedgerIsRefusedAndRebuilt(t *testing.T) {
 	c := newTestCluster(t, 1, nil)
 	c.registerStation()
-	for _, leaf := range c.escrowLeaves(0, 20) {
-		if _, err := c.append(context.Background(), 0, leaf); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c.appendEscrow(0, 0, 20)
 	before := c.nodes[0].Checkpoint()
 	c.stop(0)
 	path, err := LedgerPath(c.cfgs[0].DataDir)
@@ -570,12 +554,7 @@ func TestFollowerWithLostDataIsRebuiltFromPeers(t *testing.T) {
 	c.registerStation()
 	leader := c.waitLeader()
 	follower := (leader + 1) % 3
-	ctx := context.Background()
-	for _, leaf := range c.escrowLeaves(0, 150) {
-		if _, err := c.append(ctx, leader, leaf); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c.appendEscrow(leader, 0, 150)
 	before := c.waitSameState(151)
 	waitFor(t, "the leader to snapshot and compact its log", 20*time.Second, func() bool {
 		first, err := c.nodes[leader].raftStore.FirstIndex()
@@ -609,11 +588,7 @@ func TestFollowerWithLostDataIsRebuiltFromPeers(t *testing.T) {
 		t.Errorf("rebuilt follower indexes %d chips, want 150", got)
 	}
 	// It is a full replica again: it keeps up, and its store verifies.
-	for _, leaf := range c.escrowLeaves(500, 5) {
-		if _, err := c.append(ctx, leader, leaf); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c.appendEscrow(leader, 500, 5)
 	c.waitSameState(156)
 	c.stop(follower)
 	if path, err = LedgerPath(c.cfgs[follower].DataDir); err != nil {
