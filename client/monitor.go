@@ -171,12 +171,14 @@ func (c *Client) Monitor(ctx context.Context, o MonitorOptions, fn func(ChipEven
 		m.from = next
 	}
 	// The watch starts after the trusted checkpoint, which the lookups
-	// may have moved past the one fetched here: scan up to it first.
+	// may have moved past the one fetched here: scan up to it first. With
+	// Lookup the start is the lookups' checkpoint, so what this scan finds
+	// was appended since.
 	if _, _, err := own.Checkpoint(ctx); err != nil {
 		return err
 	}
 	top, _ := own.Trusted()
-	if err := m.scan(ctx, &next, top.Size, true); err != nil {
+	if err := m.scan(ctx, &next, top.Size, !o.Lookup); err != nil {
 		return err
 	}
 	if err := m.checkIndex(ctx, &next); err != nil {
