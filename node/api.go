@@ -76,7 +76,10 @@ func isLeadershipError(err error) bool {
 // appendLocal checks a leaf, submits it to the batcher and builds the
 // receipt. Leadership errors are returned as they are, for Append to retry.
 func (s *ledgerService) appendLocal(ctx context.Context, leaf []byte) (*connect.Response[v1.AppendResponse], error) {
-	if err := s.n.precheck(leaf); err != nil {
+	s.n.batcher.startCheck()
+	err := s.n.precheck(leaf)
+	s.n.batcher.endCheck()
+	if err != nil {
 		return nil, toConnectError(err)
 	}
 	out, err := s.n.batcher.submit(ctx, leaf)
