@@ -208,7 +208,8 @@ func runBenchAppend(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	opts := loadgen.AppendOptions{LeafSize: c.Int("leaf-size"), Progress: c.App.ErrWriter}
+	progress := &benchProgress{w: c.App.ErrWriter}
+	opts := loadgen.AppendOptions{LeafSize: c.Int("leaf-size"), Progress: loadgen.Progress{Log: c.App.ErrWriter, Count: progress.count}}
 	nodes := []int{0}
 	if l := c.String("ledger"); l != "" {
 		opts.Ledger = strings.Split(l, ",")

@@ -46,8 +46,9 @@ type AppendOptions struct {
 	// Dir holds the in-process clusters' data (removed per scenario).
 	Dir    string
 	Logger *slog.Logger
-	// Progress receives human progress lines (stderr); nil for none.
-	Progress io.Writer
+	// Progress receives the progress of making entries and a line per
+	// scenario.
+	Progress Progress
 }
 
 // RunAppend runs the scenarios: it makes every entry first (outside the
@@ -56,11 +57,6 @@ type AppendOptions struct {
 func RunAppend(ctx context.Context, o AppendOptions, scenarios []AppendScenario) ([]AppendReport, error) {
 	if o.LeafSize == 0 {
 		o.LeafSize = 1536
-	}
-	progress := func(format string, args ...any) {
-		if o.Progress != nil {
-			fmt.Fprintf(o.Progress, format, args...)
-		}
 	}
 	need := 0
 	for _, s := range scenarios {
@@ -76,13 +72,12 @@ func RunAppend(ctx context.Context, o AppendOptions, scenarios []AppendScenario)
 	start := time.Now()
 	// A running cluster keeps every entry: start from fresh chip numbers.
 	first := uint64(time.Now().UnixNano())
-	leaves, err := Entries(ctx, o.PKI, first, need, o.LeafSize, func(done int) {
-		progress("\rmaking %d signed %d-byte escrow entries: %d", need, o.LeafSize, done)
-	})
+	phase := fmt.Sprintf("making %d signed %d-byte escrow entries", need, o.LeafSize)
+	leaves, err := Entries(ctx, o.PKI, first, need, o.LeafSize, func(done int) { o.Progress.count(phase, done, need) })
 	if err != nil {
 		return nil, fmt.Errorf("make entries: %w", err)
 	}
-	progress(" (%s)\n", time.Since(start).Round(time.Millisecond))
+	o.Progress.logf("made %d signed %d-byte escrow entries in %s", need, o.LeafSize, time.Since(start).Round(time.Millisecond))
 	station, err := registration(o.PKI)
 	if err != nil {
 		return nil, err
@@ -118,7 +113,6 @@ func RunAppend(ctx context.Context, o AppendOptions, scenarios []AppendScenario)
 			batch = leaves[next : next+s.Appends]
 			next += s.Appends
 		}
-		progress("%d node(s), %d client(s): %d appends… ", s.Nodes, s.Clients, s.Appends)
 		r, err := runScenario(ctx, addrs, station, batch, s.Clients)
 		if cluster != nil {
 			cluster.Close()
@@ -126,7 +120,7 @@ func RunAppend(ctx context.Context, o AppendOptions, scenarios []AppendScenario)
 		if err != nil {
 			return nil, err
 		}
-		progress("%.0f/s\n", r.PerSecond)
+		o.Progress.logf("append, %s, %d client(s): %d appends, %.0f/s, p50 %.2f ms, p99 %.2f ms", nodesName(s.Nodes), s.Clients, s.Appends, r.PerSecond, ms(r.P50), ms(r.P99))
 		rep := AppendReport{
 			AppendScenario: s, PerSecond: r.PerSecond, Errors: r.Errors,
 			P50Ms: ms(r.P50), P99Ms: ms(r.P99), MaxMs: ms(r.Max),

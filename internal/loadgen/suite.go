@@ -180,5 +180,5 @@ func runSuiteAppend(ctx context.Context, o *Options, scenarios []AppendScenario)
 	if err != nil {
 		return nil, err
 	}
-	return RunAppend(ctx, AppendOptions{Ledger: o.Ledger, PKI: pki, LeafSize: o.LeafSize, Dir: o.Dir, Logger: o.Logger, Progress: o.Progress.Log}, scenarios)
+	return RunAppend(ctx, AppendOptions{Ledger: o.Ledger, PKI: pki, LeafSize: o.LeafSize, Dir: o.Dir, Logger: o.Logger, Progress: o.Progress}, scenarios)
 }
