@@ -95,14 +95,17 @@ chipledger node --id ID --data-dir DIR --log-key FILE --trust FILE [--bootstrap 
    # development: a single node with generated keys in ./chipledger-data
    chipledger node --dev
 
-   # production: three nodes, each started with the same peer list
+   # production: three nodes, each started with the same peer list, over TLS
+   # (chipledger tls init --dir tls; chipledger tls node --dir tls --id n1 --host 10.0.0.1)
    chipledger node --id n1 --data-dir /var/lib/chipledger --log-key log.key --trust trust.pem \
+       --tls-ca tls/ca.pem --tls-cert tls/n1.pem --tls-key tls/n1.key \
        --raft-addr 10.0.0.1:7000 --api-addr 10.0.0.1:8080 --bootstrap \
        --peer n1=10.0.0.1:7000=10.0.0.1:8080 --peer n2=10.0.0.2:7000=10.0.0.2:8080 \
        --peer n3=10.0.0.3:7000=10.0.0.3:8080
 
    # add a node to a running cluster
    chipledger node --id n4 --data-dir /var/lib/chipledger --log-key log.key --trust trust.pem \
+       --tls-ca tls/ca.pem --tls-cert tls/n4.pem --tls-key tls/n4.key \
        --raft-addr 10.0.0.4:7000 --api-addr 10.0.0.4:8080 --join 10.0.0.1:8080`,
 		Description: `Runs one replica of the log: a Raft member that validates and sequences
 entries, stores the Merkle tree, signs checkpoints with the log key and serves
@@ -119,7 +122,10 @@ Raft state does nothing. A node joins a running cluster with --join.
 creates log.key (origin dev.chipledger.local/log) and a development CA
 ("Dev Devices") in it if missing, and runs a single bootstrapped node.
 
-For now Raft and the API use plain TCP in every mode; TLS comes later.
+Raft runs over mutual TLS between nodes holding certificates from the
+cluster CA (--tls-ca, --tls-cert, --tls-key; see "chipledger tls"), and the
+API over TLS. A node refuses to start without them unless given --insecure
+(plain TCP, only on a network you trust) or --dev.
 
 Every flag can also be set by its environment variable (shown in brackets);
 list flags take comma-separated values there.`,
