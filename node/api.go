@@ -76,10 +76,7 @@ func isLeadershipError(err error) bool {
 // appendLocal checks a leaf, submits it to the batcher and builds the
 // receipt. Leadership errors are returned as they are, for Append to retry.
 func (s *ledgerService) appendLocal(ctx context.Context, leaf []byte) (*connect.Response[v1.AppendResponse], error) {
-	s.n.batcher.startCheck()
-	err := s.n.precheck(leaf)
-	s.n.batcher.endCheck()
-	if err != nil {
+	if err := s.check(leaf); err != nil {
 		return nil, toConnectError(err)
 	}
 	out, err := s.n.batcher.submit(ctx, leaf)
@@ -104,6 +101,14 @@ func (s *ledgerService) appendLocal(ctx context.Context, leaf []byte) (*connect.
 	// (a follower passes this header on with the leader's response).
 	resp.Header().Set(leaderHeader, s.n.apiAddr)
 	return resp, nil
+}
+
+// check runs precheck, counted by the batcher as a check under way (so an
+// idle batcher waits for this append rather than propose without it).
+func (s *ledgerService) check(leaf []byte) error {
+	s.n.batcher.startCheck()
+	defer s.n.batcher.endCheck()
+	return s.n.precheck(leaf)
 }
 
 // precheck runs the admission checks that need no replicated state and are
