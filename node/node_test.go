@@ -223,15 +223,19 @@ func TestLeaderLossLosesNoAcknowledgedAppend(t *testing.T) {
 	}
 }
 
+// compactEarly makes Raft snapshot and compact its log after a few dozen
+// entries, so that a node that falls behind needs a snapshot.
+func compactEarly(conf *raft.Config) {
+	conf.SnapshotThreshold = 64
+	conf.SnapshotInterval = 50 * time.Millisecond
+	conf.TrailingLogs = 16
+}
+
 // TestFollowerCatchesUpFromLogAndFromSnapshot stops a follower, appends,
 // and restarts it: once with the entries still in the leader's Raft log,
 // once after the leader compacted them into a snapshot.
 func TestFollowerCatchesUpFromLogAndFromSnapshot(t *testing.T) {
-	c := newTestCluster(t, 3, func(conf *raft.Config) {
-		conf.SnapshotThreshold = 64
-		conf.SnapshotInterval = 50 * time.Millisecond
-		conf.TrailingLogs = 16
-	})
+	c := newTestCluster(t, 3, compactEarly)
 	c.registerStation()
 	leader := c.waitLeader()
 	follower := (leader + 1) % 3
@@ -546,11 +550,7 @@ func TestCorruptLedgerIsRefusedAndRebuilt(t *testing.T) {
 // on it; its data directory is deleted and it is started again with the
 // same identity, and the leader rebuilds it by sending a snapshot.
 func TestFollowerWithLostDataIsRebuiltFromPeers(t *testing.T) {
-	c := newTestCluster(t, 3, func(conf *raft.Config) {
-		conf.SnapshotThreshold = 64
-		conf.SnapshotInterval = 50 * time.Millisecond
-		conf.TrailingLogs = 16
-	})
+	c := newTestCluster(t, 3, compactEarly)
 	c.registerStation()
 	leader := c.waitLeader()
 	follower := (leader + 1) % 3
