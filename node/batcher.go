@@ -23,7 +23,10 @@ import (
 // propose the few already queued and leave the rest for another Raft round
 // and another fsync on every node. On a single node at 256 clients this
 // doubles the batch size (from about 5 to about 9) and raises throughput
-// by about a tenth; a lone append has nothing to wait for.
+// by about a tenth; a lone append has nothing to wait for. The wait is
+// bounded without a timer: a check that prolongs it also adds an append to
+// the batch, which goes when full (maxLeaves), so an append waits for at
+// most maxLeaves checks (about 4 ms on two saturated cores).
 type batcher struct {
 	raft        *raft.Raft
 	queue       chan *pending
