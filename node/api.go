@@ -76,10 +76,11 @@ func isLeadershipError(err error) bool {
 // appendLocal checks a leaf, submits it to the batcher and builds the
 // receipt. Leadership errors are returned as they are, for Append to retry.
 func (s *ledgerService) appendLocal(ctx context.Context, leaf []byte) (*connect.Response[v1.AppendResponse], error) {
-	if err := s.check(leaf); err != nil {
+	p, err := s.checkAndQueue(leaf)
+	if err != nil {
 		return nil, toConnectError(err)
 	}
-	out, err := s.n.batcher.submit(ctx, leaf)
+	out, err := s.n.batcher.wait(ctx, p)
 	if err == nil {
 		err = out.err
 	}
@@ -103,12 +104,17 @@ func (s *ledgerService) appendLocal(ctx context.Context, leaf []byte) (*connect.
 	return resp, nil
 }
 
-// check runs precheck, counted by the batcher as a check under way (so an
-// idle batcher waits for this append rather than propose without it).
-func (s *ledgerService) check(leaf []byte) error {
-	s.n.batcher.startCheck()
-	defer s.n.batcher.endCheck()
-	return s.n.precheck(leaf)
+// checkAndQueue runs precheck and queues the leaf for the batcher. Until
+// the leaf is queued or refused it counts as a check under way, which an
+// idle batcher waits for rather than propose without it.
+func (s *ledgerService) checkAndQueue(leaf []byte) (*pending, error) {
+	b := s.n.batcher
+	b.checks.start()
+	defer b.checks.end()
+	if err := s.n.precheck(leaf); err != nil {
+		return nil, err
+	}
+	return b.enqueue(leaf)
 }
 
 // precheck runs the admission checks that need no replicated state and are

@@ -10,10 +10,10 @@ import (
 )
 
 // TestIdleBatcherWaitsForAppendsBeingChecked shows the batcher's one
-// exception to "propose as soon as nothing is in flight": appends whose
-// signatures are still being checked will reach it within a check's time,
-// so it waits for them and they share a batch (one Raft round and one
-// fsync per node instead of several).
+// exception to "propose as soon as nothing is in flight": it waits for the
+// appends whose checks are under way (they will be queued within a check's
+// time), so that they share a batch: one Raft round and one fsync per node
+// instead of several.
 func TestIdleBatcherWaitsForAppendsBeingChecked(t *testing.T) {
 	c := newTestCluster(t, 1, nil)
 	n := c.nodes[c.waitLeader()]
@@ -32,18 +32,29 @@ func TestIdleBatcherWaitsForAppendsBeingChecked(t *testing.T) {
 		err  error
 	}
 	results := make(chan result, len(leaves))
-	// An append whose checks are under way, as if a third client's
-	// certificate chain were still being verified.
-	n.batcher.startCheck()
-	for i, leaf := range leaves {
+	send := func(leaf []byte) {
 		go func() {
 			resp, err := c.append(context.Background(), 0, leaf)
 			results <- result{resp, err}
 		}()
-		// Without the wait, the first append would be proposed alone now.
-		waitFor(t, "the append to be queued", 10*time.Second, func() bool { return queued() == float64(i+1) })
 	}
-	n.batcher.endCheck()
+	// A check under way, as if a third client's certificate chain were
+	// still being verified when the first append is queued.
+	n.batcher.checks.start()
+	held := true
+	defer func() {
+		if held {
+			n.batcher.checks.end()
+		}
+	}()
+	for i, leaf := range leaves {
+		send(leaf)
+		// Without the wait, the first append would be proposed alone now
+		// (and be answered before the second is sent).
+		waitFor(t, "the append to be queued", 10*time.Second, func() bool { return queued() == float64(i+1) || len(results) > 0 })
+	}
+	n.batcher.checks.end() // the held check ends: the batch goes
+	held = false
 
 	var checkpoints []string
 	for range leaves {
@@ -55,5 +66,32 @@ func TestIdleBatcherWaitsForAppendsBeingChecked(t *testing.T) {
 	}
 	if checkpoints[0] != checkpoints[1] {
 		t.Errorf("the two appends went into different batches:\n%s\n%s", checkpoints[0], checkpoints[1])
+	}
+}
+
+// TestChecksThatKeepBeginningDoNotHoldABatchBack: the batcher waits until
+// no check is under way or a batch's worth of checks have ended, so a
+// stream of checks that keep beginning (bad appends, say) cannot hold a
+// batch back for longer than that.
+func TestChecksThatKeepBeginningDoNotHoldABatchBack(t *testing.T) {
+	c := checks{nudge: make(chan struct{}, 1)}
+	c.start()
+	mark := c.mark(3)
+	if c.reached(mark) {
+		t.Fatal("reached with a check under way and none ended")
+	}
+	for i := range 3 {
+		c.start() // the next check begins before the last one ends
+		c.end()
+		if i < 2 && c.reached(mark) {
+			t.Fatalf("reached after %d of 3 checks ended", i+1)
+		}
+	}
+	if !c.reached(mark) {
+		t.Fatalf("not reached after 3 checks ended (%d still under way)", c.running.Load())
+	}
+	c.end()
+	if !c.reached(c.mark(100)) {
+		t.Fatal("not reached with no check under way")
 	}
 }
