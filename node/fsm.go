@@ -50,6 +50,16 @@ type fsm struct {
 	gen    int
 	marker uint64 // Raft index of the last entry that changed the store
 
+	// applied is the Raft index of the last command entry whose effect is
+	// in the state machine (applied, or found already in the store); the
+	// node's catch-up gate reads it. Raft's own AppliedIndex runs ahead:
+	// it counts entries queued for the state machine, not yet applied.
+	applied atomic.Uint64
+	// started is set once Raft has started (and restored its latest
+	// snapshot); a restore after that is a snapshot sent by the leader.
+	started      atomic.Bool
+	restoredLive atomic.Bool
+
 	flushedAt atomic.Int64 // unix nanoseconds of the last store flush
 
 	// Store faults (see recoverStore).
@@ -96,6 +106,7 @@ func newFSM(dataDir string, signer *ledger.LogSigner, noSync bool, faults func(s
 		store.Close()
 		return nil, err
 	}
+	f.applied.Store(f.marker)
 	if err := f.publish(store.State()); err != nil {
 		store.Close()
 		return nil, err
@@ -262,9 +273,32 @@ func (f *fsm) Apply(l *raft.Log) any {
 	res, err := f.apply(l)
 	f.mu.RUnlock()
 	if err != nil {
-		return f.recoverStore(l, err)
+		if res = f.recoverStore(l, err); f.halted.Load() {
+			return res
+		}
 	}
+	f.noteApplied(l.Index)
 	return res
+}
+
+// noteApplied records that the state machine holds every command entry
+// through Raft index i.
+func (f *fsm) noteApplied(i uint64) {
+	for {
+		cur := f.applied.Load()
+		if i <= cur || f.applied.CompareAndSwap(cur, i) {
+			return
+		}
+	}
+}
+
+// noteStarted is called once Raft has started, with its applied index: Raft
+// restores its latest snapshot before it returns (so the state machine
+// holds everything through that index) and applies nothing more until it
+// learns the commit index.
+func (f *fsm) noteStarted(appliedIndex uint64) {
+	f.noteApplied(appliedIndex)
+	f.started.Store(true)
 }
 
 // apply applies one command to the store. An error means the store could
@@ -581,8 +615,17 @@ func (s *fsmSnapshot) Release() {}
 // Restore implements raft.FSM. Raft calls it at start-up with the latest
 // snapshot and when a leader sends one to a follower that fell behind its
 // log.
-func (f *fsm) Restore(rc io.ReadCloser) error {
+func (f *fsm) Restore(rc io.ReadCloser) (err error) {
 	defer rc.Close()
+	if f.started.Load() {
+		// A leader sends a snapshot only to a node behind its log, whose
+		// entries then are all in the snapshot (see watchCatchUp).
+		defer func() {
+			if err == nil {
+				f.restoredLive.Store(true)
+			}
+		}()
+	}
 	br := bufio.NewReaderSize(rc, 1<<20)
 	size, root, md, err := readSnapshotHeader(br)
 	if err != nil {

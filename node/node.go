@@ -315,6 +315,7 @@ func (n *Node) startRaft() error {
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
+	n.fsm.noteStarted(n.raft.AppliedIndex())
 	return nil
 }
 
@@ -371,19 +372,30 @@ func (n *Node) watchLeadership(ctx context.Context) {
 // smaller than one it served before it stopped. Its store is durable only
 // in groups, so after a crash it restarts behind what it had applied; every
 // entry it had applied is in its Raft log, and committed. It is caught up
-// when it has applied its whole log as it was at the start, or, as a
-// follower, everything the leader has told it is committed (a tail of its
-// log that never committed was never applied). Until then it answers reads
-// UNAVAILABLE, and clients go to another node.
+// when its state machine has applied every command of its log as it was at
+// the start; or, as a follower, every command through a commit index that
+// covers an entry of the leader's own term (a new leader's commit index
+// can lag what the old one committed, until it commits an entry of its
+// term; a tail of the log that never committed was never applied); or once
+// the leader has sent it a snapshot (sent only to a node behind the
+// leader's log, so it holds everything the node had). Progress is the
+// state machine's own (fsm.applied): Raft's AppliedIndex counts entries
+// merely queued for it. Until then the node answers reads UNAVAILABLE, and
+// clients go to another node.
 func (n *Node) watchCatchUp(ctx context.Context) {
 	start := time.Now()
+	target := lastCommand(n.fsm.logs, n.startLastIndex, n.fsm.applied.Load())
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	for {
-		applied := n.raft.AppliedIndex()
-		commit := n.raft.CommitIndex()
-		follower := n.raft.State() == raft.Follower && n.raft.LastContact().After(start)
-		if applied >= n.startLastIndex || (follower && commit > 0 && applied >= commit) {
+		applied := n.fsm.applied.Load()
+		caught := applied >= target || n.fsm.restoredLive.Load()
+		if !caught && n.raft.State() == raft.Follower && n.raft.LastContact().After(start) {
+			if commit := n.raft.CommitIndex(); commit > 0 && termAt(n.fsm.logs, commit) == n.raft.CurrentTerm() {
+				caught = applied >= lastCommand(n.fsm.logs, commit, applied)
+			}
+		}
+		if caught {
 			n.caughtUp.Store(true)
 			if n.startLastIndex > 0 {
 				n.log.Info("caught up after the start; serving reads", "applied", applied, "took", time.Since(start).Round(time.Millisecond))
@@ -396,6 +408,37 @@ func (n *Node) watchCatchUp(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// lastCommand returns the index of the last command entry of the Raft log
+// at or before i and after floor, or 0 if there is none: the last entry the
+// state machine must have applied to hold everything through i (no-ops
+// and configuration entries never reach it). An entry no longer in the log
+// was compacted into a snapshot, which the state machine holds.
+func lastCommand(logs raft.LogStore, i, floor uint64) uint64 {
+	for j := i; j > floor; j-- {
+		var l raft.Log
+		if err := logs.GetLog(j, &l); err != nil {
+			if errors.Is(err, raft.ErrLogNotFound) {
+				return 0
+			}
+			return i // unreadable: wait for the state machine to pass i
+		}
+		if l.Type == raft.LogCommand {
+			return j
+		}
+	}
+	return 0
+}
+
+// termAt returns the term of the Raft log entry at i, or 0 if the log does
+// not hold it.
+func termAt(logs raft.LogStore, i uint64) uint64 {
+	var l raft.Log
+	if err := logs.GetLog(i, &l); err != nil {
+		return 0
+	}
+	return l.Term
 }
 
 // watchStoreFaults hands leadership to another node when this one's
