@@ -4,7 +4,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chipledger/chipledger/ledger"
 	"github.com/hashicorp/raft"
 )
 
@@ -87,14 +86,7 @@ func TestStateMachineProgressCountsOnlyAppliedEntries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	skey, _, err := ledger.GenerateLogKey(testOrigin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := ledger.NewLogSigner(skey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	signer, _ := testLogKey(t)
 	writing := make(chan struct{})
 	release := make(chan struct{})
 	hook := func(op string) error {

@@ -53,14 +53,9 @@ func newTestCluster(t testing.TB, n int, raftConf func(*raft.Config)) *testClust
 	return newConfiguredCluster(t, n, raftConf, nil)
 }
 
-// newConfiguredCluster is newTestCluster with config applied to every
-// node's configuration.
-func newConfiguredCluster(t testing.TB, n int, raftConf func(*raft.Config), config func(*Config)) *testCluster {
+// testLogKey makes a log key for testOrigin: its signer and verifier key.
+func testLogKey(t testing.TB) (*ledger.LogSigner, string) {
 	t.Helper()
-	pki, err := sharedPKI()
-	if err != nil {
-		t.Fatal(err)
-	}
 	skey, vkey, err := ledger.GenerateLogKey(testOrigin)
 	if err != nil {
 		t.Fatal(err)
@@ -69,6 +64,18 @@ func newConfiguredCluster(t testing.TB, n int, raftConf func(*raft.Config), conf
 	if err != nil {
 		t.Fatal(err)
 	}
+	return signer, vkey
+}
+
+// newConfiguredCluster is newTestCluster with config applied to every
+// node's configuration.
+func newConfiguredCluster(t testing.TB, n int, raftConf func(*raft.Config), config func(*Config)) *testCluster {
+	t.Helper()
+	pki, err := sharedPKI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, vkey := testLogKey(t)
 	verifier, err := proofs.NewLogVerifier(vkey)
 	if err != nil {
 		t.Fatal(err)

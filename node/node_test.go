@@ -481,8 +481,7 @@ func TestNewFailsCleanly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	skey, _, _ := ledger.GenerateLogKey(testOrigin)
-	signer, _ := ledger.NewLogSigner(skey)
+	signer, _ := testLogKey(t)
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
