@@ -1,6 +1,7 @@
 package node
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -34,16 +35,16 @@ func TestLastCommandSkipsEntriesTheStateMachineNeverSees(t *testing.T) {
 		{i: 5, floor: 2, want: 3},
 		{i: 9, floor: 0, want: 0}, // past the log: not in it, as if compacted
 	} {
-		if got := lastCommand(logs, tc.i, tc.floor); got != tc.want {
-			t.Errorf("lastCommand(%d, floor %d) = %d, want %d", tc.i, tc.floor, got, tc.want)
+		if got, err := lastCommand(logs, tc.i, tc.floor); err != nil || got != tc.want {
+			t.Errorf("lastCommand(%d, floor %d) = %d, %v, want %d", tc.i, tc.floor, got, err, tc.want)
 		}
 	}
 	// Compacted into a snapshot: the state machine holds what is gone.
 	if err := logs.DeleteRange(1, 3); err != nil {
 		t.Fatal(err)
 	}
-	if got := lastCommand(logs, 5, 0); got != 0 {
-		t.Errorf("after compaction lastCommand(5) = %d, want 0", got)
+	if got, err := lastCommand(logs, 5, 0); err != nil || got != 0 {
+		t.Errorf("after compaction lastCommand(5) = %d, %v, want 0", got, err)
 	}
 	if got, want := termAt(logs, 4), uint64(2); got != want {
 		t.Errorf("termAt(4) = %d, want %d", got, want)
@@ -71,8 +72,12 @@ func TestRestartedNodeGatesReadsOnItsStateMachine(t *testing.T) {
 	if got := n.fsm.checkpoint().Size; got < before {
 		t.Fatalf("caught up at checkpoint size %d, below the %d served before the restart", got, before)
 	}
-	if applied, want := n.fsm.applied.Load(), n.startLastIndex; applied < lastCommand(n.fsm.logs, want, 0) {
-		t.Fatalf("caught up with the state machine at Raft index %d, the log's last command is at %d", applied, lastCommand(n.fsm.logs, want, 0))
+	last, err := lastCommand(n.fsm.logs, n.startLastIndex, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if applied := n.fsm.applied.Load(); applied < last {
+		t.Fatalf("caught up with the state machine at Raft index %d, the log's last command is at %d", applied, last)
 	}
 }
 
@@ -117,5 +122,20 @@ func TestStateMachineProgressCountsOnlyAppliedEntries(t *testing.T) {
 	}
 	if got := f.applied.Load(); got != 7 {
 		t.Errorf("applied = %d after the entry was applied, want 7", got)
+	}
+}
+
+// brokenLogs is a Raft log whose reads fail, as on a failing disk.
+type brokenLogs struct{ raft.LogStore }
+
+func (brokenLogs) GetLog(uint64, *raft.Log) error { return errors.New("input/output error") }
+
+// TestLastCommandOnAnUnreadableLogWaits: if the log cannot be read, the
+// gate waits for the state machine to pass the index itself (and says
+// why), rather than open on a guess.
+func TestLastCommandOnAnUnreadableLogWaits(t *testing.T) {
+	got, err := lastCommand(brokenLogs{raft.NewInmemStore()}, 9, 2)
+	if err == nil || got != 9 {
+		t.Fatalf("lastCommand on an unreadable log = %d, %v; want 9 and an error", got, err)
 	}
 }

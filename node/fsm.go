@@ -273,8 +273,9 @@ func (f *fsm) Apply(l *raft.Log) any {
 	res, err := f.apply(l)
 	f.mu.RUnlock()
 	if err != nil {
-		if res = f.recoverStore(l, err); f.halted.Load() {
-			return res
+		res = f.recoverStore(l, err)
+		if f.halted.Load() {
+			return res // not applied: the next start replays it
 		}
 	}
 	f.noteApplied(l.Index)

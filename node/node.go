@@ -384,7 +384,10 @@ func (n *Node) watchLeadership(ctx context.Context) {
 // clients go to another node.
 func (n *Node) watchCatchUp(ctx context.Context) {
 	start := time.Now()
-	target := lastCommand(n.fsm.logs, n.startLastIndex, n.fsm.applied.Load())
+	target, err := lastCommand(n.fsm.logs, n.startLastIndex, n.fsm.applied.Load())
+	if err != nil {
+		n.log.Warn("cannot read the raft log to find what to catch up to; waiting for the state machine to pass its last index", "index", n.startLastIndex, "err", err)
+	}
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	for {
@@ -392,7 +395,8 @@ func (n *Node) watchCatchUp(ctx context.Context) {
 		caught := applied >= target || n.fsm.restoredLive.Load()
 		if !caught && n.raft.State() == raft.Follower && n.raft.LastContact().After(start) {
 			if commit := n.raft.CommitIndex(); commit > 0 && termAt(n.fsm.logs, commit) == n.raft.CurrentTerm() {
-				caught = applied >= lastCommand(n.fsm.logs, commit, applied)
+				last, err := lastCommand(n.fsm.logs, commit, applied)
+				caught = err == nil && applied >= last
 			}
 		}
 		if caught {
@@ -414,21 +418,23 @@ func (n *Node) watchCatchUp(ctx context.Context) {
 // at or before i and after floor, or 0 if there is none: the last entry the
 // state machine must have applied to hold everything through i (no-ops
 // and configuration entries never reach it). An entry no longer in the log
-// was compacted into a snapshot, which the state machine holds.
-func lastCommand(logs raft.LogStore, i, floor uint64) uint64 {
+// was compacted into a snapshot, which the state machine holds. If the log
+// cannot be read, it returns i (wait for the state machine to pass it) and
+// the error.
+func lastCommand(logs raft.LogStore, i, floor uint64) (uint64, error) {
 	for j := i; j > floor; j-- {
 		var l raft.Log
 		if err := logs.GetLog(j, &l); err != nil {
 			if errors.Is(err, raft.ErrLogNotFound) {
-				return 0
+				return 0, nil
 			}
-			return i // unreadable: wait for the state machine to pass i
+			return i, fmt.Errorf("read raft entry %d: %w", j, err)
 		}
 		if l.Type == raft.LogCommand {
-			return j
+			return j, nil
 		}
 	}
-	return 0
+	return 0, nil
 }
 
 // termAt returns the term of the Raft log entry at i, or 0 if the log does
