@@ -746,3 +746,26 @@ func FuzzParseLookupProof(f *testing.F) {
 		}
 	})
 }
+
+// TestLookupProofMarshalsOnlyWhatParses: an entry that is present must not
+// be empty, since ParseLookupProof refuses an empty one; MarshalBinary
+// refuses it too rather than write a proof nobody can read.
+func TestLookupProofMarshalsOnlyWhatParses(t *testing.T) {
+	leaf := make([]byte, proofs.IndexRootLeafSize)
+	leaf[1] = proofs.IndexRootKind
+	p := &proofs.LookupProof{
+		Checkpoint: []byte("checkpoint"),
+		IndexLeaf:  leaf,
+		Map:        &proofs.MapProof{Terminal: proofs.MapMember, Value: proofs.IndexValue{Epoch: 1}},
+		Entry:      []byte{},
+		History:    []proofs.HistoryEntry{{Index: 0}},
+	}
+	b, err := p.MarshalBinary()
+	if err == nil {
+		_, perr := proofs.ParseLookupProof(b)
+		t.Fatalf("MarshalBinary wrote a proof with an empty entry (ParseLookupProof: %v)", perr)
+	}
+	if !errors.Is(err, proofs.ErrMalformedLookup) {
+		t.Errorf("err = %v, want ErrMalformedLookup", err)
+	}
+}

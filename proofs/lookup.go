@@ -175,7 +175,7 @@ func (p *LookupProof) MarshalBinary() ([]byte, error) {
 		len(p.IndexLeaf) != IndexRootLeafSize,
 		len(p.IndexProof) > MaxProofHashes,
 		len(mp) > maxOpaque16,
-		present && (len(p.Entry) > maxOpaque16 || len(p.EntryProof) > MaxProofHashes || len(p.History) == 0),
+		present && (len(p.Entry) == 0 || len(p.Entry) > maxOpaque16 || len(p.EntryProof) > MaxProofHashes || len(p.History) == 0),
 		!present && (p.EntryProof != nil || p.History != nil):
 		return nil, fmt.Errorf("%w: a field is empty or out of range", ErrMalformedLookup)
 	}

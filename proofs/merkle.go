@@ -88,6 +88,9 @@ func verifyConsistency(size1, size2 uint64, p [][32]byte, root1, root2 [32]byte)
 		if root1 != root2 {
 			return fmt.Errorf("roots %x and %x differ", root1, root2)
 		}
+		if size1 == 0 && root1 != EmptyRoot() {
+			return fmt.Errorf("root %x of the empty tree is not the empty root", root1)
+		}
 		return nil
 	case size1 == 0:
 		// Handled here, not by merkle/proof, whose versions disagree on it.

@@ -127,6 +127,7 @@ func TestVerifyConsistencyEdgeCases(t *testing.T) {
 		ok           bool
 	}{
 		{"empty to empty", 0, 0, nil, empty, empty, true},
+		{"empty to empty, both roots the same non-empty root", 0, 0, nil, root(1), root(1), false},
 		{"empty to any size, no proof", 0, 8, nil, empty, root(8), true},
 		{"empty to any size, with proof", 0, 8, [][32]byte{root(8)}, empty, root(8), false},
 		{"empty tree with a non-empty root", 0, 8, nil, root(1), root(8), false},
