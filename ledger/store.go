@@ -103,7 +103,9 @@ type Options struct {
 	// entry after the store's marker.
 	DeferSync bool
 	// Faults, if set, is called before each write the store makes to disk
-	// ("write" the leaves, "sync" them, "commit" the batch); an error it
+	// ("write" the leaves, "sync" them, "commit" the batch, and at open
+	// "sync journal cut" when the chip index journal ran past the log and
+	// was cut back); an error it
 	// returns fails that write as a failing disk would. It is for
 	// fault-injection tests of the store's owners.
 	Faults func(op string) error

@@ -639,3 +639,81 @@ func TestChipIndexSurvivesReopenAndDamagedJournal(t *testing.T) {
 	}
 	s.Close()
 }
+
+// TestJournalCutSurvivesASecondCrash: a crash loses a deferred batch whose
+// journal frame was written; the next open cuts that frame, and different
+// leaves take the batch's place and are flushed. The journal is never
+// synced after a write, so the cut must be made durable at open: the test
+// models a file system that forgets an unsynced cut in a second crash (the
+// journal then holds its bytes from before the cut), and the reopened
+// index must still describe the leaves in the log.
+func TestJournalCutSurvivesASecondCrash(t *testing.T) {
+	dir := t.TempDir()
+	journal := filepath.Join(dir, chipJournalFile)
+	cutSynced := false
+	opts := Options{DeferSync: true, Faults: func(op string) error {
+		if op == "sync journal cut" {
+			cutSynced = true
+		}
+		return nil
+	}}
+	crash := func(s *Store) {
+		s.chips.close()
+		s.entries.Close()
+		s.db.Close()
+	}
+	chipA, chipB, chipC := chipN(1), chipN(2), chipN(3)
+
+	s, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Append([][]byte{fakeEscrowLeaf(t, chipA, 1, 100)}, []byte("m1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// Chip B's batch is journaled but never flushed: the crash loses it.
+	if _, err := s.Append([][]byte{fakeEscrowLeaf(t, chipB, 1, 100)}, []byte("m2")); err != nil {
+		t.Fatal(err)
+	}
+	crash(s)
+	beforeCut, err := os.ReadFile(journal)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if s, err = Open(dir, opts); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.ChipEntries(chipB); got != nil {
+		t.Fatalf("after the first crash chip B has entries %v, want none", got)
+	}
+	// Chip C takes index 1, durably.
+	if _, err := s.Append([][]byte{fakeEscrowLeaf(t, chipC, 1, 100)}, []byte("m3")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	crash(s)
+	if !cutSynced {
+		// The second crash forgets the unsynced cut and the unsynced
+		// frame written after it.
+		if err := os.WriteFile(journal, beforeCut, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	if s, err = Open(dir, opts); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got := s.ChipEntries(chipB); got != nil {
+		t.Errorf("chip B has entries %v, but no leaf of chip B is in the log", got)
+	}
+	if got := s.ChipEntries(chipC); len(got) != 1 || got[0].Index != 1 {
+		t.Errorf("chip C has entries %v, want one at index 1", got)
+	}
+}
