@@ -118,7 +118,9 @@ var (
 	// no reserved key.
 	ErrNoReservation = errors.New("no key reserved for the chip")
 	// ErrNoPool is returned by OpenPool when the pool file does not exist
-	// and PoolOptions.Create is not set.
+	// and PoolOptions.Create is not set, and by Station.Provision when a
+	// provisioning to resume took its key from a pool and the station has
+	// none.
 	ErrNoPool = errors.New("no key pool")
 	// ErrPoolInUse is returned by OpenPool when another process has the
 	// pool open.

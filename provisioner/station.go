@@ -138,6 +138,9 @@ func (s *Station) Provision(ctx context.Context, dev device.Conn, ids ledger.Ide
 		return nil, err
 	}
 	if rec != nil && (rec.Step == StepSigned || rec.Step == StepAppended) {
+		if device.KeyOrigin(rec.KeyOrigin) == device.KeyFromPool && s.cfg.Pool == nil && (rec.Epoch == info.Epoch+1 || rec.Epoch == info.Epoch) {
+			return nil, fmt.Errorf("%w: chip %s's unfinished provisioning (epoch %d) took its key pair from a key pool; run the station with that pool to finish it", ErrNoPool, rec.ChipID, rec.Epoch)
+		}
 		switch rec.Epoch {
 		case info.Epoch + 1:
 			// The entry was signed: finish publishing that very entry.

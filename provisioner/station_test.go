@@ -317,6 +317,42 @@ func TestProvisionResumesAfterACrashAtEveryStep(t *testing.T) {
 	}
 }
 
+// TestResumeNeedsThePoolItsKeyCameFrom: a provisioning whose key came from
+// the pool crashes after its append; a station restarted without the pool
+// refuses to resume it (rather than finish and then fail to consume the
+// key), and one with the pool finishes it.
+func TestResumeNeedsThePoolItsKeyCameFrom(t *testing.T) {
+	f := newStationFixture(t, true)
+	dev := f.newDevice(imeiN(42))
+	cfg := f.cfg
+	cfg.Ledger = &crashingLedger{Ledger: f.cfg.Ledger, crash: true}
+	st, _ := NewStation(cfg)
+	if _, crashed, err := provisionCrashing(st, dev); !crashed {
+		t.Fatalf("no crash injected (err %v)", err)
+	}
+	cfg = f.cfg
+	cfg.Pool = nil
+	st, _ = NewStation(cfg)
+	if _, err := st.Provision(context.Background(), dev, nil); !errors.Is(err, ErrNoPool) {
+		t.Fatalf("resume without the pool: err = %v, want ErrNoPool", err)
+	}
+	info, _ := dev.ChipInfo(context.Background())
+	if info.Epoch != 0 {
+		t.Fatalf("the refused resume changed the device: epoch %d", info.Epoch)
+	}
+	st, _ = NewStation(f.cfg)
+	res, err := st.Provision(context.Background(), dev, nil)
+	if err != nil || !res.Resumed || res.Epoch != 1 {
+		t.Fatalf("resume with the pool: %+v, %v", res, err)
+	}
+	if a, ok, _ := f.cfg.Pool.LastAudit(info.ChipID); !ok || a.Outcome != OutcomeConsumed {
+		t.Fatalf("pool audit %+v, want the key consumed", a)
+	}
+	if n := len(f.entries(info.ChipID)); n != 1 {
+		t.Fatalf("%d entries, want 1", n)
+	}
+}
+
 func imeiN(i int) string {
 	d := []byte("35209900000000")
 	d[13] = byte('0' + i%10)
