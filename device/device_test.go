@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"testing"
+	"time"
 
 	"github.com/chipledger/chipledger/internal/testpki"
 	"github.com/chipledger/chipledger/ledger"
@@ -200,6 +201,37 @@ func TestStoreCertificateRefusesWrongCertificates(t *testing.T) {
 	}
 	if in := info(t, d); !in.PendingCertified {
 		t.Error("the certificate was not stored")
+	}
+}
+
+// TestStoreCertificateToleratesAClockBehindTheStation: the station's clock
+// sets the certificate's notBefore; a device whose clock is behind it (by
+// seconds, or at 1970 for lack of a real-time clock) takes the certificate
+// rather than refuse it as not yet valid.
+func TestStoreCertificateToleratesAClockBehindTheStation(t *testing.T) {
+	f := newFixture(t)
+	for _, tc := range []struct {
+		name string
+		now  time.Time
+	}{
+		{"a minute behind", time.Now().Add(-2 * time.Minute)},
+		{"no real-time clock", time.Unix(0, 0)},
+		{"ahead", time.Now().Add(24 * time.Hour)},
+	} {
+		opts := f.options()
+		opts.Now = func() time.Time { return tc.now }
+		d, err := Manufacture(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, key := f.newPackage(1)
+		if _, err := d.StorePackage(ctx, raw); err != nil {
+			t.Fatal(err)
+		}
+		// f.certificate's notBefore is a minute ago.
+		if err := d.StoreCertificate(ctx, f.certificate(f.pki, info(t, d).ChipID, f.ids, key)); err != nil {
+			t.Errorf("device clock %s: %v", tc.name, err)
+		}
 	}
 }
 

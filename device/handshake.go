@@ -99,7 +99,8 @@ func (d *Device) open(backup []byte) (ledger.Identities, uint32, []byte, error) 
 // pending package; ErrMalformed for bytes that are not a certificate;
 // ErrWrongChip or ErrWrongIdentity for a certificate of another chip or
 // other identities; ErrUntrusted for one that does not chain to the ROM
-// trust at the device's current time or breaks the profile; and ErrMismatch
+// trust at the device's current time (or at the certificate's notBefore, if
+// the device's clock is behind it) or breaks the profile; and ErrMismatch
 // for one that does not certify the pending package's key. Storing a
 // certificate replaces any stored for the pending package.
 func (d *Device) StoreCertificate(ctx context.Context, cert []byte) error {
@@ -122,15 +123,24 @@ func (d *Device) StoreCertificate(ctx context.Context, cert []byte) error {
 
 // verifyCertificate checks a device certificate against the ROM trust at the
 // device's current time, its binding to the chip and identities, and that
-// its key is the device key of pkg.
+// its key is the device key of pkg. A device clock is not trusted to be
+// right, and many devices have none: one that is behind the station's
+// (whose clock sets the certificate's notBefore) checks the certificate as
+// of its notBefore instead of refusing it as not yet valid. Device
+// certificates never expire, so a clock that is ahead needs nothing.
 func (d *Device) verifyCertificate(der []byte, pkg *Package) error {
 	if len(der) > ledger.MaxCertificateSize {
 		return fmt.Errorf("certificate: %w: %d bytes, at most %d", ErrMalformed, len(der), ledger.MaxCertificateSize)
 	}
-	if _, err := x509.ParseCertificate(der); err != nil {
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
 		return fmt.Errorf("certificate: %w: %v", ErrMalformed, err)
 	}
-	cert, err := d.rom.trust.VerifyDeviceCertificate(der, d.chip.ID(), d.rom.ids, d.now())
+	at := d.now()
+	if at.Before(c.NotBefore) {
+		at = c.NotBefore
+	}
+	cert, err := d.rom.trust.VerifyDeviceCertificate(der, d.chip.ID(), d.rom.ids, at)
 	switch {
 	case errors.Is(err, ledger.ErrChipIDMismatch):
 		return fmt.Errorf("certificate: %w: %w", ErrWrongChip, err)
