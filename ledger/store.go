@@ -743,6 +743,48 @@ func (s *Store) SetMetadata(key string, value, marker []byte) error {
 	return nil
 }
 
+// ReplaceMetadata makes md the whole set of metadata records (deleting
+// any others) and stores marker, in one transaction. It is for restoring
+// a snapshot's metadata and position into a store that already holds its
+// leaves.
+func (s *Store) ReplaceMetadata(md map[string][]byte, marker []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failed != nil {
+		return s.failed
+	}
+	p := s.pend.Load()
+	if err := s.flushLocked(p); err != nil {
+		return err
+	}
+	s.pend.Store(emptyPending(p.size, p.root, p.dataEnd()))
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if meta.Bucket(bucketUser) != nil {
+			if err := meta.DeleteBucket(bucketUser); err != nil {
+				return err
+			}
+		}
+		b, err := meta.CreateBucket(bucketUser)
+		if err != nil {
+			return err
+		}
+		for k, v := range md {
+			if err := b.Put([]byte(k), v); err != nil {
+				return err
+			}
+		}
+		if marker != nil {
+			return meta.Put(keyMarker, marker)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("replace metadata: %w", err)
+	}
+	return nil
+}
+
 // Metadata returns every record stored with SetMetadata.
 func (s *Store) Metadata() (map[string][]byte, error) {
 	out := make(map[string][]byte)

@@ -717,3 +717,45 @@ func TestJournalCutSurvivesASecondCrash(t *testing.T) {
 		t.Errorf("chip C has entries %v, want one at index 1", got)
 	}
 }
+
+// TestReplaceMetadata: the records become exactly the given ones, with the
+// marker, and stay so after a reopen; SetMetadata keeps working on top.
+func TestReplaceMetadata(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"member/a", "member/b"} {
+		if err := s.SetMetadata(k, []byte("old "+k), []byte("m1")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := map[string][]byte{"member/b": []byte("new b"), "member/c": []byte("new c")}
+	if err := s.ReplaceMetadata(want, []byte("m9")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = Open(dir, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got, err := s.Metadata()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("metadata %q, want %q", got, want)
+	}
+	if m, err := s.Marker(); err != nil || string(m) != "m9" {
+		t.Errorf("marker %q, %v; want m9", m, err)
+	}
+	if err := s.SetMetadata("member/d", []byte("d"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Metadata(); len(got) != 3 {
+		t.Errorf("after SetMetadata: %q", got)
+	}
+}

@@ -553,19 +553,32 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &fsmSnapshot{f: f, store: f.store, state: f.store.State(), metadata: md}, nil
+	// Raft calls Snapshot between Applies, so the state holds the effect of
+	// every command through the last one applied.
+	through := max(f.marker, f.applied.Load())
+	return &fsmSnapshot{f: f, store: f.store, state: f.store.State(), through: through, metadata: md}, nil
 }
 
 // The snapshot stream:
 //
-//	"CLS1" ‖ u64 size ‖ root[32] ‖ u32 n ‖ n × (u16 len ‖ key ‖ u32 len ‖ value)
+//	"CLS2" ‖ u64 size ‖ root[32] ‖ u64 through ‖ u32 n ‖ n × (u16 len ‖ key ‖ u32 len ‖ value)
 //	‖ the leaves [0, size) as u16-length-framed records
-const snapshotMagic = "CLS1"
+//
+// through is the Raft index through which the snapshot holds the effect of
+// every entry: the marker of a store restored from it, from which a replay
+// after a store fault starts. Snapshots written before it was added start
+// "CLS1" and have no through (read as 0: such a store replays from the
+// start of the Raft log, as it always did).
+const (
+	snapshotMagic   = "CLS2"
+	snapshotMagicV1 = "CLS1"
+)
 
 type fsmSnapshot struct {
 	f        *fsm
 	store    *ledger.Store
 	state    ledger.TreeState
+	through  uint64
 	metadata map[string][]byte
 }
 
@@ -580,7 +593,7 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 
 func (s *fsmSnapshot) persist(w io.Writer) error {
 	bw := bufio.NewWriterSize(w, 1<<20)
-	if _, err := bw.Write(snapshotHeader(s.state, s.metadata)); err != nil {
+	if _, err := bw.Write(snapshotHeader(s.state, s.through, s.metadata)); err != nil {
 		return err
 	}
 	// The store may be replaced by a restore while this runs; the old one
@@ -592,10 +605,11 @@ func (s *fsmSnapshot) persist(w io.Writer) error {
 }
 
 // snapshotHeader encodes the header readSnapshotHeader reads: magic, size,
-// root and the metadata records in key order.
-func snapshotHeader(st ledger.TreeState, metadata map[string][]byte) []byte {
+// root, through and the metadata records in key order.
+func snapshotHeader(st ledger.TreeState, through uint64, metadata map[string][]byte) []byte {
 	hdr := append([]byte(snapshotMagic), binary.BigEndian.AppendUint64(nil, st.Size)...)
 	hdr = append(hdr, st.Root[:]...)
+	hdr = binary.BigEndian.AppendUint64(hdr, through)
 	hdr = binary.BigEndian.AppendUint32(hdr, uint32(len(metadata)))
 	keys := make([]string, 0, len(metadata))
 	for k := range metadata {
@@ -628,7 +642,7 @@ func (f *fsm) Restore(rc io.ReadCloser) (err error) {
 		}()
 	}
 	br := bufio.NewReaderSize(rc, 1<<20)
-	size, root, md, err := readSnapshotHeader(br)
+	size, root, through, md, err := readSnapshotHeader(br)
 	if err != nil {
 		return err
 	}
@@ -640,66 +654,89 @@ func (f *fsm) Restore(rc io.ReadCloser) (err error) {
 			return err
 		}
 		if have == root {
+			if f.store.Size() == size && through > f.marker {
+				// The store holds the snapshot's leaves but not the
+				// entries after its marker that changed only metadata
+				// (a member's address): Raft will not replay them, so
+				// take the snapshot's metadata and position.
+				if err := f.store.ReplaceMetadata(md, binary.BigEndian.AppendUint64(nil, through)); err != nil {
+					return err
+				}
+				f.marker = through
+				f.noteApplied(through)
+			}
 			f.log.Info("snapshot already contained in the ledger", "size", size, "ledger_size", f.store.Size())
 			return nil
 		}
 		f.log.Warn("ledger differs from the snapshot; rebuilding it", "size", size)
 	}
-	return f.rebuild(br, size, root, md)
+	return f.rebuild(br, size, root, through, md)
 }
 
 // maxSnapshotMetadata bounds the metadata records of a snapshot (member
 // addresses: one per node that ever joined).
 const maxSnapshotMetadata = 1 << 16
 
-func readSnapshotHeader(r io.Reader) (size uint64, root ledger.Hash, md map[string][]byte, err error) {
-	var hdr [4 + 8 + 32 + 4]byte
+func readSnapshotHeader(r io.Reader) (size uint64, root ledger.Hash, through uint64, md map[string][]byte, err error) {
+	var hdr [4 + 8 + 32]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return 0, root, nil, fmt.Errorf("read snapshot header: %w", err)
+		return 0, root, 0, nil, fmt.Errorf("read snapshot header: %w", err)
 	}
-	if string(hdr[:4]) != snapshotMagic {
-		return 0, root, nil, fmt.Errorf("not a chipledger snapshot (magic %q)", hdr[:4])
+	var rest []byte
+	switch string(hdr[:4]) {
+	case snapshotMagic:
+		rest = make([]byte, 8+4)
+	case snapshotMagicV1:
+		rest = make([]byte, 4)
+	default:
+		return 0, root, 0, nil, fmt.Errorf("not a chipledger snapshot (magic %q)", hdr[:4])
+	}
+	if _, err := io.ReadFull(r, rest); err != nil {
+		return 0, root, 0, nil, fmt.Errorf("read snapshot header: %w", err)
 	}
 	size = binary.BigEndian.Uint64(hdr[4:])
 	copy(root[:], hdr[12:44])
-	n := binary.BigEndian.Uint32(hdr[44:])
+	if len(rest) == 12 {
+		through, rest = binary.BigEndian.Uint64(rest), rest[8:]
+	}
+	n := binary.BigEndian.Uint32(rest)
 	if n > maxSnapshotMetadata {
-		return 0, root, nil, fmt.Errorf("snapshot holds %d metadata records, at most %d", n, maxSnapshotMetadata)
+		return 0, root, 0, nil, fmt.Errorf("snapshot holds %d metadata records, at most %d", n, maxSnapshotMetadata)
 	}
 	md = make(map[string][]byte, n)
 	var last string
 	for range n {
 		var kl [2]byte
 		if _, err := io.ReadFull(r, kl[:]); err != nil {
-			return 0, root, nil, fmt.Errorf("read snapshot metadata: %w", err)
+			return 0, root, 0, nil, fmt.Errorf("read snapshot metadata: %w", err)
 		}
 		k := make([]byte, binary.BigEndian.Uint16(kl[:]))
 		var vl [4]byte
 		if _, err := io.ReadFull(r, k); err != nil {
-			return 0, root, nil, err
+			return 0, root, 0, nil, err
 		}
 		if _, err := io.ReadFull(r, vl[:]); err != nil {
-			return 0, root, nil, err
+			return 0, root, 0, nil, err
 		}
 		if binary.BigEndian.Uint32(vl[:]) > 1<<20 {
-			return 0, root, nil, errors.New("snapshot metadata value too large")
+			return 0, root, 0, nil, errors.New("snapshot metadata value too large")
 		}
 		v := make([]byte, binary.BigEndian.Uint32(vl[:]))
 		if _, err := io.ReadFull(r, v); err != nil {
-			return 0, root, nil, err
+			return 0, root, 0, nil, err
 		}
 		if string(k) <= last && len(md) > 0 {
-			return 0, root, nil, fmt.Errorf("snapshot metadata key %q out of order or repeated", k)
+			return 0, root, 0, nil, fmt.Errorf("snapshot metadata key %q out of order or repeated", k)
 		}
 		last = string(k)
 		md[string(k)] = v
 	}
-	return size, root, md, nil
+	return size, root, through, md, nil
 }
 
 // rebuild builds the next ledger generation from the snapshot's leaves,
 // checks its root, and switches to it. The caller holds f.mu.
-func (f *fsm) rebuild(r io.Reader, size uint64, root ledger.Hash, md map[string][]byte) error {
+func (f *fsm) rebuild(r io.Reader, size uint64, root ledger.Hash, through uint64, md map[string][]byte) error {
 	start := time.Now()
 	gen := f.gen + 1
 	path := f.dir.path(gen)
@@ -742,10 +779,15 @@ func (f *fsm) rebuild(r io.Reader, size uint64, root ledger.Hash, md map[string]
 	if got := ns.State(); got.Size != size || got.Root != root {
 		return fail(fmt.Errorf("rebuilt tree has size %d root %x, the snapshot says %d %x", got.Size, got.Root, size, root))
 	}
-	for k, v := range md {
-		if err := ns.SetMetadata(k, v, nil); err != nil {
-			return fail(err)
-		}
+	// The snapshot's position becomes the store's marker: a replay after a
+	// store fault starts after it, not at the start of the Raft log (whose
+	// entries the snapshot holds, and would apply twice).
+	var marker []byte
+	if through > 0 {
+		marker = binary.BigEndian.AppendUint64(nil, through)
+	}
+	if err := ns.ReplaceMetadata(md, marker); err != nil {
+		return fail(err)
 	}
 	if err := ns.Flush(); err != nil {
 		return fail(err)
@@ -768,7 +810,8 @@ func (f *fsm) rebuild(r io.Reader, size uint64, root ledger.Hash, md map[string]
 	if !f.storeClosed {
 		old.Close()
 	}
-	f.store, f.gen, f.marker, f.storeClosed = ns, gen, 0, false
+	f.store, f.gen, f.marker, f.storeClosed = ns, gen, through, false
+	f.noteApplied(through)
 	if err := f.dir.removeOthers(gen); err != nil {
 		f.log.Warn("could not remove the previous ledger generation", "err", err)
 	}

@@ -54,20 +54,37 @@ func FuzzDecodeCommand(f *testing.F) {
 }
 
 // FuzzSnapshotHeader checks the snapshot header reader, which reads what a
-// leader streams to a lagging node.
+// leader streams to a lagging node (or, for "CLS1", a node restores from
+// a snapshot an older version wrote).
 func FuzzSnapshotHeader(f *testing.F) {
-	f.Add(snapshotHeader(ledger.TreeState{Size: 3}, map[string][]byte{"member/n1": []byte("127.0.0.1:1")}))
+	md := map[string][]byte{"member/n1": []byte("127.0.0.1:1")}
+	hdr := snapshotHeader(ledger.TreeState{Size: 3}, 7, md)
+	f.Add(hdr)
+	f.Add(v1SnapshotHeader(hdr))
 	f.Add([]byte(snapshotMagic))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		size, root, md, err := readSnapshotHeader(bytes.NewReader(data))
+		size, root, through, md, err := readSnapshotHeader(bytes.NewReader(data))
 		if err != nil {
 			return
 		}
-		hdr := snapshotHeader(ledger.TreeState{Size: size, Root: root}, md)
+		hdr := snapshotHeader(ledger.TreeState{Size: size, Root: root}, through, md)
+		if bytes.HasPrefix(data, []byte(snapshotMagicV1)) {
+			if through != 0 {
+				t.Fatalf("%x: a CLS1 header read with through %d", data, through)
+			}
+			hdr = v1SnapshotHeader(hdr)
+		}
 		if !bytes.HasPrefix(data, hdr) {
 			t.Fatalf("%x reads as a header that encodes as %x", data, hdr)
 		}
 	})
+}
+
+// v1SnapshotHeader turns a header into the "CLS1" form, which has no
+// through.
+func v1SnapshotHeader(hdr []byte) []byte {
+	v1 := append([]byte(snapshotMagicV1), hdr[4:44]...)
+	return append(v1, hdr[52:]...)
 }
 
 // apiMethods are the API methods FuzzAPIRequests calls: every one that a

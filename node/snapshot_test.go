@@ -1,0 +1,171 @@
+package node
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/chipledger/chipledger/internal/testpki"
+)
+
+// memSink is a raft.SnapshotSink in memory.
+type memSink struct{ bytes.Buffer }
+
+func (*memSink) ID() string    { return "mem" }
+func (*memSink) Cancel() error { return nil }
+func (*memSink) Close() error  { return nil }
+
+// snapshotOf persists a snapshot of f in memory.
+func snapshotOf(t *testing.T, f *fsm) []byte {
+	t.Helper()
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sink memSink
+	if err := snap.Persist(&sink); err != nil {
+		t.Fatal(err)
+	}
+	return sink.Bytes()
+}
+
+func commandEntry(index uint64, data []byte) *raft.Log {
+	return &raft.Log{Index: index, Term: 1, Type: raft.LogCommand, Data: data}
+}
+
+func newTestFSM(t *testing.T, faults func(string) error) *fsm {
+	t.Helper()
+	signer, _ := testLogKey(t)
+	f, err := newFSM(t.TempDir(), signer, true, faults, testLogger(t), newMetrics())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.close() })
+	return f
+}
+
+// TestStoreFaultAfterARestoreReplaysOnlyWhatFollows: a replica restored
+// from a snapshot, whose next store write fails, replays the Raft log from
+// the snapshot's position, not from the start of the log. Replaying from
+// the start would re-decide entries against a later state: here an epoch-2
+// entry every replica refused (epoch 1 was not logged yet) would be
+// accepted, and the replica would sign a fork.
+func TestStoreFaultAfterARestoreReplaysOnlyWhatFollows(t *testing.T) {
+	pki, err := sharedPKI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	chip := testpki.ChipID(42)
+	leaf := func(chip []byte, epoch uint32) []byte {
+		l, err := pki.EscrowLeaf(chip, epoch, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	batch := func(leaf []byte) []byte {
+		d, err := encodeBatch([][]byte{leaf})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	entries := []*raft.Log{
+		commandEntry(1, encodeGenesis()),
+		commandEntry(2, batch(pki.StationLeaf())),
+		commandEntry(3, batch(leaf(chip, 2))), // refused: epoch 1 is not logged
+		commandEntry(4, batch(leaf(chip, 1))),
+	}
+	next := commandEntry(5, batch(leaf(testpki.ChipID(43), 1)))
+
+	a := newTestFSM(t, nil)
+	for _, e := range entries {
+		a.Apply(e)
+	}
+	snap := snapshotOf(t, a)
+	a.Apply(next)
+	want := a.checkpoint()
+
+	var failNextWrite atomic.Bool
+	b := newTestFSM(t, func(op string) error {
+		if op == "write" && failNextWrite.CompareAndSwap(true, false) {
+			return errors.New("injected: no space left on device")
+		}
+		return nil
+	})
+	logs := raft.NewInmemStore()
+	if err := logs.StoreLogs(append(entries, next)); err != nil {
+		t.Fatal(err)
+	}
+	b.logs = logs
+	if err := b.Restore(io.NopCloser(bytes.NewReader(snap))); err != nil {
+		t.Fatal(err)
+	}
+	failNextWrite.Store(true)
+	done := make(chan any, 1)
+	go func() { done <- b.Apply(next) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the state machine did not recover from one failed write")
+	}
+	if got := b.checkpoint(); got.Size != want.Size || got.Root != want.Root {
+		t.Fatalf("replicas diverged: size %d root %x here, size %d root %x on the replica that took the snapshot", got.Size, got.Root[:4], want.Size, want.Root[:4])
+	}
+}
+
+// TestRestoreOfLeavesAlreadyHeldTakesTheSnapshotsMetadata: a replica whose
+// store holds a snapshot's leaves but missed entries that changed only
+// metadata (a member's API address) takes the snapshot's metadata, since
+// Raft will not replay those entries.
+func TestRestoreOfLeavesAlreadyHeldTakesTheSnapshotsMetadata(t *testing.T) {
+	a, b := newTestFSM(t, nil), newTestFSM(t, nil)
+	member, err := encodeMember("node1", "10.0.0.2:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []*fsm{a, b} {
+		f.Apply(commandEntry(1, encodeGenesis()))
+	}
+	a.Apply(commandEntry(2, member))
+	if err := b.Restore(io.NopCloser(bytes.NewReader(snapshotOf(t, a)))); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := b.members(); m["node1"] != "10.0.0.2:8080" {
+		t.Fatalf("after the restore the members are %v, want node1 at 10.0.0.2:8080 as in the snapshot", m)
+	}
+	if b.marker != 2 {
+		t.Errorf("marker %d after the restore, want the snapshot's 2", b.marker)
+	}
+}
+
+// TestRestoreReadsSnapshotsWithoutAPosition: a "CLS1" snapshot, written
+// before snapshots carried their position, still restores.
+func TestRestoreReadsSnapshotsWithoutAPosition(t *testing.T) {
+	pki, err := sharedPKI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := newTestFSM(t, nil)
+	a.Apply(commandEntry(1, encodeGenesis()))
+	station, err := encodeBatch([][]byte{pki.StationLeaf()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Apply(commandEntry(2, station))
+	snap := snapshotOf(t, a)
+	hdr := snapshotHeader(a.store.State(), 2, map[string][]byte{})
+	v1 := append(v1SnapshotHeader(hdr), snap[len(hdr):]...)
+	b := newTestFSM(t, nil)
+	if err := b.Restore(io.NopCloser(bytes.NewReader(v1))); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := b.checkpoint(), a.checkpoint(); got.Size != want.Size || got.Root != want.Root {
+		t.Fatalf("restored %d %x, want %d %x", got.Size, got.Root[:4], want.Size, want.Root[:4])
+	}
+}
