@@ -106,6 +106,11 @@ func (s *adminService) Join(ctx context.Context, req *connect.Request[v1.JoinReq
 	if m.GetNodeId() == "" || m.GetRaftAddress() == "" || m.GetApiAddress() == "" {
 		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("join needs node_id, raft_address and api_address"))
 	}
+	if len(m.GetNodeId()) > maxMemberField || len(m.GetApiAddress()) > maxMemberField {
+		// Checked before the voter is added: the member record could not
+		// be written afterwards.
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("node_id of %d bytes and api_address of %d: each at most %d", len(m.GetNodeId()), len(m.GetApiAddress()), maxMemberField))
+	}
 	n := s.n
 	if !n.IsLeader() {
 		return forwardAdmin(ctx, n, req, chipledgerv1connect.AdminServiceClient.Join)
@@ -158,23 +163,34 @@ func (s *adminService) TransferLeadership(ctx context.Context, req *connect.Requ
 	if !n.IsLeader() {
 		return forwardAdmin(ctx, n, req, chipledgerv1connect.AdminServiceClient.TransferLeadership)
 	}
+	// Raft reports a transfer that cannot be made with plain errors, which
+	// would reach the caller as INTERNAL: check the configuration first.
+	cf := n.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return nil, toConnectError(err)
+	}
+	id := req.Msg.GetNodeId()
+	var addr raft.ServerAddress
+	otherVoters := 0
+	for _, srv := range cf.Configuration().Servers {
+		if string(srv.ID) == id {
+			addr = srv.Address
+		}
+		if string(srv.ID) != n.cfg.ID && srv.Suffrage == raft.Voter {
+			otherVoters++
+		}
+	}
 	var f raft.Future
-	if id := req.Msg.GetNodeId(); id != "" {
-		cf := n.raft.GetConfiguration()
-		if err := cf.Error(); err != nil {
-			return nil, toConnectError(err)
-		}
-		var addr raft.ServerAddress
-		for _, srv := range cf.Configuration().Servers {
-			if string(srv.ID) == id {
-				addr = srv.Address
-			}
-		}
-		if addr == "" {
-			return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("no member %q", id))
-		}
+	switch {
+	case id == n.cfg.ID:
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("%q is the leader already; name another voter, or none", id))
+	case id != "" && addr == "":
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("no member %q", id))
+	case otherVoters == 0:
+		return nil, connect.NewError(connect.CodeFailedPrecondition, errors.New("no other voter to transfer leadership to"))
+	case id != "":
 		f = n.raft.LeadershipTransferToServer(raft.ServerID(id), addr)
-	} else {
+	default:
 		f = n.raft.LeadershipTransfer()
 	}
 	if err := f.Error(); err != nil {

@@ -66,9 +66,13 @@ func encodeBatch(leaves [][]byte) ([]byte, error) {
 	return b.Bytes()
 }
 
+// maxMemberField bounds a member's node ID and API address, which member
+// commands carry with a one-byte length.
+const maxMemberField = 255
+
 func encodeMember(nodeID, apiAddr string) ([]byte, error) {
-	if len(nodeID) == 0 || len(nodeID) > 255 || len(apiAddr) > 255 {
-		return nil, fmt.Errorf("member %q at %q: node ID must be 1 to 255 bytes and the address at most 255", nodeID, apiAddr)
+	if len(nodeID) == 0 || len(nodeID) > maxMemberField || len(apiAddr) > maxMemberField {
+		return nil, fmt.Errorf("member %q at %q: node ID must be 1 to %d bytes and the address at most %d", nodeID, apiAddr, maxMemberField, maxMemberField)
 	}
 	var b cryptobyte.Builder
 	b.AddUint8(commandVersion)

@@ -227,6 +227,9 @@ func (c *Config) validate() error {
 	if len(missing) > 0 {
 		return fmt.Errorf("node configuration is missing %s", strings.Join(missing, ", "))
 	}
+	if len(c.ID) > maxMemberField {
+		return fmt.Errorf("node ID of %d bytes: at most %d", len(c.ID), maxMemberField)
+	}
 	if c.Bootstrap && len(c.Join) > 0 {
 		return errors.New("a node either bootstraps a cluster or joins one, not both")
 	}

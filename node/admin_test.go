@@ -1,0 +1,60 @@
+package node
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"connectrpc.com/connect"
+	"github.com/hashicorp/raft"
+
+	v1 "github.com/chipledger/chipledger/proto/chipledger/v1"
+)
+
+// TestJoinRefusesOverlongFieldsBeforeAddingTheVoter: a member record
+// carries the node ID and API address with a one-byte length, so a Join
+// with a longer one is INVALID_ARGUMENT, and the Raft configuration is not
+// changed first (an unreachable voter would raise the quorum for good).
+func TestJoinRefusesOverlongFieldsBeforeAddingTheVoter(t *testing.T) {
+	c := newTestCluster(t, 2, nil)
+	l := c.waitLeader()
+	for _, req := range []*v1.JoinRequest{
+		{NodeId: "ghost", RaftAddress: "127.0.0.1:1", ApiAddress: strings.Repeat("a", 256)},
+		{NodeId: strings.Repeat("g", 256), RaftAddress: "127.0.0.1:1", ApiAddress: "127.0.0.1:2"},
+	} {
+		_, err := c.admin(l).Join(context.Background(), connect.NewRequest(req))
+		if code := connect.CodeOf(err); code != connect.CodeInvalidArgument {
+			t.Errorf("join with a %d-byte node_id and a %d-byte api_address: %v, want INVALID_ARGUMENT", len(req.NodeId), len(req.ApiAddress), err)
+		}
+		cf := c.nodes[l].raft.GetConfiguration()
+		if err := cf.Error(); err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range cf.Configuration().Servers {
+			if s.ID == raft.ServerID(req.NodeId) {
+				t.Errorf("the refused join added %.10s… to the Raft configuration", req.NodeId)
+			}
+		}
+	}
+}
+
+// TestTransferLeadershipThatCannotBeMadeSaysWhy: with no other voter, or
+// naming the leader itself, a transfer is refused with a code the caller
+// can act on, not INTERNAL.
+func TestTransferLeadershipThatCannotBeMadeSaysWhy(t *testing.T) {
+	c := newTestCluster(t, 1, nil)
+	l := c.waitLeader()
+	for _, tc := range []struct {
+		id   string
+		want connect.Code
+	}{
+		{"", connect.CodeFailedPrecondition},
+		{c.nodes[l].ID(), connect.CodeInvalidArgument},
+		{"nobody", connect.CodeNotFound},
+	} {
+		_, err := c.admin(l).TransferLeadership(context.Background(), connect.NewRequest(&v1.TransferLeadershipRequest{NodeId: tc.id}))
+		if code := connect.CodeOf(err); code != tc.want {
+			t.Errorf("transfer leadership to %q in a one-node cluster: %v, want %v", tc.id, err, tc.want)
+		}
+	}
+}
