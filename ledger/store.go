@@ -103,9 +103,10 @@ type Options struct {
 	// entry after the store's marker.
 	DeferSync bool
 	// Faults, if set, is called before each write the store makes to disk
-	// ("write" the leaves, "sync" them, "commit" the batch, and at open
-	// "sync journal cut" when the chip index journal ran past the log and
-	// was cut back); an error it
+	// ("write" the leaves, "sync" them, "commit" the batch; at open "sync
+	// directory" for the store's directory and its parent, and "sync
+	// journal cut" when the chip index journal ran past the log and was
+	// cut back); an error it
 	// returns fails that write as a failing disk would. It is for
 	// fault-injection tests of the store's owners.
 	Faults func(op string) error
@@ -183,6 +184,19 @@ func Open(dir string, opts Options) (*Store, error) {
 			s.entries.Close()
 		}
 		return nil, err
+	}
+	// The files (and the directory) may have just been created: make their
+	// names durable before anything is committed in them, or a crash could
+	// keep ledger.db's commits and lose entries.dat's name.
+	for _, d := range []string{dir, filepath.Dir(dir)} {
+		err := s.stage("sync directory")
+		if err == nil {
+			err = syncDir(d, s.noSync)
+		}
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("sync directory %s: %w", d, err)
+		}
 	}
 	return s, nil
 }

@@ -759,3 +759,32 @@ func TestReplaceMetadata(t *testing.T) {
 		t.Errorf("after SetMetadata: %q", got)
 	}
 }
+
+// TestOpenSyncsTheDirectory: Open makes the names of the files it creates
+// durable (the store's directory and its parent), and a failure to do so
+// fails the open rather than leave a store whose files a crash could lose.
+func TestOpenSyncsTheDirectory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "ledger")
+	var ops []string
+	s, err := Open(dir, Options{Faults: func(op string) error {
+		ops = append(ops, op)
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if n := slices.Index(ops, "sync directory"); n < 0 || slices.Index(ops[n+1:], "sync directory") < 0 {
+		t.Errorf("open made %q, want two directory syncs", ops)
+	}
+	failing := errors.New("injected: input/output error")
+	_, err = Open(filepath.Join(t.TempDir(), "ledger"), Options{Faults: func(op string) error {
+		if op == "sync directory" {
+			return failing
+		}
+		return nil
+	}})
+	if !errors.Is(err, failing) {
+		t.Errorf("open with a failing directory sync: %v, want the failure", err)
+	}
+}
