@@ -99,9 +99,9 @@ func (v Validity) intersect(w Validity) (Validity, bool) {
 // verifies every intermediate against the roots (see Trust). It never
 // fails: an intermediate without a usable chain to a root is kept in
 // Intermediates and PEM but is not an issuer, so nothing it issued is
-// trusted, and Err reports it. ParseTrustPEM refuses such a bundle. NewTrust
-// does not check the other rules of ParseTrustPEM (CA certificates only, no
-// duplicates, at least one root).
+// trusted, and Err reports it; so is a root or intermediate that is not a
+// CA certificate. ParseTrustPEM refuses such a bundle. NewTrust does not
+// check the other rules of ParseTrustPEM (no duplicates, at least one root).
 func NewTrust(roots, intermediates []*x509.Certificate) *Trust {
 	t := &Trust{
 		roots:         append([]*x509.Certificate(nil), roots...),
@@ -109,8 +109,15 @@ func NewTrust(roots, intermediates []*x509.Certificate) *Trust {
 		issuerPool:    x509.NewCertPool(),
 		windows:       make(map[string][]Validity),
 	}
+	var errs []error
 	rootPool, intermediatePool := x509.NewCertPool(), x509.NewCertPool()
 	for _, c := range t.roots {
+		// x509 does not check that an anchor may sign: only a CA may be
+		// an issuer.
+		if !isCA(c) {
+			errs = append(errs, fmt.Errorf("root %q is not a CA certificate", c.Subject))
+			continue
+		}
 		rootPool.AddCert(c)
 		t.addIssuer(c, []Validity{validityOf(c)})
 	}
@@ -127,8 +134,11 @@ func NewTrust(roots, intermediates []*x509.Certificate) *Trust {
 	}
 	slices.SortFunc(starts, time.Time.Compare)
 	starts = slices.CompactFunc(starts, time.Time.Equal)
-	var errs []error
 	for _, c := range t.intermediates {
+		if !isCA(c) {
+			errs = append(errs, fmt.Errorf("intermediate %q is not a CA certificate", c.Subject))
+			continue
+		}
 		windows, err := verifyIntermediate(c, rootPool, intermediatePool, starts)
 		if err != nil {
 			errs = append(errs, err)
@@ -141,6 +151,9 @@ func NewTrust(roots, intermediates []*x509.Certificate) *Trust {
 	}
 	return t
 }
+
+// isCA reports whether c is a CA certificate (basic constraints, cA set).
+func isCA(c *x509.Certificate) bool { return c.BasicConstraintsValid && c.IsCA }
 
 func (t *Trust) addIssuer(c *x509.Certificate, windows []Validity) {
 	if _, ok := t.windows[string(c.Raw)]; !ok {

@@ -102,6 +102,35 @@ func TestTrustWithoutAnchorsTrustsNothing(t *testing.T) {
 	}
 }
 
+// TestNewTrustIssuesOnlyFromCAs: x509 does not check that an anchor may
+// sign, so NewTrust must: a station certificate (not a CA) given as an
+// intermediate, or as a root, issues nothing, and Err says why.
+func TestNewTrustIssuesOnlyFromCAs(t *testing.T) {
+	p := newTestPKI(t)
+	chip := testChipID(1)
+	ids := testIdentities(chip)
+	tmpl, err := DeviceCertificateTemplate(testManufacturer, chip, ids, testPKITime, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Issued by the station's key, naming the station as its issuer.
+	der, err := IssueDeviceCertificate(rand.Reader, tmpl, &testKey(t).PublicKey, p.station, p.stationKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, tr := range map[string]*Trust{
+		"as an intermediate": NewTrust([]*x509.Certificate{p.root}, []*x509.Certificate{p.station}),
+		"as a root":          NewTrust([]*x509.Certificate{p.root, p.station}, nil),
+	} {
+		if !errors.Is(tr.Err(), ErrInvalidTrust) {
+			t.Errorf("station certificate %s: Err() = %v, want ErrInvalidTrust", name, tr.Err())
+		}
+		if _, err := tr.VerifyDeviceCertificate(der, chip, ids, testPKITime.Add(time.Hour)); !errors.Is(err, ErrUntrustedCertificate) {
+			t.Errorf("station certificate %s: a device certificate it signed verifies (%v)", name, err)
+		}
+	}
+}
+
 func TestVerifyCertificatesCheckTheirOwnPolicy(t *testing.T) {
 	p := newTestPKI(t)
 	chip := testChipID(1)
