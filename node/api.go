@@ -47,6 +47,7 @@ func (s *ledgerService) Append(ctx context.Context, req *connect.Request[v1.Appe
 	forwarded := req.Header().Get(forwardedHeader) != ""
 	ctx, cancel := context.WithTimeout(ctx, maxWait)
 	defer cancel()
+	checked := false
 	for {
 		if !s.n.IsLeader() {
 			if forwarded {
@@ -54,17 +55,44 @@ func (s *ledgerService) Append(ctx context.Context, req *connect.Request[v1.Appe
 			}
 			return s.n.forwardAppend(ctx, req.Msg)
 		}
-		resp, err := s.appendLocal(ctx, leaf)
+		resp, err := s.appendLocal(ctx, leaf, checked)
 		if err == nil || !isLeadershipError(err) {
 			return resp, err
 		}
 		// Leadership changed while the batch was in flight: it may or may
 		// not have committed. Retrying through the new leader is safe,
-		// because an exact retry is recognised as a duplicate.
+		// because an exact retry is recognised as a duplicate. The leaf
+		// passed its checks (and was charged to its station's rate) once;
+		// this node re-queues it without checking it again.
+		checked = true
 		s.n.log.Info("append interrupted by a leadership change; retrying", "err", err)
+		if errors.Is(err, raft.ErrLeadershipTransferInProgress) {
+			// This node leads until the handover completes or times out
+			// (an election timeout): wait for it rather than spin on
+			// Raft's refusal.
+			if err := pause(ctx, transferRetry); err != nil {
+				return nil, s.n.unavailable("leadership transfer under way: " + err.Error())
+			}
+		}
 		if err := s.n.waitForLeader(ctx); err != nil {
 			return nil, s.n.unavailable("no leader: " + err.Error())
 		}
+	}
+}
+
+// transferRetry is how often an append retries while this node hands its
+// leadership over.
+const transferRetry = 10 * time.Millisecond
+
+// pause waits for d or until ctx is done.
+func pause(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -73,10 +101,17 @@ func isLeadershipError(err error) bool {
 		errors.Is(err, raft.ErrLeadershipTransferInProgress) || errors.Is(err, raft.ErrAbortedByRestore)
 }
 
-// appendLocal checks a leaf, submits it to the batcher and builds the
-// receipt. Leadership errors are returned as they are, for Append to retry.
-func (s *ledgerService) appendLocal(ctx context.Context, leaf []byte) (*connect.Response[v1.AppendResponse], error) {
-	p, err := s.checkAndQueue(leaf)
+// appendLocal checks a leaf (unless checked says it passed already),
+// submits it to the batcher and builds the receipt. Leadership errors are
+// returned as they are, for Append to retry.
+func (s *ledgerService) appendLocal(ctx context.Context, leaf []byte, checked bool) (*connect.Response[v1.AppendResponse], error) {
+	var p *pending
+	var err error
+	if checked {
+		p, err = s.n.batcher.enqueue(leaf)
+	} else {
+		p, err = s.checkAndQueue(leaf)
+	}
 	if err != nil {
 		return nil, toConnectError(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
 
 	v1 "github.com/chipledger/chipledger/proto/chipledger/v1"
@@ -140,5 +141,43 @@ func TestAppendsInFlightArePushedBack(t *testing.T) {
 	waitFor(t, "the slot to be free", 5*time.Second, func() bool { return len(c.nodes[0].appending) == 0 })
 	if _, err := c.append(ctx, 0, leaves[1]); err != nil {
 		t.Fatalf("append after the slot freed: %v", err)
+	}
+}
+
+// TestAppendDuringALeadershipTransferWaitsForIt: while the leader hands
+// over (here to a stopped follower, so the transfer runs until it times
+// out), Raft refuses every proposal. An append then waits for the handover
+// to end and commits; it is checked, and charged to its station's rate,
+// once (a station allowed one append here), not once per refusal.
+func TestAppendDuringALeadershipTransferWaitsForIt(t *testing.T) {
+	c := newConfiguredCluster(t, 3, nil, func(cfg *Config) { cfg.StationRate, cfg.StationBurst = 0.01, 1 })
+	ctx := context.Background()
+	l := c.waitLeader()
+	c.registerStation()
+	target := (l + 1) % 3
+	targetID := c.nodes[target].ID()
+	targetAddr := c.nodes[target].RaftAddr()
+	c.stop(target)
+	leader := c.nodes[l]
+	// An entry the stopped node lacks: the leader then tries to bring it
+	// up to date before handing over, until the transfer times out.
+	if err := leader.raft.Barrier(5 * time.Second).Error(); err != nil {
+		t.Fatal(err)
+	}
+	transfer := make(chan error, 1)
+	go func() {
+		transfer <- leader.raft.LeadershipTransferToServer(raft.ServerID(targetID), raft.ServerAddress(targetAddr)).Error()
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for !errors.Is(leader.raft.Barrier(time.Second).Error(), raft.ErrLeadershipTransferInProgress) {
+		if time.Now().After(deadline) {
+			t.Fatal("the leader never reported the transfer under way")
+		}
+	}
+	if _, err := c.append(ctx, l, c.escrowLeaves(0, 1)[0]); err != nil {
+		t.Fatalf("append during the transfer: %v", err)
+	}
+	if err := <-transfer; err == nil {
+		t.Fatal("the transfer to a stopped node succeeded")
 	}
 }
