@@ -23,6 +23,10 @@ type ChipHistory struct {
 	// entry (its index value) or its absence, at Checkpoint. The entries
 	// below are exactly the history it records.
 	Index *proofs.LookupResult
+	// LookupProof is the encoded lookup proof (proofs.LookupProof) that
+	// Index is the result of, as the node served it: a device verifies it
+	// again before it restores a backup (device.Conn's RestoreBackup).
+	LookupProof []byte
 	// Entries are the chip's entries in log order, epochs 1, 2, …; empty
 	// for a chip the log does not know.
 	Entries []ChipEntry
@@ -143,7 +147,7 @@ func (c *Client) verifyLatest(ep *endpoint, chip ledger.ChipID, m *v1.LookupChip
 		if len(h.Entries) > 0 {
 			return notLatest(mismatch("the chip index says chip %s has no entry, yet %d were returned", chip, len(h.Entries)))
 		}
-		h.Index = res
+		h.Index, h.LookupProof = res, bytes.Clone(raw)
 		return nil
 	}
 	if uint32(len(h.Entries)) != res.Value.Epoch {
@@ -154,6 +158,6 @@ func (c *Client) verifyLatest(ep *endpoint, chip ledger.ChipID, m *v1.LookupChip
 			return notLatest(mismatch("chip %s: entry %d (index %d) is not the one the chip index records (index %d)", chip, i, e.Receipt.Index, want.Index))
 		}
 	}
-	h.Index = res
+	h.Index, h.LookupProof = res, bytes.Clone(raw)
 	return nil
 }

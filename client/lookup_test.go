@@ -9,6 +9,7 @@ import (
 
 	"github.com/chipledger/chipledger/internal/testpki"
 	"github.com/chipledger/chipledger/ledger"
+	"github.com/chipledger/chipledger/proofs"
 )
 
 func TestLookupChipReturnsEveryEpochVerified(t *testing.T) {
@@ -46,6 +47,15 @@ func TestLookupChipReturnsEveryEpochVerified(t *testing.T) {
 	}
 	if h.Latest().Entry.Epoch != 3 {
 		t.Errorf("latest epoch %d, want 3", h.Latest().Entry.Epoch)
+	}
+	// The encoded lookup proof is kept, for the device to check again.
+	lp, err := proofs.ParseLookupProof(h.LookupProof)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := lp.Verify(l.verifier, chip)
+	if err != nil || res.Checkpoint != h.Checkpoint || res.Value != h.Index.Value {
+		t.Errorf("the kept lookup proof: %+v, want the result %+v (%v)", res, h.Index, err)
 	}
 }
 

@@ -53,7 +53,8 @@ var (
 
 	// ErrDeviceRefused reports a device that refused the verified backup
 	// (it wraps the device's error): it could not decrypt it with its chip
-	// key, or found it is not its own, or older than its epoch counter.
+	// key, or found it is not its own, older than its epoch counter, or not
+	// the latest its own check of the lookup proof names.
 	ErrDeviceRefused = errors.New("client: the device refused the backup")
 )
 
@@ -67,11 +68,14 @@ type RecoveryDevice interface {
 	Identity(ctx context.Context) (*DeviceIdentity, error)
 
 	// RestoreBackup hands the device a backup, the device certificate of
-	// its entry and the receipt (proofs.Receipt encoding) proving the entry
-	// is in the log. The device opens the backup with its chip key, checks
-	// the certificate, the receipt and the epoch, and restores its keys;
-	// if any check fails it keeps the keys it had.
-	RestoreBackup(ctx context.Context, backup, cert, receipt []byte) error
+	// its entry, the receipt (proofs.Receipt encoding) proving the entry is
+	// in the log, and the chip's lookup proof (proofs.LookupProof encoding)
+	// proving the chip index names that entry as the chip's latest
+	// (DESIGN.md §3.7). The device opens the backup with its chip key,
+	// checks the certificate, the receipt, the lookup proof (with the log
+	// key in its ROM, for its own chip ID) and the epoch, and restores its
+	// keys; if any check fails it keeps the keys it had.
+	RestoreBackup(ctx context.Context, backup, cert, receipt, lookupProof []byte) error
 }
 
 // DeviceIdentity is what a device tells Recover about itself.
@@ -134,7 +138,8 @@ const (
 	CheckIdentities RecoveryCheck = "identities"
 	// CheckEpoch refuses an entry older than the device's epoch counter.
 	CheckEpoch RecoveryCheck = "epoch"
-	// CheckRestore hands the backup to the device, which restores its keys.
+	// CheckRestore hands the backup to the device with the receipt and the
+	// lookup proof, which it verifies itself, and it restores its keys.
 	CheckRestore RecoveryCheck = "restore"
 )
 
@@ -257,7 +262,10 @@ type RecoveryDurations struct {
 //     ErrMismatch);
 //   - epoch: the entry is not older than the device's epoch counter (else
 //     ErrStaleBackup: the device's newest keys never reached this log);
-//   - restore: the device restores the backup (else ErrDeviceRefused).
+//   - restore: the device, handed the backup, certificate, receipt and
+//     lookup proof, verifies the proofs itself against the log key in its
+//     ROM (the chip index must name this backup's epoch as its chip's
+//     latest) and restores the backup (else ErrDeviceRefused).
 //
 // A device whose ROM names another log key than c's fails first, with
 // ErrWrongLog. Nothing is handed to the device unless every check passed.
@@ -339,7 +347,7 @@ func (r *recovery) run(ctx context.Context) error {
 		return r.fail(CheckRestore, err)
 	}
 	r.rep.Restored = true
-	r.pass(CheckRestore, "The device decrypted the backup with its own chip key and restored its keys")
+	r.pass(CheckRestore, "The device checked the lookup proof and the receipt itself against the log key in its ROM, decrypted the backup with its own chip key and restored its keys")
 	return nil
 }
 
@@ -656,14 +664,16 @@ func (r *recovery) checkEpoch() (string, error) {
 	return fmt.Sprintf("The backup's epoch %d is the chip's latest in the ledger and not older than the device's epoch counter (%d)", epoch, counter), nil
 }
 
-// restore hands the verified backup, certificate and receipt to the device.
+// restore hands the verified backup, certificate, receipt and lookup proof
+// to the device, which verifies the proofs again itself: it trusts only its
+// ROM, not this client.
 func (r *recovery) restore(ctx context.Context) error {
 	receipt, err := r.latest.Receipt.MarshalBinary()
 	if err != nil {
 		return fmt.Errorf("encode the receipt: %w", err)
 	}
 	e := r.latest.Entry
-	if err := r.dev.RestoreBackup(ctx, e.Backup, e.Certificate, receipt); err != nil {
+	if err := r.dev.RestoreBackup(ctx, e.Backup, e.Certificate, receipt, r.history.LookupProof); err != nil {
 		return fmt.Errorf("%w: %w", ErrDeviceRefused, err)
 	}
 	return nil

@@ -240,9 +240,9 @@ func (d *recDevice) Identity(ctx context.Context) (*client.DeviceIdentity, error
 }
 
 // RestoreBackup implements client.RecoveryDevice.
-func (d *recDevice) RestoreBackup(ctx context.Context, backup, cert, receipt []byte) error {
+func (d *recDevice) RestoreBackup(ctx context.Context, backup, cert, receipt, lookupProof []byte) error {
 	d.restores.Add(1)
-	return d.Device.RestoreBackup(ctx, backup, cert, receipt)
+	return d.Device.RestoreBackup(ctx, backup, cert, receipt, lookupProof)
 }
 
 func deviceIdentity(ctx context.Context, d device.Conn) (*client.DeviceIdentity, error) {

@@ -12,8 +12,9 @@ import (
 )
 
 // MaxAgentRequestBytes bounds every request message a device agent reads:
-// the largest, RestoreBackup, carries a backup, a certificate and a receipt,
-// each bounded by the ledger's limits.
+// the largest, RestoreBackup, carries a backup, a certificate, a receipt and
+// a lookup proof, each bounded by the ledger's limits (about 200 KiB in
+// all; a lookup proof grows by 40 bytes per epoch of the chip's history).
 const MaxAgentRequestBytes = 256 << 10
 
 // NewAgentHandler returns the path and handler of the DeviceService
@@ -80,7 +81,9 @@ func (s *agentService) RestoreBackup(ctx context.Context, req *connect.Request[v
 	if len(receipt) == 0 {
 		receipt = nil // proto3 cannot tell an empty receipt from none
 	}
-	if err := s.d.RestoreBackup(ctx, req.Msg.GetBackup(), req.Msg.GetCertificate(), receipt); err != nil {
+	// A request without a lookup proof reaches the device, which refuses
+	// it with ErrMalformed: InvalidArgument.
+	if err := s.d.RestoreBackup(ctx, req.Msg.GetBackup(), req.Msg.GetCertificate(), receipt, req.Msg.GetLookupProof()); err != nil {
 		return nil, toConnectError(err)
 	}
 	return connect.NewResponse(&v1.RestoreBackupResponse{}), nil

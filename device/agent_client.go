@@ -69,8 +69,8 @@ func (a *AgentClient) StoreReceipt(ctx context.Context, receipt []byte) error {
 }
 
 // RestoreBackup implements Conn.
-func (a *AgentClient) RestoreBackup(ctx context.Context, backup, cert, receipt []byte) error {
-	_, err := a.c.RestoreBackup(ctx, connect.NewRequest(&v1.RestoreBackupRequest{Backup: backup, Certificate: cert, Receipt: receipt}))
+func (a *AgentClient) RestoreBackup(ctx context.Context, backup, cert, receipt, lookupProof []byte) error {
+	_, err := a.c.RestoreBackup(ctx, connect.NewRequest(&v1.RestoreBackupRequest{Backup: backup, Certificate: cert, Receipt: receipt, LookupProof: lookupProof}))
 	return fromConnectError(err)
 }
 

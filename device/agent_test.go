@@ -61,7 +61,7 @@ func TestAgentProvisionsWipesAndRestoresOverH2C(t *testing.T) {
 	if in := info(t, c); in.HasKeys || in.Epoch != 1 {
 		t.Errorf("after Wipe over the agent: %+v", in)
 	}
-	if err := c.RestoreBackup(ctx, p.backup, p.cert, nil); err != nil {
+	if err := c.RestoreBackup(ctx, p.backup, p.cert, nil, p.lookup); err != nil {
 		t.Fatal(err)
 	}
 	restored, err := c.Status(ctx)
@@ -83,10 +83,12 @@ func TestAgentErrorsKeepTheirReasonAndCode(t *testing.T) {
 	c, _ := serveAgent(t, d)
 	p := f.provision(d)
 	stale := bytes.Clone(p.backup)
-	f.provision(d)
+	p2 := f.provision(d)
 	tampered := bytes.Clone(p.backup)
 	tampered[len(tampered)-1] ^= 1
 	two, _ := f.newPackage(2)
+	badLookup := bytes.Clone(p2.lookup)
+	badLookup[len(badLookup)-1] ^= 1 // the last history hash
 
 	cases := []struct {
 		name string
@@ -97,8 +99,12 @@ func TestAgentErrorsKeepTheirReasonAndCode(t *testing.T) {
 		{"malformed package", func() error { _, err := c.StorePackage(ctx, []byte{1}); return err }(), ErrMalformed, connect.CodeInvalidArgument},
 		{"not the next epoch", func() error { _, err := c.StorePackage(ctx, two); return err }(), ErrWrongEpoch, connect.CodeFailedPrecondition},
 		{"no pending package", c.CheckBackup(ctx, p.backup), ErrNoPending, connect.CodeFailedPrecondition},
-		{"older backup", c.RestoreBackup(ctx, stale, p.cert, nil), ErrRollback, connect.CodeFailedPrecondition},
-		{"tampered backup", c.RestoreBackup(ctx, tampered, p.cert, nil), ErrDecrypt, connect.CodePermissionDenied},
+		{"older backup", c.RestoreBackup(ctx, stale, p.cert, nil, p2.lookup), ErrRollback, connect.CodeFailedPrecondition},
+		{"tampered backup", c.RestoreBackup(ctx, tampered, p.cert, nil, p2.lookup), ErrDecrypt, connect.CodePermissionDenied},
+		{"no lookup proof", c.RestoreBackup(ctx, p2.backup, p2.cert, nil, nil), ErrMalformed, connect.CodeInvalidArgument},
+		{"lookup proof that does not parse", c.RestoreBackup(ctx, p2.backup, p2.cert, nil, []byte("CLL1")), ErrMalformed, connect.CodeInvalidArgument},
+		{"tampered lookup proof", c.RestoreBackup(ctx, p2.backup, p2.cert, nil, badLookup), ErrUntrusted, connect.CodePermissionDenied},
+		{"lookup proof of an older epoch", c.RestoreBackup(ctx, p2.backup, p2.cert, nil, p.lookup), ErrMismatch, connect.CodeFailedPrecondition},
 	}
 	for _, tc := range cases {
 		if !errors.Is(tc.err, tc.want) || connect.CodeOf(tc.err) != tc.code {

@@ -40,10 +40,14 @@ type Conn interface {
 	StoreReceipt(ctx context.Context, receipt []byte) error
 
 	// RestoreBackup restores the keys of a backup fetched from the
-	// ledger, with the device certificate of its entry and, optionally
-	// (nil), the receipt proving the entry is in the log. It refuses a
-	// backup older than the epoch counter.
-	RestoreBackup(ctx context.Context, backup, cert, receipt []byte) error
+	// ledger, with the device certificate of its entry, optionally (nil)
+	// the receipt proving the entry is in the log, and, required, the
+	// chip's lookup proof (proofs.LookupProof encoding): the device
+	// verifies with the log key in its ROM that the chip index of a signed
+	// checkpoint names this entry as its chip's latest (DESIGN.md §3.7).
+	// It refuses a backup older than the epoch counter or than the epoch
+	// the chip index names.
+	RestoreBackup(ctx context.Context, backup, cert, receipt, lookupProof []byte) error
 
 	// Wipe erases the device's writable memory: keys, certificate,
 	// receipt and any pending package. The chip (its ID, key and epoch

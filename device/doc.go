@@ -5,7 +5,8 @@
 // firmware logic of a Device: it stores the package a station sends, seals
 // it into a backup with the chip, verifies the certificate and receipt
 // against the manufacturer trust and log key burned into its ROM, and
-// restores a backup during recovery. NewAgentHandler serves a Device over
+// restores a backup during recovery once the chip's lookup proof, verified
+// with that log key, shows it is the chip's latest (DESIGN.md §3.7). NewAgentHandler serves a Device over
 // Connect; NewAgentClient dials one. Both it and *Device implement Conn, the
 // interface a station or a recovering client drives a device through.
 //

@@ -9,7 +9,7 @@ import "errors"
 var (
 	// ErrMalformed reports input that is not the one valid encoding of what
 	// was expected: a data package, a backup envelope, a certificate, a
-	// receipt or its leaf.
+	// receipt or its leaf, or a lookup proof (also a missing one).
 	ErrMalformed = errors.New("malformed input")
 
 	// ErrWrongChip reports a backup, certificate or receipt made for another
@@ -27,16 +27,18 @@ var (
 
 	// ErrUntrusted reports a certificate that does not chain to the
 	// manufacturer trust in the device's ROM or breaks the device
-	// certificate profile, or a receipt that does not verify against the
-	// log key in ROM.
+	// certificate profile, or a receipt or lookup proof that does not
+	// verify against the log key in ROM (for a lookup proof: for this
+	// device's chip ID).
 	ErrUntrusted = errors.New("not trusted by the device")
 
 	// ErrWrongEpoch reports a package whose epoch is not the device's next
 	// epoch (its epoch counter plus one).
 	ErrWrongEpoch = errors.New("not the device's next epoch")
 
-	// ErrRollback reports a backup older than the device's epoch counter:
-	// restoring it would reinstall superseded keys.
+	// ErrRollback reports a backup older than the device's epoch counter,
+	// or than the epoch the chip index of a verified lookup proof names as
+	// the chip's latest: restoring it would reinstall superseded keys.
 	ErrRollback = errors.New("backup is older than the device's epoch")
 
 	// ErrNoPending reports an operation of the provisioning handshake that
@@ -47,7 +49,11 @@ var (
 
 	// ErrMismatch reports a backup, certificate or receipt that is valid
 	// for this device but does not match the pending package: another
-	// package, key, epoch or certificate.
+	// package, key, epoch or certificate. On restore it also reports a
+	// verified lookup proof that does not vouch for the backup: the chip
+	// index holds no entry for the chip or names an older epoch, its entry
+	// holds another backup or certificate, or the receipt is of another
+	// leaf.
 	ErrMismatch = errors.New("does not match the pending package")
 
 	// ErrNoKeys reports a request for the live keys of a device that has

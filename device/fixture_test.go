@@ -49,7 +49,9 @@ func newFixture(t testing.TB) *fixture {
 	}
 	t.Cleanup(func() { store.Close() })
 	// A first leaf, so that escrow leaves have non-empty inclusion proofs.
-	if _, err := store.Append([][]byte{pki.StationLeaf()}, nil); err != nil {
+	// The log is indexed (DESIGN.md §3.7): every batch ends with an
+	// index-root leaf, so lookup proofs can be made at every size.
+	if _, err := store.AppendIndexed([][]byte{pki.StationLeaf()}, nil); err != nil {
 		t.Fatal(err)
 	}
 	return &fixture{t: t, pki: pki, ids: testIdentities(t), signer: signer, store: store, master: seq(0x80, 32)}
@@ -129,11 +131,11 @@ func (f *fixture) leaf(chip ledger.ChipID, ids ledger.Identities, epoch uint32, 
 	return leaf
 }
 
-// receipt appends leaf to the log and returns its receipt against a
-// checkpoint of the new size.
+// receipt appends leaf to the log (with the index-root leaf that closes the
+// batch) and returns its receipt against a checkpoint of the new size.
 func (f *fixture) receipt(leaf []byte) *proofs.Receipt {
 	f.t.Helper()
-	res, err := f.store.Append([][]byte{leaf}, nil)
+	res, err := f.store.AppendIndexed([][]byte{leaf}, nil)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -146,6 +148,28 @@ func (f *fixture) receipt(leaf []byte) *proofs.Receipt {
 		f.t.Fatal(err)
 	}
 	return &proofs.Receipt{Leaf: leaf, Index: res.First, Proof: proof, Checkpoint: cp}
+}
+
+// lookup returns the encoded lookup proof of chip at the log's current
+// size, with a checkpoint signed by the fixture's log.
+func (f *fixture) lookup(chip ledger.ChipID) []byte {
+	f.t.Helper()
+	cl, err := f.store.LookupChip(chip)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	root, err := f.store.RootAt(cl.Size)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if cl.Proof.Checkpoint, err = f.signer.Sign(cl.Size, root); err != nil {
+		f.t.Fatal(err)
+	}
+	b, err := cl.Proof.MarshalBinary()
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return b
 }
 
 func marshalReceipt(t testing.TB, r *proofs.Receipt) []byte {
@@ -165,6 +189,9 @@ type provisioned struct {
 	backup  []byte
 	cert    []byte
 	receipt []byte
+	// lookup is the chip's lookup proof right after the receipt: it names
+	// this epoch as the chip's latest.
+	lookup []byte
 }
 
 // provision runs the whole handshake against c (DESIGN.md §5) for the
@@ -189,10 +216,27 @@ func (f *fixture) provision(c Conn) provisioned {
 		f.t.Fatalf("StoreCertificate: %v", err)
 	}
 	p.receipt = marshalReceipt(f.t, f.receipt(f.leaf(info.ChipID, f.ids, p.epoch, p.cert, p.backup)))
+	p.lookup = f.lookup(info.ChipID)
 	if err := c.StoreReceipt(ctx, p.receipt); err != nil {
 		f.t.Fatalf("StoreReceipt: %v", err)
 	}
 	return p
+}
+
+// publishUnreceipted has d seal a package of epoch (its next) and appends
+// the escrow entry of that backup to the log, without giving d the receipt:
+// a provisioning that crashed after its append. It returns the backup and
+// the certificate of the entry.
+func (f *fixture) publishUnreceipted(d *Device, epoch uint32) (backup, cert []byte) {
+	f.t.Helper()
+	raw, key := f.newPackage(epoch)
+	backup, err := d.StorePackage(context.Background(), raw)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	cert = f.certificate(f.pki, d.chip.ID(), f.ids, key)
+	f.receipt(f.leaf(d.chip.ID(), f.ids, epoch, cert, backup))
+	return backup, cert
 }
 
 func wantErr(t testing.TB, what string, err, target error) {

@@ -55,15 +55,16 @@ func FuzzDeviceInputs(f *testing.F) {
 	base := fx.manufacture()
 	p := fx.provision(base)
 	pending, pp := pendingDevice(f, fx)
-	for _, s := range [][]byte{p.pkg, p.backup, p.cert, p.receipt, pp.pkg, pp.backup, pp.cert, nil, {0}} {
+	for _, s := range [][]byte{p.pkg, p.backup, p.cert, p.receipt, p.lookup, pp.pkg, pp.backup, pp.cert, nil, {0}} {
 		f.Add(uint8(0), s)
 	}
+	f.Add(uint8(16), p.lookup) // base, a genuine backup with this lookup proof
 	devices := []*Device{fx.manufacture(), base, pending}
 	f.Fuzz(func(t *testing.T, op uint8, in []byte) {
 		d := devices[int(op)%len(devices)]
 		before := statusOf(t, d)
 		var err error
-		switch op / 3 % 5 {
+		switch op / 3 % 6 {
 		case 0:
 			_, err = d.StorePackage(ctx, in)
 		case 1:
@@ -73,7 +74,11 @@ func FuzzDeviceInputs(f *testing.F) {
 		case 3:
 			err = d.StoreReceipt(ctx, in)
 		case 4:
-			err = d.RestoreBackup(ctx, in, in, in)
+			err = d.RestoreBackup(ctx, in, in, in, in)
+		case 5:
+			// A genuine backup and certificate, so that the lookup
+			// proof's parser and checks are reached.
+			err = d.RestoreBackup(ctx, p.backup, p.cert, nil, in)
 		}
 		if err != nil {
 			sameStatus(t, "after a refused input", statusOf(t, d), before)

@@ -181,39 +181,53 @@ func (d *Device) StoreReceipt(ctx context.Context, receipt []byte) error {
 	if p.cert == nil {
 		return fmt.Errorf("store receipt: %w: store the certificate first", ErrNoPending)
 	}
-	if err := d.checkReceipt(receipt, p.raw, p.pkg.Epoch, p.cert); err != nil {
+	if _, err := d.checkReceipt(receipt, p.raw, p.pkg.Epoch, p.cert); err != nil {
 		return err
 	}
 	return d.install(&installed{pkg: p.pkg, raw: p.raw, cert: p.cert, receipt: bytes.Clone(receipt)})
 }
 
 // checkReceipt verifies a receipt offline and checks that its leaf is the
-// escrow entry of the package raw of epoch with certificate cert.
-func (d *Device) checkReceipt(receipt, raw []byte, epoch uint32, cert []byte) error {
+// escrow entry of the package raw of epoch with certificate cert. It
+// returns the verified receipt.
+func (d *Device) checkReceipt(receipt, raw []byte, epoch uint32, cert []byte) (*proofs.Receipt, error) {
 	r, err := proofs.ParseReceipt(receipt)
 	if err != nil {
-		return fmt.Errorf("receipt: %w: %w", ErrMalformed, err)
+		return nil, fmt.Errorf("receipt: %w: %w", ErrMalformed, err)
 	}
 	if _, err := r.Verify(d.rom.log); err != nil {
-		return fmt.Errorf("receipt: %w: %w", ErrUntrusted, err)
+		return nil, fmt.Errorf("receipt: %w: %w", ErrUntrusted, err)
 	}
-	e, err := ledger.ParseEscrowEntry(r.Leaf)
+	if err := d.checkEscrowLeaf("receipt", r.Leaf, raw, epoch, cert); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// checkEscrowLeaf checks that leaf, which what (a receipt or a lookup
+// proof) proved is in the log, is the escrow entry of the package raw of
+// epoch with certificate cert: an escrow entry (else ErrMalformed) for this
+// chip (ErrWrongChip) and these identities (ErrWrongIdentity), of epoch,
+// holding exactly cert and a backup that opens to raw (else ErrMismatch, or
+// the errors of Chip.Open).
+func (d *Device) checkEscrowLeaf(what string, leaf, raw []byte, epoch uint32, cert []byte) error {
+	e, err := ledger.ParseEscrowEntry(leaf)
 	if err != nil {
-		return fmt.Errorf("receipt leaf: %w: %w", ErrMalformed, err)
+		return fmt.Errorf("%s leaf: %w: %w", what, ErrMalformed, err)
 	}
 	chip := d.chip.ID()
 	switch {
 	case !e.ChipID.Equal(chip):
-		return fmt.Errorf("receipt: %w: its entry is for chip %s, this is chip %s", ErrWrongChip, e.ChipID, chip)
+		return fmt.Errorf("%s: %w: its entry is for chip %s, this is chip %s", what, ErrWrongChip, e.ChipID, chip)
 	case !e.Identities.Equal(d.rom.ids):
-		return fmt.Errorf("receipt: %w: its entry is for %s, this device is %s", ErrWrongIdentity, e.Identities, d.rom.ids)
+		return fmt.Errorf("%s: %w: its entry is for %s, this device is %s", what, ErrWrongIdentity, e.Identities, d.rom.ids)
 	case e.Epoch != epoch:
-		return fmt.Errorf("receipt: %w: its entry is for epoch %d, the package for %d", ErrMismatch, e.Epoch, epoch)
+		return fmt.Errorf("%s: %w: its entry is for epoch %d, the package for %d", what, ErrMismatch, e.Epoch, epoch)
 	case !bytes.Equal(e.Certificate, cert):
-		return fmt.Errorf("receipt: %w: its entry holds another certificate", ErrMismatch)
+		return fmt.Errorf("%s: %w: its entry holds another certificate", what, ErrMismatch)
 	}
 	if err := d.checkBackupHolds(e.Backup, raw, epoch); err != nil {
-		return fmt.Errorf("receipt: the backup of its entry: %w", err)
+		return fmt.Errorf("%s: the backup of its entry: %w", what, err)
 	}
 	return nil
 }

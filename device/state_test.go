@@ -87,7 +87,7 @@ func TestStateFileSurvivesEveryStep(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("Wipe")
-	if err := load(t, path).RestoreBackup(ctx, backup, cert, nil); err != nil {
+	if err := load(t, path).RestoreBackup(ctx, backup, cert, nil, f.lookup(d.chip.ID())); err != nil {
 		t.Fatal(err)
 	}
 	after, err := load(t, path).Keys()

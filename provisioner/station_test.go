@@ -120,15 +120,22 @@ func (f *stationFixture) newDevice(imei string) *device.Device {
 // entries returns the chip's escrow entries in the ledger, verified.
 func (f *stationFixture) entries(chip ledger.ChipID) []*ledger.EscrowEntry {
 	f.t.Helper()
+	var out []*ledger.EscrowEntry
+	for _, e := range f.lookup(chip).Entries {
+		out = append(out, e.Entry)
+	}
+	return out
+}
+
+// lookup returns the chip's entries with the lookup proof that they are its
+// whole history, fetched and verified at the ledger's current size.
+func (f *stationFixture) lookup(chip ledger.ChipID) *client.ChipHistory {
+	f.t.Helper()
 	h, err := f.client.LookupChip(context.Background(), chip)
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	var out []*ledger.EscrowEntry
-	for _, e := range h.Entries {
-		out = append(out, e.Entry)
-	}
-	return out
+	return h
 }
 
 func TestProvisionEndToEnd(t *testing.T) {
@@ -184,14 +191,15 @@ func TestProvisionEndToEnd(t *testing.T) {
 			if _, err := f.station.Provision(ctx, dev, nil); err != nil {
 				t.Fatal(err)
 			}
+			h := f.lookup(info.ChipID)
 			entries = f.entries(info.ChipID)
 			if len(entries) != 2 || entries[1].Epoch != 2 {
 				t.Fatalf("after re-provisioning: %d entries", len(entries))
 			}
-			if err := dev.RestoreBackup(ctx, entries[0].Backup, entries[0].Certificate, nil); err == nil {
-				t.Fatal("the epoch-1 backup restored after re-provisioning")
+			if err := dev.RestoreBackup(ctx, entries[0].Backup, entries[0].Certificate, nil, h.LookupProof); !errors.Is(err, device.ErrRollback) {
+				t.Fatalf("the epoch-1 backup after re-provisioning: %v, want ErrRollback", err)
 			}
-			if err := dev.RestoreBackup(ctx, entries[1].Backup, entries[1].Certificate, nil); err != nil {
+			if err := dev.RestoreBackup(ctx, entries[1].Backup, entries[1].Certificate, nil, h.LookupProof); err != nil {
 				t.Fatalf("the latest backup does not restore: %v", err)
 			}
 		})

@@ -41,7 +41,9 @@ proof of the entry; that its station was registered in the log before it, is
 certified by a manufacturer root in the device's ROM, and signed it; that the
 device certificate chains to that ROM trust and binds this chip and these
 identities; and that the entry is not older than the device's epoch counter.
-Only then is the backup handed to the device, which decrypts it with its own
+Only then is the backup handed to the device with its receipt and lookup proof;
+the device verifies both again against the log key in its ROM (it refuses a
+backup older than the chip index names), decrypts the backup with its own
 chip key and restores its keys. Any failed check stops the recovery before the
 device is touched, and the command exits non-zero.
 

@@ -161,7 +161,7 @@ func TestRecoverCommandRestoresADevice(t *testing.T) {
 		"The backup is in the log at position ",
 		"Registered station line-1 signed this entry",
 		"The device certificate was issued by Example Devices Ltd's CA, which this device trusts, for chip ",
-		"The device decrypted the backup with its own chip key and restored its keys",
+		"decrypted the backup with its own chip key and restored its keys",
 	} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("output lacks %q:\n%s", want, r.stdout)

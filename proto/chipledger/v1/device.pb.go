@@ -804,7 +804,14 @@ type RestoreBackupRequest struct {
 	Certificate []byte `protobuf:"bytes,2,opt,name=certificate,proto3" json:"certificate,omitempty"`
 	// Optional: the receipt of that entry, which the device verifies and
 	// keeps. Empty to restore without one.
-	Receipt       []byte `protobuf:"bytes,3,opt,name=receipt,proto3" json:"receipt,omitempty"`
+	Receipt []byte `protobuf:"bytes,3,opt,name=receipt,proto3" json:"receipt,omitempty"`
+	// Required: the chip lookup proof (proofs.LookupProof encoding, as
+	// LookupChipResponse.lookup_proof carries it) that the chip index of a
+	// signed checkpoint names this entry as the chip's latest (DESIGN.md
+	// §3.7). The device verifies it with the log key in its ROM for its own
+	// chip ID and refuses a backup older than the epoch it names. A request
+	// without one is refused with INVALID_ARGUMENT.
+	LookupProof   []byte `protobuf:"bytes,4,opt,name=lookup_proof,json=lookupProof,proto3" json:"lookup_proof,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -856,6 +863,13 @@ func (x *RestoreBackupRequest) GetCertificate() []byte {
 func (x *RestoreBackupRequest) GetReceipt() []byte {
 	if x != nil {
 		return x.Receipt
+	}
+	return nil
+}
+
+func (x *RestoreBackupRequest) GetLookupProof() []byte {
+	if x != nil {
+		return x.LookupProof
 	}
 	return nil
 }
@@ -1169,11 +1183,12 @@ const file_chipledger_v1_device_proto_rawDesc = "" +
 	"\x18StoreCertificateResponse\"/\n" +
 	"\x13StoreReceiptRequest\x12\x18\n" +
 	"\areceipt\x18\x01 \x01(\fR\areceipt\"\x16\n" +
-	"\x14StoreReceiptResponse\"j\n" +
+	"\x14StoreReceiptResponse\"\x8d\x01\n" +
 	"\x14RestoreBackupRequest\x12\x16\n" +
 	"\x06backup\x18\x01 \x01(\fR\x06backup\x12 \n" +
 	"\vcertificate\x18\x02 \x01(\fR\vcertificate\x12\x18\n" +
-	"\areceipt\x18\x03 \x01(\fR\areceipt\"\x17\n" +
+	"\areceipt\x18\x03 \x01(\fR\areceipt\x12!\n" +
+	"\flookup_proof\x18\x04 \x01(\fR\vlookupProof\"\x17\n" +
 	"\x15RestoreBackupResponse\"\r\n" +
 	"\vWipeRequest\"\x0e\n" +
 	"\fWipeResponse\"\x12\n" +

@@ -89,7 +89,8 @@ type DeviceServiceClient interface {
 	// RestoreBackup restores the keys of a backup fetched from the ledger
 	// (recovery): the chip decrypts it, the device checks it is for its own
 	// chip and identities and not older than the epoch counter, verifies the
-	// certificate (and the receipt, if given), and installs the keys.
+	// certificate, the lookup proof (the chip index names this backup's entry
+	// as the chip's latest) and the receipt, if given, and installs the keys.
 	RestoreBackup(context.Context, *connect.Request[v1.RestoreBackupRequest]) (*connect.Response[v1.RestoreBackupResponse], error)
 	// Wipe erases the device's writable memory (keys, certificate, receipt
 	// and any pending package). The chip ID, chip key, epoch counter and ROM
@@ -246,7 +247,8 @@ type DeviceServiceHandler interface {
 	// RestoreBackup restores the keys of a backup fetched from the ledger
 	// (recovery): the chip decrypts it, the device checks it is for its own
 	// chip and identities and not older than the epoch counter, verifies the
-	// certificate (and the receipt, if given), and installs the keys.
+	// certificate, the lookup proof (the chip index names this backup's entry
+	// as the chip's latest) and the receipt, if given, and installs the keys.
 	RestoreBackup(context.Context, *connect.Request[v1.RestoreBackupRequest]) (*connect.Response[v1.RestoreBackupResponse], error)
 	// Wipe erases the device's writable memory (keys, certificate, receipt
 	// and any pending package). The chip ID, chip key, epoch counter and ROM
