@@ -44,7 +44,8 @@ type AuditOptions struct {
 	// entries (but taking at most about 5% of the time, for large states),
 	// after a round that found something, and at the end of Audit (Follow
 	// saves at least every SaveInterval, and when it ends). A killed
-	// auditor resumes from the last save. An error stops the audit.
+	// auditor resumes from the last save. An error stops Audit; in Follow
+	// it is the round's error, which fn sees and may return to stop.
 	Save func(*AuditState) error
 	// SaveEvery is the number of entries between saves during a scan;
 	// 0 means 10,000.

@@ -78,7 +78,7 @@ func statusFromProto(pb *v1.GetStatusResponse) (*Status, error) {
 	st := &Status{Info: *info, LogVerifierKey: pb.GetLogVerifierKey(), Trust: pb.GetTrust()}
 	if k := pb.GetKeys(); k != nil {
 		origin := KeyOrigin(k.GetKeyOrigin())
-		if origin != KeyGenerated && origin != KeyFromPool {
+		if v1.DeviceKeyOrigin(origin) != k.GetKeyOrigin() || origin != KeyGenerated && origin != KeyFromPool {
 			return nil, fmt.Errorf("%w: key origin %v", errBadResponse, k.GetKeyOrigin())
 		}
 		st.Keys = &KeySummary{

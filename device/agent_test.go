@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"connectrpc.com/connect"
+
+	v1 "github.com/chipledger/chipledger/proto/chipledger/v1"
 )
 
 // serveAgent serves conn's agent over HTTP/1.1 and h2c and returns a
@@ -154,6 +156,34 @@ func TestAgentReportsOtherErrorsAsInternal(t *testing.T) {
 	for _, r := range errorReasons {
 		if errors.Is(err, r.err) {
 			t.Errorf("an internal error matches %v", r.err)
+		}
+	}
+}
+
+// TestStatusFromProtoRefusesUnknownKeyOrigins: a key origin the device
+// protocol does not define is a bad response, including one that would
+// wrap around to a known origin as a byte (257 to 1).
+func TestStatusFromProtoRefusesUnknownKeyOrigins(t *testing.T) {
+	f := newFixture(t)
+	d := f.manufacture()
+	st, err := d.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pb, err := statusToProto(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pb.Info.HasKeys = true
+	for _, origin := range []int32{int32(KeyGenerated), int32(KeyFromPool), 0, 3, 257, 258, -255} {
+		pb.Keys = &v1.DeviceKeySummary{Epoch: 1, KeyOrigin: v1.DeviceKeyOrigin(origin)}
+		_, err := statusFromProto(pb)
+		known := origin == int32(KeyGenerated) || origin == int32(KeyFromPool)
+		if known && err != nil {
+			t.Errorf("key origin %d: %v", origin, err)
+		}
+		if !known && !errors.Is(err, errBadResponse) {
+			t.Errorf("key origin %d: err = %v, want a bad response", origin, err)
 		}
 	}
 }
