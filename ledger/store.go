@@ -342,8 +342,11 @@ type AppendResult struct {
 
 // Append adds leaves to the log as one atomic batch and stores marker (if not
 // nil) with it. When it returns nil the batch is visible to readers and,
-// unless the store defers syncs, durable; when it returns an error nothing of
-// the batch is visible, now or after a reopen. Each leaf must be 1 to
+// unless the store defers syncs, durable; when it returns an error the batch
+// is not visible, and it is not after a reopen either unless the error is
+// ErrStoreFailed from the commit itself: a commit that failed may still
+// have reached the disk, so a reopen finds the batch whole or not at all.
+// Each leaf must be 1 to
 // MaxLeafSize bytes. Leaves that parse as escrow entries are added to the
 // chip index and station registrations to the station index; other leaves
 // are stored as they are (validation is the caller's job).
@@ -556,7 +559,12 @@ func (s *Store) flushLocked(p *pending) error {
 		return meta.Put(keySize, binary.BigEndian.AppendUint64(nil, p.size))
 	})
 	if err != nil {
-		return fmt.Errorf("commit leaves [%d, %d): %w", p.endStart, p.size, err)
+		// The commit may have reached the disk even though it failed (a
+		// failed fsync says nothing of what was written). Writing on
+		// would put other leaves where a reopen could find this batch's,
+		// so the store stops until it is reopened and reads what holds.
+		s.failed = fmt.Errorf("%w: commit leaves [%d, %d): %w", ErrStoreFailed, p.endStart, p.size, err)
+		return s.failed
 	}
 	return nil
 }

@@ -788,3 +788,40 @@ func TestOpenSyncsTheDirectory(t *testing.T) {
 		t.Errorf("open with a failing directory sync: %v, want the failure", err)
 	}
 }
+
+// TestFailedCommitStopsTheStore: a commit that failed may still have
+// reached the disk, so the store takes no more appends (which would write
+// other leaves where a reopen could find the failed batch's) until it is
+// reopened; the reopened store is whole.
+func TestFailedCommitStopsTheStore(t *testing.T) {
+	dir := t.TempDir()
+	failing := errors.New("injected: input/output error")
+	fail := true
+	s, err := Open(dir, Options{Faults: func(op string) error {
+		if op == "commit" && fail {
+			fail = false
+			return failing
+		}
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Append([][]byte{[]byte("one")}, nil); !errors.Is(err, failing) || !errors.Is(err, ErrStoreFailed) {
+		t.Fatalf("append with a failing commit: %v, want the failure as ErrStoreFailed", err)
+	}
+	if _, err := s.Append([][]byte{[]byte("two")}, nil); !errors.Is(err, ErrStoreFailed) {
+		t.Fatalf("append after a failed commit: %v, want ErrStoreFailed until the store is reopened", err)
+	}
+	if err := s.Flush(); !errors.Is(err, ErrStoreFailed) {
+		t.Fatalf("flush after a failed commit: %v, want ErrStoreFailed", err)
+	}
+	s.Close()
+	s = openTestStore(t, dir, Options{})
+	if _, err := s.Append([][]byte{[]byte("two")}, nil); err != nil {
+		t.Fatalf("append after the reopen: %v", err)
+	}
+	if got := s.Size(); got != 1 {
+		t.Fatalf("size %d after the reopen and one append, want 1", got)
+	}
+}
