@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
+	"slices"
 	"testing"
 	"time"
 
@@ -381,7 +382,7 @@ func TestConcurrentOperationsAreSerialized(t *testing.T) {
 		}
 	}
 	pending := d.mem.pending
-	if pending == nil || !bytes.Contains(bytes.Join(raws, nil), pending.raw) {
+	if pending == nil || !slices.ContainsFunc(raws, func(r []byte) bool { return bytes.Equal(r, pending.raw) }) {
 		t.Error("the pending package is none of the stored ones")
 	}
 }

@@ -5,7 +5,9 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 )
@@ -83,7 +85,13 @@ func TestCheckEscrowEntryFailsWithDistinctErrors(t *testing.T) {
 			return p.signedEntry(t, chip, ids, 1, p.deviceCert(t, chip, ids, at.Add(time.Hour)))
 		}, ErrUntrustedCertificate},
 		{"certificate with a critical SAN", func() *EscrowEntry {
-			return p.signedEntry(t, chip, ids, 1, deviceCert(func(c *x509.Certificate) { c.ExtraExtensions[0].Critical = true }))
+			return p.signedEntry(t, chip, ids, 1, deviceCert(func(c *x509.Certificate) {
+				i := slices.IndexFunc(c.ExtraExtensions, func(e pkix.Extension) bool { return e.Id.Equal(oidSubjectAltName) })
+				if i < 0 {
+					t.Fatal("the device certificate template has no subjectAltName")
+				}
+				c.ExtraExtensions[i].Critical = true
+			}))
 		}, ErrCertificateProfile},
 		{"certificate without the device policy", func() *EscrowEntry {
 			return p.signedEntry(t, chip, ids, 1, deviceCert(func(c *x509.Certificate) { c.Policies = nil }))

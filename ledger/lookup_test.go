@@ -185,10 +185,15 @@ func TestLookupProofTamperingFails(t *testing.T) {
 		}
 	}
 	// A proof made at size N does not verify against a checkpoint of N+1.
-	p, _ := proofs.ParseLookupProof(l.check(chipN(2)))
+	p, err := proofs.ParseLookupProof(l.check(chipN(2)))
+	if err != nil {
+		t.Fatal(err)
+	}
 	l.appendBatch([]ChipID{chipN(5)})
 	st := l.s.State()
-	p.Checkpoint, _ = l.signer.Sign(st.Size, st.Root)
+	if p.Checkpoint, err = l.signer.Sign(st.Size, st.Root); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := p.Verify(l.v, chipN(2)); !errors.Is(err, proofs.ErrLookup) {
 		t.Fatalf("a proof paired with another checkpoint: %v, want ErrLookup", err)
 	}

@@ -603,24 +603,36 @@ func TestChipIndexSurvivesReopenAndDamagedJournal(t *testing.T) {
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
+		must := func(err error) {
+			t.Helper()
+			if err != nil {
+				t.Fatalf("round %d: %v", round, err)
+			}
+		}
 		switch round {
 		case 1: // a torn last frame
-			fi, _ := os.Stat(journal)
-			os.Truncate(journal, fi.Size()-3)
+			fi, err := os.Stat(journal)
+			must(err)
+			must(os.Truncate(journal, fi.Size()-3))
 		case 2: // a flipped bit in the middle
-			b, _ := os.ReadFile(journal)
+			b, err := os.ReadFile(journal)
+			must(err)
 			b[len(b)/2] ^= 1
-			os.WriteFile(journal, b, 0o600)
+			must(os.WriteFile(journal, b, 0o600))
 		case 3: // no journal at all
-			os.Remove(journal)
+			must(os.Remove(journal))
 		case 4: // garbage after the last frame
-			f, _ := os.OpenFile(journal, os.O_APPEND|os.O_WRONLY, 0)
-			f.Write([]byte{0, 0, 0, 9, 1, 2, 3})
-			f.Close()
+			f, err := os.OpenFile(journal, os.O_APPEND|os.O_WRONLY, 0)
+			must(err)
+			_, err = f.Write([]byte{0, 0, 0, 9, 1, 2, 3})
+			must(err)
+			must(f.Close())
 		case 5: // remember the store, to roll it back after the next round
 			saved = map[string][]byte{}
 			for _, name := range []string{dbFile, entriesFile} {
-				saved[name], _ = os.ReadFile(filepath.Join(dir, name))
+				b, err := os.ReadFile(filepath.Join(dir, name))
+				must(err)
+				saved[name] = b
 			}
 			savedModel = map[string][]ChipEntry{}
 			for k, v := range model {
@@ -628,7 +640,7 @@ func TestChipIndexSurvivesReopenAndDamagedJournal(t *testing.T) {
 			}
 		case 6: // the store rolled back: the journal runs past the log
 			for name, b := range saved {
-				os.WriteFile(filepath.Join(dir, name), b, 0o600)
+				must(os.WriteFile(filepath.Join(dir, name), b, 0o600))
 			}
 			model = savedModel
 		}

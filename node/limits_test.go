@@ -73,7 +73,9 @@ func retryAfterMs(t *testing.T, err error) int {
 // a station over its rate is refused with a retry hint, and entries that
 // only claim to be the station's do not spend its budget.
 func TestStationRateLimitPushesBack(t *testing.T) {
-	c := newConfiguredCluster(t, 1, nil, func(cfg *Config) { cfg.StationRate, cfg.StationBurst = 0.5, 2 })
+	// One token every 100 s: the third append is refused however slow
+	// the machine.
+	c := newConfiguredCluster(t, 1, nil, func(cfg *Config) { cfg.StationRate, cfg.StationBurst = 0.01, 2 })
 	ctx := context.Background()
 	c.registerStation()
 	leaves := c.escrowLeaves(0, 3)
@@ -84,17 +86,21 @@ func TestStationRateLimitPushesBack(t *testing.T) {
 			t.Fatalf("a forged entry: %v, want InvalidArgument", err)
 		}
 	}
+	start := time.Now()
 	for _, leaf := range leaves[:2] {
 		if _, err := c.append(ctx, 0, leaf); err != nil {
 			t.Fatalf("within the burst: %v", err)
 		}
 	}
 	_, err := c.append(ctx, 0, leaves[2])
+	elapsed := time.Since(start)
 	if connect.CodeOf(err) != connect.CodeResourceExhausted {
 		t.Fatalf("over the rate: %v, want ResourceExhausted", err)
 	}
-	if ms := retryAfterMs(t, err); ms < 1000 || ms > 2000 {
-		t.Fatalf("retry hint %d ms, want about 2 s (one token at 0.5/s)", ms)
+	// The bucket was full at the first append: a token is due 100 s after
+	// it, less what has passed since.
+	if ms, low := retryAfterMs(t, err), 100_000-int(elapsed.Milliseconds())-1; ms < low || ms > 100_000 {
+		t.Fatalf("retry hint %d ms, want %d to 100000 (one token at 0.01/s, %s after the burst began)", ms, low, elapsed)
 	}
 }
 

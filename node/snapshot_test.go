@@ -114,6 +114,9 @@ func TestStoreFaultAfterARestoreReplaysOnlyWhatFollows(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("the state machine did not recover from one failed write")
 	}
+	if failNextWrite.Load() {
+		t.Fatal("the injected write failure never happened")
+	}
 	if got := b.checkpoint(); got.Size != want.Size || got.Root != want.Root {
 		t.Fatalf("replicas diverged: size %d root %x here, size %d root %x on the replica that took the snapshot", got.Size, got.Root[:4], want.Size, want.Root[:4])
 	}
