@@ -547,6 +547,12 @@ func cutPrefix(s, prefix string) (string, bool) {
 // leaves up to it are immutable, so Persist can stream them while Apply
 // goes on.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	if f.halted.Load() {
+		// Raft counts the entry the state machine gave up on as applied;
+		// a snapshot now would claim it, and the next start would not
+		// replay it.
+		return nil, fmt.Errorf("%w: the state machine stopped with an entry unapplied; no snapshot until the node restarts", ErrStoreFault)
+	}
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	md, err := f.store.Metadata()

@@ -172,3 +172,19 @@ func TestRestoreReadsSnapshotsWithoutAPosition(t *testing.T) {
 		t.Fatalf("restored %d %x, want %d %x", got.Size, got.Root[:4], want.Size, want.Root[:4])
 	}
 }
+
+// TestHaltedStateMachineTakesNoSnapshot: once the state machine gave up on
+// an entry (its store failing as the node stops), Raft counts the entry as
+// applied; a snapshot would claim it and the next start would not replay
+// it, so the state machine refuses to take one.
+func TestHaltedStateMachineTakesNoSnapshot(t *testing.T) {
+	f := newTestFSM(t, nil)
+	f.Apply(commandEntry(1, encodeGenesis()))
+	if _, err := f.Snapshot(); err != nil {
+		t.Fatalf("snapshot of a healthy state machine: %v", err)
+	}
+	f.halted.Store(true)
+	if _, err := f.Snapshot(); !errors.Is(err, ErrStoreFault) {
+		t.Fatalf("snapshot of a halted state machine: %v, want ErrStoreFault", err)
+	}
+}
