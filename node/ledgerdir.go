@@ -63,7 +63,8 @@ func (d *ledgerDir) setCurrent(gen int) error {
 }
 
 // removeOthers deletes every generation but keep (leftovers of restores that
-// finished or crashed).
+// finished or crashed). Only names this package makes, gen-<N>, are
+// generations: an operator's "gen-1.bad", moved aside to keep, is not.
 func (d *ledgerDir) removeOthers(keep int) error {
 	entries, err := os.ReadDir(d.root)
 	if err != nil {
@@ -71,9 +72,12 @@ func (d *ledgerDir) removeOthers(keep int) error {
 	}
 	var errs []error
 	for _, e := range entries {
-		if n, ok := strings.CutPrefix(e.Name(), "gen-"); ok && n != strconv.Itoa(keep) {
-			errs = append(errs, os.RemoveAll(filepath.Join(d.root, e.Name())))
+		n, _ := strings.CutPrefix(e.Name(), "gen-")
+		gen, err := strconv.Atoi(n)
+		if err != nil || gen < 0 || gen == keep || d.path(gen) != filepath.Join(d.root, e.Name()) {
+			continue
 		}
+		errs = append(errs, os.RemoveAll(filepath.Join(d.root, e.Name())))
 	}
 	return errors.Join(errs...)
 }
