@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 )
 
 // Chip ID lengths (DESIGN.md §3.1). A chip ID is read from the chip's ROM; its
@@ -42,6 +43,12 @@ func ParseChipID(s string) (ChipID, error) {
 // String returns the lower-case hexadecimal form of c.
 func (c ChipID) String() string {
 	return hex.EncodeToString(c)
+}
+
+// LogValue logs c in its text form (slog would print a []byte as a string
+// of raw bytes).
+func (c ChipID) LogValue() slog.Value {
+	return slog.StringValue(c.String())
 }
 
 // Validate reports whether c has a valid length (MinChipIDLen to

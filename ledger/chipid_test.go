@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 )
@@ -67,5 +68,15 @@ func TestChipIDEqual(t *testing.T) {
 	}
 	if a.Equal(ChipID{1, 2, 3, 4, 5, 6, 7, 9}) || a.Equal(ChipID{1, 2, 3, 4, 5, 6, 7, 8, 0}) || a.Equal(nil) {
 		t.Error("different chip IDs compare equal")
+	}
+}
+
+// TestChipIDLogsAsHex: a chip ID in a log line reads as its hex text form,
+// not as raw bytes.
+func TestChipIDLogsAsHex(t *testing.T) {
+	var b strings.Builder
+	slog.New(slog.NewTextHandler(&b, nil)).Info("provisioned", "chip", ChipID{0xe2, 0x16, 0x16, 0x89, 0xe5, 0x3e, 0x88, 0x61})
+	if want := "chip=e2161689e53e8861"; !strings.Contains(b.String(), want) {
+		t.Errorf("log line %q does not hold %q", b.String(), want)
 	}
 }
