@@ -96,10 +96,18 @@ func TestWatchEndsWithTheCallbacksError(t *testing.T) {
 
 func TestCloseEndsAWatchInFlightWithErrClosed(t *testing.T) {
 	l := startLog(t, 1, nil)
-	c := l.client()
-	l.registerStation(c)
-	_, done, _ := watch(t, c)
-	time.Sleep(50 * time.Millisecond) // let the stream open; nothing new comes
+	l.registerStation(l.client())
+	c := l.client() // trusts nothing yet: the node's current checkpoint is new to it
+	seen, done, _ := watch(t, c)
+	// The first checkpoint proves the stream open and the watch in flight;
+	// nothing new comes after it.
+	select {
+	case <-seen:
+	case err := <-done:
+		t.Fatalf("watch ended with %v before its first checkpoint", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("watch saw no checkpoint")
+	}
 	c.Close()
 	select {
 	case err := <-done:
