@@ -240,6 +240,9 @@ func TestMonitorReportsAnEntryTheChipIndexHides(t *testing.T) {
 	model := indexed(t, 2, raw, 3)
 	hidden := model.at[3]
 	f, addr := startIndexedFakeLog(t, model)
+	// The proxy tells when the monitor, done with its start-up checks,
+	// watches for checkpoints.
+	p, addr := startProxy(t, addr)
 	c, err := client.New(client.Options{Addrs: []string{addr}, LogKey: f.signer.VerifierKey(), Logger: testLogger(), Retry: fastRetry})
 	if err != nil {
 		t.Fatal(err)
@@ -255,7 +258,10 @@ func TestMonitorReportsAnEntryTheChipIndexHides(t *testing.T) {
 		t.Fatalf("the lying index's lookup: %d entries, %+v", len(h.Entries), h.Index)
 	}
 
-	events, anomalies, done := monitorWithAnomalies(t, c, client.MonitorOptions{Chips: []ledger.ChipID{watched}})
+	// Chip 4 is not in the log yet: it only serves to prove, below, that
+	// the monitor checked the index after the log grew.
+	other := testpki.ChipID(4)
+	events, anomalies, done := monitorWithAnomalies(t, c, client.MonitorOptions{Chips: []ledger.ChipID{watched, other}})
 	for epoch := uint32(1); epoch <= 2; epoch++ {
 		if e := nextEvent(t, events); e.Epoch != epoch || !e.Initial {
 			t.Fatalf("event: epoch %d at %d, want epoch %d", e.Epoch, e.Index, epoch)
@@ -277,14 +283,36 @@ func TestMonitorReportsAnEntryTheChipIndexHides(t *testing.T) {
 		t.Error("the anomaly is not an ErrIndexAnomaly")
 	}
 
-	// The log grows, the index still hides the entry: reported once.
-	f.grow(m.leaf(t, 4, 1))
+	// The log grows, the index still hides the entry: reported once. The
+	// growth comes once the monitor watches, its start-up check of the
+	// index over, so that it must check the index again at the grown log.
+	// The growth is an entry of chip 4 that the index leaves out too (its
+	// epoch 2 follows no epoch 1). The monitor checks the index for its
+	// chips in the order given, so a repeat of chip 1's anomaly would come
+	// before chip 4's: the next anomaly must be chip 4's.
+	for deadline := time.Now().Add(10 * time.Second); p.count("WatchCheckpoints") == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the monitor did not start watching")
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("monitor ended: %v", err)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	f.grow(m.leaf(t, 4, 2))
 	select {
 	case a := <-anomalies:
-		t.Errorf("anomaly reported again: %+v", a)
+		if !a.Chip.Equal(other) {
+			t.Fatalf("anomaly reported again: %+v", a)
+		}
+		if a.Kind != client.AnomalyNotInIndex || a.Epoch != 2 || a.Index != model.size()-2 {
+			t.Errorf("anomaly %+v, want chip 4's entry at %d not in the index", a, model.size()-2)
+		}
 	case err := <-done:
 		t.Fatalf("monitor ended: %v", err)
-	case <-time.After(500 * time.Millisecond):
+	case <-time.After(10 * time.Second):
+		t.Fatal("no anomaly for chip 4: the monitor did not check the grown log")
 	}
 
 	// Without an Anomaly callback, the anomaly ends the monitor.
