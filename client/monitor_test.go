@@ -23,15 +23,36 @@ import (
 // monitorEvents runs c.Monitor until the test's end and sends its events on
 // the returned channel; its result arrives on the other.
 func monitorEvents(t *testing.T, c *client.Client, o client.MonitorOptions) (<-chan client.ChipEvent, <-chan error) {
+	return startMonitor(t, c, o, nil)
+}
+
+// startMonitor runs c.Monitor like monitorEvents and, if anomalies is not
+// nil, sends the anomalies it reports there. Sends give up when the test
+// ends, so that unread events cannot keep the monitor from returning.
+func startMonitor(t *testing.T, c *client.Client, o client.MonitorOptions, anomalies chan<- client.IndexAnomaly) (<-chan client.ChipEvent, <-chan error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	events := make(chan client.ChipEvent, 100)
+	if anomalies != nil {
+		o.Anomaly = func(a client.IndexAnomaly) error {
+			select {
+			case anomalies <- a:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
 	done := make(chan error, 1)
 	finished := make(chan struct{})
 	go func() {
 		defer close(finished)
 		done <- c.Monitor(ctx, o, func(e client.ChipEvent) error {
-			events <- e
-			return nil
+			select {
+			case events <- e:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		})
 	}()
 	t.Cleanup(func() { cancel(); <-finished })
@@ -223,11 +244,7 @@ func (f *indexedFakeLog) WatchCheckpoints(ctx context.Context, req *connect.Requ
 // anomalies it reports on a third channel.
 func monitorWithAnomalies(t *testing.T, c *client.Client, o client.MonitorOptions) (<-chan client.ChipEvent, <-chan client.IndexAnomaly, <-chan error) {
 	anomalies := make(chan client.IndexAnomaly, 100)
-	o.Anomaly = func(a client.IndexAnomaly) error {
-		anomalies <- a
-		return nil
-	}
-	events, done := monitorEvents(t, c, o)
+	events, done := startMonitor(t, c, o, anomalies)
 	return events, anomalies, done
 }
 

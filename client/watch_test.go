@@ -20,8 +20,12 @@ func watch(t *testing.T, c *client.Client) (<-chan proofs.Checkpoint, <-chan err
 	go func() {
 		defer close(finished)
 		done <- c.WatchCheckpoints(ctx, func(cp proofs.Checkpoint, _ []byte) error {
-			seen <- cp
-			return nil
+			select { // unread checkpoints must not keep the watch from returning
+			case seen <- cp:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		})
 	}()
 	t.Cleanup(func() { cancel(); <-finished })
