@@ -83,9 +83,12 @@ func TestAppendsSurviveLeaderStop(t *testing.T) {
 	var next, ok int
 	var mu sync.Mutex
 	stopped := make(chan struct{})
+	// Canceled if the test gives up, so that the workers end before it.
+	wctx, abort := context.WithCancel(context.Background())
+	defer abort()
 	for range workers {
 		done.Go(func() {
-			for {
+			for wctx.Err() == nil {
 				mu.Lock()
 				i := next
 				next++
@@ -93,7 +96,7 @@ func TestAppendsSurviveLeaderStop(t *testing.T) {
 				if i >= chips {
 					return
 				}
-				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				ctx, cancel := context.WithTimeout(wctx, 30*time.Second)
 				res, err := c.Append(ctx, leaves[i])
 				cancel()
 				if err != nil {
@@ -110,11 +113,30 @@ func TestAppendsSurviveLeaderStop(t *testing.T) {
 			}
 		})
 	}
-	<-stopped
+	finished := make(chan struct{})
+	go func() { done.Wait(); close(finished) }()
+	deadline := time.After(3 * time.Minute)
+	giveUp := func(why string) {
+		t.Helper()
+		abort()
+		<-finished
+		t.Fatal(why)
+	}
+	select {
+	case <-stopped:
+	case <-finished:
+		t.Fatal("the appends ended before ten succeeded")
+	case <-deadline:
+		giveUp("ten appends did not succeed in time")
+	}
 	if err := l.cluster.Nodes[leader].Close(); err != nil {
 		t.Logf("stop leader: %v", err)
 	}
-	done.Wait()
+	select {
+	case <-finished:
+	case <-deadline:
+		giveUp("the appends did not end in time")
+	}
 	if t.Failed() {
 		t.FailNow()
 	}

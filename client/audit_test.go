@@ -1211,11 +1211,16 @@ func TestAuditOfARealClusterProvesEveryNode(t *testing.T) {
 	l := startLog(t, 3, nil)
 	c := l.client()
 	l.registerStation(c)
-	// Concurrently, so that batches hold several entries.
+	// Concurrently, so that batches hold several entries. The leaves are
+	// made first: escrowLeaf fails the test, which only this goroutine may.
+	escrows := make([][]byte, 10)
+	for n := range escrows {
+		escrows[n] = l.escrowLeaf(uint64(n), 1)
+	}
 	var wg sync.WaitGroup
-	for n := range uint64(10) {
+	for n, leaf := range escrows {
 		wg.Go(func() {
-			if _, err := c.Append(context.Background(), l.escrowLeaf(n, 1)); err != nil {
+			if _, err := c.Append(context.Background(), leaf); err != nil {
 				t.Errorf("append chip %d: %v", n, err)
 			}
 		})

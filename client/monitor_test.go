@@ -23,15 +23,36 @@ import (
 // monitorEvents runs c.Monitor until the test's end and sends its events on
 // the returned channel; its result arrives on the other.
 func monitorEvents(t *testing.T, c *client.Client, o client.MonitorOptions) (<-chan client.ChipEvent, <-chan error) {
+	return startMonitor(t, c, o, nil)
+}
+
+// startMonitor runs c.Monitor like monitorEvents and, if anomalies is not
+// nil, sends the anomalies it reports there. Sends give up when the test
+// ends, so that unread events cannot keep the monitor from returning.
+func startMonitor(t *testing.T, c *client.Client, o client.MonitorOptions, anomalies chan<- client.IndexAnomaly) (<-chan client.ChipEvent, <-chan error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	events := make(chan client.ChipEvent, 100)
+	if anomalies != nil {
+		o.Anomaly = func(a client.IndexAnomaly) error {
+			select {
+			case anomalies <- a:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
 	done := make(chan error, 1)
 	finished := make(chan struct{})
 	go func() {
 		defer close(finished)
 		done <- c.Monitor(ctx, o, func(e client.ChipEvent) error {
-			events <- e
-			return nil
+			select {
+			case events <- e:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		})
 	}()
 	t.Cleanup(func() { cancel(); <-finished })
@@ -223,11 +244,7 @@ func (f *indexedFakeLog) WatchCheckpoints(ctx context.Context, req *connect.Requ
 // anomalies it reports on a third channel.
 func monitorWithAnomalies(t *testing.T, c *client.Client, o client.MonitorOptions) (<-chan client.ChipEvent, <-chan client.IndexAnomaly, <-chan error) {
 	anomalies := make(chan client.IndexAnomaly, 100)
-	o.Anomaly = func(a client.IndexAnomaly) error {
-		anomalies <- a
-		return nil
-	}
-	events, done := monitorEvents(t, c, o)
+	events, done := startMonitor(t, c, o, anomalies)
 	return events, anomalies, done
 }
 
@@ -240,6 +257,9 @@ func TestMonitorReportsAnEntryTheChipIndexHides(t *testing.T) {
 	model := indexed(t, 2, raw, 3)
 	hidden := model.at[3]
 	f, addr := startIndexedFakeLog(t, model)
+	// The proxy tells when the monitor, done with its start-up checks,
+	// watches for checkpoints.
+	p, addr := startProxy(t, addr)
 	c, err := client.New(client.Options{Addrs: []string{addr}, LogKey: f.signer.VerifierKey(), Logger: testLogger(), Retry: fastRetry})
 	if err != nil {
 		t.Fatal(err)
@@ -255,7 +275,10 @@ func TestMonitorReportsAnEntryTheChipIndexHides(t *testing.T) {
 		t.Fatalf("the lying index's lookup: %d entries, %+v", len(h.Entries), h.Index)
 	}
 
-	events, anomalies, done := monitorWithAnomalies(t, c, client.MonitorOptions{Chips: []ledger.ChipID{watched}})
+	// Chip 4 is not in the log yet: it only serves to prove, below, that
+	// the monitor checked the index after the log grew.
+	other := testpki.ChipID(4)
+	events, anomalies, done := monitorWithAnomalies(t, c, client.MonitorOptions{Chips: []ledger.ChipID{watched, other}})
 	for epoch := uint32(1); epoch <= 2; epoch++ {
 		if e := nextEvent(t, events); e.Epoch != epoch || !e.Initial {
 			t.Fatalf("event: epoch %d at %d, want epoch %d", e.Epoch, e.Index, epoch)
@@ -277,14 +300,36 @@ func TestMonitorReportsAnEntryTheChipIndexHides(t *testing.T) {
 		t.Error("the anomaly is not an ErrIndexAnomaly")
 	}
 
-	// The log grows, the index still hides the entry: reported once.
-	f.grow(m.leaf(t, 4, 1))
+	// The log grows, the index still hides the entry: reported once. The
+	// growth comes once the monitor watches, its start-up check of the
+	// index over, so that it must check the index again at the grown log.
+	// The growth is an entry of chip 4 that the index leaves out too (its
+	// epoch 2 follows no epoch 1). The monitor checks the index for its
+	// chips in the order given, so a repeat of chip 1's anomaly would come
+	// before chip 4's: the next anomaly must be chip 4's.
+	for deadline := time.Now().Add(10 * time.Second); p.count("WatchCheckpoints") == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the monitor did not start watching")
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("monitor ended: %v", err)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	f.grow(m.leaf(t, 4, 2))
 	select {
 	case a := <-anomalies:
-		t.Errorf("anomaly reported again: %+v", a)
+		if !a.Chip.Equal(other) {
+			t.Fatalf("anomaly reported again: %+v", a)
+		}
+		if a.Kind != client.AnomalyNotInIndex || a.Epoch != 2 || a.Index != model.size()-2 {
+			t.Errorf("anomaly %+v, want chip 4's entry at %d not in the index", a, model.size()-2)
+		}
 	case err := <-done:
 		t.Fatalf("monitor ended: %v", err)
-	case <-time.After(500 * time.Millisecond):
+	case <-time.After(10 * time.Second):
+		t.Fatal("no anomaly for chip 4: the monitor did not check the grown log")
 	}
 
 	// Without an Anomaly callback, the anomaly ends the monitor.

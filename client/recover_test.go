@@ -648,13 +648,9 @@ func TestRecoverRefusesALyingLedger(t *testing.T) {
 		}
 		return alterProof(m, func(lp *proofs.LookupProof) { lp.Checkpoint = signed })
 	}
-	sizeOf := func(signed []byte) uint64 {
-		cp, err := f.verifier.VerifyCheckpoint(signed)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return cp.Size
-	}
+	// Same origin, another key. Made here: the tampers run on the proxy's
+	// goroutine, where they must not fail the test, only the call.
+	foreign := newSigner(t)
 
 	for _, tc := range []struct {
 		name   string
@@ -683,8 +679,12 @@ func TestRecoverRefusesALyingLedger(t *testing.T) {
 				if err != nil {
 					return err
 				}
+				cp, err := f.verifier.VerifyCheckpoint(m.Checkpoint)
+				if err != nil {
+					return err
+				}
 				idx := o.Entries[0].Receipt.Index
-				proof, err := node.GetInclusionProof(ctx, connect.NewRequest(&v1.GetInclusionProofRequest{Index: idx, TreeSize: sizeOf(m.Checkpoint)}))
+				proof, err := node.GetInclusionProof(ctx, connect.NewRequest(&v1.GetInclusionProofRequest{Index: idx, TreeSize: cp.Size}))
 				if err != nil {
 					return err
 				}
@@ -701,7 +701,7 @@ func TestRecoverRefusesALyingLedger(t *testing.T) {
 				if err != nil {
 					return err
 				}
-				forged, err := newSigner(t).Sign(cp.Size, cp.Hash) // same origin, another key
+				forged, err := foreign.Sign(cp.Size, cp.Hash)
 				if err != nil {
 					return err
 				}

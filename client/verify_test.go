@@ -51,19 +51,22 @@ func TestLyingNode(t *testing.T) {
 			t.Errorf("trusted checkpoint changed after a lie:\n%s\nto\n%s", before, after)
 		}
 	}
-	forge := func(t *testing.T, signer *ledger.LogSigner, size uint64) []byte {
+	// forge signs a random root for size with signer. Tampers call it on
+	// the proxy's goroutine, so it returns its error rather than failing
+	// the test; a tamper's error fails the call, and so the test.
+	forge := func(signer *ledger.LogSigner, size uint64) ([]byte, error) {
 		var root ledger.Hash
 		rand.Read(root[:])
-		signed, err := signer.Sign(size, root)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return signed
+		return signer.Sign(size, root)
 	}
-	onCheckpoint := func(replace func() []byte) func(context.Context, string, proto.Message, proto.Message) error {
+	onCheckpoint := func(replace func() ([]byte, error)) func(context.Context, string, proto.Message, proto.Message) error {
 		return func(_ context.Context, proc string, _, resp proto.Message) error {
 			if r, ok := resp.(*v1.GetCheckpointResponse); ok {
-				r.Checkpoint = replace()
+				signed, err := replace()
+				if err != nil {
+					return err
+				}
+				r.Checkpoint = signed
 			}
 			return nil
 		}
@@ -73,10 +76,9 @@ func TestLyingNode(t *testing.T) {
 	t.Run("CheckpointSignedByAnotherKeyIsErrBadSignature", func(t *testing.T) {
 		other := newSigner(t) // same origin, another key
 		var c *client.Client
-		c, _, _ = setup(t, onCheckpoint(func() []byte {
+		c, _, _ = setup(t, onCheckpoint(func() ([]byte, error) {
 			cp, _ := c.Trusted()
-			signed, _ := other.Sign(cp.Size+1, cp.Hash)
-			return signed
+			return other.Sign(cp.Size+1, cp.Hash)
 		}))
 		_, before := c.Trusted()
 		cp, signed, err := c.Checkpoint(ctx)
@@ -92,10 +94,11 @@ func TestLyingNode(t *testing.T) {
 	t.Run("SmallerCheckpointNotAPrefixIsAFork", func(t *testing.T) {
 		var c *client.Client
 		var forged []byte
-		c, _, addr := setup(t, onCheckpoint(func() []byte {
+		c, _, addr := setup(t, onCheckpoint(func() ([]byte, error) {
 			cp, _ := c.Trusted()
-			forged = forge(t, l.signer, cp.Size-1)
-			return forged
+			var err error
+			forged, err = forge(l.signer, cp.Size-1)
+			return forged, err
 		}))
 		_, before := c.Trusted()
 		_, _, err := c.Checkpoint(ctx)
@@ -113,7 +116,7 @@ func TestLyingNode(t *testing.T) {
 	})
 
 	t.Run("SmallerGenuineCheckpointIsAcceptedAsProvenPrefix", func(t *testing.T) {
-		c, _, _ := setup(t, onCheckpoint(func() []byte { return older }))
+		c, _, _ := setup(t, onCheckpoint(func() ([]byte, error) { return older, nil }))
 		before, _ := c.Trusted()
 		cp, _, err := c.Checkpoint(ctx)
 		if err != nil {
@@ -145,10 +148,11 @@ func TestLyingNode(t *testing.T) {
 	t.Run("SameSizeOtherRootIsAConclusiveFork", func(t *testing.T) {
 		var c *client.Client
 		var forged []byte
-		c, _, _ = setup(t, onCheckpoint(func() []byte {
+		c, _, _ = setup(t, onCheckpoint(func() ([]byte, error) {
 			cp, _ := c.Trusted()
-			forged = forge(t, l.signer, cp.Size)
-			return forged
+			var err error
+			forged, err = forge(l.signer, cp.Size)
+			return forged, err
 		}))
 		_, before := c.Trusted()
 		_, _, err := c.Checkpoint(ctx)
@@ -173,7 +177,11 @@ func TestLyingNode(t *testing.T) {
 		c, _, _ = setup(t, func(_ context.Context, proc string, _, resp proto.Message) error {
 			if r, ok := resp.(*v1.LookupChipResponse); ok {
 				cp, _ := c.Trusted()
-				r.Checkpoint = forge(t, l.signer, cp.Size)
+				signed, err := forge(l.signer, cp.Size)
+				if err != nil {
+					return err
+				}
+				r.Checkpoint = signed
 			}
 			return nil
 		})
@@ -332,7 +340,11 @@ func TestLyingNode(t *testing.T) {
 				if err != nil {
 					return err
 				}
-				r.Checkpoint = forge(t, l.signer, cp.Size)
+				signed, err := forge(l.signer, cp.Size)
+				if err != nil {
+					return err
+				}
+				r.Checkpoint = signed
 			}
 			return nil
 		})

@@ -20,8 +20,12 @@ func watch(t *testing.T, c *client.Client) (<-chan proofs.Checkpoint, <-chan err
 	go func() {
 		defer close(finished)
 		done <- c.WatchCheckpoints(ctx, func(cp proofs.Checkpoint, _ []byte) error {
-			seen <- cp
-			return nil
+			select { // unread checkpoints must not keep the watch from returning
+			case seen <- cp:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		})
 	}()
 	t.Cleanup(func() { cancel(); <-finished })
@@ -96,10 +100,18 @@ func TestWatchEndsWithTheCallbacksError(t *testing.T) {
 
 func TestCloseEndsAWatchInFlightWithErrClosed(t *testing.T) {
 	l := startLog(t, 1, nil)
-	c := l.client()
-	l.registerStation(c)
-	_, done, _ := watch(t, c)
-	time.Sleep(50 * time.Millisecond) // let the stream open; nothing new comes
+	l.registerStation(l.client())
+	c := l.client() // trusts nothing yet: the node's current checkpoint is new to it
+	seen, done, _ := watch(t, c)
+	// The first checkpoint proves the stream open and the watch in flight;
+	// nothing new comes after it.
+	select {
+	case <-seen:
+	case err := <-done:
+		t.Fatalf("watch ended with %v before its first checkpoint", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("watch saw no checkpoint")
+	}
 	c.Close()
 	select {
 	case err := <-done:

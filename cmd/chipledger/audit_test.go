@@ -96,14 +96,26 @@ func exitStatus(err error) int {
 	return 1
 }
 
-// startCLI runs the command line with args until ctx ends, and returns its
-// standard output as it grows and its result.
-func startCLI(ctx context.Context, args ...string) (*syncBuffer, <-chan error) {
+// startCLI runs the command line with args until ctx or the test ends, and
+// returns its standard output as it grows and its result. The test's end
+// waits for the command to return.
+func startCLI(t *testing.T, ctx context.Context, args ...string) (*syncBuffer, <-chan error) {
 	stdout, stderr := &syncBuffer{}, &syncBuffer{}
+	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
+	finished := make(chan struct{})
 	go func() {
+		defer close(finished)
 		done <- newApp(stdout, stderr, nil).RunContext(ctx, append([]string{"chipledger"}, args...))
 	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-finished:
+		case <-time.After(15 * time.Second):
+			t.Errorf("chipledger %s did not stop when canceled", strings.Join(args, " "))
+		}
+	})
 	return stdout, done
 }
 
@@ -312,7 +324,7 @@ func TestAuditCommandFollowsTheLog(t *testing.T) {
 	state := filepath.Join(t.TempDir(), "audit.state")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	out, done := startCLI(ctx, "audit", "--ledger", l.addr, "--log-key", l.vkey, "--roots", l.roots, "--state", state,
+	out, done := startCLI(t, ctx, "audit", "--ledger", l.addr, "--log-key", l.vkey, "--roots", l.roots, "--state", state,
 		"--follow", "--interval", "1h", "--json")
 	audited := func(n uint64) func(string) bool {
 		return func(line string) bool {

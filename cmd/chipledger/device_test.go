@@ -225,10 +225,21 @@ func TestDeviceServeAnswersAndStopsGracefully(t *testing.T) {
 	defer cancel()
 	var stdout, stderr syncBuffer
 	done := make(chan error, 1)
+	finished := make(chan struct{})
 	go func() {
+		defer close(finished)
 		done <- newApp(&stdout, &stderr, runNode).RunContext(ctx,
 			[]string{"chipledger", "device", "serve", "--state", state, "--addr", "127.0.0.1:0"})
 	}()
+	// Also when the test fails early.
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-finished:
+		case <-time.After(10 * time.Second):
+			t.Error("device serve did not stop")
+		}
+	})
 	var url string
 	for deadline := time.Now().Add(10 * time.Second); url == ""; {
 		select {
@@ -252,9 +263,13 @@ func TestDeviceServeAnswersAndStopsGracefully(t *testing.T) {
 	if in.ChipID.String() != chip {
 		t.Errorf("the agent serves chip %s, want %s", in.ChipID, chip)
 	}
-	res, err := http.Get(url + "/healthz")
-	if err != nil || res.StatusCode != http.StatusOK {
-		t.Errorf("/healthz: %v %v", res, err)
+	if res, err := http.Get(url + "/healthz"); err != nil {
+		t.Errorf("/healthz: %v", err)
+	} else {
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			t.Errorf("/healthz: %s", res.Status)
+		}
 	}
 	if err := c.Wipe(ctx); err != nil {
 		t.Errorf("Wipe over the agent: %v", err)

@@ -85,6 +85,9 @@ func TestFloodOfBadRequestsLeavesAppendsWorking(t *testing.T) {
 	var opened, refusedDial, answered atomic.Int64
 	stop := make(chan struct{})
 	var flood sync.WaitGroup
+	// stopFlood ends the flood and waits for it, also when the test fails.
+	stopFlood := sync.OnceFunc(func() { close(stop); flood.Wait() })
+	defer stopFlood()
 	dials := make(chan struct{}, 256) // dials in progress, not connections
 	zeros := make([]byte, 16<<10)
 	for i := range connections {
@@ -130,8 +133,10 @@ func TestFloodOfBadRequestsLeavesAppendsWorking(t *testing.T) {
 	}
 
 	// Valid appends during the flood, through the same node.
-	waitFloodOpen := time.Now()
-	for opened.Load()+refusedDial.Load() < connections/2 && time.Since(waitFloodOpen) < 30*time.Second {
+	for deadline := time.Now().Add(30 * time.Second); opened.Load()+refusedDial.Load() < connections/2; {
+		if time.Now().After(deadline) {
+			t.Fatalf("flood: only %d connections opened and %d dials refused of %d, want half within 30s", opened.Load(), refusedDial.Load(), connections)
+		}
 		time.Sleep(10 * time.Millisecond) // polling a counter with a deadline
 	}
 	start := time.Now()
@@ -154,8 +159,7 @@ func TestFloodOfBadRequestsLeavesAppendsWorking(t *testing.T) {
 		t.Error(err)
 	}
 	peak := peakRSS(t, pid)
-	close(stop)
-	flood.Wait()
+	stopFlood()
 	t.Logf("flood: %d connections opened (%d dials refused), %d answered; %d valid appends in %s (%d pushbacks retried); node peak RSS %d MiB (before the flood %d MiB)",
 		opened.Load(), refusedDial.Load(), answered.Load(), valid, took.Round(time.Millisecond), c.retryCount(), peak>>20, before>>20)
 	if opened.Load() < connections*9/10 {

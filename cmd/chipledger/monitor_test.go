@@ -31,7 +31,7 @@ func TestMonitorCommandReportsAWatchedChipsReprovisioning(t *testing.T) {
 	watched, other := testpki.ChipID(1).String(), testpki.ChipID(2).String()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	out, done := startCLI(ctx, "monitor", "--ledger", l.addr, "--log-key", l.vkey, "--chip", watched, "--json")
+	out, done := startCLI(t, ctx, "monitor", "--ledger", l.addr, "--log-key", l.vkey, "--chip", watched, "--json")
 
 	line := awaitLine(t, out, func(string) bool { return true })
 	if e := decodeChipEvent(t, line); e.Event != "entry" || e.Chip != watched || e.Epoch != 1 || e.Index != first || !e.Initial ||
@@ -99,7 +99,7 @@ func TestMonitorCommandReadsAChipsFileAndPrintsLines(t *testing.T) {
 	os.WriteFile(chips, []byte("# chips of customer 7\n\n"+testpki.ChipID(2).String()+"  # the phone\n"), 0o644)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	out, _ := startCLI(ctx, "monitor", "--ledger", l.addr, "--log-key", l.vkey, "--chips-file", chips, "--lookup")
+	out, _ := startCLI(t, ctx, "monitor", "--ledger", l.addr, "--log-key", l.vkey, "--chips-file", chips, "--lookup")
 	line := awaitLine(t, out, func(string) bool { return true })
 	for _, want := range []string{"chip " + testpki.ChipID(2).String(), "epoch 1", fmt.Sprintf("index %d", index), "(existing)", "serial "} {
 		if !strings.Contains(line, want) {
