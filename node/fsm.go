@@ -785,6 +785,14 @@ func (f *fsm) rebuild(r io.Reader, size uint64, root ledger.Hash, through uint64
 	if got := ns.State(); got.Size != size || got.Root != root {
 		return fail(fmt.Errorf("rebuilt tree has size %d root %x, the snapshot says %d %x", got.Size, got.Root, size, root))
 	}
+	// The node signs only a tree that ends with an index root: checked
+	// before the switch, or a bad snapshot would leave a ledger the node
+	// could not sign, now or at its next start.
+	if size > 0 {
+		if _, ok, err := ns.IndexRootAt(size); err != nil || !ok {
+			return fail(fmt.Errorf("the snapshot's tree of size %d does not end with an index root (%v)", size, err))
+		}
+	}
 	// The snapshot's position becomes the store's marker: a replay after a
 	// store fault starts after it, not at the start of the Raft log (whose
 	// entries the snapshot holds, and would apply twice).

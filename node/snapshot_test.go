@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/chipledger/chipledger/internal/testpki"
+	"github.com/chipledger/chipledger/ledger"
 )
 
 // memSink is a raft.SnapshotSink in memory.
@@ -187,4 +188,49 @@ func TestHaltedStateMachineTakesNoSnapshot(t *testing.T) {
 	if _, err := f.Snapshot(); !errors.Is(err, ErrStoreFault) {
 		t.Fatalf("snapshot of a halted state machine: %v, want ErrStoreFault", err)
 	}
+}
+
+// TestRestoreRefusesATreeWithoutAnIndexRoot: a snapshot whose leaves match
+// its root but do not end with an index root (a faulty leader) is refused
+// before the node switches to it: the node keeps its ledger and checkpoint,
+// and still starts afterwards.
+func TestRestoreRefusesATreeWithoutAnIndexRoot(t *testing.T) {
+	src, err := ledger.Open(t.TempDir(), ledger.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	if _, err := src.AppendIndexed(nil, nil); err != nil { // the genesis index root
+		t.Fatal(err)
+	}
+	if _, err := src.Append([][]byte{[]byte("not an index root")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	st := src.State()
+	var stream bytes.Buffer
+	stream.Write(snapshotHeader(st, 9, nil))
+	if err := src.WriteLeaves(&stream, st.Size); err != nil {
+		t.Fatal(err)
+	}
+
+	dataDir := t.TempDir()
+	signer, _ := testLogKey(t)
+	f, err := newFSM(dataDir, signer, true, nil, testLogger(t), newMetrics())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Apply(commandEntry(1, encodeGenesis()))
+	before := *f.checkpoint()
+	if err := f.Restore(io.NopCloser(&stream)); err == nil {
+		t.Fatal("a snapshot without an index root at its end was restored")
+	}
+	if cp := f.checkpoint(); cp.Size != before.Size || cp.Root != before.Root || f.store.State().Size != before.Size {
+		t.Fatalf("after the refused restore: checkpoint size %d, store size %d; want both %d", cp.Size, f.store.State().Size, before.Size)
+	}
+	f.close()
+	again, err := newFSM(dataDir, signer, true, nil, testLogger(t), newMetrics())
+	if err != nil {
+		t.Fatalf("restart after the refused restore: %v", err)
+	}
+	again.close()
 }
