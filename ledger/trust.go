@@ -289,9 +289,12 @@ func ParseTrustPEM(pemBytes []byte) (*Trust, error) {
 		if !bytes.HasPrefix(rest, []byte("-----BEGIN ")) {
 			return nil, fmt.Errorf("%w: block %d: not PEM (want -----BEGIN CERTIFICATE-----)", ErrInvalidTrust, n)
 		}
+		before := rest
 		var block *pem.Block
 		block, rest = pem.Decode(rest)
-		if block == nil {
+		// pem.Decode skips a malformed block to the next "-----BEGIN", so
+		// what it consumed must hold exactly one.
+		if block == nil || bytes.Count(before[:len(before)-len(rest)], []byte("-----BEGIN")) != 1 {
 			return nil, fmt.Errorf("%w: block %d: malformed PEM", ErrInvalidTrust, n)
 		}
 		if block.Type != "CERTIFICATE" {

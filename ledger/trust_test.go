@@ -79,6 +79,9 @@ func TestParseTrustPEMRejectsBadBundles(t *testing.T) {
 		{"intermediates only", pemOf(p.deviceCA)},
 		{"the root twice", cat(root, root)},
 		{"an intermediate of another root", cat(root, pemOf(p.deviceCA), pemOf(other.deviceCA))},
+		{"a broken header before the root", cat([]byte("-----BEGIN X\n"), root)},
+		{"a certificate block of garbage before the root", cat([]byte("-----BEGIN CERTIFICATE-----\ngarbage\n"), root)},
+		{"text in a broken block between blocks", cat(root, []byte("-----BEGIN \nthis is not white space\n"), pemOf(p.deviceCA))},
 	}
 	for _, tt := range tests {
 		if tr, err := ParseTrustPEM(tt.bundle); !errors.Is(err, ErrInvalidTrust) {
