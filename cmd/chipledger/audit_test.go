@@ -292,7 +292,7 @@ func TestAuditCommandRefusesBadInput(t *testing.T) {
 		want string
 		code int
 	}{
-		{"no roots", append(base, "--state", state), "roots", 1},
+		{"no roots", append(base, "--state", state), "--roots", 2},
 		{"roots that are no PEM", append(base, "--roots", state, "--state", state), "--roots", 1},
 		{"a state of another log", []string{"audit", "--ledger", l.addr, "--log-key", otherKey, "--roots", l.roots, "--state", state}, "another log", 1},
 		{"a corrupt state", append(base, "--roots", l.roots, "--state", garbage), "bad audit state", 1},

@@ -308,7 +308,7 @@ func nodeConfig(f nodeFlags, log *slog.Logger) (node.Config, error) {
 		missing = append(missing, "  (CHIPLEDGER_LOG_KEY is set, but a node does not read it: for the other commands it names the\n  public verifier key; give the node its secret key file with $"+logSignerKeyEnv+")")
 	}
 	if len(missing) > 0 {
-		return node.Config{}, fmt.Errorf("missing required flags:\n%s\n(or run \"chipledger node --dev\" for a local development node; see \"chipledger node --help\")", strings.Join(missing, "\n"))
+		return node.Config{}, cli.Exit(fmt.Sprintf("missing required flags:\n%s\n(or run \"chipledger node --dev\" for a local development node; see \"chipledger node --help\")", strings.Join(missing, "\n")), exitUsage)
 	}
 	cfg := node.Config{
 		ID:            f.ID,
