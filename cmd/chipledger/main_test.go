@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/urfave/cli/v2"
 )
 
 func TestUsageErrorsAreOneLineWithExitStatus2(t *testing.T) {
@@ -91,3 +93,22 @@ func TestTheBinaryPrintsAUsageErrorAsOneLineOnStderr(t *testing.T) {
 		t.Errorf("stdout %q, stderr %q; want nothing and %q", stdout.String(), stderr.String(), want)
 	}
 }
+// Every flag's help shows its default once: a flag whose usage says its
+// default itself must not get urfave/cli's "(default: 0)" as well.
+func TestFlagHelpShowsEachDefaultOnce(t *testing.T) {
+	app := newApp(&bytes.Buffer{}, &bytes.Buffer{}, nil)
+	var walk func(path string, cmds []*cli.Command)
+	walk = func(path string, cmds []*cli.Command) {
+		for _, cmd := range cmds {
+			name := strings.TrimSpace(path + " " + cmd.Name)
+			for _, f := range cmd.Flags {
+				if s := cli.FlagStringer(f); strings.Count(s, "(default") > 1 {
+					t.Errorf("chipledger %s: %s", name, s)
+				}
+			}
+			walk(name, cmd.Subcommands)
+		}
+	}
+	walk("", app.Commands)
+}
+
