@@ -61,6 +61,7 @@ func newApp(stdout, stderr io.Writer, run nodeRunner) *cli.App {
 		Usage: "a replicated, verifiable ledger of device key backups",
 		UsageText: `chipledger [--log-level LEVEL] COMMAND [command options]
 
+   chipledger demo                                        # the whole story in one process
    chipledger node --dev                                  # a local single-node ledger
    chipledger keys --origin ledger.example.com/log --out log.key
    chipledger ca init --dir ./ca --manufacturer "Example Devices Ltd"
@@ -73,8 +74,11 @@ in a Raft-replicated Merkle log together with the chip ID, the device identity
 and a device certificate. Years later the device or a repair shop fetches the
 backup by chip ID with a proof that it is in the log.
 
-To try it, run "chipledger node --dev": it creates a log key and a development
-CA in ./chipledger-data and serves a single-node ledger on 127.0.0.1:8080.
+To see it all work, run "chipledger demo": with no setup it runs a ledger
+cluster, a factory station and emulated devices in one process, recovers a
+wiped device and audits the log. To try the commands one by one, run
+"chipledger node --dev": it creates a log key and a development CA in
+./chipledger-data and serves a single-node ledger on 127.0.0.1:8080.
 
 Global options (such as --log-level) go before the command name.`,
 		Version:         appVersion(),

@@ -112,3 +112,11 @@ func TestFlagHelpShowsEachDefaultOnce(t *testing.T) {
 	walk("", app.Commands)
 }
 
+
+func TestTopLevelHelpPointsAtTheDemoFirst(t *testing.T) {
+	r := runCLI(t, "--help")
+	demo, dev := strings.Index(r.stdout, "chipledger demo"), strings.Index(r.stdout, "chipledger node --dev")
+	if demo < 0 || dev < 0 || demo > dev {
+		t.Errorf("help mentions chipledger demo at %d and node --dev at %d; want the demo first:\n%s", demo, dev, r.stdout)
+	}
+}
