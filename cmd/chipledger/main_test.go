@@ -93,6 +93,7 @@ func TestTheBinaryPrintsAUsageErrorAsOneLineOnStderr(t *testing.T) {
 		t.Errorf("stdout %q, stderr %q; want nothing and %q", stdout.String(), stderr.String(), want)
 	}
 }
+
 // Every flag's help shows its default once: a flag whose usage says its
 // default itself must not get urfave/cli's "(default: 0)" as well.
 func TestFlagHelpShowsEachDefaultOnce(t *testing.T) {
@@ -111,7 +112,6 @@ func TestFlagHelpShowsEachDefaultOnce(t *testing.T) {
 	}
 	walk("", app.Commands)
 }
-
 
 func TestTopLevelHelpPointsAtTheDemoFirst(t *testing.T) {
 	r := runCLI(t, "--help")
