@@ -127,7 +127,7 @@ are made before the timed phase.`,
 			{
 				Name:      "growth",
 				Usage:     "append throughput and proof latency as the log grows",
-				UsageText: "chipledger bench growth [--growth-sizes 10000,100000,1000000] [--nodes 1] [--plot growth.png]",
+				UsageText: "chipledger bench growth [--growth-sizes 10000,100000,1000000] [--growth-nodes 1] [--plot growth.png]",
 				Description: `Fills a fresh in-process cluster to each size in turn, and at each measures
 inclusion proofs of random leaves at the current size (--proof-clients
 clients), then --appends appends of fresh chips at each --clients count.
@@ -136,7 +136,10 @@ The fill signs a certificate once for each of --fill-chips chips, then appends
 their entries epoch after epoch (epoch n+1 of a chip is a new valid entry and
 costs one signature), each window of distinct chips from --fill-clients
 concurrent clients; so the chip index holds --fill-chips chips, not one per
-entry.`,
+entry.
+
+It runs only on in-process clusters: it cannot take --ledger, since it has to
+fill a fresh log.`,
 				Flags: append(append(benchCommonFlags(), benchGrowthSizeFlags()...),
 					&cli.StringFlag{Name: "clients", Value: "16,256", Usage: "comma-separated numbers of concurrent appending `CLIENTS`"},
 					&cli.IntFlag{Name: "appends", Usage: "timed appends per client count and size", DefaultText: "10,000; 1,000 with --quick"},
@@ -265,6 +268,9 @@ func runBenchSuite(groups []loadgen.Group) cli.ActionFunc {
 	return func(c *cli.Context) error {
 		if err := noArgs(c); err != nil {
 			return err
+		}
+		if len(groups) == 1 && groups[0] == loadgen.GroupGrowth && c.String("ledger") != "" {
+			return cli.Exit("bench growth fills fresh in-process clusters and cannot run against --ledger; drop --ledger, or run the other scenarios (chipledger bench --ledger ...)", 2)
 		}
 		if p := c.String("plot"); p != "" && !benchplotFormat(p) {
 			return cli.Exit(fmt.Sprintf("--plot %s: want a .png, .svg or .pdf file", p), 2)

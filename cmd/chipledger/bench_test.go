@@ -122,6 +122,7 @@ func TestBenchFlagErrorsSayWhatIsWrong(t *testing.T) {
 		{[]string{"bench", "provisioning", "--in-flight", "0"}, "--in-flight"},
 		{[]string{"bench", "growth", "--clients", "x"}, "--clients"},
 		{[]string{"bench", "proofs", "extra"}, "takes no arguments"},
+		{[]string{"bench", "growth", "--ledger", "127.0.0.1:1", "--ca", "ca"}, "cannot run against --ledger"},
 	} {
 		res := runCLI(t, tc.args...)
 		if res.err == nil || !strings.Contains(res.err.Error(), tc.want) {

@@ -120,3 +120,31 @@ func TestTopLevelHelpPointsAtTheDemoFirst(t *testing.T) {
 		t.Errorf("help mentions chipledger demo at %d and node --dev at %d; want the demo first:\n%s", demo, dev, r.stdout)
 	}
 }
+
+// TestUsageTextsNameOnlyRealFlags checks every command line of every
+// command's usage text and description, as the docs test does for the docs.
+func TestUsageTextsNameOnlyRealFlags(t *testing.T) {
+	app := newApp(&bytes.Buffer{}, &bytes.Buffer{}, nil)
+	checked := 0
+	var walk func(path string, cmds []*cli.Command)
+	walk = func(path string, cmds []*cli.Command) {
+		for _, cmd := range cmds {
+			name := strings.TrimSpace(path + " " + cmd.Name)
+			text := strings.ReplaceAll(cmd.UsageText+"\n"+cmd.Description, "\\\n", " ")
+			for n, line := range strings.Split(text, "\n") {
+				// [--flag VALUE] is optional syntax, not part of the word.
+				line = strings.NewReplacer("[", " ", "]", " ", "|", " ").Replace(line)
+				for _, m := range invocation.FindAllStringSubmatch(line, -1) {
+					if checkInvocation(t, app, strings.Fields(m[1]), "usage of chipledger "+name, n+1) {
+						checked++
+					}
+				}
+			}
+			walk(name, cmd.Subcommands)
+		}
+	}
+	walk("", app.Commands)
+	if checked < 30 {
+		t.Fatalf("only %d command lines found in the usage texts: the parser is broken", checked)
+	}
+}
