@@ -15,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/urfave/cli/v2"
+	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/chipledger/chipledger/internal/clustertls"
 	"github.com/chipledger/chipledger/ledger"
@@ -534,6 +535,10 @@ func runNode(c *cli.Context, cfg node.Config, dev *devSetup) error {
 	n, err := node.New(cfg)
 	if errors.Is(err, syscall.EADDRINUSE) {
 		return fmt.Errorf("%w\n(another process uses that address: stop it, or pick free ports with --raft-addr and --api-addr)", err)
+	}
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		// bbolt gives up waiting for the lock another process holds.
+		return fmt.Errorf("%w\n(is another node running with this --data-dir %s? stop it, or give this node its own --data-dir)", err, cfg.DataDir)
 	}
 	if err != nil {
 		return err

@@ -453,3 +453,30 @@ func TestNodeLogKeyHasItsOwnEnvironmentVariable(t *testing.T) {
 		t.Errorf("--log-key with the verifier key: %v, want it to say it is the public verifier key", r.err)
 	}
 }
+
+func TestASecondNodeOnADataDirSaysAnotherNodeUsesIt(t *testing.T) {
+	clearEnv(t)
+	data := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	first := freePorts(t, 2)
+	out := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- newApp(out, &syncBuffer{}, runNode).RunContext(ctx, []string{"chipledger", "--log-level", "error",
+			"node", "--dev", "--data-dir", data, "--raft-addr", first[0], "--api-addr", first[1]})
+	}()
+	awaitLine(t, out, func(line string) bool { return strings.Contains(line, "development node is running") })
+
+	second := freePorts(t, 2)
+	var stdout, stderr bytes.Buffer
+	err := newApp(&stdout, &stderr, runNode).RunContext(context.Background(), []string{"chipledger", "--log-level", "error",
+		"node", "--dev", "--data-dir", data, "--raft-addr", second[0], "--api-addr", second[1]})
+	if err == nil || !strings.Contains(err.Error(), "another node running with this --data-dir") {
+		t.Errorf("second node on %s: %v, want it to ask whether another node runs there", data, err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("first node: %v", err)
+	}
+}
