@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"text/tabwriter"
 	"time"
 
@@ -90,6 +91,15 @@ func runPoolFill(c *cli.Context) error {
 	}
 	_, err := os.Stat(keyFile)
 	keyExisted := !errors.Is(err, fs.ErrNotExist)
+	// A missing pool is created, and so are the directories of the pool and
+	// its key.
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		for _, f := range []string{path, keyFile} {
+			if err := os.MkdirAll(filepath.Dir(f), 0o700); err != nil {
+				return fmt.Errorf("create the directory of %s: %w", f, err)
+			}
+		}
+	}
 
 	pool, err := provisioner.OpenPool(path, provisioner.PoolOptions{KeyFile: keyFile, Create: true})
 	if err != nil {

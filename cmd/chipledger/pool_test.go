@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"os"
@@ -184,4 +185,36 @@ func mustChip(t *testing.T, s string) ledger.ChipID {
 		t.Fatal(err)
 	}
 	return c
+}
+
+func TestPoolFillCreatesTheDirectoryOfANewPool(t *testing.T) {
+	clearKeyToolEnv(t)
+	dir := filepath.Join(t.TempDir(), "p", "q")
+	pool := filepath.Join(dir, "pool.db")
+	if r := runCLI(t, "pool", "fill", "--pool", pool, "--count", "3"); r.err != nil {
+		t.Fatalf("pool fill in a missing directory: %v", r.err)
+	}
+	if fi, err := os.Stat(dir); err != nil || (fi.Mode().Perm() != 0o700 && filepath.Separator == '/') {
+		t.Errorf("pool directory: %v, want a directory with mode 0700", err)
+	}
+	if _, err := os.Stat(pool + ".key"); err != nil {
+		t.Errorf("pool key: %v", err)
+	}
+}
+
+func TestPoolCommandsSayAFileIsNotAPool(t *testing.T) {
+	clearKeyToolEnv(t)
+	notAPool := filepath.Join(t.TempDir(), "notes.txt")
+	if err := os.WriteFile(notAPool, bytes.Repeat([]byte("not a pool\n"), 427), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"pool", "fill", "--pool", notAPool, "--count", "1"},
+		{"pool", "status", "--pool", notAPool},
+	} {
+		r := runCLI(t, args...)
+		if r.err == nil || !strings.Contains(r.err.Error(), notAPool+" is not a chipledger key pool") {
+			t.Errorf("chipledger %s: %v, want it to say the file is not a key pool", strings.Join(args, " "), r.err)
+		}
+	}
 }
