@@ -51,7 +51,7 @@ Interrupting it (Ctrl-C) keeps the keys added so far. Prints the pool's status
 when done.`,
 				Flags: []cli.Flag{
 					poolFlag(),
-					&cli.IntFlag{Name: "count", Required: true, EnvVars: env("count"), Usage: "add `N` keys"},
+					&cli.IntFlag{Name: "count", Required: true, Usage: "add `N` keys"},
 					&cli.StringFlag{Name: "pool-key", TakesFile: true, EnvVars: env("pool-key"),
 						Usage: "the pool key `FILE` (default: the --pool file with \".key\" appended; made with mode 0600 for a new pool if missing)"},
 				},
@@ -69,7 +69,7 @@ opens the pool read-only and does not need the pool key, but it cannot read a
 pool while a station or "pool fill" has it open.`,
 				Flags: []cli.Flag{
 					poolFlag(),
-					&cli.BoolFlag{Name: "json", EnvVars: env("json"), Usage: "print the status as a JSON object"},
+					&cli.BoolFlag{Name: "json", Usage: "print the status as a JSON object"},
 				},
 				Action: runPoolStatus,
 			},

@@ -59,8 +59,7 @@ func TestPoolFillTakesItsFlagsFromTheEnvironment(t *testing.T) {
 	}
 	t.Setenv("CHIPLEDGER_POOL", pool)
 	t.Setenv("CHIPLEDGER_POOL_KEY", key)
-	t.Setenv("CHIPLEDGER_COUNT", "3")
-	if r := runCLI(t, "pool", "fill"); r.err != nil {
+	if r := runCLI(t, "pool", "fill", "--count", "3"); r.err != nil {
 		t.Fatal(r.err)
 	}
 	if _, err := os.Stat(key); err != nil {
@@ -216,5 +215,21 @@ func TestPoolCommandsSayAFileIsNotAPool(t *testing.T) {
 		if r.err == nil || !strings.Contains(r.err.Error(), notAPool+" is not a chipledger key pool") {
 			t.Errorf("chipledger %s: %v, want it to say the file is not a key pool", strings.Join(args, " "), r.err)
 		}
+	}
+}
+
+func TestPoolFlagsTakeNoGenericEnvironmentVariables(t *testing.T) {
+	clearKeyToolEnv(t)
+	pool := filepath.Join(t.TempDir(), "pool.db")
+	t.Setenv("CHIPLEDGER_COUNT", "3")
+	if r := runCLI(t, "pool", "fill", "--pool", pool); r.err == nil || !strings.Contains(r.err.Error(), "--count") {
+		t.Errorf("pool fill took --count from $CHIPLEDGER_COUNT: %v", r.err)
+	}
+	if r := runCLI(t, "pool", "fill", "--pool", pool, "--count", "1"); r.err != nil {
+		t.Fatal(r.err)
+	}
+	t.Setenv("CHIPLEDGER_JSON", "true")
+	if r := runCLI(t, "pool", "status", "--pool", pool); r.err != nil || strings.HasPrefix(r.stdout, "{") {
+		t.Errorf("pool status took --json from $CHIPLEDGER_JSON: %v, %q", r.err, r.stdout)
 	}
 }
