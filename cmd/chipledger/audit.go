@@ -89,6 +89,9 @@ func runAudit(c *cli.Context) error {
 		return err
 	}
 	path := c.String("state")
+	if err := checkFileDir("state", path); err != nil {
+		return err
+	}
 	state, err := client.ReadAuditStateFile(path, vkey, trust)
 	if errors.Is(err, fs.ErrNotExist) {
 		state, err = client.NewAuditState(vkey, trust)
