@@ -1033,8 +1033,7 @@ func (s *AuditState) WriteFile(path string) error {
 	if err != nil {
 		return err
 	}
-	if err := atomicfile.Replace(path, b, 0o644); err != nil {
-		return fmt.Errorf("client: save audit state: %w", err)
-	}
-	return nil
+	// atomicfile's errors name the file and what failed ("write PATH: ..."),
+	// and callers such as Auditor say that it was the state being saved.
+	return atomicfile.Replace(path, b, 0o644)
 }

@@ -166,9 +166,9 @@ func New(o Options) (*Client, error) {
 		c.log = slog.New(slog.DiscardHandler)
 	}
 	if o.Trusted != nil {
-		cp, err := c.verifyCheckpoint(o.Trusted)
+		cp, err := c.verifier.VerifyCheckpoint(o.Trusted)
 		if err != nil {
-			return nil, fmt.Errorf("client: Options.Trusted: %w", err)
+			return nil, fmt.Errorf("%w: Options.Trusted: %w", ErrBadSignature, err)
 		}
 		c.trust.start(cp, o.Trusted)
 	}

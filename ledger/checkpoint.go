@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"golang.org/x/mod/sumdb/note"
 
@@ -25,12 +27,36 @@ type LogSigner struct {
 
 // GenerateLogKey makes a new log key for origin and returns the note signer
 // key (secret, "PRIVATE+KEY+<origin>+…") and verifier key ("<origin>+…").
+// The origin must be a valid note key name (note.GenerateKey does not check):
+// see CheckOrigin.
 func GenerateLogKey(origin string) (skey, vkey string, err error) {
+	if err := CheckOrigin(origin); err != nil {
+		return "", "", err
+	}
 	skey, vkey, err = note.GenerateKey(rand.Reader, origin)
 	if err != nil {
 		return "", "", fmt.Errorf("generate log key for origin %q: %w", origin, err)
 	}
 	return skey, vkey, nil
+}
+
+// CheckOrigin reports whether origin can name a log: it is the name of the
+// log key and the first line of every checkpoint, so it must be valid UTF-8,
+// not empty, and hold no spaces (nor other Unicode white space, newlines
+// included) and no '+', as C2SP signed-note key names require.
+func CheckOrigin(origin string) error {
+	const want = "want a name without spaces or '+', conventionally a URL without scheme such as ledger.example.com/log"
+	switch {
+	case origin == "":
+		return fmt.Errorf("log origin is empty: %s", want)
+	case !utf8.ValidString(origin):
+		return fmt.Errorf("log origin %q is not valid UTF-8: %s", origin, want)
+	case strings.IndexFunc(origin, unicode.IsSpace) >= 0:
+		return fmt.Errorf("log origin %q holds white space: %s", origin, want)
+	case strings.Contains(origin, "+"):
+		return fmt.Errorf("log origin %q holds a '+', which separates the parts of a key: %s", origin, want)
+	}
+	return nil
 }
 
 // NewLogSigner returns the signer for a note signer key made by
@@ -39,6 +65,9 @@ func NewLogSigner(skey string) (*LogSigner, error) {
 	skey = strings.TrimSpace(skey)
 	signer, err := note.NewSigner(skey)
 	if err != nil {
+		if _, verr := note.NewVerifier(skey); verr == nil {
+			return nil, errors.New("this is the public verifier key; a node needs the secret key file written by `chipledger keys --out`")
+		}
 		return nil, fmt.Errorf("parse log signer key: %w", err)
 	}
 	vkey, err := verifierKeyOf(skey, signer.Name())

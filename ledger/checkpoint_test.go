@@ -76,3 +76,34 @@ func TestNewLogSignerRejectsBadKeys(t *testing.T) {
 		}
 	}
 }
+
+func TestNewLogSignerSaysAVerifierKeyIsNotTheSecretKey(t *testing.T) {
+	_, vkey, err := GenerateLogKey("test.example.com/log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = NewLogSigner(vkey + "\n")
+	if err == nil || !strings.Contains(err.Error(), "public verifier key") || !strings.Contains(err.Error(), "chipledger keys --out") {
+		t.Errorf("NewLogSigner(verifier key): %v, want it to say this is the public verifier key", err)
+	}
+}
+
+func TestGenerateLogKeyRejectsOriginsThatCannotNameAKey(t *testing.T) {
+	for _, origin := range []string{"", "bad origin", "bad+origin", "tab\tin", "new\nline", "nbsp\u00a0x", "\xff"} {
+		if skey, _, err := GenerateLogKey(origin); err == nil {
+			t.Errorf("GenerateLogKey(%q) made %q", origin, skey)
+		} else if !strings.Contains(err.Error(), "origin") {
+			t.Errorf("GenerateLogKey(%q): %v does not name the origin", origin, err)
+		}
+	}
+	for _, origin := range []string{"ledger.example.com/log", "x", "ünïcode.example/log"} {
+		skey, _, err := GenerateLogKey(origin)
+		if err != nil {
+			t.Errorf("GenerateLogKey(%q): %v", origin, err)
+			continue
+		}
+		if _, err := NewLogSigner(skey); err != nil {
+			t.Errorf("the key made for %q does not load: %v", origin, err)
+		}
+	}
+}

@@ -92,7 +92,7 @@ func InitCA(dir, manufacturer string) (*CA, error) {
 		return nil, fmt.Errorf("create CA directory: %w", err)
 	}
 	if found := existingFiles(dir); len(found) > 0 {
-		return nil, fmt.Errorf("%w in %s (found %s); use LoadCA or another directory", ErrCAExists, dir, strings.Join(found, ", "))
+		return nil, fmt.Errorf("%w in %s (found %s): it is never overwritten; use that CA, or create the new one in another directory", ErrCAExists, dir, strings.Join(found, ", "))
 	}
 	c, err := newCA(dir, manufacturer, time.Now())
 	if err != nil {
@@ -268,7 +268,7 @@ func writeFileExclusive(path string, data []byte, perm os.FileMode) error {
 func LoadCA(dir string) (*CA, error) {
 	found := existingFiles(dir)
 	if len(found) == 0 {
-		return nil, fmt.Errorf("%w in %s; create one with InitCA (chipledger ca init --dir %s)", ErrNoCA, dir, dir)
+		return nil, fmt.Errorf("%w in %s; create one with: chipledger ca init --dir %s --manufacturer NAME", ErrNoCA, dir, dir)
 	}
 	if len(found) < len(caFiles) {
 		var missing []string
@@ -277,7 +277,7 @@ func LoadCA(dir string) (*CA, error) {
 				missing = append(missing, name)
 			}
 		}
-		return nil, fmt.Errorf("incomplete CA in %s: %s missing (was InitCA interrupted? remove the directory and create the CA again)", dir, strings.Join(missing, ", "))
+		return nil, fmt.Errorf("incomplete CA in %s: %s missing (was its creation interrupted? remove the directory and create the CA again)", dir, strings.Join(missing, ", "))
 	}
 	c := &CA{dir: dir}
 	var err error

@@ -245,6 +245,10 @@ func OpenPool(path string, opts PoolOptions) (*Pool, error) {
 		return nil, fmt.Errorf("%w: %s stayed locked for %s (is a station or another chipledger command using it?)", ErrPoolInUse, path, opts.LockTimeout)
 	}
 	if err != nil {
+		// Not a failure to read the file: bbolt did not recognise it.
+		if pe := (*fs.PathError)(nil); !errors.As(err, &pe) {
+			return nil, fmt.Errorf("%s is not a chipledger key pool: %w", path, err)
+		}
 		return nil, fmt.Errorf("open key pool %s: %w", path, err)
 	}
 	p := &Pool{path: path, keyFile: opts.KeyFile, db: db, now: time.Now, fillBatch: defaultFillBatch}

@@ -69,7 +69,7 @@ are listed), 1 when the audit could not run, 2 for a usage error.`,
 			&cli.BoolFlag{Name: "follow", Usage: "keep auditing as the log grows, until interrupted"},
 			&cli.DurationFlag{Name: "interval", Value: time.Minute,
 				Usage: "with --follow, audit at least this often, even if no node streams a new checkpoint"},
-			&cli.IntFlag{Name: "workers", Usage: "goroutines re-validating entries (default: one per CPU)"},
+			&cli.IntFlag{Name: "workers", Usage: "goroutines re-validating entries", DefaultText: "one per CPU"},
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON (with --follow, one object per round)"},
 		),
 		Action: runAudit,
@@ -89,6 +89,9 @@ func runAudit(c *cli.Context) error {
 		return err
 	}
 	path := c.String("state")
+	if err := checkFileDir("state", path); err != nil {
+		return err
+	}
 	state, err := client.ReadAuditStateFile(path, vkey, trust)
 	if errors.Is(err, fs.ErrNotExist) {
 		state, err = client.NewAuditState(vkey, trust)

@@ -304,7 +304,7 @@ func TestAuditCommandRefusesBadInput(t *testing.T) {
 		want string
 		code int
 	}{
-		{"no roots", append(base, "--state", state), "roots", 1},
+		{"no roots", append(base, "--state", state), "--roots", 2},
 		{"roots that are no PEM", append(base, "--roots", state, "--state", state), "--roots", 1},
 		{"a state of another log", []string{"audit", "--ledger", l.addr, "--log-key", otherKey, "--roots", l.roots, "--state", state}, "another log", 1},
 		{"a corrupt state", append(base, "--roots", l.roots, "--state", garbage), "bad audit state", 1},
@@ -348,5 +348,40 @@ func TestAuditCommandFollowsTheLog(t *testing.T) {
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("audit --follow did not stop")
+	}
+}
+
+func TestAuditCommandChecksTheStateFileFirst(t *testing.T) {
+	l := startTestLedger(t)
+	state := filepath.Join(t.TempDir(), "nonexistent", "audit.state")
+	r := runCLI(t, "audit", "--ledger", l.addr, "--log-key", l.vkey, "--roots", l.roots, "--state", state)
+	if r.err == nil || exitStatus(r.err) != 2 || !strings.Contains(r.err.Error(), "--state "+state) || !strings.Contains(r.err.Error(), "does not exist") {
+		t.Errorf("--state in a missing directory: %v (exit %d), want a usage error saying the directory does not exist", r.err, exitStatus(r.err))
+	}
+	if r.stdout != "" {
+		t.Errorf("the audit ran: %q", r.stdout)
+	}
+}
+
+func TestSavingTheAuditStateSaysSoOnce(t *testing.T) {
+	l := startTestLedger(t)
+	trust, err := readRoots(l.roots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vkey, err := verifierKey(l.vkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := client.NewAuditState(vkey, trust)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "nonexistent", "audit.state")
+	err = s.WriteFile(path)
+	// The auditor says it was saving the state ("client: audit: save
+	// state: ..."); WriteFile's error names the file and what failed.
+	if err == nil || !strings.Contains(err.Error(), path) || strings.Contains(err.Error(), "client:") {
+		t.Errorf("WriteFile(%s): %v, want an error naming the file, without a client: prefix for the auditor's to repeat", path, err)
 	}
 }

@@ -85,11 +85,11 @@ Go SDK, --verified-requests inclusion proofs (client.InclusionProof: one call
 and the proof checked) and consistency proofs (client.ConsistencyProof of an
 older checkpoint: the latest checkpoint fetched and checked, then the proof).`,
 				Flags: append(benchCommonFlags(),
-					&cli.IntFlag{Name: "nodes", Usage: "cluster size (default 3)"},
-					&cli.IntFlag{Name: "entries", Usage: "log size to fill to (default 20,000; 2,000 with --quick)"},
-					&cli.IntFlag{Name: "clients", Usage: "concurrent clients (default 16)"},
-					&cli.IntFlag{Name: "requests", Usage: "raw proofs of each kind (default 20,000; 2,000 with --quick)"},
-					&cli.IntFlag{Name: "verified-requests", Usage: "client-verified proofs of each kind (default 5,000; 500 with --quick)"},
+					&cli.IntFlag{Name: "nodes", Usage: "cluster size", DefaultText: "3"},
+					&cli.IntFlag{Name: "entries", Usage: "log size to fill to", DefaultText: "20,000; 2,000 with --quick"},
+					&cli.IntFlag{Name: "clients", Usage: "concurrent clients", DefaultText: "16"},
+					&cli.IntFlag{Name: "requests", Usage: "raw proofs of each kind", DefaultText: "20,000; 2,000 with --quick"},
+					&cli.IntFlag{Name: "verified-requests", Usage: "client-verified proofs of each kind", DefaultText: "5,000; 500 with --quick"},
 				),
 				Action: runBenchSuite([]loadgen.Group{loadgen.GroupProofs}),
 			},
@@ -103,8 +103,8 @@ reading its chip ID to its keys restored, every verification included: first
 with a new client per device (as a device recovering itself), then with one
 client whose station list is fetched once (as a repair shop).`,
 				Flags: append(benchCommonFlags(),
-					&cli.IntFlag{Name: "nodes", Usage: "cluster size (default 3)"},
-					&cli.IntFlag{Name: "devices", Usage: "devices to recover (default 200; 20 with --quick)"},
+					&cli.IntFlag{Name: "nodes", Usage: "cluster size", DefaultText: "3"},
+					&cli.IntFlag{Name: "devices", Usage: "devices to recover", DefaultText: "200; 20 with --quick"},
 				),
 				Action: runBenchSuite([]loadgen.Group{loadgen.GroupRecovery}),
 			},
@@ -120,14 +120,14 @@ are made before the timed phase.`,
 				Flags: append(benchCommonFlags(),
 					&cli.StringFlag{Name: "nodes", Value: "1,3", Usage: "comma-separated cluster `SIZES`"},
 					&cli.StringFlag{Name: "in-flight", Value: "1,8,64", Usage: "comma-separated numbers of devices in flight"},
-					&cli.IntFlag{Name: "devices", Usage: "devices per scenario (default 200, 1,000 and 2,000 for 1, 8 and 64 in flight; a tenth with --quick)"},
+					&cli.IntFlag{Name: "devices", Usage: "devices per scenario", DefaultText: "200, 1,000 and 2,000 for 1, 8 and 64 in flight; a tenth with --quick"},
 				),
 				Action: runBenchSuite([]loadgen.Group{loadgen.GroupProvisioning}),
 			},
 			{
 				Name:      "growth",
 				Usage:     "append throughput and proof latency as the log grows",
-				UsageText: "chipledger bench growth [--growth-sizes 10000,100000,1000000] [--nodes 1] [--plot growth.png]",
+				UsageText: "chipledger bench growth [--growth-sizes 10000,100000,1000000] [--growth-nodes 1] [--plot growth.png]",
 				Description: `Fills a fresh in-process cluster to each size in turn, and at each measures
 inclusion proofs of random leaves at the current size (--proof-clients
 clients), then --appends appends of fresh chips at each --clients count.
@@ -136,13 +136,16 @@ The fill signs a certificate once for each of --fill-chips chips, then appends
 their entries epoch after epoch (epoch n+1 of a chip is a new valid entry and
 costs one signature), each window of distinct chips from --fill-clients
 concurrent clients; so the chip index holds --fill-chips chips, not one per
-entry.`,
+entry.
+
+It runs only on in-process clusters: it cannot take --ledger, since it has to
+fill a fresh log.`,
 				Flags: append(append(benchCommonFlags(), benchGrowthSizeFlags()...),
 					&cli.StringFlag{Name: "clients", Value: "16,256", Usage: "comma-separated numbers of concurrent appending `CLIENTS`"},
-					&cli.IntFlag{Name: "appends", Usage: "timed appends per client count and size (default 10,000; 1,000 with --quick)"},
+					&cli.IntFlag{Name: "appends", Usage: "timed appends per client count and size", DefaultText: "10,000; 1,000 with --quick"},
 					&cli.IntFlag{Name: "proof-clients", Value: 16, Usage: "concurrent clients asking for inclusion proofs"},
-					&cli.IntFlag{Name: "proof-requests", Usage: "inclusion proofs per size (default 10,000; 2,000 with --quick)"},
-					&cli.IntFlag{Name: "fill-chips", Usage: "chips the fill cycles through (default 16,384; 4,096 with --quick)"},
+					&cli.IntFlag{Name: "proof-requests", Usage: "inclusion proofs per size", DefaultText: "10,000; 2,000 with --quick"},
+					&cli.IntFlag{Name: "fill-chips", Usage: "chips the fill cycles through", DefaultText: "16,384; 4,096 with --quick"},
 					&cli.IntFlag{Name: "fill-clients", Value: 256, Usage: "concurrent clients of the fill"},
 				),
 				Action: runBenchSuite([]loadgen.Group{loadgen.GroupGrowth}),
@@ -190,7 +193,7 @@ manufacturer CA given with --ca; they stay in its log.`,
 			&cli.StringFlag{Name: "ca", Usage: "manufacturer CA `DIR` (from `chipledger ca init`) the running cluster trusts; needed with --ledger", EnvVars: []string{"CHIPLEDGER_CA"}},
 			&cli.StringFlag{Name: "nodes", Value: "1,3", Usage: "comma-separated cluster `SIZES` for in-process runs"},
 			&cli.StringFlag{Name: "clients", Value: "1,16,256", Usage: "comma-separated numbers of concurrent `CLIENTS`"},
-			&cli.IntFlag{Name: "appends", Usage: "appends per scenario (default: 1,000 for one client, 10,000 up to 16 clients, 30,000 above; a tenth of that, at least 100, with --quick)"},
+			&cli.IntFlag{Name: "appends", Usage: "appends per scenario", DefaultText: "1,000 for one client, 10,000 up to 16 clients, 30,000 above; a tenth of that, at least 100, with --quick"},
 			&cli.IntFlag{Name: "leaf-size", Value: 1536, Usage: "size of each escrow entry in `BYTES`"},
 			&cli.BoolFlag{Name: "quick", Usage: "fewer appends per scenario"},
 			&cli.BoolFlag{Name: "json", Usage: "print the results as JSON instead of a table"},
@@ -265,6 +268,9 @@ func runBenchSuite(groups []loadgen.Group) cli.ActionFunc {
 	return func(c *cli.Context) error {
 		if err := noArgs(c); err != nil {
 			return err
+		}
+		if len(groups) == 1 && groups[0] == loadgen.GroupGrowth && c.String("ledger") != "" {
+			return cli.Exit("bench growth fills fresh in-process clusters and cannot run against --ledger; drop --ledger, or run the other scenarios (chipledger bench --ledger ...)", 2)
 		}
 		if p := c.String("plot"); p != "" && !benchplotFormat(p) {
 			return cli.Exit(fmt.Sprintf("--plot %s: want a .png, .svg or .pdf file", p), 2)

@@ -122,10 +122,15 @@ func TestBenchFlagErrorsSayWhatIsWrong(t *testing.T) {
 		{[]string{"bench", "provisioning", "--in-flight", "0"}, "--in-flight"},
 		{[]string{"bench", "growth", "--clients", "x"}, "--clients"},
 		{[]string{"bench", "proofs", "extra"}, "takes no arguments"},
+		{[]string{"bench", "growth", "--ledger", "127.0.0.1:1", "--ca", "ca"}, "cannot run against --ledger"},
+		{[]string{"bench", "--ledger", "127.0.0.1:1", "--ca", filepath.Join(t.TempDir(), "no-ca")}, "create one with: chipledger ca init --dir"},
 	} {
 		res := runCLI(t, tc.args...)
 		if res.err == nil || !strings.Contains(res.err.Error(), tc.want) {
 			t.Errorf("%v: error %v, want one mentioning %q", tc.args, res.err, tc.want)
+		}
+		if res.err != nil && (strings.Contains(res.err.Error(), "InitCA") || strings.Contains(res.err.Error(), "LoadCA")) {
+			t.Errorf("%v: error %v names a Go function", tc.args, res.err)
 		}
 	}
 }

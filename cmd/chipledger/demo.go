@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+
 	"github.com/urfave/cli/v2"
 
 	"github.com/chipledger/chipledger/internal/demo"
@@ -34,6 +36,14 @@ stops it cleanly.`,
 }
 
 func runDemo(c *cli.Context) error {
+	if err := noArgs(c); err != nil {
+		return err
+	}
+	for _, f := range []string{"nodes", "devices", "concurrency"} {
+		if n := c.Int(f); n < 1 {
+			return cli.Exit(fmt.Sprintf("--%s %d: want at least 1", f, n), 2)
+		}
+	}
 	bar := newProgress(c.App.ErrWriter, c.Int("devices"), "provisioning", "devices")
 	s, err := demo.Run(c.Context, demo.Options{
 		Nodes:       c.Int("nodes"),

@@ -17,7 +17,7 @@ func keysCommand() *cli.Command {
 
    chipledger keys --origin ledger.example.com/log --out log.key`,
 		Description: `Generates a new log key for the log named ORIGIN (the first line of every
-checkpoint, conventionally a URL without scheme). The secret signer key is
+checkpoint, conventionally a URL without scheme; no spaces and no '+'). The secret signer key is
 written to FILE with mode 0600 (an existing file is never overwritten); give
 the same file to every node of the log with "chipledger node --log-key FILE".
 
@@ -30,6 +30,9 @@ devices and auditors with it to check the log's checkpoints.`,
 		Action: func(c *cli.Context) error {
 			if err := noArgs(c); err != nil {
 				return err
+			}
+			if err := ledger.CheckOrigin(c.String("origin")); err != nil {
+				return cli.Exit("--origin: "+err.Error(), 2)
 			}
 			skey, vkey, err := ledger.GenerateLogKey(c.String("origin"))
 			if err != nil {

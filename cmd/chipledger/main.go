@@ -12,7 +12,10 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"reflect"
 	"runtime/debug"
+	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -34,7 +37,12 @@ func main() {
 	err := newApp(os.Stdout, os.Stderr, runNode).RunContext(ctx, os.Args)
 	stop()
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "chipledger: %v\n", err)
+		var ue *usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintln(os.Stderr, ue) // already names the command
+		} else {
+			fmt.Fprintf(os.Stderr, "chipledger: %v\n", err)
+		}
 		code := 1
 		var ec cli.ExitCoder
 		if errors.As(err, &ec) {
@@ -48,11 +56,12 @@ func main() {
 // user or a script, stderr logs and help for errors. run starts a node for
 // `chipledger node` (tests replace it to check the flag mapping).
 func newApp(stdout, stderr io.Writer, run nodeRunner) *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:  "chipledger",
 		Usage: "a replicated, verifiable ledger of device key backups",
 		UsageText: `chipledger [--log-level LEVEL] COMMAND [command options]
 
+   chipledger demo                                        # the whole story in one process
    chipledger node --dev                                  # a local single-node ledger
    chipledger keys --origin ledger.example.com/log --out log.key
    chipledger ca init --dir ./ca --manufacturer "Example Devices Ltd"
@@ -65,8 +74,11 @@ in a Raft-replicated Merkle log together with the chip ID, the device identity
 and a device certificate. Years later the device or a repair shop fetches the
 backup by chip ID with a proof that it is in the log.
 
-To try it, run "chipledger node --dev": it creates a log key and a development
-CA in ./chipledger-data and serves a single-node ledger on 127.0.0.1:8080.
+To see it all work, run "chipledger demo": with no setup it runs a ledger
+cluster, a factory station and emulated devices in one process, recovers a
+wiped device and audits the log. To try the commands one by one, run
+"chipledger node --dev": it creates a log key and a development CA in
+./chipledger-data and serves a single-node ledger on 127.0.0.1:8080.
 
 Global options (such as --log-level) go before the command name.`,
 		Version:         appVersion(),
@@ -105,6 +117,8 @@ Global options (such as --log-level) go before the command name.`,
 			adminCommand(),
 		},
 	}
+	setupUsageErrors(app)
+	return app
 }
 
 // setupLogger makes the slog text logger on stderr at --log-level that the
@@ -145,4 +159,199 @@ func noArgs(c *cli.Context) error {
 		return cli.Exit(fmt.Sprintf("%s takes no arguments, got %q (flags go before any argument; see --help)", c.Command.FullName(), c.Args().Slice()), 2)
 	}
 	return nil
+}
+
+// exitUsage is the exit status of a usage error: an unknown command or
+// flag, a bad flag value or a missing required flag.
+const exitUsage = 2
+
+// usageError is a usage error of the command named by cmd ("pool fill";
+// "" for chipledger itself): one line, printed as it is, pointing at the
+// command's help.
+type usageError struct {
+	cmd string
+	msg string
+}
+
+func (e *usageError) Error() string {
+	name := strings.TrimSpace("chipledger " + e.cmd)
+	return fmt.Sprintf("%s: %s; see `%s --help`", name, e.msg, name)
+}
+
+// ExitCode makes a usageError a cli.ExitCoder.
+func (e *usageError) ExitCode() int { return exitUsage }
+
+// requiredFlags holds the flags setupUsageErrors took the Required mark off
+// (it checks them itself), so that help still shows no default for them.
+var requiredFlags sync.Map // cli.Flag → struct{}
+
+func init() {
+	show := cli.FlagStringer
+	cli.FlagStringer = func(f cli.Flag) string {
+		s := show(f)
+		if _, ok := requiredFlags.Load(f); ok {
+			if df, ok := f.(cli.DocGenerationFlag); ok && df.GetDefaultText() != "" {
+				s = strings.Replace(s, " (default: "+df.GetDefaultText()+")", "", 1)
+			}
+		}
+		return s
+	}
+}
+
+// setupUsageErrors makes every usage error one short line on stderr with
+// exit status 2, instead of urfave/cli's whole help on stdout and status 1:
+// it sets OnUsageError on the app and on every command (each needs its own),
+// checks required flags itself (urfave/cli v2 prints the help before
+// returning a missing-flag error, with no way to turn that off), and refuses
+// unknown commands.
+func setupUsageErrors(app *cli.App) {
+	app.OnUsageError = onUsageError("")
+	app.Action = unknownCommand("")
+	var walk func(path string, cmds []*cli.Command)
+	walk = func(path string, cmds []*cli.Command) {
+		for _, cmd := range cmds {
+			name := strings.TrimSpace(path + " " + cmd.Name)
+			cmd.OnUsageError = onUsageError(name)
+			var required []cli.Flag
+			for _, f := range cmd.Flags {
+				if rf, ok := f.(cli.RequiredFlag); ok && rf.IsRequired() {
+					// Every cli flag type has a Required field.
+					reflect.ValueOf(f).Elem().FieldByName("Required").SetBool(false)
+					requiredFlags.Store(f, struct{}{})
+					required = append(required, f)
+				}
+			}
+			switch {
+			case cmd.Action != nil && len(required) > 0:
+				action := cmd.Action
+				cmd.Action = func(c *cli.Context) error {
+					if err := checkRequired(c, name, required); err != nil {
+						return err
+					}
+					return action(c)
+				}
+			case cmd.Action == nil && len(cmd.Subcommands) > 0:
+				cmd.Action = unknownCommand(name)
+			}
+			walk(name, cmd.Subcommands)
+		}
+	}
+	walk("", app.Commands)
+}
+
+// onUsageError returns the OnUsageError handler of the command name (""
+// for the app itself).
+func onUsageError(name string) cli.OnUsageErrorFunc {
+	return func(c *cli.Context, err error, _ bool) error {
+		msg := err.Error()
+		// "flag provided but not defined: -bogus": suggest a near flag.
+		if bad, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+			msg = fmt.Sprintf("unknown flag --%s", bad)
+			flags := c.App.Flags
+			if name != "" && c.Command != nil {
+				flags = c.Command.Flags
+			}
+			var names []string
+			for _, f := range flags {
+				names = append(names, f.Names()...)
+			}
+			if s := nearest(bad, names); s != "" {
+				msg += fmt.Sprintf(" (did you mean --%s?)", s)
+			}
+		}
+		return &usageError{cmd: name, msg: msg}
+	}
+}
+
+// checkRequired reports the required flags that are neither given nor set
+// by their environment variable.
+func checkRequired(c *cli.Context, name string, flags []cli.Flag) error {
+	var missing []string
+	for _, f := range flags {
+		set := false
+		for _, n := range f.Names() {
+			set = set || c.IsSet(n)
+		}
+		if !set {
+			m := "--" + f.Names()[0]
+			if ev, ok := f.(interface{ GetEnvVars() []string }); ok && len(ev.GetEnvVars()) > 0 {
+				m += " (or $" + ev.GetEnvVars()[0] + ")"
+			}
+			missing = append(missing, m)
+		}
+	}
+	switch len(missing) {
+	case 0:
+		return nil
+	case 1:
+		return &usageError{cmd: name, msg: "missing required flag " + missing[0]}
+	}
+	return &usageError{cmd: name, msg: "missing required flags " + strings.Join(missing, ", ")}
+}
+
+// unknownCommand is the action of the app and of command groups: help
+// without arguments, a usage error for an unknown command.
+func unknownCommand(name string) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		if !c.Args().Present() || c.Args().First() == "help" {
+			if name == "" {
+				return cli.ShowAppHelp(c)
+			}
+			return cli.ShowSubcommandHelp(c)
+		}
+		bad := c.Args().First()
+		msg := fmt.Sprintf("unknown command %q", bad)
+		var cmds []*cli.Command
+		if name == "" {
+			cmds = c.App.Commands
+		} else if c.Command != nil {
+			cmds = c.Command.Subcommands
+		}
+		var names []string
+		for _, cmd := range cmds {
+			if !cmd.Hidden {
+				names = append(names, cmd.Names()...)
+			}
+		}
+		if s := nearest(bad, names); s != "" {
+			msg += fmt.Sprintf(" (did you mean %s?)", s)
+		}
+		return &usageError{cmd: name, msg: msg}
+	}
+}
+
+// nearest returns the name closest to s if it is a likely typo of it: at
+// most two edits away (one for short names), or "".
+func nearest(s string, names []string) string {
+	best, bestD := "", 3
+	if len(s) <= 4 {
+		bestD = 2
+	}
+	for _, n := range names {
+		if d := editDistance(s, n); d < bestD {
+			best, bestD = n, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance between a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
 }

@@ -37,8 +37,10 @@ From then on stations derive new channel keys with version N. Back up every
 version: a device's channel key can only be derived again with the version it
 was provisioned with.`,
 			Flags: []cli.Flag{
-				&cli.StringFlag{Name: "dir", Required: true, TakesFile: true, EnvVars: []string{"CHIPLEDGER_MASTER_KEY_DIR"},
-					Usage: "the master key directory `DIR`"},
+				// $CHIPLEDGER_MASTER_KEYS, as for provision --master-keys;
+				// $CHIPLEDGER_MASTER_KEY_DIR is its old name.
+				&cli.StringFlag{Name: "dir", Required: true, TakesFile: true, EnvVars: []string{"CHIPLEDGER_MASTER_KEYS", "CHIPLEDGER_MASTER_KEY_DIR"},
+					Usage: "the master key directory `DIR` (provision's --master-keys)"},
 			},
 			Action: func(c *cli.Context) error {
 				if err := noArgs(c); err != nil {

@@ -13,7 +13,7 @@ import (
 // keyToolEnvVars are the environment variables of the master-key and pool
 // commands.
 var keyToolEnvVars = []string{
-	"CHIPLEDGER_MASTER_KEY_DIR", "CHIPLEDGER_POOL", "CHIPLEDGER_POOL_KEY", "CHIPLEDGER_COUNT",
+	"CHIPLEDGER_MASTER_KEYS", "CHIPLEDGER_MASTER_KEY_DIR", "CHIPLEDGER_POOL", "CHIPLEDGER_POOL_KEY", "CHIPLEDGER_COUNT",
 	"CHIPLEDGER_JSON", "CHIPLEDGER_LOG_LEVEL",
 }
 
@@ -40,17 +40,24 @@ func TestMasterKeyNewPrintsEachNewVersion(t *testing.T) {
 			t.Errorf("stderr does not name %s: %q", path, r.stderr)
 		}
 	}
-	t.Setenv("CHIPLEDGER_MASTER_KEY_DIR", dir)
+	// The variable of provision --master-keys, and the old name.
+	t.Setenv("CHIPLEDGER_MASTER_KEYS", dir)
 	r := runCLI(t, "master-key", "new")
 	if r.err != nil || strings.TrimSpace(r.stdout) != "3" {
-		t.Fatalf("master-key new with the directory from the environment: %q, %v; want 3", r.stdout, r.err)
+		t.Fatalf("master-key new with the directory from $CHIPLEDGER_MASTER_KEYS: %q, %v; want 3", r.stdout, r.err)
+	}
+	os.Unsetenv("CHIPLEDGER_MASTER_KEYS")
+	t.Setenv("CHIPLEDGER_MASTER_KEY_DIR", dir)
+	r = runCLI(t, "master-key", "new")
+	if r.err != nil || strings.TrimSpace(r.stdout) != "4" {
+		t.Fatalf("master-key new with the directory from $CHIPLEDGER_MASTER_KEY_DIR: %q, %v; want 4", r.stdout, r.err)
 	}
 	mk, err := provisioner.LoadMasterKeys(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := mk.Versions(); !slices.Equal(got, []uint32{1, 2, 3}) {
-		t.Errorf("versions %v, want [1 2 3]", got)
+	if got := mk.Versions(); !slices.Equal(got, []uint32{1, 2, 3, 4}) {
+		t.Errorf("versions %v, want [1 2 3 4]", got)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/urfave/cli/v2"
+	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/chipledger/chipledger/internal/clustertls"
 	"github.com/chipledger/chipledger/ledger"
@@ -78,6 +79,11 @@ type devSetup struct {
 // nodeRunner runs a node with cfg until c.Context is cancelled; dev is set
 // for `node --dev`.
 type nodeRunner func(c *cli.Context, cfg node.Config, dev *devSetup) error
+
+// logSignerKeyEnv is the environment variable of the node's --log-key: the
+// secret signer key file. CHIPLEDGER_LOG_KEY, which env would give, is the
+// public verifier key of the other commands.
+const logSignerKeyEnv = "CHIPLEDGER_LOG_SIGNER_KEY"
 
 // env names the environment variable of a node flag.
 func env(name string) []string {
@@ -150,8 +156,10 @@ list flags take comma-separated values there.`,
 				Usage: "a founding member for --bootstrap, `PEER` = ID=RAFT_ADDR=API_ADDR; repeat for each node, this one included"},
 			&cli.StringSliceFlag{Name: "join", EnvVars: env("join"),
 				Usage: "join the cluster through the member whose API is at `HOST:PORT`; repeat to try several"},
-			&cli.StringFlag{Name: "log-key", EnvVars: env("log-key"), TakesFile: true,
-				Usage: "`FILE` with the secret log key checkpoints are signed with, from \"chipledger keys\" (required; --dev: DIR/log.key)"},
+			// Not $CHIPLEDGER_LOG_KEY: for every other command that is the
+			// public verifier key, which a node cannot sign with.
+			&cli.StringFlag{Name: "log-key", EnvVars: []string{logSignerKeyEnv}, TakesFile: true,
+				Usage: "`FILE` with the secret log key checkpoints are signed with, from \"chipledger keys --out\" (required; --dev: DIR/log.key)"},
 			&cli.StringFlag{Name: "trust", EnvVars: env("trust"), TakesFile: true,
 				Usage: "PEM `FILE` of the manufacturer roots and CAs that device and station certificates must chain to, e.g. trust.pem from \"chipledger ca init\" (required; --dev: DIR/ca/trust.pem)"},
 			&cli.StringFlag{Name: "tls-ca", EnvVars: env("tls-ca"), TakesFile: true,
@@ -279,13 +287,13 @@ func prepareDev(f *nodeFlags) (*devSetup, error) {
 // requiredNodeFlags are the flags a node needs without --dev, with what they
 // are for.
 var requiredNodeFlags = []struct {
-	name, purpose string
-	value         func(*nodeFlags) string
+	name, env, purpose string
+	value              func(*nodeFlags) string
 }{
-	{"id", "this node's name in the Raft cluster, stable across restarts", func(f *nodeFlags) string { return f.ID }},
-	{"data-dir", "where the node keeps its Raft log and ledger", func(f *nodeFlags) string { return f.DataDir }},
-	{"log-key", "the secret log key file from \"chipledger keys\", to sign checkpoints", func(f *nodeFlags) string { return f.LogKey }},
-	{"trust", "the manufacturer trust bundle (PEM) from \"chipledger ca init\", to check certificates", func(f *nodeFlags) string { return f.Trust }},
+	{"id", env("id")[0], "this node's name in the Raft cluster, stable across restarts", func(f *nodeFlags) string { return f.ID }},
+	{"data-dir", env("data-dir")[0], "where the node keeps its Raft log and ledger", func(f *nodeFlags) string { return f.DataDir }},
+	{"log-key", logSignerKeyEnv, "the secret log key file from \"chipledger keys\", to sign checkpoints", func(f *nodeFlags) string { return f.LogKey }},
+	{"trust", env("trust")[0], "the manufacturer trust bundle (PEM) from \"chipledger ca init\", to check certificates", func(f *nodeFlags) string { return f.Trust }},
 }
 
 // nodeConfig maps the flags to a node.Config: it checks that they fit
@@ -294,11 +302,14 @@ func nodeConfig(f nodeFlags, log *slog.Logger) (node.Config, error) {
 	var missing []string
 	for _, r := range requiredNodeFlags {
 		if r.value(&f) == "" {
-			missing = append(missing, fmt.Sprintf("  --%s [$%s]: %s", r.name, env(r.name)[0], r.purpose))
+			missing = append(missing, fmt.Sprintf("  --%s [$%s]: %s", r.name, r.env, r.purpose))
 		}
 	}
+	if f.LogKey == "" && os.Getenv("CHIPLEDGER_LOG_KEY") != "" {
+		missing = append(missing, "  (CHIPLEDGER_LOG_KEY is set, but a node does not read it: for the other commands it names the\n  public verifier key; give the node its secret key file with $"+logSignerKeyEnv+")")
+	}
 	if len(missing) > 0 {
-		return node.Config{}, fmt.Errorf("missing required flags:\n%s\n(or run \"chipledger node --dev\" for a local development node; see \"chipledger node --help\")", strings.Join(missing, "\n"))
+		return node.Config{}, cli.Exit(fmt.Sprintf("missing required flags:\n%s\n(or run \"chipledger node --dev\" for a local development node; see \"chipledger node --help\")", strings.Join(missing, "\n")), exitUsage)
 	}
 	cfg := node.Config{
 		ID:            f.ID,
@@ -524,6 +535,10 @@ func runNode(c *cli.Context, cfg node.Config, dev *devSetup) error {
 	n, err := node.New(cfg)
 	if errors.Is(err, syscall.EADDRINUSE) {
 		return fmt.Errorf("%w\n(another process uses that address: stop it, or pick free ports with --raft-addr and --api-addr)", err)
+	}
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		// bbolt gives up waiting for the lock another process holds.
+		return fmt.Errorf("%w\n(is another node running with this --data-dir %s? stop it, or give this node its own --data-dir)", err, cfg.DataDir)
 	}
 	if err != nil {
 		return err

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -27,7 +29,7 @@ var sharedPKI = sync.OnceValues(testpki.New)
 var nodeEnvVars = []string{
 	"CHIPLEDGER_DEV", "CHIPLEDGER_ID", "CHIPLEDGER_DATA_DIR", "CHIPLEDGER_RAFT_ADDR",
 	"CHIPLEDGER_RAFT_ADVERTISE", "CHIPLEDGER_API_ADDR", "CHIPLEDGER_API_ADVERTISE",
-	"CHIPLEDGER_BOOTSTRAP", "CHIPLEDGER_PEER", "CHIPLEDGER_JOIN", "CHIPLEDGER_LOG_KEY",
+	"CHIPLEDGER_BOOTSTRAP", "CHIPLEDGER_PEER", "CHIPLEDGER_JOIN", "CHIPLEDGER_LOG_KEY", "CHIPLEDGER_LOG_SIGNER_KEY",
 	"CHIPLEDGER_TRUST", "CHIPLEDGER_LOG_LEVEL",
 }
 
@@ -156,7 +158,7 @@ func TestNodeFlagsMapToConfig(t *testing.T) {
 			name: "environment variables",
 			args: []string{"node"},
 			env: map[string]string{
-				"CHIPLEDGER_ID": "n1", "CHIPLEDGER_DATA_DIR": "/data", "CHIPLEDGER_LOG_KEY": logKey, "CHIPLEDGER_TRUST": trust,
+				"CHIPLEDGER_ID": "n1", "CHIPLEDGER_DATA_DIR": "/data", "CHIPLEDGER_LOG_SIGNER_KEY": logKey, "CHIPLEDGER_TRUST": trust,
 				"CHIPLEDGER_RAFT_ADDR": "10.0.0.1:7000", "CHIPLEDGER_API_ADDR": "10.0.0.1:8080", "CHIPLEDGER_BOOTSTRAP": "true", "CHIPLEDGER_INSECURE": "true",
 				"CHIPLEDGER_PEER": "n1=10.0.0.1:7000=10.0.0.1:8080,n2=10.0.0.2:7000=10.0.0.2:8080,n3=10.0.0.3:7000=10.0.0.3:8080",
 			},
@@ -391,5 +393,90 @@ func TestCAInitPrintsTheTrustBundlePath(t *testing.T) {
 	again := runCLI(t, "ca", "init", "--dir", dir, "--manufacturer", "Example Devices Ltd")
 	if again.err == nil || !strings.Contains(again.err.Error(), "already exists") {
 		t.Errorf("second ca init: %v, want a refusal", again.err)
+	}
+}
+
+func TestKeysRefusesAnOriginThatCannotNameAKey(t *testing.T) {
+	clearEnv(t)
+	for _, origin := range []string{"", "bad origin+x", "two words"} {
+		out := filepath.Join(t.TempDir(), "log.key")
+		r := runCLI(t, "keys", "--origin", origin, "--out", out)
+		if r.err == nil || !strings.Contains(r.err.Error(), "--origin") || exitStatus(r.err) != 2 {
+			t.Errorf("keys --origin %q: %v (exit %d), want a usage error naming --origin", origin, r.err, exitStatus(r.err))
+		}
+		if _, err := os.Stat(out); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("keys --origin %q wrote %s", origin, out)
+		}
+	}
+}
+
+func TestNodeLogKeyHasItsOwnEnvironmentVariable(t *testing.T) {
+	logKey, trust := nodeFiles(t)
+	skey, err := os.ReadFile(logKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ledger.NewLogSigner(string(skey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vkeyFile := filepath.Join(t.TempDir(), "log.pub")
+	if err := os.WriteFile(vkeyFile, []byte(signer.VerifierKey()+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"node", "--id", "n1", "--data-dir", "/data", "--trust", trust, "--insecure"}
+
+	clearEnv(t)
+	t.Setenv("CHIPLEDGER_LOG_SIGNER_KEY", logKey)
+	if r := runCLI(t, base...); r.err != nil || r.cfg == nil || r.cfg.Signer.Origin() != testOrigin {
+		t.Fatalf("with $CHIPLEDGER_LOG_SIGNER_KEY: %v", r.err)
+	}
+
+	// $CHIPLEDGER_LOG_KEY is the other commands' public verifier key: the
+	// node neither takes it nor stays silent about it.
+	clearEnv(t)
+	t.Setenv("CHIPLEDGER_LOG_KEY", vkeyFile)
+	r := runCLI(t, base...)
+	if r.err == nil || r.cfg != nil {
+		t.Fatal("the node started with only $CHIPLEDGER_LOG_KEY set")
+	}
+	for _, w := range []string{"--log-key", "CHIPLEDGER_LOG_SIGNER_KEY", "CHIPLEDGER_LOG_KEY is set"} {
+		if !strings.Contains(r.err.Error(), w) {
+			t.Errorf("error %q does not mention %q", r.err, w)
+		}
+	}
+
+	// Given the verifier key file as --log-key, it says what it is.
+	clearEnv(t)
+	r = runCLI(t, append(base, "--log-key", vkeyFile)...)
+	if r.err == nil || !strings.Contains(r.err.Error(), "public verifier key") || !strings.Contains(r.err.Error(), "chipledger keys --out") {
+		t.Errorf("--log-key with the verifier key: %v, want it to say it is the public verifier key", r.err)
+	}
+}
+
+func TestASecondNodeOnADataDirSaysAnotherNodeUsesIt(t *testing.T) {
+	clearEnv(t)
+	data := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	first := freePorts(t, 2)
+	out := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- newApp(out, &syncBuffer{}, runNode).RunContext(ctx, []string{"chipledger", "--log-level", "error",
+			"node", "--dev", "--data-dir", data, "--raft-addr", first[0], "--api-addr", first[1]})
+	}()
+	awaitLine(t, out, func(line string) bool { return strings.Contains(line, "development node is running") })
+
+	second := freePorts(t, 2)
+	var stdout, stderr bytes.Buffer
+	err := newApp(&stdout, &stderr, runNode).RunContext(context.Background(), []string{"chipledger", "--log-level", "error",
+		"node", "--dev", "--data-dir", data, "--raft-addr", second[0], "--api-addr", second[1]})
+	if err == nil || !strings.Contains(err.Error(), "another node running with this --data-dir") {
+		t.Errorf("second node on %s: %v, want it to ask whether another node runs there", data, err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("first node: %v", err)
 	}
 }

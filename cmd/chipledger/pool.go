@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"text/tabwriter"
 	"time"
 
@@ -50,7 +51,7 @@ Interrupting it (Ctrl-C) keeps the keys added so far. Prints the pool's status
 when done.`,
 				Flags: []cli.Flag{
 					poolFlag(),
-					&cli.IntFlag{Name: "count", Required: true, EnvVars: env("count"), Usage: "add `N` keys"},
+					&cli.IntFlag{Name: "count", Required: true, Usage: "add `N` keys"},
 					&cli.StringFlag{Name: "pool-key", TakesFile: true, EnvVars: env("pool-key"),
 						Usage: "the pool key `FILE` (default: the --pool file with \".key\" appended; made with mode 0600 for a new pool if missing)"},
 				},
@@ -68,7 +69,7 @@ opens the pool read-only and does not need the pool key, but it cannot read a
 pool while a station or "pool fill" has it open.`,
 				Flags: []cli.Flag{
 					poolFlag(),
-					&cli.BoolFlag{Name: "json", EnvVars: env("json"), Usage: "print the status as a JSON object"},
+					&cli.BoolFlag{Name: "json", Usage: "print the status as a JSON object"},
 				},
 				Action: runPoolStatus,
 			},
@@ -90,6 +91,15 @@ func runPoolFill(c *cli.Context) error {
 	}
 	_, err := os.Stat(keyFile)
 	keyExisted := !errors.Is(err, fs.ErrNotExist)
+	// A missing pool is created, and so are the directories of the pool and
+	// its key.
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		for _, f := range []string{path, keyFile} {
+			if err := os.MkdirAll(filepath.Dir(f), 0o700); err != nil {
+				return fmt.Errorf("create the directory of %s: %w", f, err)
+			}
+		}
+	}
 
 	pool, err := provisioner.OpenPool(path, provisioner.PoolOptions{KeyFile: keyFile, Create: true})
 	if err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"os"
@@ -58,8 +59,7 @@ func TestPoolFillTakesItsFlagsFromTheEnvironment(t *testing.T) {
 	}
 	t.Setenv("CHIPLEDGER_POOL", pool)
 	t.Setenv("CHIPLEDGER_POOL_KEY", key)
-	t.Setenv("CHIPLEDGER_COUNT", "3")
-	if r := runCLI(t, "pool", "fill"); r.err != nil {
+	if r := runCLI(t, "pool", "fill", "--count", "3"); r.err != nil {
 		t.Fatal(r.err)
 	}
 	if _, err := os.Stat(key); err != nil {
@@ -184,4 +184,52 @@ func mustChip(t *testing.T, s string) ledger.ChipID {
 		t.Fatal(err)
 	}
 	return c
+}
+
+func TestPoolFillCreatesTheDirectoryOfANewPool(t *testing.T) {
+	clearKeyToolEnv(t)
+	dir := filepath.Join(t.TempDir(), "p", "q")
+	pool := filepath.Join(dir, "pool.db")
+	if r := runCLI(t, "pool", "fill", "--pool", pool, "--count", "3"); r.err != nil {
+		t.Fatalf("pool fill in a missing directory: %v", r.err)
+	}
+	if fi, err := os.Stat(dir); err != nil || (fi.Mode().Perm() != 0o700 && filepath.Separator == '/') {
+		t.Errorf("pool directory: %v, want a directory with mode 0700", err)
+	}
+	if _, err := os.Stat(pool + ".key"); err != nil {
+		t.Errorf("pool key: %v", err)
+	}
+}
+
+func TestPoolCommandsSayAFileIsNotAPool(t *testing.T) {
+	clearKeyToolEnv(t)
+	notAPool := filepath.Join(t.TempDir(), "notes.txt")
+	if err := os.WriteFile(notAPool, bytes.Repeat([]byte("not a pool\n"), 427), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"pool", "fill", "--pool", notAPool, "--count", "1"},
+		{"pool", "status", "--pool", notAPool},
+	} {
+		r := runCLI(t, args...)
+		if r.err == nil || !strings.Contains(r.err.Error(), notAPool+" is not a chipledger key pool") {
+			t.Errorf("chipledger %s: %v, want it to say the file is not a key pool", strings.Join(args, " "), r.err)
+		}
+	}
+}
+
+func TestPoolFlagsTakeNoGenericEnvironmentVariables(t *testing.T) {
+	clearKeyToolEnv(t)
+	pool := filepath.Join(t.TempDir(), "pool.db")
+	t.Setenv("CHIPLEDGER_COUNT", "3")
+	if r := runCLI(t, "pool", "fill", "--pool", pool); r.err == nil || !strings.Contains(r.err.Error(), "--count") {
+		t.Errorf("pool fill took --count from $CHIPLEDGER_COUNT: %v", r.err)
+	}
+	if r := runCLI(t, "pool", "fill", "--pool", pool, "--count", "1"); r.err != nil {
+		t.Fatal(r.err)
+	}
+	t.Setenv("CHIPLEDGER_JSON", "true")
+	if r := runCLI(t, "pool", "status", "--pool", pool); r.err != nil || strings.HasPrefix(r.stdout, "{") {
+		t.Errorf("pool status took --json from $CHIPLEDGER_JSON: %v, %q", r.err, r.stdout)
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -193,16 +194,46 @@ func newRecoveryClient(c *cli.Context) (*client.Client, error) {
 		return nil, err
 	}
 	if name := c.String("trusted"); name != "" {
+		// The checkpoint is saved at the end: fail now, not after the work.
+		if err := checkFileDir("trusted", name); err != nil {
+			return nil, err
+		}
 		opts.Trusted, err = os.ReadFile(name)
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("--trusted: %w", err)
 		}
 	}
 	cl, err := client.New(opts)
-	if err != nil && opts.Trusted != nil {
-		return nil, fmt.Errorf("--trusted %s is not a checkpoint of this log: %w", c.String("trusted"), err)
+	if err != nil && opts.Trusted != nil && errors.Is(err, client.ErrBadSignature) {
+		return nil, fmt.Errorf("--trusted %s does not hold a checkpoint signed with this --log-key: it is another log's, or damaged; "+
+			"give the log key it was saved with, or move the file away to start afresh (without the rollback protection it gave)", c.String("trusted"))
 	}
 	return cl, err
+}
+
+// checkFileDir checks, before any work is done, that the file given with
+// --flag can be written later: that its directory exists and is writable.
+func checkFileDir(flag, name string) error {
+	dir := filepath.Dir(name)
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return cli.Exit(fmt.Sprintf("--%s %s: the directory %s does not exist; create it, or name a file in an existing directory", flag, name, dir), 2)
+	case err != nil:
+		return fmt.Errorf("--%s %s: %w", flag, name, err)
+	case !fi.IsDir():
+		return cli.Exit(fmt.Sprintf("--%s %s: %s is not a directory", flag, name, dir), 2)
+	}
+	if fi, err := os.Stat(name); err == nil && fi.IsDir() {
+		return cli.Exit(fmt.Sprintf("--%s %s is a directory; name a file", flag, name), 2)
+	}
+	probe, err := os.CreateTemp(dir, ".chipledger-write-test-*")
+	if err != nil {
+		return fmt.Errorf("--%s %s: cannot write in %s: %w", flag, name, dir, err)
+	}
+	probe.Close()
+	os.Remove(probe.Name())
+	return nil
 }
 
 // saveTrusted writes the client's trusted checkpoint to --trusted, if set:

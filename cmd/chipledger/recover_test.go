@@ -344,3 +344,32 @@ func TestRecoveryCauseNamesTheChipIndex(t *testing.T) {
 		}
 	}
 }
+
+func TestRecoverCommandChecksTheTrustedFileFirst(t *testing.T) {
+	f := newRecoverFixture(t)
+	d, addr := f.device(true)
+
+	// A file that cannot be saved fails before the device is touched.
+	missing := filepath.Join(t.TempDir(), "nonexistent", "trusted")
+	r := f.recover("--device", addr, "--trusted", missing)
+	if r.err == nil || exitCode(r.err) != 2 || !strings.Contains(r.err.Error(), "--trusted "+missing) || !strings.Contains(r.err.Error(), "does not exist") {
+		t.Errorf("--trusted in a missing directory: %v (exit %d), want a usage error saying the directory does not exist", r.err, exitCode(r.err))
+	}
+	if hasKeys(t, d) {
+		t.Error("the device was recovered despite the unusable --trusted file")
+	}
+
+	// A file that is no checkpoint of this log says so without Go names
+	// or repeated prefixes.
+	junk := filepath.Join(t.TempDir(), "junk")
+	if err := os.WriteFile(junk, []byte("junk\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = f.recover("--device", addr, "--trusted", junk)
+	if r.err == nil || !strings.Contains(r.err.Error(), "--trusted "+junk+" does not hold a checkpoint signed with this --log-key") {
+		t.Fatalf("--trusted junk: %v", r.err)
+	}
+	if msg := r.err.Error(); strings.Contains(msg, "Options.") || strings.Count(msg, "client:") > 0 {
+		t.Errorf("--trusted junk: %q names Go identifiers or the client package", msg)
+	}
+}

@@ -1,0 +1,150 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/urfave/cli/v2"
+)
+
+func TestUsageErrorsAreOneLineWithExitStatus2(t *testing.T) {
+	tests := []struct {
+		args []string
+		want []string // substrings of the one line
+	}{
+		{[]string{"--bogus"}, []string{"chipledger: ", "unknown flag --bogus", "`chipledger --help`"}},
+		{[]string{"bogus"}, []string{"chipledger: ", `unknown command "bogus"`, "`chipledger --help`"}},
+		{[]string{"keys", "--bogus"}, []string{"chipledger keys: ", "unknown flag --bogus", "`chipledger keys --help`"}},
+		{[]string{"keys", "--orign", "x", "--out", "y"}, []string{"unknown flag --orign", "did you mean --origin?"}},
+		{[]string{"keys"}, []string{"chipledger keys: ", "missing required flags --origin, --out", "`chipledger keys --help`"}},
+		{[]string{"keys", "--origin", "x"}, []string{"missing required flag --out;"}},
+		{[]string{"pool", "fill", "--pool", "p.db", "--count", "many"}, []string{"chipledger pool fill: ", "invalid value", "`chipledger pool fill --help`"}},
+		{[]string{"pool", "stats"}, []string{"chipledger pool: ", `unknown command "stats"`, "did you mean status?"}},
+		{[]string{"node", "verify"}, []string{"chipledger node verify: ", "missing required flag --data-dir (or $CHIPLEDGER_DATA_DIR)"}},
+		{[]string{"audit", "--ledger", "127.0.0.1:1", "--log-key", "k", "--roots", "r"}, []string{"chipledger audit: ", "--state"}},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			clearEnv(t)
+			clearKeyToolEnv(t)
+			t.Setenv("CHIPLEDGER_AUDIT_STATE", "")
+			os.Unsetenv("CHIPLEDGER_AUDIT_STATE")
+			r := runCLI(t, tt.args...)
+			var ue *usageError
+			if !errors.As(r.err, &ue) || exitStatus(r.err) != 2 {
+				t.Fatalf("error %v (exit %d), want a usage error with exit status 2", r.err, exitStatus(r.err))
+			}
+			if msg := r.err.Error(); strings.Contains(msg, "\n") {
+				t.Errorf("the error has more than one line: %q", msg)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(r.err.Error(), w) {
+					t.Errorf("error %q does not mention %q", r.err, w)
+				}
+			}
+			if r.stdout != "" || r.stderr != "" {
+				t.Errorf("printed more than the error:\nstdout %q\nstderr %q", r.stdout, r.stderr)
+			}
+		})
+	}
+}
+
+func TestNodeMissingFlagsIsAUsageError(t *testing.T) {
+	clearEnv(t)
+	r := runCLI(t, "node")
+	if exitStatus(r.err) != 2 || !strings.Contains(r.err.Error(), "--dev") {
+		t.Errorf("node without flags: %v (exit %d), want the missing flags and --dev with exit status 2", r.err, exitStatus(r.err))
+	}
+}
+
+func TestHelpStillWorksWithRequiredFlagsAndShowsNoDefaultForThem(t *testing.T) {
+	clearEnv(t)
+	for _, args := range [][]string{{"help"}, {"pool", "help"}, {"pool"}, {"pool", "fill", "--help"}, {"keys", "--help"}} {
+		r := runCLI(t, args...)
+		if r.err != nil || r.stdout == "" {
+			t.Errorf("chipledger %s: %v, stdout %q", strings.Join(args, " "), r.err, r.stdout)
+		}
+	}
+	r := runCLI(t, "pool", "fill", "--help")
+	for _, line := range strings.Split(r.stdout, "\n") {
+		if strings.Contains(line, "--count") && strings.Contains(line, "(default") {
+			t.Errorf("the required --count shows a default: %q", line)
+		}
+	}
+}
+
+func TestTheBinaryPrintsAUsageErrorAsOneLineOnStderr(t *testing.T) {
+	bin := chipledgerBinary(t)
+	cmd := exec.Command(bin, "keys", "--bogus")
+	cmd.Env = []string{}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+		t.Fatalf("chipledger keys --bogus: %v, want exit status 2", err)
+	}
+	want := "chipledger keys: unknown flag --bogus; see `chipledger keys --help`\n"
+	if stdout.Len() != 0 || stderr.String() != want {
+		t.Errorf("stdout %q, stderr %q; want nothing and %q", stdout.String(), stderr.String(), want)
+	}
+}
+
+// Every flag's help shows its default once: a flag whose usage says its
+// default itself must not get urfave/cli's "(default: 0)" as well.
+func TestFlagHelpShowsEachDefaultOnce(t *testing.T) {
+	app := newApp(&bytes.Buffer{}, &bytes.Buffer{}, nil)
+	var walk func(path string, cmds []*cli.Command)
+	walk = func(path string, cmds []*cli.Command) {
+		for _, cmd := range cmds {
+			name := strings.TrimSpace(path + " " + cmd.Name)
+			for _, f := range cmd.Flags {
+				if s := cli.FlagStringer(f); strings.Count(s, "(default") > 1 {
+					t.Errorf("chipledger %s: %s", name, s)
+				}
+			}
+			walk(name, cmd.Subcommands)
+		}
+	}
+	walk("", app.Commands)
+}
+
+func TestTopLevelHelpPointsAtTheDemoFirst(t *testing.T) {
+	r := runCLI(t, "--help")
+	demo, dev := strings.Index(r.stdout, "chipledger demo"), strings.Index(r.stdout, "chipledger node --dev")
+	if demo < 0 || dev < 0 || demo > dev {
+		t.Errorf("help mentions chipledger demo at %d and node --dev at %d; want the demo first:\n%s", demo, dev, r.stdout)
+	}
+}
+
+// TestUsageTextsNameOnlyRealFlags checks every command line of every
+// command's usage text and description, as the docs test does for the docs.
+func TestUsageTextsNameOnlyRealFlags(t *testing.T) {
+	app := newApp(&bytes.Buffer{}, &bytes.Buffer{}, nil)
+	checked := 0
+	var walk func(path string, cmds []*cli.Command)
+	walk = func(path string, cmds []*cli.Command) {
+		for _, cmd := range cmds {
+			name := strings.TrimSpace(path + " " + cmd.Name)
+			text := strings.ReplaceAll(cmd.UsageText+"\n"+cmd.Description, "\\\n", " ")
+			for n, line := range strings.Split(text, "\n") {
+				// [--flag VALUE] is optional syntax, not part of the word.
+				line = strings.NewReplacer("[", " ", "]", " ", "|", " ").Replace(line)
+				for _, m := range invocation.FindAllStringSubmatch(line, -1) {
+					if checkInvocation(t, app, strings.Fields(m[1]), "usage of chipledger "+name, n+1) {
+						checked++
+					}
+				}
+			}
+			walk(name, cmd.Subcommands)
+		}
+	}
+	walk("", app.Commands)
+	if checked < 30 {
+		t.Fatalf("only %d command lines found in the usage texts: the parser is broken", checked)
+	}
+}
