@@ -12,10 +12,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"reflect"
 	"runtime/debug"
 	"strings"
-	"sync"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -181,23 +179,6 @@ func (e *usageError) Error() string {
 // ExitCode makes a usageError a cli.ExitCoder.
 func (e *usageError) ExitCode() int { return exitUsage }
 
-// requiredFlags holds the flags setupUsageErrors took the Required mark off
-// (it checks them itself), so that help still shows no default for them.
-var requiredFlags sync.Map // cli.Flag → struct{}
-
-func init() {
-	show := cli.FlagStringer
-	cli.FlagStringer = func(f cli.Flag) string {
-		s := show(f)
-		if _, ok := requiredFlags.Load(f); ok {
-			if df, ok := f.(cli.DocGenerationFlag); ok && df.GetDefaultText() != "" {
-				s = strings.Replace(s, " (default: "+df.GetDefaultText()+")", "", 1)
-			}
-		}
-		return s
-	}
-}
-
 // setupUsageErrors makes every usage error one short line on stderr with
 // exit status 2, instead of urfave/cli's whole help on stdout and status 1:
 // it sets OnUsageError on the app and on every command (each needs its own),
@@ -214,10 +195,7 @@ func setupUsageErrors(app *cli.App) {
 			cmd.OnUsageError = onUsageError(name)
 			var required []cli.Flag
 			for _, f := range cmd.Flags {
-				if rf, ok := f.(cli.RequiredFlag); ok && rf.IsRequired() {
-					// Every cli flag type has a Required field.
-					reflect.ValueOf(f).Elem().FieldByName("Required").SetBool(false)
-					requiredFlags.Store(f, struct{}{})
+				if unrequire(f) {
 					required = append(required, f)
 				}
 			}
@@ -237,6 +215,37 @@ func setupUsageErrors(app *cli.App) {
 		}
 	}
 	walk("", app.Commands)
+}
+
+// unrequire takes the Required mark off f, for setupUsageErrors to check it
+// instead, and reports whether f had it. It knows the flag types this
+// command line uses; a required flag of another type keeps its mark (and
+// urfave/cli's own check).
+func unrequire(f cli.Flag) bool {
+	switch f := f.(type) {
+	case *cli.StringFlag:
+		return unmark(&f.Required)
+	case *cli.PathFlag:
+		return unmark(&f.Required)
+	case *cli.StringSliceFlag:
+		return unmark(&f.Required)
+	case *cli.IntFlag:
+		return unmark(&f.Required)
+	case *cli.Uint64Flag:
+		return unmark(&f.Required)
+	case *cli.DurationFlag:
+		return unmark(&f.Required)
+	case *cli.BoolFlag:
+		return unmark(&f.Required)
+	}
+	return false
+}
+
+// unmark clears *required and reports whether it was set.
+func unmark(required *bool) bool {
+	was := *required
+	*required = false
+	return was
 }
 
 // onUsageError returns the OnUsageError handler of the command name (""

@@ -51,7 +51,7 @@ Interrupting it (Ctrl-C) keeps the keys added so far. Prints the pool's status
 when done.`,
 				Flags: []cli.Flag{
 					poolFlag(),
-					&cli.IntFlag{Name: "count", Required: true, Usage: "add `N` keys"},
+					&cli.IntFlag{Name: "count", Required: true, DefaultText: "none, required", Usage: "add `N` keys"},
 					&cli.StringFlag{Name: "pool-key", TakesFile: true, EnvVars: env("pool-key"),
 						Usage: "the pool key `FILE` (default: the --pool file with \".key\" appended; made with mode 0600 for a new pool if missing)"},
 				},
