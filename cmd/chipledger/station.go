@@ -1,8 +1,10 @@
 package main
 
 import (
+	"crypto/tls"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"path/filepath"
 	"sort"
@@ -32,21 +34,35 @@ func ledgerFlags() []cli.Flag {
 	}
 }
 
-// ledgerHTTPClient is the HTTP client of --tls-ca: nil (the SDK's default,
-// plain h2c) without it, TLS trusting the cluster CA with it.
+// ledgerHTTPClient is the HTTP client of the ledger commands: h2c to
+// http:// addresses, HTTP/2 or HTTP/1.1 over TLS to https:// ones (trusting
+// the cluster CA of --tls-ca, if given), as the SDK's default client does;
+// and a node that serves TLS to a plain client, or plain HTTP to a TLS one,
+// fails the call at once with the flag to change.
 func ledgerHTTPClient(c *cli.Context) (*http.Client, error) {
 	ca := c.String("tls-ca")
-	if ca == "" {
-		return nil, nil
+	var tc *tls.Config
+	if ca != "" {
+		var err error
+		if tc, err = clustertls.ClientConfig(ca, "", ""); err != nil {
+			return nil, fmt.Errorf("--tls-ca: %w", err)
+		}
 	}
-	tc, err := clustertls.ClientConfig(ca, "", "")
-	if err != nil {
-		return nil, fmt.Errorf("--tls-ca: %w", err)
-	}
-	var p http.Protocols
-	p.SetHTTP1(true)
-	p.SetHTTP2(true)
-	return &http.Client{Transport: &http.Transport{TLSClientConfig: tc, Protocols: &p, MaxIdleConnsPerHost: 64}}, nil
+	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	// Pings find a connection to a node that vanished without a reset.
+	h2 := &http.HTTP2Config{SendPingTimeout: 15 * time.Second, PingTimeout: 5 * time.Second}
+	var plain, secure http.Protocols
+	plain.SetUnencryptedHTTP2(true)
+	secure.SetHTTP1(true)
+	secure.SetHTTP2(true)
+	return &http.Client{Transport: &nodeTransport{
+		ca: ca,
+		plain: &http.Transport{Protocols: &plain, DialContext: dialer.DialContext, HTTP2: h2,
+			IdleConnTimeout: 90 * time.Second, MaxIdleConnsPerHost: 64},
+		secure: &http.Transport{Protocols: &secure, DialContext: dialer.DialContext, HTTP2: h2, TLSClientConfig: tc,
+			IdleConnTimeout: 90 * time.Second, MaxIdleConnsPerHost: 64,
+			Proxy: http.ProxyFromEnvironment, TLSHandshakeTimeout: 10 * time.Second},
+	}}, nil
 }
 
 // ledgerAddrs is the --ledger addresses, made https:// under --tls-ca.
