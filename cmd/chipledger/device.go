@@ -142,7 +142,7 @@ func runDeviceNew(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("--trust %s: %w", c.String("trust"), err)
 	}
-	logKey, err := verifierKey(c.String("log-key"))
+	logKey, err := parseVerifierKey(c.String("log-key"), "the device's ROM takes the verifier key")
 	if err != nil {
 		return err
 	}
@@ -174,6 +174,12 @@ Serve it to stations and recovering clients with:
 // verifierKey returns the note verifier key given by --log-key: the key
 // itself, or the name of a file holding it.
 func verifierKey(value string) (string, error) {
+	return parseVerifierKey(value, "clients check the log with the verifier key")
+}
+
+// parseVerifierKey is verifierKey; who says who takes the verifier key
+// instead of the secret key, for the error.
+func parseVerifierKey(value, who string) (string, error) {
 	if _, err := proofs.NewLogVerifier(value); err == nil {
 		return value, nil
 	}
@@ -183,7 +189,7 @@ func verifierKey(value string) (string, error) {
 	}
 	key := strings.TrimSpace(string(data))
 	if strings.HasPrefix(key, "PRIVATE+KEY+") {
-		return "", fmt.Errorf("--log-key %s holds the log's secret signer key; give the device the verifier key that \"chipledger keys\" printed instead", value)
+		return "", fmt.Errorf("--log-key %s holds the log's secret signer key, which only the nodes need; %s that \"chipledger keys\" printed: pass that instead", value, who)
 	}
 	if _, err := proofs.NewLogVerifier(key); err != nil {
 		return "", fmt.Errorf("--log-key %s: %w", value, err)

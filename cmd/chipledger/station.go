@@ -27,7 +27,7 @@ import (
 func ledgerFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringSliceFlag{Name: "ledger", Required: true, EnvVars: env("ledger"),
-			Usage: "API `ADDRESS` of a ledger node (repeatable, or comma-separated): writes follow the leader"},
+			Usage: "API `ADDRESS` of a ledger node (repeatable, or comma-separated); any node of the cluster will do"},
 		&cli.StringFlag{Name: "log-key", Required: true, EnvVars: env("log-key"),
 			Usage: "the log's verifier `KEY` (or a file holding it), as printed by `chipledger keys` or `node --dev`"},
 		&cli.StringFlag{Name: "tls-ca", EnvVars: env("tls-ca"), TakesFile: true,

@@ -163,3 +163,21 @@ func TestBatchSummaryWithoutSuccessShowsNoLatency(t *testing.T) {
 		t.Errorf("summary of a batch that all failed:\n%s", b.String())
 	}
 }
+
+// TestSecretLogKeyErrorFitsTheCommand: the secret signer key given as
+// --log-key is refused with advice for the command at hand.
+func TestSecretLogKeyErrorFitsTheCommand(t *testing.T) {
+	clearDeviceEnv(t)
+	trust, _, skeyFile := deviceFiles(t)
+	r := runCLI(t, "monitor", "--ledger", "127.0.0.1:1", "--log-key", skeyFile, "--chip", "00112233445566778899aabbccddeeff")
+	if r.err == nil || !strings.Contains(r.err.Error(), "secret signer key") {
+		t.Fatalf("monitor with the secret key: %v", r.err)
+	}
+	if strings.Contains(r.err.Error(), "device") {
+		t.Errorf("a ledger client is told about the device: %v", r.err)
+	}
+	r = runCLI(t, "device", "new", "--state", filepath.Join(t.TempDir(), "d.json"), "--identity", testIMEI1, "--trust", trust, "--log-key", skeyFile)
+	if r.err == nil || !strings.Contains(r.err.Error(), "secret signer key") || !strings.Contains(r.err.Error(), "device's ROM") {
+		t.Errorf("device new with the secret key: %v", r.err)
+	}
+}
