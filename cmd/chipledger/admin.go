@@ -41,6 +41,15 @@ func adminCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "admin",
 		Usage: "administer a ledger cluster: status, revoke a station, remove a node, move leadership",
+		UsageText: `chipledger admin status --ledger ADDR [--json]
+chipledger admin revoke-station --ledger ADDR (--station-cert FILE | --station-id HEX) [--reason TEXT] [--at TIME]
+chipledger admin leave --ledger ADDR --node-id ID
+chipledger admin transfer-leadership --ledger ADDR [--to ID]
+
+   # a TLS cluster, with an admin certificate from "chipledger tls admin"
+   chipledger admin status --ledger 10.0.0.1:8080 --tls-ca tls/ca.pem
+   chipledger admin leave --ledger 10.0.0.1:8080 --tls-ca tls/ca.pem \
+       --tls-cert tls/admin-alice.pem --tls-key tls/admin-alice.key --node-id n3`,
 		Description: `Calls the AdminService of a node. Without TLS (a --dev or --insecure
 cluster) no credentials are needed. With TLS, every call but status needs an
 admin client certificate from the cluster CA (--tls-cert, --tls-key) or the

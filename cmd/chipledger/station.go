@@ -111,6 +111,16 @@ func stationCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "station",
 		Usage: "manage a factory station's identity",
+		UsageText: `chipledger station init --dir DIR --ca DIR --name NAME --ledger ADDR --log-key KEY [--tls-ca FILE]
+
+   chipledger station init --dir station --ca ca --name line-1 \
+       --ledger 127.0.0.1:8080 --log-key "dev.chipledger.local/log+1a2b3c4d+AT..."`,
+		Description: `A station is the factory's secure processing point, where "chipledger
+provision" runs. Its directory holds its key (station.key, mode 0600), its
+certificate (station.pem) from the manufacturer CA, and the provisioning
+journal. The ledger admits escrow entries only from stations registered in it
+and not revoked ("chipledger admin revoke-station"); "station init" makes the
+key and certificate and registers them.`,
 		Subcommands: []*cli.Command{{
 			Name:      "init",
 			Usage:     "make a station key and certificate and register the station in the ledger",

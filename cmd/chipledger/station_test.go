@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -179,5 +180,20 @@ func TestSecretLogKeyErrorFitsTheCommand(t *testing.T) {
 	r = runCLI(t, "device", "new", "--state", filepath.Join(t.TempDir(), "d.json"), "--identity", testIMEI1, "--trust", trust, "--log-key", skeyFile)
 	if r.err == nil || !strings.Contains(r.err.Error(), "secret signer key") || !strings.Contains(r.err.Error(), "device's ROM") {
 		t.Errorf("device new with the secret key: %v", r.err)
+	}
+}
+
+// TestGroupCommandsShowExamples: the station, tls and admin commands show
+// usage examples and a description in their help.
+func TestGroupCommandsShowExamples(t *testing.T) {
+	app := newApp(io.Discard, io.Discard, nil)
+	for _, name := range []string{"station", "tls", "admin"} {
+		c := app.Command(name)
+		if c == nil {
+			t.Fatalf("no %s command", name)
+		}
+		if !strings.Contains(c.UsageText, "chipledger "+name+" ") || c.Description == "" {
+			t.Errorf("%s: usage %q, description %q: want examples and a description", name, c.UsageText, c.Description)
+		}
 	}
 }

@@ -34,10 +34,20 @@ func tlsCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "tls",
 		Usage: "make the cluster CA, node and admin certificates, and admin tokens",
+		UsageText: `chipledger tls init --dir DIR
+chipledger tls node --dir DIR --id ID --host ADDRESS [--host ...]
+chipledger tls admin --dir DIR --name NAME
+chipledger tls token
+
+   # the cluster CA, a certificate for each node, one for an operator
+   chipledger tls init --dir tls
+   chipledger tls node --dir tls --id n1 --host 10.0.0.1 --host n1.example.com
+   chipledger tls admin --dir tls --name alice`,
 		Description: `For operators without a PKI of their own. Nodes run Raft over mutual TLS 1.3
 with peers whose certificates chain to the cluster CA, and serve the API over
-TLS; admin calls (join, leave, leadership transfer, station revocation) need a client
-certificate from the cluster CA or the admin token.`,
+TLS; admin calls (join, leave, leadership transfer, station revocation) need
+a client certificate from the cluster CA or the admin token. Clients reach
+such nodes with --tls-ca (the CA's ca.pem).`,
 		Subcommands: []*cli.Command{
 			{
 				Name:      "init",
