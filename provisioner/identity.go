@@ -84,6 +84,9 @@ func LoadStation(dir string) (*StationIdentity, error) {
 // ID is the station ID, SHA-256 of its certificate.
 func (s *StationIdentity) ID() [32]byte { return ledger.StationID(s.Certificate.Raw) }
 
+// Name is the station's name, the common name of its certificate.
+func (s *StationIdentity) Name() string { return s.Certificate.Subject.CommonName }
+
 // RegistrationLeaf is the ledger entry that registers the station.
 func (s *StationIdentity) RegistrationLeaf() ([]byte, error) {
 	return (&ledger.StationRegistration{

@@ -41,6 +41,15 @@ func adminCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "admin",
 		Usage: "administer a ledger cluster: status, revoke a station, remove a node, move leadership",
+		UsageText: `chipledger admin status --ledger ADDR [--json]
+chipledger admin revoke-station --ledger ADDR (--station-cert FILE | --station-id HEX) [--reason TEXT] [--at TIME]
+chipledger admin leave --ledger ADDR --node-id ID
+chipledger admin transfer-leadership --ledger ADDR [--to ID]
+
+   # a TLS cluster, with an admin certificate from "chipledger tls admin"
+   chipledger admin status --ledger 10.0.0.1:8080 --tls-ca tls/ca.pem
+   chipledger admin leave --ledger 10.0.0.1:8080 --tls-ca tls/ca.pem \
+       --tls-cert tls/admin-alice.pem --tls-key tls/admin-alice.key --node-id n3`,
 		Description: `Calls the AdminService of a node. Without TLS (a --dev or --insecure
 cluster) no credentials are needed. With TLS, every call but status needs an
 admin client certificate from the cluster CA (--tls-cert, --tls-key) or the
@@ -80,7 +89,7 @@ first revocation.`,
 					return err
 				}
 				if _, err := a.Leave(ctx, adminRequest(c, &v1.LeaveRequest{NodeId: c.String("node-id")})); err != nil {
-					return fmt.Errorf("leave %s: %w", c.String("node-id"), err)
+					return adminError(c, "leave "+c.String("node-id"), err)
 				}
 				fmt.Fprintf(c.App.Writer, "removed %s\n", c.String("node-id"))
 				return nil
@@ -97,7 +106,7 @@ first revocation.`,
 				}
 				resp, err := a.TransferLeadership(ctx, adminRequest(c, &v1.TransferLeadershipRequest{NodeId: c.String("to")}))
 				if err != nil {
-					return fmt.Errorf("transfer leadership: %w", err)
+					return adminError(c, "transfer leadership", err)
 				}
 				fmt.Fprintf(c.App.Writer, "leader is now %s\n", resp.Msg.GetLeaderId())
 				return nil
@@ -113,7 +122,7 @@ func adminClient(c *cli.Context) (chipledgerv1connect.AdminServiceClient, contex
 		return nil, nil, err
 	}
 	addr := c.String("ledger")
-	hc := http.DefaultClient
+	t := &nodeTransport{plain: http.DefaultTransport, secure: http.DefaultTransport}
 	if ca := c.String("tls-ca"); ca != "" {
 		if (c.String("tls-cert") == "") != (c.String("tls-key") == "") {
 			return nil, nil, errors.New("give both --tls-cert and --tls-key, or neither")
@@ -122,7 +131,7 @@ func adminClient(c *cli.Context) (chipledgerv1connect.AdminServiceClient, contex
 		if err != nil {
 			return nil, nil, fmt.Errorf("--tls-ca/--tls-cert/--tls-key: %w", err)
 		}
-		hc = &http.Client{Transport: &http.Transport{TLSClientConfig: tc, ForceAttemptHTTP2: true}}
+		t.secure, t.ca = &http.Transport{TLSClientConfig: tc, ForceAttemptHTTP2: true}, ca
 		if !strings.Contains(addr, "://") {
 			addr = "https://" + addr
 		}
@@ -134,7 +143,19 @@ func adminClient(c *cli.Context) (chipledgerv1connect.AdminServiceClient, contex
 	}
 	ctx, cancel := context.WithTimeout(c.Context, 30*time.Second)
 	go func() { <-c.Context.Done(); cancel() }()
-	return chipledgerv1connect.NewAdminServiceClient(hc, addr), ctx, nil
+	return chipledgerv1connect.NewAdminServiceClient(&http.Client{Transport: t}, addr), ctx, nil
+}
+
+// adminError is the error of an admin call: what failed, and what to do
+// when the flags are the cause (TLS, a refused token).
+func adminError(c *cli.Context, what string, err error) error {
+	if hint := tlsHint(err); hint != err {
+		return fmt.Errorf("%s: %w", what, hint)
+	}
+	if connect.CodeOf(err) == connect.CodePermissionDenied && c.String("admin-token") != "" {
+		return fmt.Errorf("%s: the node at %s refused the admin token: give the token whose hash the nodes have (--admin-token-hash), or a new one from \"chipledger tls token\" once its hash is on every node", what, c.String("ledger"))
+	}
+	return fmt.Errorf("%s: %w", what, err)
 }
 
 // adminRequest wraps msg with the admin token, if any.
@@ -153,7 +174,7 @@ func runAdminStatus(c *cli.Context) error {
 	}
 	resp, err := a.Status(ctx, adminRequest(c, &v1.StatusRequest{}))
 	if err != nil {
-		return fmt.Errorf("status of %s: %w", c.String("ledger"), err)
+		return adminError(c, "status of "+c.String("ledger"), err)
 	}
 	st := resp.Msg
 	if c.Bool("json") {
@@ -194,7 +215,7 @@ func runAdminRevoke(c *cli.Context) error {
 	}
 	resp, err := a.RevokeStation(ctx, adminRequest(c, req))
 	if err != nil {
-		return fmt.Errorf("revoke station %x: %w", id, err)
+		return adminError(c, fmt.Sprintf("revoke station %x", id), err)
 	}
 	verb := "revoked"
 	if resp.Msg.GetDuplicate() {

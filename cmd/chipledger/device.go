@@ -30,8 +30,10 @@ const defaultDeviceAddr = "127.0.0.1:9000"
 // deviceCommand is `chipledger device`: an emulated device.
 func deviceCommand() *cli.Command {
 	// Each subcommand gets its own flag: urfave/cli keeps state in flags.
+	// CHIPLEDGER_STATE, the first name, still works.
 	stateFlag := func(usage string) cli.Flag {
-		return &cli.StringFlag{Name: "state", Required: true, TakesFile: true, EnvVars: env("state"), Usage: usage}
+		return &cli.StringFlag{Name: "state", Required: true, TakesFile: true,
+			EnvVars: append(env("device-state"), env("state")...), Usage: usage}
 	}
 	return &cli.Command{
 		Name:  "device",
@@ -88,10 +90,11 @@ gRPC-Web, on HTTP/1.1 and h2c) and /healthz on --addr. Every change is
 written to the state file before it is acknowledged. Prints the agent's URL
 on stdout once it listens, and stops gracefully on SIGINT or SIGTERM.
 
-Run only one agent per state file.`,
+One agent per state file: the agent locks FILE.lock while it runs, and a
+second agent of the same file fails.`,
 				Flags: []cli.Flag{
 					stateFlag("the device's state `FILE`"),
-					&cli.StringFlag{Name: "addr", Value: defaultDeviceAddr, EnvVars: env("addr"),
+					&cli.StringFlag{Name: "addr", Value: defaultDeviceAddr, EnvVars: append(env("device-addr"), env("addr")...), // CHIPLEDGER_ADDR: the first name
 						Usage: "listen on `HOST:PORT` (port 0 picks a free port)"},
 				},
 				Action: runDeviceServe,
@@ -108,7 +111,7 @@ receipt, verified against the log key in ROM), any provisioning in progress,
 and the ROM. It prints no secret. It can run while "device serve" runs.`,
 				Flags: []cli.Flag{
 					stateFlag("the device's state `FILE`"),
-					&cli.BoolFlag{Name: "json", EnvVars: env("json"), Usage: "print a JSON object"},
+					&cli.BoolFlag{Name: "json", Usage: "print a JSON object"},
 				},
 				Action: runDeviceShow,
 			},
@@ -139,7 +142,7 @@ func runDeviceNew(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("--trust %s: %w", c.String("trust"), err)
 	}
-	logKey, err := verifierKey(c.String("log-key"))
+	logKey, err := parseVerifierKey(c.String("log-key"), "the device's ROM takes the verifier key")
 	if err != nil {
 		return err
 	}
@@ -171,6 +174,12 @@ Serve it to stations and recovering clients with:
 // verifierKey returns the note verifier key given by --log-key: the key
 // itself, or the name of a file holding it.
 func verifierKey(value string) (string, error) {
+	return parseVerifierKey(value, "clients check the log with the verifier key")
+}
+
+// parseVerifierKey is verifierKey; who says who takes the verifier key
+// instead of the secret key, for the error.
+func parseVerifierKey(value, who string) (string, error) {
 	if _, err := proofs.NewLogVerifier(value); err == nil {
 		return value, nil
 	}
@@ -180,7 +189,7 @@ func verifierKey(value string) (string, error) {
 	}
 	key := strings.TrimSpace(string(data))
 	if strings.HasPrefix(key, "PRIVATE+KEY+") {
-		return "", fmt.Errorf("--log-key %s holds the log's secret signer key; give the device the verifier key that \"chipledger keys\" printed instead", value)
+		return "", fmt.Errorf("--log-key %s holds the log's secret signer key, which only the nodes need; %s that \"chipledger keys\" printed: pass that instead", value, who)
 	}
 	if _, err := proofs.NewLogVerifier(key); err != nil {
 		return "", fmt.Errorf("--log-key %s: %w", value, err)
@@ -196,7 +205,16 @@ func runDeviceServe(c *cli.Context) error {
 	if err := checkHostPort(addr, true); err != nil {
 		return fmt.Errorf("--addr %q: %w", addr, err)
 	}
-	d, err := device.Load(c.String("state"), device.LoadOptions{})
+	state := c.String("state")
+	lock, err := device.LockState(state)
+	if errors.Is(err, device.ErrStateInUse) {
+		return fmt.Errorf("%w\n(another \"chipledger device serve --state %s\" runs: use that agent, or stop it first)", err, state)
+	}
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
+	d, err := device.Load(state, device.LoadOptions{})
 	if err != nil {
 		return err
 	}
@@ -216,7 +234,7 @@ func runDeviceServe(c *cli.Context) error {
 	go func() { done <- srv.Serve(ln) }()
 
 	url := "http://" + ln.Addr().String()
-	logger(c).Info("device agent running", "url", url, "chip", in.ChipID, "identities", in.Identities.String(), "epoch", in.Epoch, "state", c.String("state"))
+	logger(c).Info("device agent running", "url", url, "chip", in.ChipID, "identities", in.Identities.String(), "epoch", in.Epoch, "state", state)
 	fmt.Fprintln(c.App.Writer, url)
 
 	select {

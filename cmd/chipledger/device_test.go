@@ -23,8 +23,8 @@ import (
 
 // deviceEnvVars are the environment variables of the device commands.
 var deviceEnvVars = []string{
-	"CHIPLEDGER_STATE", "CHIPLEDGER_IDENTITY", "CHIPLEDGER_TRUST", "CHIPLEDGER_LOG_KEY",
-	"CHIPLEDGER_ADDR", "CHIPLEDGER_JSON", "CHIPLEDGER_LOG_LEVEL",
+	"CHIPLEDGER_DEVICE_STATE", "CHIPLEDGER_STATE", "CHIPLEDGER_IDENTITY", "CHIPLEDGER_TRUST", "CHIPLEDGER_LOG_KEY",
+	"CHIPLEDGER_DEVICE_ADDR", "CHIPLEDGER_ADDR", "CHIPLEDGER_JSON", "CHIPLEDGER_LOG_LEVEL",
 }
 
 func clearDeviceEnv(t *testing.T) {
@@ -147,13 +147,22 @@ func TestDeviceNewTakesItsFlagsFromTheEnvironment(t *testing.T) {
 		t.Fatal(err)
 	}
 	state := filepath.Join(t.TempDir(), "phone.json")
-	t.Setenv("CHIPLEDGER_STATE", state)
+	t.Setenv("CHIPLEDGER_DEVICE_STATE", state)
 	t.Setenv("CHIPLEDGER_IDENTITY", testIMEI1+","+testIMEI2)
 	t.Setenv("CHIPLEDGER_TRUST", trust)
 	t.Setenv("CHIPLEDGER_LOG_KEY", vkeyFile)
 	if r := runCLI(t, "device", "new"); r.err != nil {
 		t.Fatal(r.err)
 	}
+	// The generic CHIPLEDGER_JSON, which other commands read, does not
+	// make show print JSON.
+	t.Setenv("CHIPLEDGER_JSON", "true")
+	if r := runCLI(t, "device", "show"); r.err != nil || !strings.HasPrefix(r.stdout, "state file") {
+		t.Fatalf("device show with CHIPLEDGER_JSON set: %q, %v; want the text report", r.stdout, r.err)
+	}
+	// CHIPLEDGER_STATE, the variable's first name, still works.
+	os.Unsetenv("CHIPLEDGER_DEVICE_STATE")
+	t.Setenv("CHIPLEDGER_STATE", state)
 	r := runCLI(t, "device", "show", "--json")
 	if r.err != nil {
 		t.Fatal(r.err)
@@ -253,6 +262,17 @@ func TestDeviceServeAnswersAndStopsGracefully(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("device serve printed no URL\n%s", stderr.String())
 		}
+	}
+
+	// A second agent of the same state file is refused: the two would
+	// overwrite each other's state.
+	ctx2, cancel2 := context.WithTimeout(ctx, 5*time.Second) // bounds a second agent that starts
+	defer cancel2()
+	var out2, err2 syncBuffer
+	second := newApp(&out2, &err2, runNode).RunContext(ctx2,
+		[]string{"chipledger", "device", "serve", "--state", state, "--addr", "127.0.0.1:0"})
+	if second == nil || !strings.Contains(second.Error(), "in use") || !strings.Contains(second.Error(), state) {
+		t.Fatalf("a second device serve of %s: %v (printed %q), want an in-use error naming the file", state, second, out2.String())
 	}
 
 	c := device.NewAgentClient(http.DefaultClient, url)

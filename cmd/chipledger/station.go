@@ -1,8 +1,11 @@
 package main
 
 import (
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"path/filepath"
 	"sort"
@@ -24,7 +27,7 @@ import (
 func ledgerFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringSliceFlag{Name: "ledger", Required: true, EnvVars: env("ledger"),
-			Usage: "API `ADDRESS` of a ledger node (repeatable, or comma-separated): writes follow the leader"},
+			Usage: "API `ADDRESS` of a ledger node (repeatable, or comma-separated); any node of the cluster will do"},
 		&cli.StringFlag{Name: "log-key", Required: true, EnvVars: env("log-key"),
 			Usage: "the log's verifier `KEY` (or a file holding it), as printed by `chipledger keys` or `node --dev`"},
 		&cli.StringFlag{Name: "tls-ca", EnvVars: env("tls-ca"), TakesFile: true,
@@ -32,21 +35,35 @@ func ledgerFlags() []cli.Flag {
 	}
 }
 
-// ledgerHTTPClient is the HTTP client of --tls-ca: nil (the SDK's default,
-// plain h2c) without it, TLS trusting the cluster CA with it.
+// ledgerHTTPClient is the HTTP client of the ledger commands: h2c to
+// http:// addresses, HTTP/2 or HTTP/1.1 over TLS to https:// ones (trusting
+// the cluster CA of --tls-ca, if given), as the SDK's default client does;
+// and a node that serves TLS to a plain client, or plain HTTP to a TLS one,
+// fails the call at once with the flag to change.
 func ledgerHTTPClient(c *cli.Context) (*http.Client, error) {
 	ca := c.String("tls-ca")
-	if ca == "" {
-		return nil, nil
+	var tc *tls.Config
+	if ca != "" {
+		var err error
+		if tc, err = clustertls.ClientConfig(ca, "", ""); err != nil {
+			return nil, fmt.Errorf("--tls-ca: %w", err)
+		}
 	}
-	tc, err := clustertls.ClientConfig(ca, "", "")
-	if err != nil {
-		return nil, fmt.Errorf("--tls-ca: %w", err)
-	}
-	var p http.Protocols
-	p.SetHTTP1(true)
-	p.SetHTTP2(true)
-	return &http.Client{Transport: &http.Transport{TLSClientConfig: tc, Protocols: &p, MaxIdleConnsPerHost: 64}}, nil
+	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	// Pings find a connection to a node that vanished without a reset.
+	h2 := &http.HTTP2Config{SendPingTimeout: 15 * time.Second, PingTimeout: 5 * time.Second}
+	var plain, secure http.Protocols
+	plain.SetUnencryptedHTTP2(true)
+	secure.SetHTTP1(true)
+	secure.SetHTTP2(true)
+	return &http.Client{Transport: &nodeTransport{
+		ca: ca,
+		plain: &http.Transport{Protocols: &plain, DialContext: dialer.DialContext, HTTP2: h2,
+			IdleConnTimeout: 90 * time.Second, MaxIdleConnsPerHost: 64},
+		secure: &http.Transport{Protocols: &secure, DialContext: dialer.DialContext, HTTP2: h2, TLSClientConfig: tc,
+			IdleConnTimeout: 90 * time.Second, MaxIdleConnsPerHost: 64,
+			Proxy: http.ProxyFromEnvironment, TLSHandshakeTimeout: 10 * time.Second},
+	}}, nil
 }
 
 // ledgerAddrs is the --ledger addresses, made https:// under --tls-ca.
@@ -94,6 +111,16 @@ func stationCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "station",
 		Usage: "manage a factory station's identity",
+		UsageText: `chipledger station init --dir DIR --ca DIR --name NAME --ledger ADDR --log-key KEY [--tls-ca FILE]
+
+   chipledger station init --dir station --ca ca --name line-1 \
+       --ledger 127.0.0.1:8080 --log-key "dev.chipledger.local/log+1a2b3c4d+AT..."`,
+		Description: `A station is the factory's secure processing point, where "chipledger
+provision" runs. Its directory holds its key (station.key, mode 0600), its
+certificate (station.pem) from the manufacturer CA, and the provisioning
+journal. The ledger admits escrow entries only from stations registered in it
+and not revoked ("chipledger admin revoke-station"); "station init" makes the
+key and certificate and registers them.`,
 		Subcommands: []*cli.Command{{
 			Name:      "init",
 			Usage:     "make a station key and certificate and register the station in the ledger",
@@ -101,7 +128,11 @@ func stationCommand() *cli.Command {
 			Description: `Creates a P-256 station key (mode 0600) and a certificate for it issued by the
 manufacturer CA with the station policy, then appends the station's
 registration to the ledger, which admits escrow entries only from registered
-stations.`,
+stations.
+
+If --dir already holds a station (say its registration failed because the
+ledger was down), it registers that station instead of making a new one, or
+says that it is already registered. --name must then be the station's name.`,
 			Flags: append([]cli.Flag{
 				&cli.StringFlag{Name: "dir", Required: true, EnvVars: env("station"), Usage: "station `DIR` to create"},
 				&cli.StringFlag{Name: "ca", Required: true, EnvVars: env("ca"), Usage: "manufacturer CA `DIR` (from `chipledger ca init`)"},
@@ -114,6 +145,7 @@ stations.`,
 }
 
 func runStationInit(c *cli.Context) error {
+	dir, name := c.String("dir"), c.String("name")
 	ca, err := provisioner.LoadCA(c.String("ca"))
 	if err != nil {
 		return err
@@ -123,9 +155,30 @@ func runStationInit(c *cli.Context) error {
 		return err
 	}
 	defer cl.Close()
-	id, err := provisioner.InitStation(c.String("dir"), ca, c.String("name"), c.Duration("validity"))
+	id, err := provisioner.InitStation(dir, ca, name, c.Duration("validity"))
+	existing := errors.Is(err, provisioner.ErrStationExists)
+	if existing {
+		// A station made before: register it, unless it is.
+		if id, err = provisioner.LoadStation(dir); err != nil {
+			return err
+		}
+		if id.Name() != name {
+			return fmt.Errorf("the station in %s is named %q, not --name %q: give its name to register it, or another --dir for a new station", dir, id.Name(), name)
+		}
+	}
 	if err != nil {
 		return err
+	}
+	stationID := id.ID()
+	if existing {
+		info, err := cl.LogInfo(c.Context)
+		if err != nil {
+			return tlsHint(notRegisteredError(c, id, err))
+		}
+		if s := registeredStation(info, stationID); s != nil {
+			fmt.Fprintf(c.App.Writer, "station %x (%s) already registered at index %d\n", stationID, dir, s.RegistrationIndex)
+			return nil
+		}
 	}
 	leaf, err := id.RegistrationLeaf()
 	if err != nil {
@@ -133,10 +186,53 @@ func runStationInit(c *cli.Context) error {
 	}
 	r, err := cl.Append(c.Context, leaf)
 	if err != nil {
-		return fmt.Errorf("register the station in the ledger (the key and certificate are in %s; rerun with another --dir or register later): %w", id.Dir, err)
+		return tlsHint(notRegisteredError(c, id, err))
 	}
-	stationID := id.ID()
 	fmt.Fprintf(c.App.Writer, "station %x registered at index %d\n", stationID, r.Receipt.Index)
+	return nil
+}
+
+// notRegisteredError is the error of a failed registration of station id:
+// its key and certificate stay, and the station init command that
+// registers it is the way on.
+func notRegisteredError(c *cli.Context, id *provisioner.StationIdentity, err error) error {
+	if hint := tlsHint(err); hint != err {
+		return hint
+	}
+	return fmt.Errorf("register station %x in the ledger: %w\nthe station's key and certificate are in %s; once the ledger is reachable, register it with:\n  %s",
+		id.ID(), err, id.Dir, stationInitCommand(c, id))
+}
+
+// stationInitCommand is the command line that registers the station id
+// with the ledger flags of c.
+func stationInitCommand(c *cli.Context, id *provisioner.StationIdentity) string {
+	words := []string{"chipledger", "station", "init", "--dir", id.Dir, "--ca", c.String("ca"), "--name", id.Name(),
+		"--ledger", strings.Join(c.StringSlice("ledger"), ","), "--log-key", c.String("log-key")}
+	if ca := c.String("tls-ca"); ca != "" {
+		words = append(words, "--tls-ca", ca)
+	}
+	for i, w := range words {
+		words[i] = shellQuote(w)
+	}
+	return strings.Join(words, " ")
+}
+
+// shellQuote quotes w for a POSIX shell if it needs it.
+func shellQuote(w string) string {
+	if w != "" && strings.Trim(w, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-+=/.,:@%") == "" {
+		return w
+	}
+	return "'" + strings.ReplaceAll(w, "'", `'\''`) + "'"
+}
+
+// registeredStation returns the station with the given ID that info lists
+// as registered, or nil.
+func registeredStation(info *client.LogInfo, id [32]byte) *client.Station {
+	for i := range info.Stations {
+		if info.Stations[i].ID == id {
+			return &info.Stations[i]
+		}
+	}
 	return nil
 }
 
@@ -272,6 +368,9 @@ func openStation(c *cli.Context) (*provisioner.Station, func(), string, error) {
 		return fail(err)
 	}
 	closers = append(closers, cl)
+	if err := checkRegistered(c, id); err != nil {
+		return fail(err)
+	}
 	j, err := provisioner.OpenJournal(filepath.Join(id.Dir, provisioner.JournalFile))
 	if err != nil {
 		return fail(err)
@@ -292,6 +391,35 @@ func openStation(c *cli.Context) (*provisioner.Station, func(), string, error) {
 		return fail(err)
 	}
 	return st, cleanup, vkey, nil
+}
+
+// checkRegistered fetches the log info once before any device is
+// contacted: the ledger must be reachable, serve the pinned log, and list
+// the station as registered, or every device would fail the same way.
+func checkRegistered(c *cli.Context, id *provisioner.StationIdentity) error {
+	opts, err := ledgerClientOptions(c)
+	if err != nil {
+		return err
+	}
+	// A down ledger is reported in a second or two, not after the
+	// retries that ride out a leader election: the check is a read,
+	// which any node answers.
+	opts.Retry = client.RetryPolicy{MaxAttempts: 3, MaxElapsed: 2 * time.Second}
+	cl, err := client.New(opts)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	info, err := cl.LogInfo(c.Context)
+	if err != nil {
+		return tlsHint(fmt.Errorf("reach the ledger at --ledger %s before provisioning (no device was contacted; check the address and that the nodes run): %w",
+			strings.Join(c.StringSlice("ledger"), ","), err))
+	}
+	if registeredStation(info, id.ID()) == nil {
+		return fmt.Errorf("station %x in %s is not registered in the ledger (no device was contacted); register it with:\n  %s",
+			id.ID(), id.Dir, stationInitCommand(c, id))
+	}
+	return nil
 }
 
 // emulatedDevices manufactures n in-memory devices with IMEIs of their own.
@@ -319,7 +447,11 @@ func writeBatchSummary(w io.Writer, r provisioner.BatchResult) {
 	fmt.Fprintf(tw, "failed\t%d\n", r.Failed)
 	fmt.Fprintf(tw, "time\t%s\n", r.Duration.Round(time.Millisecond))
 	fmt.Fprintf(tw, "devices/second\t%.0f\n", r.PerSecond)
-	fmt.Fprintf(tw, "latency p50 / p99\t%s / %s\n", r.P50.Round(10*time.Microsecond), r.P99.Round(10*time.Microsecond))
+	if r.Succeeded > 0 {
+		fmt.Fprintf(tw, "latency p50 / p99\t%s / %s\n", r.P50.Round(10*time.Microsecond), r.P99.Round(10*time.Microsecond))
+	} else {
+		fmt.Fprintf(tw, "latency p50 / p99\t- (no device was provisioned)\n")
+	}
 	fmt.Fprintf(tw, "mean step times\tkey pair %s, package %s, certificate %s, sign %s, ledger %s, receipt %s\n",
 		r.Steps.KeyPair.Round(time.Microsecond), r.Steps.Package.Round(time.Microsecond), r.Steps.Certificate.Round(time.Microsecond),
 		r.Steps.Sign.Round(time.Microsecond), r.Steps.Ledger.Round(time.Microsecond), r.Steps.Receipt.Round(time.Microsecond))

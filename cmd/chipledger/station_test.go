@@ -3,9 +3,13 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chipledger/chipledger/internal/localcluster"
 	"github.com/chipledger/chipledger/ledger"
@@ -75,5 +79,121 @@ func TestStationInitAndBatchProvision(t *testing.T) {
 	r = runCLI(t, append(provision, "--device", "127.0.0.1:1", "--identity", "imei:490154203237517")...)
 	if r.err == nil || !strings.Contains(r.err.Error(), "check digit") {
 		t.Fatalf("a wrong Luhn digit: %v", r.err)
+	}
+}
+
+// TestStationInitRegistersLater: a station whose registration failed is
+// registered by running station init again on its directory, and provision
+// refuses an unregistered station (or an unreachable ledger) before it
+// contacts a device.
+func TestStationInitRegistersLater(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := provisioner.InitCA(filepath.Join(dir, "ca"), "Example Devices Ltd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	skey, vkey, _ := ledger.GenerateLogKey("test.chipledger.example/log")
+	signer, _ := ledger.NewLogSigner(skey)
+	st := filepath.Join(dir, "st2")
+	initArgs := func(ledgerAddr, name string) []string {
+		return []string{"station", "init", "--dir", st, "--ca", ca.Dir(), "--name", name, "--ledger", ledgerAddr, "--log-key", vkey}
+	}
+	if r := runCLI(t, "master-key", "new", "--dir", filepath.Join(dir, "mk")); r.err != nil {
+		t.Fatal(r.err)
+	}
+	provision := func(ledgerAddr string, extra ...string) cliResult {
+		return runCLI(t, append([]string{"provision", "--station", st, "--ca", ca.Dir(), "--master-keys", filepath.Join(dir, "mk"),
+			"--ledger", ledgerAddr, "--log-key", vkey}, extra...)...)
+	}
+
+	// A ledger that refuses every call at once (a down one would take the
+	// client's retries to give up).
+	refusing := httptest.NewUnstartedServer(http.NotFoundHandler())
+	refusing.Config.Protocols = new(http.Protocols)
+	refusing.Config.Protocols.SetUnencryptedHTTP2(true) // the SDK speaks h2c
+	refusing.Start()
+	defer refusing.Close()
+	down := strings.TrimPrefix(refusing.URL, "http://")
+	for range 2 { // the second run finds the station made by the first
+		r := runCLI(t, initArgs(down, "line-2")...)
+		if r.err == nil || !strings.Contains(r.err.Error(), "chipledger station init --dir "+st+" ") {
+			t.Fatalf("station init with the ledger refusing: %v, want the command that registers later", r.err)
+		}
+	}
+
+	// provision finds out before any device is contacted: the device
+	// address is no agent, and the handshake would fail otherwise.
+	cluster, err := localcluster.Start(context.Background(), localcluster.Options{Nodes: 1, Dir: filepath.Join(dir, "ledger"), Signer: signer, Trust: ca.Trust()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	addr := cluster.Addrs()[0]
+	// A new log has a checkpoint moments after its leader is elected.
+	for deadline := time.Now().Add(10 * time.Second); cluster.Nodes[0].Checkpoint().Size == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the new log has no checkpoint")
+		}
+	}
+	r := provision(addr, "--device", "127.0.0.1:1")
+	if r.err == nil || !strings.Contains(r.err.Error(), "not registered") || !strings.Contains(r.err.Error(), "station init --dir "+st) {
+		t.Fatalf("provision with an unregistered station: %v, want the command that registers it", r.err)
+	}
+	if r := provision(down, "--device", "127.0.0.1:1"); r.err == nil || !strings.Contains(r.err.Error(), "no device was contacted") {
+		t.Fatalf("provision with the ledger refusing: %v", r.err)
+	}
+
+	if r := runCLI(t, initArgs(addr, "line-3")...); r.err == nil || !strings.Contains(r.err.Error(), `named "line-2"`) {
+		t.Fatalf("station init of the existing station under another name: %v", r.err)
+	}
+	if r := runCLI(t, initArgs(addr, "line-2")...); r.err != nil || !strings.Contains(r.stdout, "registered at index 1") {
+		t.Fatalf("station init registering the existing station: %q, %v", r.stdout, r.err)
+	}
+	if r := runCLI(t, initArgs(addr, "line-2")...); r.err != nil || !strings.Contains(r.stdout, "already registered at index 1") {
+		t.Fatalf("station init of a registered station: %q, %v", r.stdout, r.err)
+	}
+	if r := provision(addr, "--emulate", "2"); r.err != nil {
+		t.Fatalf("provision after the registration: %v", r.err)
+	}
+}
+
+func TestBatchSummaryWithoutSuccessShowsNoLatency(t *testing.T) {
+	var b strings.Builder
+	writeBatchSummary(&b, provisioner.BatchResult{Devices: 3, Failed: 3})
+	if !strings.Contains(b.String(), "no device was provisioned") || strings.Contains(b.String(), "0s / 0s") {
+		t.Errorf("summary of a batch that all failed:\n%s", b.String())
+	}
+}
+
+// TestSecretLogKeyErrorFitsTheCommand: the secret signer key given as
+// --log-key is refused with advice for the command at hand.
+func TestSecretLogKeyErrorFitsTheCommand(t *testing.T) {
+	clearDeviceEnv(t)
+	trust, _, skeyFile := deviceFiles(t)
+	r := runCLI(t, "monitor", "--ledger", "127.0.0.1:1", "--log-key", skeyFile, "--chip", "00112233445566778899aabbccddeeff")
+	if r.err == nil || !strings.Contains(r.err.Error(), "secret signer key") {
+		t.Fatalf("monitor with the secret key: %v", r.err)
+	}
+	if strings.Contains(r.err.Error(), "device") {
+		t.Errorf("a ledger client is told about the device: %v", r.err)
+	}
+	r = runCLI(t, "device", "new", "--state", filepath.Join(t.TempDir(), "d.json"), "--identity", testIMEI1, "--trust", trust, "--log-key", skeyFile)
+	if r.err == nil || !strings.Contains(r.err.Error(), "secret signer key") || !strings.Contains(r.err.Error(), "device's ROM") {
+		t.Errorf("device new with the secret key: %v", r.err)
+	}
+}
+
+// TestGroupCommandsShowExamples: the station, tls and admin commands show
+// usage examples and a description in their help.
+func TestGroupCommandsShowExamples(t *testing.T) {
+	app := newApp(io.Discard, io.Discard, nil)
+	for _, name := range []string{"station", "tls", "admin"} {
+		c := app.Command(name)
+		if c == nil {
+			t.Fatalf("no %s command", name)
+		}
+		if !strings.Contains(c.UsageText, "chipledger "+name+" ") || c.Description == "" {
+			t.Errorf("%s: usage %q, description %q: want examples and a description", name, c.UsageText, c.Description)
+		}
 	}
 }

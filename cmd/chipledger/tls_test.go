@@ -3,7 +3,11 @@ package main
 import (
 	"context"
 	"encoding/hex"
+	"errors"
+	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -88,8 +92,8 @@ func TestTLSCommandsSecureANode(t *testing.T) {
 	if r := revoke(); r.err == nil || !strings.Contains(r.err.Error(), "permission_denied") {
 		t.Fatalf("revoke without credentials: %v, want permission_denied", r.err)
 	}
-	if r := revoke("--admin-token", "not-the-token"); r.err == nil {
-		t.Fatal("revoke with a wrong token succeeded")
+	if r := revoke("--admin-token", "not-the-token"); r.err == nil || !strings.Contains(r.err.Error(), "refused the admin token") {
+		t.Fatalf("revoke with a wrong token: %v, want the token refused", r.err)
 	}
 	if r := revoke("--admin-token", token, "--at", "2026-01-01T00:00:00Z"); r.err != nil || !strings.Contains(r.stdout, "revoked at index") {
 		t.Fatalf("revoke with the token: %q, %v", r.stdout, r.err)
@@ -98,6 +102,33 @@ func TestTLSCommandsSecureANode(t *testing.T) {
 	if withCert.err != nil || !strings.Contains(withCert.stdout, "already revoked") {
 		t.Fatalf("the same revocation with the admin certificate: %q, %v", withCert.stdout, withCert.err)
 	}
+	// A client without --tls-ca, or with another CA, is told so at once,
+	// not after retries.
+	vkey := r.cfg.Signer.VerifierKey()
+	otherCA := filepath.Join(t.TempDir(), "other")
+	if r := runCLI(t, "tls", "init", "--dir", otherCA); r.err != nil {
+		t.Fatal(r.err)
+	}
+	const servesTLS = "serves TLS: pass --tls-ca (the cluster CA"
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"admin", "status", "--ledger", n.APIAddr()}, servesTLS},
+		{[]string{"admin", "status", "--ledger", "https://" + n.APIAddr()}, servesTLS},
+		{[]string{"admin", "status", "--ledger", n.APIAddr(), "--tls-ca", filepath.Join(otherCA, "ca.pem")}, "is not issued by --tls-ca"},
+		{[]string{"monitor", "--ledger", n.APIAddr(), "--log-key", vkey, "--chip", "00112233445566778899aabbccddeeff"}, servesTLS},
+		{[]string{"monitor", "--ledger", "https://" + n.APIAddr(), "--log-key", vkey, "--chip", "00112233445566778899aabbccddeeff"}, servesTLS},
+	} {
+		start := time.Now()
+		r := runCLI(t, c.args...)
+		if r.err == nil || !strings.Contains(r.err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", strings.Join(c.args, " "), r.err, c.want)
+		} else if d := time.Since(start); d > 3*time.Second {
+			t.Errorf("%s: failed after %s: retried", strings.Join(c.args, " "), d)
+		}
+	}
+
 	// Status is open to monitoring, over TLS.
 	if r := runCLI(t, append([]string{"admin", "status"}, base...)...); r.err != nil || !strings.Contains(r.stdout, "node n1: leader") {
 		t.Fatalf("status: %q, %v", r.stdout, r.err)
@@ -105,3 +136,69 @@ func TestTLSCommandsSecureANode(t *testing.T) {
 }
 
 func hexID(id [32]byte) string { return hex.EncodeToString(id[:]) }
+
+// TestNodeTransportTellsTLSApart checks the advice for a client and a
+// node that disagree about TLS, and that a plain node that drops
+// connections gets none.
+func TestNodeTransportTellsTLSApart(t *testing.T) {
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
+	tlsNode := httptest.NewTLSServer(ok)
+	defer tlsNode.Close()
+	plainNode := httptest.NewServer(ok)
+	defer plainNode.Close()
+	dropper, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dropper.Close()
+	go func() {
+		for {
+			c, err := dropper.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	tlsHost := strings.TrimPrefix(tlsNode.URL, "https://")
+	hc := func(ca string) *http.Client {
+		return &http.Client{Transport: &nodeTransport{plain: http.DefaultTransport, secure: http.DefaultTransport, ca: ca}}
+	}
+	for _, c := range []struct {
+		client *http.Client
+		url    string
+		want   string // "" for no advice
+	}{
+		{hc(""), "http://" + tlsHost, "the node at " + tlsHost + " serves TLS: pass --tls-ca"},
+		{hc(""), tlsNode.URL, "the node at " + tlsHost + " serves TLS: pass --tls-ca"},
+		{hc("other.pem"), tlsNode.URL, "is not issued by --tls-ca other.pem"},
+		{hc("ca.pem"), strings.Replace(plainNode.URL, "http:", "https:", 1), "does not serve TLS"},
+		{hc(""), "http://" + dropper.Addr().String(), ""},
+	} {
+		resp, err := c.client.Post(c.url, "text/plain", strings.NewReader("x"))
+		var tm *tlsMismatchError
+		switch {
+		case c.want == "" && errors.As(err, &tm):
+			t.Errorf("%s: advice %q for a node that is not TLS", c.url, tm)
+		case c.want == "" && err == nil:
+			resp.Body.Close()
+			t.Errorf("%s: answered", c.url)
+		case c.want != "" && (!errors.As(err, &tm) || !strings.Contains(tm.Error(), c.want)):
+			t.Errorf("%s: %v, want advice %q", c.url, err, c.want)
+		case c.want != "" && connect.CodeOf(err) != connect.CodeFailedPrecondition:
+			t.Errorf("%s: code %s, want failed_precondition (not retried)", c.url, connect.CodeOf(err))
+		}
+	}
+	// A plain node answering 400 for its own reasons keeps its answer.
+	bad := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "bad input", http.StatusBadRequest) }))
+	defer bad.Close()
+	resp, err := hc("").Post(bad.URL, "text/plain", strings.NewReader("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || string(body) != "bad input\n" {
+		t.Errorf("a plain 400: %d %q", resp.StatusCode, body)
+	}
+}

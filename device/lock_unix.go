@@ -1,0 +1,21 @@
+//go:build unix
+
+package device
+
+import (
+	"errors"
+	"os"
+	"syscall"
+)
+
+var errLocked = syscall.EWOULDBLOCK
+
+// lockFile takes an exclusive flock on f without waiting.
+func lockFile(f *os.File) error {
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if !errors.Is(err, syscall.EINTR) {
+			return err
+		}
+	}
+}
