@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -380,12 +381,20 @@ func (s *ledgerService) GetLogInfo(ctx context.Context, req *connect.Request[v1.
 	if err != nil {
 		return nil, toConnectError(err)
 	}
-	slices.SortFunc(stations, func(a, b registeredStation) int { return int(a.index) - int(b.index) })
+	slices.SortFunc(stations, func(a, b registeredStation) int { return cmp.Compare(a.index, b.index) })
+	// A new log gets its first checkpoint moments after a leader is
+	// elected: wait briefly rather than answer with none.
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	cp, err := s.n.fsm.waitForSize(wctx, 1)
+	if err != nil {
+		return nil, s.n.unavailable("the log has no checkpoint yet")
+	}
 	resp := &v1.GetLogInfoResponse{
 		Origin:            s.n.cfg.Signer.Origin(),
 		VerifierKey:       s.n.cfg.Signer.VerifierKey(),
 		ManufacturerTrust: s.n.cfg.Trust.PEM(),
-		Checkpoint:        s.n.fsm.checkpoint().Signed,
+		Checkpoint:        cp.Signed,
 	}
 	for _, st := range stations {
 		resp.Stations = append(resp.Stations, &v1.Station{StationId: st.id[:], Certificate: st.cert, RegistrationIndex: st.index})

@@ -335,3 +335,19 @@ func isCode(err error, code connect.Code) bool {
 	var ce *connect.Error
 	return errors.As(err, &ce) && ce.Code() == code
 }
+
+// TestLogInfoOfANewLogWaitsForItsFirstCheckpoint: asked at once after a
+// new log's only node starts (before it has elected itself and signed the
+// genesis checkpoint), GetLogInfo answers with a signed checkpoint, not an
+// empty one a client would take for a forgery.
+func TestLogInfoOfANewLogWaitsForItsFirstCheckpoint(t *testing.T) {
+	c := newConfiguredCluster(t, 0, nil, nil)
+	n := c.addNode(true)
+	resp, err := chipledgerv1connect.NewLedgerServiceClient(c.http, "http://"+n.APIAddr()).GetLogInfo(context.Background(), connect.NewRequest(&v1.GetLogInfoRequest{}))
+	if err != nil {
+		t.Fatalf("GetLogInfo of a node just started: %v", err)
+	}
+	if _, err := c.verifier.VerifyCheckpoint(resp.Msg.Checkpoint); err != nil {
+		t.Fatalf("GetLogInfo's checkpoint %q: %v", resp.Msg.Checkpoint, err)
+	}
+}

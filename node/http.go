@@ -139,9 +139,11 @@ func (n *Node) authorizeAdmin(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		err := connect.NewError(connect.CodePermissionDenied,
-			errors.New("admin calls need a client certificate from the cluster CA or the admin token (Authorization: Bearer …)"))
-		errw.Write(w, r, err)
+		msg := "admin calls need a client certificate from the cluster CA or the admin token (Authorization: Bearer …)"
+		if strings.HasPrefix(r.Header.Get("Authorization"), "Bearer ") {
+			msg = "the admin token was refused: it does not match this node's --admin-token-hash"
+		}
+		errw.Write(w, r, connect.NewError(connect.CodePermissionDenied, errors.New(msg)))
 	})
 }
 

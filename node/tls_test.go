@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -139,8 +140,8 @@ func TestTLSClusterRefusesIntruders(t *testing.T) {
 	}
 	badToken := connect.NewRequest(&v1.TransferLeadershipRequest{})
 	badToken.Header().Set("Authorization", "Bearer wrong")
-	if _, err := adminAt(anonymous).TransferLeadership(ctx, badToken); connect.CodeOf(err) != connect.CodePermissionDenied {
-		t.Fatalf("TransferLeadership with a wrong token: %v", err)
+	if _, err := adminAt(anonymous).TransferLeadership(ctx, badToken); connect.CodeOf(err) != connect.CodePermissionDenied || !strings.Contains(err.Error(), "token was refused") {
+		t.Fatalf("TransferLeadership with a wrong token: %v, want PermissionDenied saying the token was refused", err)
 	}
 	if _, err := adminAt(httpsClient(t, dir, "admin-ops")).TransferLeadership(ctx, connect.NewRequest(&v1.TransferLeadershipRequest{})); err != nil {
 		t.Fatalf("TransferLeadership with the admin certificate: %v", err)
