@@ -194,6 +194,15 @@ func (s *Station) provision(ctx context.Context, dev device.Conn, info *device.I
 	if err != nil {
 		return nil, fmt.Errorf("store the data package in the device: %w", err)
 	}
+	// The backup is published for good: besides the device's own round
+	// trip, its header (readable without the chip key) must name this
+	// chip, these identities and this epoch, or no chip could ever open
+	// it as the backup of this entry.
+	if h, _, err := device.ParseBackupHeader(backup); err != nil {
+		return nil, fmt.Errorf("%w: the device's backup: %w", ErrRoundTrip, err)
+	} else if !h.ChipID.Equal(chip) || !h.Identities.Equal(ids) || h.Epoch != epoch {
+		return nil, fmt.Errorf("%w: the device's backup is labelled chip %s, %s, epoch %d; this is chip %s, %s, epoch %d", ErrRoundTrip, h.ChipID, h.Identities, h.Epoch, chip, ids, epoch)
+	}
 	if err := dev.CheckBackup(ctx, backup); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrRoundTrip, err)
 	}

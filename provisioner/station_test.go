@@ -210,8 +210,16 @@ func TestProvisionEndToEnd(t *testing.T) {
 type faultyDevice struct {
 	device.Conn
 	corruptBackup bool
-	crashAfter    string // panic after this step succeeded on the device
+	// mislabelBackup relabels the backup's epoch (its header is not
+	// authenticated until the chip opens it) and vouches for it.
+	mislabelBackup bool
+	crashAfter     string // panic after this step succeeded on the device
 }
+
+// lyingDevice says every backup round-trips.
+type lyingDevice struct{ faultyDevice }
+
+func (*lyingDevice) CheckBackup(context.Context, []byte) error { return nil }
 
 type crash struct{ step string }
 
@@ -226,6 +234,22 @@ func (d *faultyDevice) StorePackage(ctx context.Context, pkg []byte) ([]byte, er
 	if err == nil && d.corruptBackup {
 		b = slices.Clone(b)
 		b[len(b)-1] ^= 1
+	}
+	if err == nil && d.mislabelBackup {
+		h, _, perr := device.ParseBackupHeader(b)
+		if perr != nil {
+			return nil, perr
+		}
+		hdr, perr := h.MarshalBinary()
+		if perr != nil {
+			return nil, perr
+		}
+		h.Epoch++
+		relabelled, perr := h.MarshalBinary()
+		if perr != nil {
+			return nil, perr
+		}
+		b = append(relabelled, b[len(hdr):]...)
 	}
 	d.after("StorePackage")
 	return b, err
@@ -475,6 +499,23 @@ func TestProvisionFailuresLeaveNothingHalfDone(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestStationChecksTheBackupsLabel: the backup is published for good, so
+// the station reads its header itself: a device that labels it with
+// another epoch (its header is authenticated only when the chip opens it)
+// and vouches for it in the round trip publishes nothing.
+func TestStationChecksTheBackupsLabel(t *testing.T) {
+	f := newStationFixture(t, false)
+	dev := f.newDevice(imeiN(26))
+	_, err := f.station.Provision(context.Background(), &lyingDevice{faultyDevice{Conn: dev, mislabelBackup: true}}, nil)
+	if !errors.Is(err, ErrRoundTrip) {
+		t.Fatalf("err %v, want ErrRoundTrip", err)
+	}
+	info, _ := dev.ChipInfo(context.Background())
+	if n := len(f.entries(info.ChipID)); n != 0 || info.HasKeys {
+		t.Fatalf("after the refusal: %d entries, device has keys %v; want none", n, info.HasKeys)
+	}
 }
 
 // checkNothingPublished checks that a failed provisioning left no entry,
