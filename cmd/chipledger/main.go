@@ -188,6 +188,9 @@ func (e *usageError) ExitCode() int { return exitUsage }
 func setupUsageErrors(app *cli.App) {
 	app.OnUsageError = onUsageError("")
 	app.Action = unknownCommand("")
+	// Commands may share flag values (admin's subcommands share --ledger):
+	// a flag unmarked for one command is still required by the next.
+	unmarked := make(map[cli.Flag]bool)
 	var walk func(path string, cmds []*cli.Command)
 	walk = func(path string, cmds []*cli.Command) {
 		for _, cmd := range cmds {
@@ -196,6 +199,9 @@ func setupUsageErrors(app *cli.App) {
 			var required []cli.Flag
 			for _, f := range cmd.Flags {
 				if unrequire(f) {
+					unmarked[f] = true
+				}
+				if unmarked[f] {
 					required = append(required, f)
 				}
 			}

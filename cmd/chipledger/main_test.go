@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -174,4 +175,21 @@ func TestEveryRequiredFlagIsCheckedByTheCommandLine(t *testing.T) {
 		}
 	}
 	walk("", app.Commands)
+}
+
+// TestAdminSubcommandsRequireTheLedger: admin's subcommands share their
+// flag values; --ledger stays required for every one of them.
+func TestAdminSubcommandsRequireTheLedger(t *testing.T) {
+	clearEnv(t)
+	for _, args := range [][]string{
+		{"admin", "status"},
+		{"admin", "leave", "--node-id", "n3"},
+		{"admin", "transfer-leadership"},
+		{"admin", "revoke-station", "--station-id", "00"},
+	} {
+		r := runCLI(t, args...)
+		if !strings.Contains(fmt.Sprint(r.err), "missing required flag --ledger") {
+			t.Errorf("chipledger %s: %v, want a missing --ledger", strings.Join(args, " "), r.err)
+		}
+	}
 }
