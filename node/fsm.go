@@ -59,6 +59,9 @@ type fsm struct {
 	// snapshot); a restore after that is a snapshot sent by the leader.
 	started      atomic.Bool
 	restoredLive atomic.Bool
+	// restoredV1 is set when the snapshot Raft restored at start was a
+	// "CLS1" one, which does not say which entries it holds.
+	restoredV1 atomic.Bool
 
 	flushedAt atomic.Int64 // unix nanoseconds of the last store flush
 
@@ -293,12 +296,16 @@ func (f *fsm) noteApplied(i uint64) {
 	}
 }
 
-// noteStarted is called once Raft has started, with its applied index: Raft
-// restores its latest snapshot before it returns (so the state machine
-// holds everything through that index) and applies nothing more until it
-// learns the commit index.
+// noteStarted is called once Raft has started, with its applied index.
+// The state machine's progress is its own: the store's marker, and the
+// position of the snapshot Raft restored before it returned. Raft's applied
+// index may already count entries a leader sent since and that are only
+// queued (and Snapshot records this progress as the snapshot's position),
+// so it is used only after a "CLS1" snapshot, which has no position.
 func (f *fsm) noteStarted(appliedIndex uint64) {
-	f.noteApplied(appliedIndex)
+	if f.restoredV1.Load() {
+		f.noteApplied(appliedIndex)
+	}
 	f.started.Store(true)
 }
 
@@ -651,6 +658,9 @@ func (f *fsm) Restore(rc io.ReadCloser) (err error) {
 	size, root, through, md, err := readSnapshotHeader(br)
 	if err != nil {
 		return err
+	}
+	if !f.started.Load() && through == 0 && size > 0 {
+		f.restoredV1.Store(true)
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -234,3 +234,20 @@ func TestRestoreRefusesATreeWithoutAnIndexRoot(t *testing.T) {
 	}
 	again.close()
 }
+
+// TestSnapshotPositionIsTheStateMachinesOwn: at start Raft's applied index
+// may already count entries a leader sent and that are only queued; a
+// snapshot taken before the state machine applies them must not claim
+// them, or a follower restoring it would never apply them.
+func TestSnapshotPositionIsTheStateMachinesOwn(t *testing.T) {
+	f := newTestFSM(t, nil)
+	f.Apply(commandEntry(1, encodeGenesis()))
+	f.noteStarted(10) // Raft: 10 applied, 2 to 10 merely queued
+	_, _, through, _, err := readSnapshotHeader(bytes.NewReader(snapshotOf(t, f)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if through != 1 {
+		t.Errorf("the snapshot says it holds every entry through %d, want 1", through)
+	}
+}
