@@ -146,6 +146,11 @@ func (f *fsm) flushDue(now time.Time) error {
 			f.flushedAt.Store(now.UnixNano())
 		}
 	})
+	if errors.Is(err, ledger.ErrStoreFailed) {
+		if err = f.recoverFlush(); err == nil {
+			f.flushedAt.Store(now.UnixNano())
+		}
+	}
 	switch {
 	case err != nil && f.flushFault.Swap(&err) == nil:
 		f.metrics.storeFault.Set(1)
@@ -441,32 +446,8 @@ func (f *fsm) recoverStore(l *raft.Log, err error) any {
 func (f *fsm) reapply(l *raft.Log) (any, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if !f.storeClosed {
-		f.store.Close() // flushes what it can; the error is the one being recovered from
-		f.storeClosed = true
-	}
-	store, err := ledger.Open(f.dir.path(f.gen), f.storeOpts)
-	if err != nil {
-		return nil, fmt.Errorf("reopen: %w", err)
-	}
-	f.store, f.storeClosed = store, false
-	if err := f.loadMarker(); err != nil {
+	if err := f.reopen(l.Index - 1); err != nil {
 		return nil, err
-	}
-	if f.logs == nil {
-		return nil, errors.New("no raft log to replay from")
-	}
-	for i := f.marker + 1; i < l.Index; i++ {
-		var e raft.Log
-		if err := f.logs.GetLog(i, &e); err != nil {
-			return nil, fmt.Errorf("replay raft entry %d: %w (restart the node to restore from a snapshot)", i, err)
-		}
-		if e.Type != raft.LogCommand {
-			continue
-		}
-		if _, err := f.apply(&e); err != nil {
-			return nil, fmt.Errorf("replay raft entry %d: %w", i, err)
-		}
 	}
 	res, err := f.apply(l)
 	if err != nil {
@@ -477,6 +458,54 @@ func (f *fsm) reapply(l *raft.Log) (any, error) {
 		return nil, err
 	}
 	return res, nil
+}
+
+// reopen reopens the store at its durable state and applies again the Raft
+// entries after its marker, through last. The caller holds f.mu.
+func (f *fsm) reopen(last uint64) error {
+	if !f.storeClosed {
+		f.store.Close() // flushes what it can; the error is the one being recovered from
+		f.storeClosed = true
+	}
+	store, err := ledger.Open(f.dir.path(f.gen), f.storeOpts)
+	if err != nil {
+		return fmt.Errorf("reopen: %w", err)
+	}
+	f.store, f.storeClosed = store, false
+	if err := f.loadMarker(); err != nil {
+		return err
+	}
+	if f.logs == nil {
+		return errors.New("no raft log to replay from")
+	}
+	for i := f.marker + 1; i <= last; i++ {
+		var e raft.Log
+		if err := f.logs.GetLog(i, &e); err != nil {
+			return fmt.Errorf("replay raft entry %d: %w (restart the node to restore from a snapshot)", i, err)
+		}
+		if e.Type != raft.LogCommand {
+			continue
+		}
+		if _, err := f.apply(&e); err != nil {
+			return fmt.Errorf("replay raft entry %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// recoverFlush brings back a store that failed in an idle flush (a failed
+// commit stops a store until it is reopened): it reopens it, applies again
+// the entries its durable state lacks, and flushes them. Apply recovers a
+// store that fails under it (recoverStore); this is for the store that
+// fails while the log is idle, which no Apply may come to repair (appends
+// are refused meanwhile).
+func (f *fsm) recoverFlush() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.reopen(f.applied.Load()); err != nil {
+		return err
+	}
+	return f.store.Flush()
 }
 
 // setFault records the store's failure (nil: recovered).

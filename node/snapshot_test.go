@@ -251,3 +251,65 @@ func TestSnapshotPositionIsTheStateMachinesOwn(t *testing.T) {
 		t.Errorf("the snapshot says it holds every entry through %d, want 1", through)
 	}
 }
+
+// TestIdleFlushRecoversFromAFailedCommit: a commit that fails in the idle
+// flush stops the store until it is reopened, and no Apply comes to
+// reopen it (the node refuses appends meanwhile): the flusher reopens it
+// itself, replays what its durable state lacks, and the node takes
+// appends again once the disk works.
+func TestIdleFlushRecoversFromAFailedCommit(t *testing.T) {
+	pki, err := sharedPKI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var broken atomic.Bool
+	f := newTestFSM(t, func(op string) error {
+		if op == "commit" && broken.Load() {
+			return errors.New("injected: no space left on device")
+		}
+		return nil
+	})
+	batch := func(leaf []byte) []byte {
+		d, err := encodeBatch([][]byte{leaf})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	leaf, err := pki.EscrowLeaf(testpki.ChipID(7), 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries := []*raft.Log{commandEntry(1, encodeGenesis()), commandEntry(2, batch(pki.StationLeaf())), commandEntry(3, batch(leaf))}
+	logs := raft.NewInmemStore()
+	if err := logs.StoreLogs(entries); err != nil {
+		t.Fatal(err)
+	}
+	f.logs = logs
+	for _, e := range entries[:2] {
+		f.Apply(e)
+	}
+	f.flushedAt.Store(time.Now().UnixNano()) // within the interval: the next batch stays pending
+	f.Apply(entries[2])
+	if f.store.Pending() == 0 {
+		t.Fatal("the last batch is not pending: nothing for the idle flush to do")
+	}
+	want := f.checkpoint()
+	broken.Store(true)
+	if err := f.flushDue(time.Now().Add(time.Second)); err == nil {
+		t.Fatal("the idle flush did not fail")
+	}
+	if f.storeFault() == nil {
+		t.Fatal("a failing flush is not reported as a store fault")
+	}
+	broken.Store(false) // the disk works again
+	if err := f.flushDue(time.Now().Add(2 * time.Second)); err != nil {
+		t.Fatalf("idle flush after the disk recovered: %v", err)
+	}
+	if err := f.storeFault(); err != nil {
+		t.Fatalf("the disk recovered, yet the node refuses appends: %v", err)
+	}
+	if got := f.store.State(); got.Size != want.Size || got.Root != want.Root || f.store.Pending() != 0 {
+		t.Fatalf("after the recovery the store is at size %d (%d pending), want %d, all durable", got.Size, f.store.Pending(), want.Size)
+	}
+}
