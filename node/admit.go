@@ -86,21 +86,23 @@ func (a *admitter) admitEscrow(leaf []byte, hash ledger.Hash) (leafResult, error
 	} else if !ok {
 		return leafResult{Err: fmt.Errorf("%w: station %x", ErrUnknownStation, e.StationID)}, nil
 	}
-	if idx, revoked, err := a.store.StationRevocationIndex(e.StationID); err != nil {
-		return leafResult{}, err
-	} else if revoked {
-		return leafResult{Err: fmt.Errorf("%w: station %x at index %d", ErrStationRevoked, e.StationID, idx)}, nil
-	}
 	history, err := a.history(e.ChipID)
 	if err != nil {
 		return leafResult{}, err
 	}
 	existing, dup, err := ledger.DecideEpoch(history, e.Epoch, hash)
-	switch {
-	case err != nil:
-		return leafResult{Err: fmt.Errorf("chip %s: %w", e.ChipID, err)}, nil
-	case dup:
+	if dup {
+		// Already in the log, whatever happened to its station since: a
+		// retry of an append that committed gets its index.
 		return leafResult{Index: existing, Duplicate: true}, nil
+	}
+	if idx, revoked, err := a.store.StationRevocationIndex(e.StationID); err != nil {
+		return leafResult{}, err
+	} else if revoked {
+		return leafResult{Err: fmt.Errorf("%w: station %x at index %d", ErrStationRevoked, e.StationID, idx)}, nil
+	}
+	if err != nil {
+		return leafResult{Err: fmt.Errorf("chip %s: %w", e.ChipID, err)}, nil
 	}
 	idx := a.accept(leaf)
 	a.chips[string(e.ChipID)] = append(history, ledger.ChipEpoch{Epoch: e.Epoch, Index: idx, LeafHash: hash})

@@ -93,6 +93,12 @@ func TestRevokedStationIsRefused(t *testing.T) {
 	if _, err := c.appendAnywhere(ctx, leader, leaves[3]); connect.CodeOf(err) != connect.CodeFailedPrecondition {
 		t.Fatalf("entry of a revoked station after a restart: %v, want FailedPrecondition", err)
 	}
+	// An entry it made before the revocation, sent again (a client retrying
+	// an append that committed), is answered with its index.
+	resp, err := c.appendAnywhere(ctx, leader, leaves[0])
+	if err != nil || !resp.Duplicate {
+		t.Fatalf("an earlier entry of the revoked station sent again: %v (duplicate %v), want its index", err, resp.GetDuplicate())
+	}
 	// Its earlier entries stay, and so does the revocation.
 	if got := payload(t, c.nodes[follower]); got != 4 {
 		t.Fatalf("%d entries, want the registration, 2 escrow entries and the revocation", got)
