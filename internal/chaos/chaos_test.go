@@ -30,6 +30,22 @@ var (
 	flagBin      = flag.String("chaos.bin", "", "run this chipledger binary instead of building one (default $"+EnvBin+")")
 )
 
+// loadFlags returns the -chaos.rate and -chaos.clients flags given, for the
+// replay hint: they have no environment variable.
+func loadFlags() string {
+	var b strings.Builder
+	if *flagRate > 0 {
+		fmt.Fprintf(&b, " -chaos.rate=%g", *flagRate)
+	}
+	if *flagClients > 0 {
+		fmt.Fprintf(&b, " -chaos.clients=%d", *flagClients)
+	}
+	if b.Len() == 0 {
+		return ""
+	}
+	return ", with the flags" + b.String()
+}
+
 // config reads the run's Config from the environment, then the flags.
 func config(t *testing.T) Config {
 	t.Helper()
@@ -80,9 +96,15 @@ func checkTimeout(faults time.Duration) time.Duration { return time.Minute + fau
 // everything, waits for the nodes to converge and checks that the log kept
 // every promise: acknowledged appends are in it once at their index,
 // refused ones are not, replicas are identical, every checkpoint anyone saw
-// is a prefix of the final one, and no node served a poller a smaller
-// checkpoint than it served it before. A failure prints the seed that
-// replays the plan ($CHIPLEDGER_CHAOS_SEED or -chaos.seed).
+// is a prefix of the final one and ends on an index root, the index roots
+// are those of the chip index, an auditor of every node finds nothing,
+// no node served a poller a smaller checkpoint than it served it before (or
+// than it had right before it was killed, or than the min_size asked for),
+// and no node logged an error it should not have. A run of 90 s or more
+// must also have killed nodes, the leader among them, restarted them,
+// resent an append that had landed and proven checkpoints consistent. A
+// failure prints the seed that replays the plan ($CHIPLEDGER_CHAOS_SEED or
+// -chaos.seed).
 func TestClusterSurvivesFaults(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a cluster under faults for minutes; skipped with -short")
@@ -92,6 +114,8 @@ func TestClusterSurvivesFaults(t *testing.T) {
 	r.checkObservations()
 	final := r.converge()
 	r.checkLog(final)
+	r.audit(final)
+	r.checkNodeLogs()
 	r.summarise(final)
 }
 
@@ -109,15 +133,19 @@ type run struct {
 	station  *client.AppendResult
 
 	// The fault phase's records.
-	pollers *Pollers
-	faults  map[string]int
-	tally   Tally
+	pollers   *Pollers
+	snapshots *Snapshots
+	faults    map[string]int
+	tally     Tally
 
 	// The checks' counts.
 	logReport      LogReport
 	lookups        int
 	consistency    ConsistencyReport
 	acrossRestarts int
+	auditReport    *client.AuditReport
+	auditState     *client.AuditState
+	nodeLogs       map[string]int // allowed ERROR lines, by allow-list entry
 }
 
 func (r *run) logf(format string, args ...any) {
@@ -137,7 +165,7 @@ func setUp(t *testing.T, cfg Config) *run {
 		if cfg.Dir == "" {
 			keep = fmt.Sprintf("; set %s to keep the nodes' logs", EnvDir)
 		}
-		t.Logf("FAILED with seed %d: replay with %s=%d (or -chaos.seed=%d) and %s=%s%s", cfg.Seed, EnvSeed, cfg.Seed, cfg.Seed, EnvDuration, cfg.Duration, keep)
+		t.Logf("FAILED with seed %d: replay with %s=%d (or -chaos.seed=%d) and %s=%s%s%s", cfg.Seed, EnvSeed, cfg.Seed, cfg.Seed, EnvDuration, cfg.Duration, loadFlags(), keep)
 	})
 	need := setupTimeout + cfg.Duration + drainTimeout + convergeTimeout + checkTimeout(cfg.Duration)
 	if deadline, ok := t.Deadline(); ok && time.Until(deadline) < need {
@@ -274,8 +302,9 @@ func (r *run) underFaults() {
 		defer close(appendsDone)
 		r.w.Run(r.clients, r.cfg.Rate, stopAppends)
 	}()
-	r.pollers = StartPollers(r.c, r.verifier, r.cfg.Pollers, stopPolls)
-	in := NewInjector(r.c, func(format string, args ...any) {
+	r.snapshots = NewSnapshots(r.verifier)
+	r.pollers = StartPollers(r.c, r.verifier, r.snapshots, r.cfg.Pollers, stopPolls)
+	in := NewInjector(r.c, r.snapshots, func(format string, args ...any) {
 		acked, failed := r.w.Progress()
 		r.logf("[acked %d, failed %d] %s", acked, failed, fmt.Sprintf(format, args...))
 	})
@@ -344,18 +373,66 @@ func (r *run) checkLog(final Converged) {
 	report(t, "log", findings)
 
 	inLog := chipsInLog(leaves)
-	r.lookups, findings = CheckLookups(ctx, checker, r.w, lookupSample(r.cfg.Seed, r.w), func(i int) bool { return inLog[string(r.w.Chips[i])] })
+	r.lookups, findings = CheckLookups(ctx, checker, r.w, lookupSample(r.cfg.Seed, r.w), func(i int) []uint64 { return inLog[string(r.w.Chips[i])] })
 	report(t, "chip lookups", findings)
 
 	r.consistency, findings = CheckConsistency(ctx, r.directNodes(), r.verifier, final.Checkpoint, r.observed())
 	report(t, "checkpoint consistency", findings)
+	report(t, "checkpoint sizes", CheckSizes(leaves, r.consistency.SizeList))
+}
 
+// audit runs one round of the auditor (client.Auditor, as `chipledger
+// audit` drives it) over every node, directly, from a fresh state: it
+// proves the nodes' checkpoints consistent, re-validates every entry with
+// the manufacturer roots and replays the chip index against the index
+// roots. Its findings fail the test, and so does an audit that does not
+// reach the final checkpoint.
+func (r *run) audit(final Converged) {
+	t := r.t
+	ctx, cancel := context.WithTimeout(context.Background(), checkTimeout(r.cfg.Duration))
+	defer cancel()
+	state, err := client.NewAuditState(r.logKey, r.pki.Trust)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := client.NewAuditor(client.AuditOptions{Addrs: r.c.APIAddrs(), State: state})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	rep, err := a.Audit(ctx)
+	r.auditReport, r.auditState = rep, state
+	if err != nil {
+		t.Errorf("the audit could not run: %v", err)
+		return
+	}
+	const most = 10
+	for i, f := range state.Findings() {
+		if i < most {
+			t.Errorf("audit finding: %s at %s (index %v): %s", f.Kind, f.Node, indexOf(f.Index), f.Message)
+		}
+	}
+	if n := state.FindingCount(); n > most {
+		t.Errorf("… %d audit findings in all", n)
+	}
+	if cp, _ := state.Checkpoint(); cp.Size != final.Checkpoint.Size || state.Audited() != final.Checkpoint.Size {
+		t.Errorf("the audit reached checkpoint size %d and audited %d leaves; the nodes converged on %d", cp.Size, state.Audited(), final.Checkpoint.Size)
+	}
+}
+
+func indexOf(p *uint64) string {
+	if p == nil {
+		return "-"
+	}
+	return strconv.FormatUint(*p, 10)
 }
 
 // checkObservations fails the test for what clients and pollers saw go
 // wrong during the run: answers the client SDK refused (forks, rollbacks,
-// bad proofs), read-backs without the acknowledged entry, checkpoints that
-// do not verify, and regressions.
+// bad proofs), errors that are neither a verdict on the entry nor a
+// transient failure (see noVerdict), read-backs without the acknowledged
+// entry, checkpoints that do not verify, answers below the min_size asked
+// for, and regressions.
 func (r *run) checkObservations() {
 	t := r.t
 	const most = 10
@@ -367,18 +444,41 @@ func (r *run) checkObservations() {
 			}
 		}
 	}
+	for _, a := range r.w.ExtraAttempts() {
+		if a.Verification {
+			if refused++; refused <= most {
+				t.Errorf("the client SDK refused a node's answer: %v", a.Err)
+			}
+		}
+	}
 	if refused > most {
 		t.Errorf("… %d answers refused in all", refused)
 	}
-	for i, err := range r.w.Reads().Wrong {
+	unexpected := 0
+	for _, a := range append(r.w.Attempts(), r.w.ExtraAttempts()...) {
+		if a.Unexpected != nil {
+			if unexpected++; unexpected <= most {
+				t.Errorf("an append failed with an error that is neither a verdict nor a transient failure: %v", a.Unexpected)
+			}
+		}
+	}
+	if unexpected > most {
+		t.Errorf("… %d appends failed so in all", unexpected)
+	}
+	reads := r.w.Reads()
+	for i, err := range append(reads.Wrong, reads.Unexpected...) {
 		if i < most {
 			t.Error(err)
 		}
 	}
-	for i, err := range r.pollers.Bad() {
+	bad := r.pollers.Bad()
+	for i, err := range bad {
 		if i < most {
 			t.Error(err)
 		}
+	}
+	if len(bad) > most {
+		t.Errorf("… %d bad poll answers in all", len(bad))
 	}
 	r.checkRegressions()
 }
@@ -419,19 +519,58 @@ func (r *run) checkRegressions() {
 func (r *run) summarise(final Converged) {
 	t := r.t
 	reads := r.w.Reads()
-	polls, failedPolls := r.pollers.Stats()
+	ps := r.pollers.Stats()
 	refused, dropped := r.c.Net.Stats()
-	lr := r.logReport
+	lr, x := r.logReport, r.logReport.Extras
 	t.Logf("RESULT seed=%d duration=%s elapsed=%s", r.cfg.Seed, r.cfg.Duration, time.Since(r.started).Round(100*time.Millisecond))
 	t.Logf("RESULT appends: %s", r.tally)
-	t.Logf("RESULT read-backs: %d ok, %d wrong, %d unavailable", reads.OK, len(reads.Wrong), reads.Unavailable)
+	t.Logf("RESULT exactly-once: %d (duplicates %d + resent and already in the log %d)", r.tally.ExactlyOnce(), r.tally.Duplicates, r.tally.ResentLanded)
+	t.Logf("RESULT extras: %d conflicting pairs (first landed %d, rival landed %d, neither %d); %d concurrent copies (both acked %d); %d epoch-2 entries (%d in the log)",
+		x.Conflicts, x.FirstLanded, x.RivalLanded, x.NeitherLanded, x.Copies, x.CopiesBothAcked, x.NextEpochs, x.NextEpochsLanded)
+	t.Logf("RESULT read-backs: %d ok, %d wrong, %d unexpected errors, %d unavailable", reads.OK, len(reads.Wrong), len(reads.Unexpected), reads.Unavailable)
 	t.Logf("RESULT faults: %s; the network refused %d connections and closed %d", FormatCounts(r.faults), refused, dropped)
-	t.Logf("RESULT checkpoints: %d observed, %d sizes, %d proven prefixes of the final tree; %d polls (%d failed), %d smaller after a restart",
-		r.consistency.Observed, r.consistency.Sizes, r.consistency.Proven, polls, failedPolls, r.acrossRestarts)
+	t.Logf("RESULT checkpoints: %d observed, %d sizes, %d proven prefixes of the final tree", r.consistency.Observed, r.consistency.Sizes, r.consistency.Proven)
+	t.Logf("RESULT polls: %d (%d failed without a verdict); %d with min_size (%d answered); %d kill snapshots; %d answers of restarted nodes compared with earlier runs, %d smaller",
+		ps.Polls, ps.Failed, ps.MinSize, ps.MinSizeAnswered, r.snapshots.Taken(), ps.AfterRestart, r.acrossRestarts)
 	t.Logf("RESULT final log: size %d: %d escrow entries, %d station, %d index roots; %d chip lookups; %d appends ambiguous at the end, %d of them in the log",
 		final.Checkpoint.Size, lr.Escrow, lr.Stations, lr.IndexRoots, r.lookups, r.tally.Ambiguous, lr.AmbiguousLanded)
+	if s := r.auditState; s != nil {
+		var nodes []string
+		if r.auditReport != nil {
+			for _, n := range r.auditReport.Nodes {
+				nodes = append(nodes, fmt.Sprintf("%s %s", n.Node, n.Status))
+			}
+		}
+		t.Logf("RESULT audit: %d leaves audited, %d index roots checked, %d findings; nodes: %s", s.Audited(), s.IndexRoots(), s.FindingCount(), strings.Join(nodes, ", "))
+	}
+	t.Logf("RESULT node logs: allowed ERROR lines: %s", FormatCounts(r.nodeLogs))
 	if r.tally.Acked == 0 {
 		t.Error("no append was acknowledged: the run checked nothing")
+	}
+	if reads.OK == 0 {
+		t.Error("no read-back succeeded: the run checked no read")
+	}
+	if r.cfg.Duration >= DefaultDuration {
+		r.requireExercised()
+	}
+}
+
+// requireExercised fails a run of DefaultDuration or more in which the
+// faults did not do what a run is for: nodes killed, the leader among
+// them, and restarted; an append resent or retried after it had landed;
+// checkpoints proven consistent with the final one.
+func (r *run) requireExercised() {
+	t := r.t
+	for _, kind := range []string{"kill", "kill:leader", "restart"} {
+		if r.faults[kind] == 0 {
+			t.Errorf("the run of %s carried out no %s step: the faults did not exercise the cluster (%s)", r.cfg.Duration, kind, FormatCounts(r.faults))
+		}
+	}
+	if r.tally.ExactlyOnce() == 0 {
+		t.Errorf("the run of %s never took the exactly-once path: no append was recognised as already in the log (%s)", r.cfg.Duration, r.tally)
+	}
+	if r.consistency.Proven == 0 {
+		t.Errorf("the run of %s proved no observed checkpoint a prefix of the final one", r.cfg.Duration)
 	}
 }
 
@@ -451,13 +590,14 @@ func report(t *testing.T, what string, f *Findings) {
 	t.Errorf("%s: %d findings:%s", what, f.Total(), b.String())
 }
 
-// chipsInLog returns the chips with an escrow entry among leaves.
-func chipsInLog(leaves [][]byte) map[string]bool {
-	in := make(map[string]bool)
-	for _, leaf := range leaves {
+// chipsInLog returns the indexes of each chip's escrow entries among
+// leaves, in log order.
+func chipsInLog(leaves [][]byte) map[string][]uint64 {
+	in := make(map[string][]uint64)
+	for i, leaf := range leaves {
 		if kind, _ := ledger.PeekKind(leaf); kind == ledger.KindEscrow {
-			if e, err := ledger.ParseEscrowEntry(leaf); err == nil {
-				in[string(e.ChipID)] = true
+			if chip, _, err := ledger.PeekEscrow(leaf); err == nil {
+				in[string(chip)] = append(in[string(chip)], uint64(i))
 			}
 		}
 	}
@@ -465,10 +605,15 @@ func chipsInLog(leaves [][]byte) map[string]bool {
 }
 
 // lookupSample picks the chips to look up: every ambiguous or refused
-// append, up to 300 acknowledged ones and 20 unsent ones, drawn from seed.
+// append, every chip with an extra, up to 300 other acknowledged ones and
+// 20 unsent ones, drawn from seed.
 func lookupSample(seed int64, w *Workload) []int {
 	var acked, unsent, sample []int
 	for i, a := range w.Attempts() {
+		if _, ok := w.ExtraOf(i); ok && a.Outcome != Unsent {
+			sample = append(sample, i)
+			continue
+		}
 		switch a.Outcome {
 		case Acked:
 			acked = append(acked, i)
@@ -484,4 +629,22 @@ func lookupSample(seed int64, w *Workload) []int {
 	sample = append(sample, unsent[:min(len(unsent), 20)]...)
 	slices.Sort(sample)
 	return sample
+}
+
+// checkNodeLogs fails the test for every ERROR line of a node's output
+// that allowedErrors does not expect under the faults, and for panics.
+func (r *run) checkNodeLogs() {
+	const most = 10
+	r.nodeLogs = make(map[string]int)
+	for _, n := range r.c.Nodes {
+		bad := ScanNodeLog(n.Proc.Output(), r.nodeLogs)
+		for i, line := range bad {
+			if i < most {
+				r.t.Errorf("%s logged an unexpected error (%s): %s", n.ID, n.Proc.LogPath(), line)
+			}
+		}
+		if len(bad) > most {
+			r.t.Errorf("… %s logged %d unexpected errors in all", n.ID, len(bad))
+		}
+	}
 }

@@ -1,9 +1,15 @@
 // Package chaos runs a chipledger cluster of real `chipledger node`
 // processes under faults and checks that it keeps its promises: every
 // acknowledged append is in the log once, at the index its receipt gives;
-// refused appends are not in it; replicas end identical; every checkpoint
-// anyone was shown is a prefix of the final log; and no node serves a
-// smaller checkpoint than it served before.
+// no valid entry is refused, and refused appends are not in it; of two
+// conflicting entries for one chip and epoch, sent at once, at most one
+// is in it, and a leaf sent twice at once lands once; replicas end
+// identical; every checkpoint anyone was shown is a prefix of the final log
+// and ends on an index root, and the index roots are those of the chip
+// index (an auditor checks the whole log too); no node serves a smaller
+// checkpoint than it served before, or than the min_size asked for; no
+// node answers a valid request with an error that is neither a verdict
+// nor a transient failure, or logs an unexpected error.
 //
 // The faults come from a plan drawn from a seed (Plan): SIGKILL and restart
 // of nodes (the leader more often), partitions of the leader from the

@@ -12,17 +12,20 @@ import (
 
 // An Injector carries out a plan's steps on a cluster and counts them.
 type Injector struct {
-	c    *Cluster
-	logf func(format string, args ...any)
+	c         *Cluster
+	snapshots *Snapshots
+	logf      func(format string, args ...any)
 
 	mu     sync.Mutex
 	killed map[int]int    // node by Kill step number, until restarted
 	counts map[string]int // steps carried out, by kind
 }
 
-// NewInjector returns an injector for c that reports each step to logf.
-func NewInjector(c *Cluster, logf func(format string, args ...any)) *Injector {
-	return &Injector{c: c, logf: logf, killed: make(map[int]int), counts: make(map[string]int)}
+// NewInjector returns an injector for c that reports each step to logf,
+// and records in snapshots the checkpoint of each node it kills, right
+// before the kill.
+func NewInjector(c *Cluster, snapshots *Snapshots, logf func(format string, args ...any)) *Injector {
+	return &Injector{c: c, snapshots: snapshots, logf: logf, killed: make(map[int]int), counts: make(map[string]int)}
 }
 
 // Run carries out the steps at their times from now, and returns at end
@@ -101,6 +104,7 @@ func (in *Injector) apply(ctx context.Context, s Step) (string, error) {
 		if i < 0 {
 			return "", nil
 		}
+		in.snapshots.Take(ctx, in.c, i)
 		in.c.Nodes[i].Proc.Kill()
 		in.mu.Lock()
 		in.killed[s.Kill] = i

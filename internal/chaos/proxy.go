@@ -13,8 +13,10 @@ import (
 type Endpoint int
 
 // Client is the endpoint of every connection that comes from an address no
-// node binds: the harness's clients, and nodes forwarding API calls to the
-// leader (an HTTP client dials from the host's default loopback address).
+// node binds: the harness's clients. A node dials its peers from its own
+// address, Raft and API calls alike, so an append a follower forwards to
+// the leader is node-to-node traffic (the follower's link to the leader),
+// not Client's.
 const Client Endpoint = -1
 
 func (e Endpoint) String() string {

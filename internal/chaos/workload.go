@@ -5,7 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,8 +32,10 @@ const (
 	// Refused appends failed with a verdict on the entry (INVALID_ARGUMENT,
 	// FAILED_PRECONDITION, ALREADY_EXISTS): they must not be in the log.
 	Refused
-	// Ambiguous appends failed otherwise (timed out, no node available):
-	// they may or may not be in the log.
+	// Ambiguous appends failed without a verdict (timed out, no node
+	// available, a connection lost), or with an error that is no verdict
+	// and no transient failure either (see Attempt.Unexpected): they may or
+	// may not be in the log.
 	Ambiguous
 )
 
@@ -51,6 +57,11 @@ type Attempt struct {
 	// node's answer (a fork, a rollback, a bad proof): a node misbehaved.
 	// Err is that error.
 	Verification bool
+	// Unexpected is the first error of a call that a node answered with
+	// neither a verdict on the entry (INVALID_ARGUMENT, FAILED_PRECONDITION,
+	// ALREADY_EXISTS) nor a transient failure (see noVerdict): INTERNAL,
+	// UNKNOWN, NOT_FOUND, … A node misbehaved; the append is Ambiguous.
+	Unexpected error
 }
 
 // maxCalls bounds the Append calls for one chip.
@@ -60,19 +71,81 @@ const maxCalls = 3
 const resubmitAfter = 2 * time.Second
 
 // A Workload is the appends of a run: one escrow entry for each of a set
-// of chips, made beforehand, and what became of each.
+// of chips, made beforehand, and what became of each; and, for a sample of
+// the chips, a second leaf (an Extra) that exercises the log's admission
+// rules under faults.
 type Workload struct {
 	Chips  []ledger.ChipID
 	Leaves [][]byte
+	// Extras are the second leaves sent for some chips, at most one per
+	// chip.
+	Extras []Extra
 
 	acked, failed atomic.Int64 // calls, for progress reports
 
-	mu          sync.Mutex
-	next        int       // the next chip never sent
-	attempts    []Attempt // by chip
-	resubmit    []resubmission
-	checkpoints map[string]struct{} // signed checkpoints the clients verified
-	reads       ReadTally
+	extraOf map[int]int // Extras' index by chip
+
+	mu            sync.Mutex
+	next          int       // the next chip never sent
+	attempts      []Attempt // by chip
+	extraAttempts []Attempt // by Extras' index
+	resubmit      []resubmission
+	followUps     []int               // Extras (NextEpoch) due to be sent
+	checkpoints   map[string]struct{} // signed checkpoints the clients verified
+	reads         ReadTally
+}
+
+// An ExtraKind says what the second leaf sent for a chip is.
+type ExtraKind int
+
+const (
+	// Conflicting is another epoch-1 entry of the chip (a fresh device key
+	// and certificate, so other bytes), sent from another client at the
+	// same time as the chip's first Append call: at most one of the two
+	// may be in the log, and the log must refuse the other (ALREADY_EXISTS,
+	// the epoch reused) unless its call ended ambiguous.
+	Conflicting ExtraKind = iota + 1
+	// Copy is the chip's own leaf, sent from another client at the same
+	// time as its first Append call: it lands once, and every call
+	// acknowledged gets that one index.
+	Copy
+	// NextEpoch is an epoch-2 entry of the chip, sent once its epoch-1
+	// entry is acknowledged: the log must take it, after epoch 1.
+	NextEpoch
+)
+
+func (k ExtraKind) String() string {
+	switch k {
+	case Conflicting:
+		return "conflicting epoch-1 entry"
+	case Copy:
+		return "concurrent copy"
+	case NextEpoch:
+		return "epoch-2 entry"
+	}
+	return fmt.Sprintf("ExtraKind(%d)", int(k))
+}
+
+// An Extra is a second leaf sent for a chip of the workload; its Append
+// call is made once, without resending.
+type Extra struct {
+	Chip int
+	Kind ExtraKind
+	Leaf []byte
+}
+
+// extraKind returns the kind of extra chip i gets, or 0: 5% of the chips
+// each get a conflicting entry, a concurrent copy and an epoch-2 entry.
+func extraKind(i int) ExtraKind {
+	switch i % 20 {
+	case 7:
+		return Conflicting
+	case 13:
+		return Copy
+	case 3:
+		return NextEpoch
+	}
+	return 0
 }
 
 // A resubmission is an ambiguous append to send again, not before after.
@@ -90,22 +163,27 @@ const readEvery = 10
 type ReadTally struct {
 	OK int
 	// Unavailable counts lookups that failed without a verdict (no node
-	// answered in time): they check nothing.
+	// answered in time, see noVerdict): they check nothing.
 	Unavailable int
 	// Wrong are the lookups that found something else, or that the SDK
 	// refused (a fork, a rollback, a bad proof).
 	Wrong []error
+	// Unexpected are the lookups that failed with an error that is no
+	// transient failure (INTERNAL, NOT_FOUND, …): a node misbehaved.
+	Unexpected []error
 }
 
-// NewWorkload makes n escrow entries (epoch 1 of chips 0 … n-1) in
-// parallel.
+// NewWorkload makes n escrow entries (epoch 1 of chips 0 … n-1), and the
+// extras of the sampled chips (see extraKind), in parallel.
 func NewWorkload(pki *testpki.PKI, n int) (*Workload, error) {
 	w := &Workload{
 		Chips:       make([]ledger.ChipID, n),
 		Leaves:      make([][]byte, n),
 		attempts:    make([]Attempt, n),
+		extraOf:     make(map[int]int),
 		checkpoints: make(map[string]struct{}),
 	}
+	extras := make([][]byte, n) // by chip, for Conflicting and NextEpoch
 	var next atomic.Int64
 	errs := make([]error, runtime.GOMAXPROCS(0))
 	var wg sync.WaitGroup
@@ -116,11 +194,47 @@ func NewWorkload(pki *testpki.PKI, n int) (*Workload, error) {
 				if w.Leaves[i], errs[g] = pki.EscrowLeaf(w.Chips[i], 1, 0); errs[g] != nil {
 					return
 				}
+				switch extraKind(i) {
+				case Conflicting:
+					extras[i], errs[g] = pki.EscrowLeaf(w.Chips[i], 1, 0)
+				case NextEpoch:
+					extras[i], errs[g] = pki.EscrowLeaf(w.Chips[i], 2, 0)
+				}
+				if errs[g] != nil {
+					return
+				}
 			}
 		})
 	}
 	wg.Wait()
-	return w, errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	for i := range n {
+		switch k := extraKind(i); k {
+		case Conflicting, NextEpoch:
+			w.addExtra(i, k, extras[i])
+		case Copy:
+			w.addExtra(i, k, w.Leaves[i])
+		}
+	}
+	return w, nil
+}
+
+// addExtra adds an extra leaf for chip i.
+func (w *Workload) addExtra(i int, kind ExtraKind, leaf []byte) {
+	w.extraOf[i] = len(w.Extras)
+	w.Extras = append(w.Extras, Extra{Chip: i, Kind: kind, Leaf: leaf})
+	w.extraAttempts = append(w.extraAttempts, Attempt{})
+}
+
+// ExtraOf returns the extra of chip i, if it has one.
+func (w *Workload) ExtraOf(i int) (Extra, bool) {
+	x, ok := w.extraOf[i]
+	if !ok {
+		return Extra{}, false
+	}
+	return w.Extras[x], true
 }
 
 // appendTimeout bounds one Append call, retries included; the client's
@@ -148,15 +262,25 @@ var ImpatientRetry = client.RetryPolicy{
 	MaxBackoff:     500 * time.Millisecond,
 }
 
+// A job is what a client sends next: chip's own leaf, or, if extra >= 0,
+// that extra.
+type job struct {
+	chip, extra int
+}
+
 // Run appends from one goroutine per client, together at most rate Append
 // calls a second, until stop is closed or the entries run out: first the
-// ambiguous appends due to be sent again, then new ones. Calls in flight
-// when stop closes run to their end. It returns when all have ended.
+// ambiguous appends due to be sent again, then the epoch-2 entries due,
+// then new ones. A chip's Conflicting or Copy extra is sent from the next
+// client at the same time as the chip's first call (outside the rate).
+// Calls in flight when stop closes run to their end. It returns when all
+// have ended.
 func (w *Workload) Run(clients []*client.Client, rate float64, stop <-chan struct{}) {
 	tokens := make(chan struct{})
 	go pace(rate, tokens, stop)
-	var wg sync.WaitGroup
-	for _, c := range clients {
+	var wg, extras sync.WaitGroup
+	for k, c := range clients {
+		other := clients[(k+1)%len(clients)]
 		wg.Go(func() {
 			for {
 				select {
@@ -164,14 +288,25 @@ func (w *Workload) Run(clients []*client.Client, rate float64, stop <-chan struc
 					return
 				case <-tokens:
 				}
-				i, ok := w.take()
+				j, ok := w.take()
 				if !ok {
 					return
+				}
+				if j.extra >= 0 {
+					w.sendExtra(c, j.extra)
+					continue
+				}
+				i := j.chip
+				if x, ok := w.extraOf[i]; ok && w.Extras[x].Kind != NextEpoch && w.firstCall(i) {
+					extras.Go(func() { w.sendExtra(other, x) })
 				}
 				a := w.finish(i, w.call(c, w.Leaves[i]))
 				if a.Outcome != Acked {
 					w.failed.Add(1)
 					continue
+				}
+				if x, ok := w.extraOf[i]; ok && w.Extras[x].Kind == NextEpoch {
+					w.followUp(x)
 				}
 				if w.acked.Add(1)%readEvery == 0 {
 					w.readBack(c, i, a.Index)
@@ -180,22 +315,66 @@ func (w *Workload) Run(clients []*client.Client, rate float64, stop <-chan struc
 		})
 	}
 	wg.Wait()
+	extras.Wait()
 }
 
-// take returns the chip to append next.
-func (w *Workload) take() (int, bool) {
+// take returns what to send next.
+func (w *Workload) take() (job, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if len(w.resubmit) > 0 && time.Now().After(w.resubmit[0].after) {
 		i := w.resubmit[0].chip
 		w.resubmit = w.resubmit[1:]
-		return i, true
+		return job{i, -1}, true
+	}
+	if len(w.followUps) > 0 {
+		x := w.followUps[0]
+		w.followUps = w.followUps[1:]
+		return job{w.Extras[x].Chip, x}, true
 	}
 	if w.next >= len(w.Leaves) {
-		return 0, false
+		return job{}, false
 	}
 	w.next++
-	return w.next - 1, true
+	return job{w.next - 1, -1}, true
+}
+
+// firstCall reports whether chip i's own leaf was never sent before.
+func (w *Workload) firstCall(i int) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.attempts[i].Calls == 0
+}
+
+// followUp queues extra x to be sent, once: the epoch-2 entry of a chip
+// whose epoch-1 entry was just acknowledged.
+func (w *Workload) followUp(x int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.extraAttempts[x].Calls == 0 && !slices.Contains(w.followUps, x) {
+		w.followUps = append(w.followUps, x)
+	}
+}
+
+// sendExtra makes extra x's one Append call with c, and records it.
+func (w *Workload) sendExtra(c *client.Client, x int) {
+	w.mu.Lock()
+	if w.extraAttempts[x].Calls > 0 {
+		w.mu.Unlock()
+		return
+	}
+	w.extraAttempts[x].Calls = 1 // claimed
+	w.mu.Unlock()
+	a := w.call(c, w.Extras[x].Leaf)
+	a.Calls = 1
+	if a.Outcome == Acked {
+		w.acked.Add(1)
+	} else {
+		w.failed.Add(1)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.extraAttempts[x] = a
 }
 
 // finish records the outcome of a call for chip i, and queues the chip to
@@ -207,6 +386,9 @@ func (w *Workload) finish(i int, call Attempt) Attempt {
 	call.Calls = prev.Calls + 1
 	if prev.Verification && !call.Verification {
 		call.Verification, call.Err = true, prev.Err
+	}
+	if prev.Unexpected != nil {
+		call.Unexpected = prev.Unexpected
 	}
 	w.attempts[i] = call
 	if call.Outcome == Ambiguous && call.Calls < maxCalls {
@@ -240,15 +422,69 @@ func (w *Workload) call(c *client.Client, leaf []byte) Attempt {
 	defer cancel()
 	res, err := c.Append(ctx, leaf)
 	if err != nil {
-		a := Attempt{Outcome: Ambiguous, Err: err, Verification: isVerification(err)}
-		switch connect.CodeOf(err) {
-		case connect.CodeInvalidArgument, connect.CodeFailedPrecondition, connect.CodeAlreadyExists:
-			a.Outcome = Refused
-		}
-		return a
+		return failedCall(err)
 	}
 	w.Observe(res.Receipt.Checkpoint)
 	return Attempt{Outcome: Acked, Index: res.Receipt.Index, Duplicate: res.Duplicate}
+}
+
+// failedCall classifies the error of an Append call.
+func failedCall(err error) Attempt {
+	a := Attempt{Outcome: Ambiguous, Err: err}
+	switch {
+	case isVerification(err):
+		a.Verification = true
+	case isVerdict(err):
+		a.Outcome = Refused
+	case !noVerdict(err):
+		a.Unexpected = err
+	}
+	return a
+}
+
+// isVerdict reports whether err is a verdict on the entry: the log refuses
+// it.
+func isVerdict(err error) bool {
+	switch connect.CodeOf(err) {
+	case connect.CodeInvalidArgument, connect.CodeFailedPrecondition, connect.CodeAlreadyExists:
+		return true
+	}
+	return false
+}
+
+// noVerdict reports whether err says nothing of the request, but that it
+// could not be answered now: the call's context ended, the transport
+// failed (an error the Connect client made up, not one a node sent), or a
+// node answered UNAVAILABLE, DEADLINE_EXCEEDED, CANCELED, ABORTED or
+// RESOURCE_EXHAUSTED. Any other error a node sends (INTERNAL, UNKNOWN,
+// NOT_FOUND, …) is an answer it should not give to a valid request.
+func noVerdict(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || errors.Is(err, client.ErrClosed) {
+		return true
+	}
+	var ce *connect.Error
+	if !errors.As(err, &ce) {
+		var ne net.Error
+		return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+	}
+	if !connect.IsWireError(ce) {
+		return true
+	}
+	switch ce.Code() {
+	case connect.CodeUnavailable, connect.CodeDeadlineExceeded, connect.CodeCanceled, connect.CodeAborted, connect.CodeResourceExhausted:
+		return true
+	}
+	return false
+}
+
+// isEpochReused reports whether err is the log's refusal of an escrow
+// entry for an epoch its chip already used with another leaf.
+func isEpochReused(err error) bool {
+	switch connect.CodeOf(err) {
+	case connect.CodeAlreadyExists, connect.CodeFailedPrecondition:
+		return strings.Contains(err.Error(), ledger.ErrEpochReused.Error())
+	}
+	return false
 }
 
 // Progress returns how many Append calls have been acknowledged and how
@@ -256,18 +492,25 @@ func (w *Workload) call(c *client.Client, leaf []byte) Attempt {
 func (w *Workload) Progress() (acked, failed int64) { return w.acked.Load(), w.failed.Load() }
 
 // readBack looks up chip i, just acknowledged at index, with the client
-// that appended it, and checks that the answer holds that entry; it also
+// that appended it, and checks that the answer holds that entry (and, for
+// a chip sent an epoch-2 entry, perhaps that one after it); it also
 // fetches the client's checkpoint, as a reader would.
 func (w *Workload) readBack(c *client.Client, i int, index uint64) {
 	ctx, cancel := context.WithTimeout(context.Background(), appendTimeout)
 	defer cancel()
 	h, err := c.LookupChip(ctx, w.Chips[i])
 	if err == nil {
+		most := 1
+		if x, ok := w.ExtraOf(i); ok && x.Kind == NextEpoch {
+			most = 2
+		}
 		switch {
-		case len(h.Entries) != 1:
+		case len(h.Entries) < 1 || len(h.Entries) > most:
 			err = fmt.Errorf("%w: %d entries", errWrongRead, len(h.Entries))
 		case h.Entries[0].Receipt.Index != index || !bytes.Equal(h.Entries[0].Receipt.Leaf, w.Leaves[i]):
 			err = fmt.Errorf("%w: an entry at index %d", errWrongRead, h.Entries[0].Receipt.Index)
+		case len(h.Entries) == 2 && !bytes.Equal(h.Entries[1].Receipt.Leaf, w.Extras[w.extraOf[i]].Leaf):
+			err = fmt.Errorf("%w: a second entry at index %d that is not the chip's epoch-2 entry", errWrongRead, h.Entries[1].Receipt.Index)
 		}
 	}
 	if err == nil {
@@ -283,8 +526,10 @@ func (w *Workload) readBack(c *client.Client, i int, index uint64) {
 		w.reads.OK++
 	case errors.Is(err, errWrongRead) || isVerification(err):
 		w.reads.Wrong = append(w.reads.Wrong, fmt.Errorf("chip %d, acknowledged at index %d, read back: %w", i, index, err))
-	default:
+	case noVerdict(err):
 		w.reads.Unavailable++
+	default:
+		w.reads.Unexpected = append(w.reads.Unexpected, fmt.Errorf("chip %d, acknowledged at index %d, read back: %w", i, index, err))
 	}
 }
 
@@ -305,7 +550,8 @@ func (w *Workload) Reads() ReadTally {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	r := w.reads
-	r.Wrong = append([]error(nil), r.Wrong...)
+	r.Wrong = slices.Clone(r.Wrong)
+	r.Unexpected = slices.Clone(r.Unexpected)
 	return r
 }
 
@@ -334,32 +580,57 @@ func (w *Workload) Checkpoints() [][]byte {
 func (w *Workload) Attempts() []Attempt {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return append([]Attempt(nil), w.attempts...)
+	return slices.Clone(w.attempts)
+}
+
+// ExtraAttempts returns what became of each extra's append so far, by
+// Extras' index. An extra whose call is under way has Calls 1 and is
+// Unsent.
+func (w *Workload) ExtraAttempts() []Attempt {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.extraAttempts)
 }
 
 // Tally counts attempts by outcome.
 type Tally struct {
 	Acked, Refused, Ambiguous, Unsent int
 	// Duplicates are acknowledged appends the log recognised as sent
-	// before.
+	// before, by the client itself (a lost answer) and not by the
+	// concurrent Copy of its leaf.
 	Duplicates int
 	// Resent counts the chips whose append was sent more than once,
 	// ResentAcked those of them finally acknowledged, and ResentLanded
 	// those the log already held: an ambiguous call had committed.
 	Resent, ResentAcked, ResentLanded int
-	// Verification counts appends the SDK refused to accept.
-	Verification int
+	// Verification counts appends the SDK refused to accept, Unexpected
+	// those a node answered with an error that is neither a verdict nor a
+	// transient failure; extras included.
+	Verification, Unexpected int
+	// Extras counts the extras' calls by outcome.
+	Extras ExtraTally
+}
+
+// An ExtraTally counts the extras' calls by outcome.
+type ExtraTally struct {
+	Acked, Refused, Ambiguous, Unsent int
 }
 
 func (t Tally) String() string {
-	return fmt.Sprintf("acked=%d (duplicates %d) refused=%d ambiguous=%d unsent=%d; sent again %d (then acked %d, of which already in the log %d); verification-failures=%d",
-		t.Acked, t.Duplicates, t.Refused, t.Ambiguous, t.Unsent, t.Resent, t.ResentAcked, t.ResentLanded, t.Verification)
+	return fmt.Sprintf("acked=%d (duplicates %d) refused=%d ambiguous=%d unsent=%d; sent again %d (then acked %d, of which already in the log %d); verification-failures=%d unexpected-errors=%d; extras: acked=%d refused=%d ambiguous=%d unsent=%d",
+		t.Acked, t.Duplicates, t.Refused, t.Ambiguous, t.Unsent, t.Resent, t.ResentAcked, t.ResentLanded, t.Verification, t.Unexpected,
+		t.Extras.Acked, t.Extras.Refused, t.Extras.Ambiguous, t.Extras.Unsent)
 }
+
+// ExactlyOnce returns how often the exactly-once path was taken: appends
+// the log recognised as already held, after a lost answer or an ambiguous
+// call sent again.
+func (t Tally) ExactlyOnce() int { return t.Duplicates + t.ResentLanded }
 
 // Tally counts the outcomes of the appends.
 func (w *Workload) Tally() Tally {
 	var t Tally
-	for _, a := range w.Attempts() {
+	for i, a := range w.Attempts() {
 		switch a.Outcome {
 		case Acked:
 			t.Acked++
@@ -370,7 +641,11 @@ func (w *Workload) Tally() Tally {
 		case Unsent:
 			t.Unsent++
 		}
-		if a.Duplicate {
+		copied := false
+		if x, ok := w.ExtraOf(i); ok && x.Kind == Copy {
+			copied = true
+		}
+		if a.Duplicate && !copied {
 			t.Duplicates++
 		}
 		if a.Calls > 1 {
@@ -378,12 +653,33 @@ func (w *Workload) Tally() Tally {
 			if a.Outcome == Acked {
 				t.ResentAcked++
 			}
-			if a.Duplicate {
+			if a.Duplicate && !copied {
 				t.ResentLanded++
 			}
 		}
 		if a.Verification {
 			t.Verification++
+		}
+		if a.Unexpected != nil {
+			t.Unexpected++
+		}
+	}
+	for _, a := range w.ExtraAttempts() {
+		switch a.Outcome {
+		case Acked:
+			t.Extras.Acked++
+		case Refused:
+			t.Extras.Refused++
+		case Ambiguous:
+			t.Extras.Ambiguous++
+		case Unsent:
+			t.Extras.Unsent++
+		}
+		if a.Verification {
+			t.Verification++
+		}
+		if a.Unexpected != nil {
+			t.Unexpected++
 		}
 	}
 	return t
