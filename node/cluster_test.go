@@ -343,11 +343,22 @@ func isCode(err error, code connect.Code) bool {
 func TestLogInfoOfANewLogWaitsForItsFirstCheckpoint(t *testing.T) {
 	c := newConfiguredCluster(t, 0, nil, nil)
 	n := c.addNode(true)
-	resp, err := chipledgerv1connect.NewLedgerServiceClient(c.http, "http://"+n.APIAddr()).GetLogInfo(context.Background(), connect.NewRequest(&v1.GetLogInfoRequest{}))
-	if err != nil {
-		t.Fatalf("GetLogInfo of a node just started: %v", err)
-	}
-	if _, err := c.verifier.VerifyCheckpoint(resp.Msg.Checkpoint); err != nil {
-		t.Fatalf("GetLogInfo's checkpoint %q: %v", resp.Msg.Checkpoint, err)
+	lc := chipledgerv1connect.NewLedgerServiceClient(c.http, "http://"+n.APIAddr())
+	// UNAVAILABLE (the node's read gate, or no checkpoint within the wait)
+	// tells a client to come back; the first answer must be a real one.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := lc.GetLogInfo(context.Background(), connect.NewRequest(&v1.GetLogInfoRequest{}))
+		if connect.CodeOf(err) == connect.CodeUnavailable && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond) // polling, with a deadline
+			continue
+		}
+		if err != nil {
+			t.Fatalf("GetLogInfo of a node just started: %v", err)
+		}
+		if _, err := c.verifier.VerifyCheckpoint(resp.Msg.Checkpoint); err != nil {
+			t.Fatalf("GetLogInfo's checkpoint %q: %v", resp.Msg.Checkpoint, err)
+		}
+		return
 	}
 }
