@@ -730,34 +730,15 @@ func (s *Store) StationRegistrations() (map[[32]byte]uint64, error) {
 // state but are not leaves (for example the cluster's member addresses),
 // with the caller's marker, in one transaction. A nil value deletes the key.
 func (s *Store) SetMetadata(key string, value, marker []byte) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.failed != nil {
-		return s.failed
-	}
-	// The marker must never get ahead of durable leaves.
-	p := s.pend.Load()
-	if err := s.flushLocked(p); err != nil {
-		return err
-	}
-	s.pend.Store(emptyPending(p.size, p.root, p.dataEnd()))
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		b, err := tx.Bucket(bucketMeta).CreateBucketIfNotExists(bucketUser)
+	err := s.updateMetadata(marker, func(meta *bolt.Bucket) error {
+		b, err := meta.CreateBucketIfNotExists(bucketUser)
 		if err != nil {
 			return err
 		}
 		if value == nil {
-			err = b.Delete([]byte(key))
-		} else {
-			err = b.Put([]byte(key), value)
+			return b.Delete([]byte(key))
 		}
-		if err != nil {
-			return err
-		}
-		if marker != nil {
-			return tx.Bucket(bucketMeta).Put(keyMarker, marker)
-		}
-		return nil
+		return b.Put([]byte(key), value)
 	})
 	if err != nil {
 		return fmt.Errorf("set metadata %q: %w", key, err)
@@ -770,18 +751,7 @@ func (s *Store) SetMetadata(key string, value, marker []byte) error {
 // a snapshot's metadata and position into a store that already holds its
 // leaves.
 func (s *Store) ReplaceMetadata(md map[string][]byte, marker []byte) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.failed != nil {
-		return s.failed
-	}
-	p := s.pend.Load()
-	if err := s.flushLocked(p); err != nil {
-		return err
-	}
-	s.pend.Store(emptyPending(p.size, p.root, p.dataEnd()))
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		meta := tx.Bucket(bucketMeta)
+	err := s.updateMetadata(marker, func(meta *bolt.Bucket) error {
 		if meta.Bucket(bucketUser) != nil {
 			if err := meta.DeleteBucket(bucketUser); err != nil {
 				return err
@@ -796,15 +766,38 @@ func (s *Store) ReplaceMetadata(md map[string][]byte, marker []byte) error {
 				return err
 			}
 		}
-		if marker != nil {
-			return meta.Put(keyMarker, marker)
-		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("replace metadata: %w", err)
 	}
 	return nil
+}
+
+// updateMetadata commits the pending leaves (a marker must never get ahead
+// of durable leaves), then runs fn on the meta bucket and stores marker (if
+// not nil), in one transaction.
+func (s *Store) updateMetadata(marker []byte, fn func(meta *bolt.Bucket) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failed != nil {
+		return s.failed
+	}
+	p := s.pend.Load()
+	if err := s.flushLocked(p); err != nil {
+		return err
+	}
+	s.pend.Store(emptyPending(p.size, p.root, p.dataEnd()))
+	return s.db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if err := fn(meta); err != nil {
+			return err
+		}
+		if marker != nil {
+			return meta.Put(keyMarker, marker)
+		}
+		return nil
+	})
 }
 
 // Metadata returns every record stored with SetMetadata.

@@ -105,15 +105,23 @@ func TestTheBinaryPrintsAUsageErrorAsOneLineOnStderr(t *testing.T) {
 // Every flag's help shows its default once: a flag whose usage says its
 // default itself must not get urfave/cli's "(default: 0)" as well.
 func TestFlagHelpShowsEachDefaultOnce(t *testing.T) {
+	eachFlag(func(name string, f cli.Flag) {
+		if s := cli.FlagStringer(f); strings.Count(s, "(default") > 1 {
+			t.Errorf("chipledger %s: %s", name, s)
+		}
+	})
+}
+
+// eachFlag calls fn with every flag of every command of the command line
+// and the command's name ("pool fill").
+func eachFlag(fn func(name string, f cli.Flag)) {
 	app := newApp(&bytes.Buffer{}, &bytes.Buffer{}, nil)
 	var walk func(path string, cmds []*cli.Command)
 	walk = func(path string, cmds []*cli.Command) {
 		for _, cmd := range cmds {
 			name := strings.TrimSpace(path + " " + cmd.Name)
 			for _, f := range cmd.Flags {
-				if s := cli.FlagStringer(f); strings.Count(s, "(default") > 1 {
-					t.Errorf("chipledger %s: %s", name, s)
-				}
+				fn(name, f)
 			}
 			walk(name, cmd.Subcommands)
 		}
@@ -161,20 +169,11 @@ func TestUsageTextsNameOnlyRealFlags(t *testing.T) {
 // required flags itself (urfave/cli would print the whole help first); a
 // required flag of a type unrequire does not know would slip back to that.
 func TestEveryRequiredFlagIsCheckedByTheCommandLine(t *testing.T) {
-	app := newApp(&bytes.Buffer{}, &bytes.Buffer{}, nil)
-	var walk func(path string, cmds []*cli.Command)
-	walk = func(path string, cmds []*cli.Command) {
-		for _, cmd := range cmds {
-			name := strings.TrimSpace(path + " " + cmd.Name)
-			for _, f := range cmd.Flags {
-				if rf, ok := f.(cli.RequiredFlag); ok && rf.IsRequired() {
-					t.Errorf("chipledger %s --%s (%T) is still marked required", name, f.Names()[0], f)
-				}
-			}
-			walk(name, cmd.Subcommands)
+	eachFlag(func(name string, f cli.Flag) {
+		if rf, ok := f.(cli.RequiredFlag); ok && rf.IsRequired() {
+			t.Errorf("chipledger %s --%s (%T) is still marked required", name, f.Names()[0], f)
 		}
-	}
-	walk("", app.Commands)
+	})
 }
 
 // TestAdminSubcommandsRequireTheLedger: admin's subcommands share their
