@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -206,20 +207,30 @@ func (c *Client) newEndpoint(addr string) (*endpoint, error) {
 // TLS to https:// ones: one http.Transport cannot do both, since it uses
 // h2c only when HTTP/1 is disabled.
 func defaultHTTPClient() *http.Client {
+	plain, secure := NewTransports(nil)
+	return &http.Client{Transport: &byScheme{plain: plain, tls: secure}}
+}
+
+// NewTransports returns the two HTTP transports the default client uses
+// for ledger nodes: plain speaks h2c (for http:// URLs), tls speaks HTTP/2
+// or HTTP/1.1 over TLS with tc (for https:// ones; nil tc: the system's
+// roots). Both dial with a timeout and ping idle HTTP/2 connections, so a
+// node that vanished without a reset is noticed. A program that routes
+// requests itself (the command line does, to diagnose TLS mismatches)
+// starts from these.
+func NewTransports(tc *tls.Config) (plain, secure *http.Transport) {
 	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
-	// Pings find a connection to a node that vanished without a reset.
 	h2 := &http.HTTP2Config{SendPingTimeout: 15 * time.Second, PingTimeout: 5 * time.Second}
-	var plain, tls http.Protocols
-	plain.SetUnencryptedHTTP2(true)
-	tls.SetHTTP1(true)
-	tls.SetHTTP2(true)
-	return &http.Client{Transport: &byScheme{
-		plain: &http.Transport{Protocols: &plain, DialContext: dialer.DialContext, HTTP2: h2, IdleConnTimeout: 90 * time.Second},
-		tls: &http.Transport{
-			Protocols: &tls, DialContext: dialer.DialContext, HTTP2: h2, IdleConnTimeout: 90 * time.Second,
-			Proxy: http.ProxyFromEnvironment, TLSHandshakeTimeout: 10 * time.Second,
-		},
-	}}
+	var plainProtos, tlsProtos http.Protocols
+	plainProtos.SetUnencryptedHTTP2(true)
+	tlsProtos.SetHTTP1(true)
+	tlsProtos.SetHTTP2(true)
+	plain = &http.Transport{Protocols: &plainProtos, DialContext: dialer.DialContext, HTTP2: h2, IdleConnTimeout: 90 * time.Second}
+	secure = &http.Transport{
+		Protocols: &tlsProtos, DialContext: dialer.DialContext, HTTP2: h2, IdleConnTimeout: 90 * time.Second,
+		TLSClientConfig: tc, Proxy: http.ProxyFromEnvironment, TLSHandshakeTimeout: 10 * time.Second,
+	}
+	return plain, secure
 }
 
 // byScheme sends http:// requests through plain and https:// ones through

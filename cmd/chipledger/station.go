@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"path/filepath"
 	"sort"
@@ -49,21 +48,9 @@ func ledgerHTTPClient(c *cli.Context) (*http.Client, error) {
 			return nil, fmt.Errorf("--tls-ca: %w", err)
 		}
 	}
-	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
-	// Pings find a connection to a node that vanished without a reset.
-	h2 := &http.HTTP2Config{SendPingTimeout: 15 * time.Second, PingTimeout: 5 * time.Second}
-	var plain, secure http.Protocols
-	plain.SetUnencryptedHTTP2(true)
-	secure.SetHTTP1(true)
-	secure.SetHTTP2(true)
-	return &http.Client{Transport: &nodeTransport{
-		ca: ca,
-		plain: &http.Transport{Protocols: &plain, DialContext: dialer.DialContext, HTTP2: h2,
-			IdleConnTimeout: 90 * time.Second, MaxIdleConnsPerHost: 64},
-		secure: &http.Transport{Protocols: &secure, DialContext: dialer.DialContext, HTTP2: h2, TLSClientConfig: tc,
-			IdleConnTimeout: 90 * time.Second, MaxIdleConnsPerHost: 64,
-			Proxy: http.ProxyFromEnvironment, TLSHandshakeTimeout: 10 * time.Second},
-	}}, nil
+	plain, secure := client.NewTransports(tc)
+	plain.MaxIdleConnsPerHost, secure.MaxIdleConnsPerHost = 64, 64
+	return &http.Client{Transport: &nodeTransport{ca: ca, plain: plain, secure: secure}}, nil
 }
 
 // ledgerAddrs is the --ledger addresses, made https:// under --tls-ca.
