@@ -1,0 +1,106 @@
+package proofs
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+
+	"github.com/transparency-dev/formats/witness"
+	"golang.org/x/mod/sumdb/note"
+)
+
+var (
+	// ErrBadPolicy reports witness policy text that does not parse, or that
+	// requires no witness at all.
+	ErrBadPolicy = errors.New("proofs: invalid witness policy")
+
+	// ErrNotWitnessed reports a checkpoint, correctly signed by the log,
+	// that does not carry the cosignatures its witness policy requires.
+	ErrNotWitnessed = errors.New("proofs: checkpoint lacks the witness cosignatures the policy requires")
+)
+
+// A WitnessPolicy says which witnesses must cosign a checkpoint before a
+// client relies on it. Witnesses are independent parties that cosign a
+// checkpoint only if it is consistent with every checkpoint of the same log
+// they cosigned before (c2sp.org/tlog-witness), so a checkpoint that
+// satisfies the policy is one that no quorum of them saw forked: a log
+// cannot show one client a different history from everyone else without
+// the collusion of the quorum.
+//
+// The policy text is the c2sp.org/tlog-policy format, the one Sigsum and
+// Tessera read, as parsed by transparency-dev/formats/witness:
+//
+//	witness w1 <vkey> https://w1.example/
+//	witness w2 <vkey> https://w2.example/
+//	witness w3 <vkey> https://w3.example/
+//	group main 2 w1 w2 w3
+//	quorum main
+//
+// where each vkey is an Ed25519 note verifier key (type 0x01 or 0x04) and a
+// witness's cosignatures are cosignature/v1 (c2sp.org/tlog-cosignature).
+// Groups nest; a group's threshold may be a number, "any" or "all". Lines
+// starting "log" are ignored. The same file configures the ledger nodes,
+// which submit checkpoints to the witnesses' URLs, and the clients, which
+// only check the cosignatures.
+type WitnessPolicy struct {
+	quorum    witness.Group
+	endpoints map[string]note.Verifier // submission URL → verifier
+}
+
+// ParseWitnessPolicy parses a c2sp.org/tlog-policy text. A policy whose
+// quorum is "none" is refused: it would make every checkpoint witnessed,
+// and a deployment without witnesses should configure no policy instead.
+// An error wraps ErrBadPolicy.
+func ParseWitnessPolicy(text []byte) (*WitnessPolicy, error) {
+	q, err := witness.ParsePolicy(text)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadPolicy, err)
+	}
+	if q.N <= 0 || len(q.Components) == 0 {
+		return nil, fmt.Errorf("%w: its quorum requires no cosignature; configure no witness policy instead", ErrBadPolicy)
+	}
+	return &WitnessPolicy{quorum: q, endpoints: q.Endpoints()}, nil
+}
+
+// Satisfied reports whether signed, a signed note, carries enough valid
+// cosignatures to meet the policy's quorum. It does not check the log's own
+// signature: VerifyWitnessedCheckpoint does both.
+func (p *WitnessPolicy) Satisfied(signed []byte) bool { return p.quorum.Satisfied(signed) }
+
+// Verifiers returns the cosignature verifier of every witness in the policy,
+// ordered by key name and hash.
+func (p *WitnessPolicy) Verifiers() []note.Verifier {
+	vs := slices.Collect(maps.Values(p.endpoints))
+	slices.SortFunc(vs, func(a, b note.Verifier) int {
+		if a.Name() != b.Name() {
+			if a.Name() < b.Name() {
+				return -1
+			}
+			return 1
+		}
+		return int(int64(a.KeyHash()) - int64(b.KeyHash()))
+	})
+	return slices.CompactFunc(vs, func(a, b note.Verifier) bool { return a.Name() == b.Name() && a.KeyHash() == b.KeyHash() })
+}
+
+// Endpoints returns, for every witness in the policy, the URL its
+// add-checkpoint requests go to (the policy's URL joined with
+// "/add-checkpoint") and its cosignature verifier.
+func (p *WitnessPolicy) Endpoints() map[string]note.Verifier { return maps.Clone(p.endpoints) }
+
+// VerifyWitnessedCheckpoint verifies a signed checkpoint as
+// VerifyCheckpointNote does, with every witness of the policy as an extra
+// verifier (so an invalid cosignature by a known witness is
+// ErrBadSignature), and then that the valid cosignatures meet the policy's
+// quorum (ErrNotWitnessed otherwise).
+func (v *LogVerifier) VerifyWitnessedCheckpoint(signed []byte, p *WitnessPolicy) (Checkpoint, error) {
+	c, n, err := v.VerifyCheckpointNote(signed, p.Verifiers()...)
+	if err != nil {
+		return Checkpoint{}, err
+	}
+	if !p.Satisfied(signed) {
+		return Checkpoint{}, fmt.Errorf("%w: size %d carries %d valid cosignature(s) by the policy's witnesses", ErrNotWitnessed, c.Size, len(n.Sigs)-1)
+	}
+	return c, nil
+}
