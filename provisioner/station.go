@@ -117,7 +117,10 @@ type Timings struct {
 // label); otherwise the device's are used. A crash anywhere can be resumed
 // by calling Provision again with the same device: an entry that was signed
 // is appended (again, harmlessly) rather than replaced, so the ledger never
-// gets two entries for one provisioning.
+// gets two entries for one provisioning. If the device has moved to another
+// epoch since (another station re-provisioned it), the signed entry is
+// still finished first, and its pool key consumed or destroyed, so the new
+// provisioning cannot be handed that same key again.
 func (s *Station) Provision(ctx context.Context, dev device.Conn, ids ledger.Identities) (*Result, error) {
 	if len(ids) > 0 {
 		if err := ids.Validate(); err != nil {
@@ -138,7 +141,7 @@ func (s *Station) Provision(ctx context.Context, dev device.Conn, ids ledger.Ide
 		return nil, err
 	}
 	if rec != nil && (rec.Step == StepSigned || rec.Step == StepAppended) {
-		if device.KeyOrigin(rec.KeyOrigin) == device.KeyFromPool && s.cfg.Pool == nil && (rec.Epoch == info.Epoch+1 || rec.Epoch == info.Epoch) {
+		if device.KeyOrigin(rec.KeyOrigin) == device.KeyFromPool && s.cfg.Pool == nil {
 			return nil, fmt.Errorf("%w: chip %s's unfinished provisioning (epoch %d) took its key pair from a key pool; run the station with that pool to finish it", ErrNoPool, rec.ChipID, rec.Epoch)
 		}
 		switch rec.Epoch {
@@ -149,8 +152,28 @@ func (s *Station) Provision(ctx context.Context, dev device.Conn, ids ledger.Ide
 			// The device already took the receipt; only the journal lagged.
 			return s.finish(ctx, nil, rec, true)
 		}
+		if err := s.settle(ctx, rec, info.Epoch); err != nil {
+			return nil, err
+		}
 	}
 	return s.provision(ctx, dev, info, ids)
+}
+
+// settle finishes, without the device, a signed provisioning of a chip
+// whose device is at another epoch than the entry's (say another station
+// re-provisioned it after restoring it from the ledger): the entry is
+// appended (the ledger answers a duplicate if it is in) and its pool key
+// consumed, or, if the ledger refuses it for good, the key is destroyed.
+// The pool reserves one key per chip, not per epoch, so without this the
+// next provisioning of the chip would be handed the key of the signed
+// entry, which may already be escrowed under another epoch.
+func (s *Station) settle(ctx context.Context, rec *JournalRecord, deviceEpoch uint32) error {
+	_, err := s.finish(ctx, nil, rec, true)
+	if err != nil && !errors.Is(err, ErrLedgerRejected) {
+		return fmt.Errorf("finish chip %s's provisioning of epoch %d (the device is at epoch %d) before provisioning it again: %w", rec.ChipID, rec.Epoch, deviceEpoch, err)
+	}
+	s.log.Info("finished a provisioning the device had moved past", "chip", rec.ChipID, "epoch", rec.Epoch, "device_epoch", deviceEpoch, "step", rec.Step)
+	return nil
 }
 
 func (s *Station) provision(ctx context.Context, dev device.Conn, info *device.Info, ids ledger.Identities) (res *Result, err error) {

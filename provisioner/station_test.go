@@ -385,6 +385,87 @@ func TestResumeNeedsThePoolItsKeyCameFrom(t *testing.T) {
 	}
 }
 
+// TestAPoolKeyIsNeverEscrowedTwice: a provisioning whose key came from the
+// pool crashes after its append, so the journal keeps its entry (epoch 1)
+// at "signed" and the pool keeps the key reserved for the chip. The device
+// moves past that epoch elsewhere: it is restored from the ledger and
+// re-provisioned (epoch 2) by a station with another journal and no pool.
+// When this station provisions it again (epoch 3), it must first finish the
+// signed entry and consume its key (and refuse to go on without the pool),
+// not reserve that same key, already escrowed in epoch 1, for epoch 3.
+func TestAPoolKeyIsNeverEscrowedTwice(t *testing.T) {
+	f := newStationFixture(t, true)
+	ctx := context.Background()
+	dev := f.newDevice(imeiN(44))
+	cfg := f.cfg
+	cfg.Ledger = &crashingLedger{Ledger: f.cfg.Ledger, crash: true}
+	st, _ := NewStation(cfg)
+	if _, crashed, err := provisionCrashing(st, dev); !crashed {
+		t.Fatalf("no crash injected (err %v)", err)
+	}
+	info, _ := dev.ChipInfo(ctx)
+	escrowed, ok, _ := f.cfg.Pool.Reservation(info.ChipID)
+	if !ok {
+		t.Fatal("the crashed provisioning holds no pool key")
+	}
+
+	// The device is restored from the ledger (epoch 1) and re-provisioned
+	// by another line (epoch 2).
+	h := f.lookup(info.ChipID)
+	e1 := h.Latest().Entry
+	if err := dev.RestoreBackup(ctx, e1.Backup, e1.Certificate, nil, h.LookupProof); err != nil {
+		t.Fatal(err)
+	}
+	j2, err := OpenJournal(filepath.Join(f.dir, "journal-line-2.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j2.Close()
+	cfg = f.cfg
+	cfg.Journal, cfg.Pool = j2, nil
+	line2, _ := NewStation(cfg)
+	if res, err := line2.Provision(ctx, dev, nil); err != nil || res.Epoch != 2 {
+		t.Fatalf("re-provisioning at another line: %+v, %v", res, err)
+	}
+
+	// Back at the first station: without the pool it cannot settle the
+	// reserved key, so it provisions nothing.
+	cfg = f.cfg
+	cfg.Pool = nil
+	st, _ = NewStation(cfg)
+	if _, err := st.Provision(ctx, dev, nil); !errors.Is(err, ErrNoPool) {
+		t.Fatalf("re-provisioning without the pool: err = %v, want ErrNoPool", err)
+	}
+	st, _ = NewStation(f.cfg)
+	res, err := st.Provision(ctx, dev, nil)
+	if err != nil || res.Epoch != 3 {
+		t.Fatalf("re-provisioning back at the first station: %+v, %v; want epoch 3", res, err)
+	}
+	entries := f.entries(info.ChipID)
+	if len(entries) != 3 {
+		t.Fatalf("%d entries, want 3", len(entries))
+	}
+	seen := map[string]uint32{}
+	for _, e := range entries {
+		cert, err := x509.ParseCertificate(e.Certificate)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub, _ := x509.MarshalPKIXPublicKey(cert.PublicKey)
+		if first, ok := seen[string(pub)]; ok {
+			t.Fatalf("epochs %d and %d escrow the same device key pair", first, e.Epoch)
+		}
+		seen[string(pub)] = e.Epoch
+	}
+	a, ok, _ := f.cfg.Pool.LastAudit(info.ChipID)
+	if !ok || a.Outcome != OutcomeConsumed || a.KeyID == escrowed {
+		t.Fatalf("pool audit %+v: want epoch 3's own key consumed, not key %s again", a, escrowed)
+	}
+	if s, _ := f.cfg.Pool.Status(); s.Consumed != 2 || s.Reserved != 0 || s.Destroyed != 0 {
+		t.Fatalf("pool %+v, want both pool keys consumed", s)
+	}
+}
+
 func imeiN(i int) string {
 	d := []byte("35209900000000")
 	d[13] = byte('0' + i%10)
