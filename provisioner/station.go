@@ -282,8 +282,9 @@ func (s *Station) provision(ctx context.Context, dev device.Conn, info *device.I
 }
 
 // finish appends the journaled leaf (again, if a crash interrupted an
-// earlier run: the ledger answers with the same index), stores the receipt
-// in the device (unless dev is nil: it has it) and consumes the pool key.
+// earlier run: the ledger answers with the same index), consumes the pool
+// key once the receipt verifies, and stores the receipt in the device
+// (unless dev is nil: it has it).
 func (s *Station) finish(ctx context.Context, dev device.Conn, rec *JournalRecord, resumed bool) (*Result, error) {
 	res := &Result{ChipID: rec.ChipID, Epoch: rec.Epoch, Resumed: resumed}
 	t := time.Now()
@@ -298,6 +299,11 @@ func (s *Station) finish(ctx context.Context, dev device.Conn, rec *JournalRecor
 	}
 	if string(receipt.Leaf) != string(rec.Leaf) {
 		return nil, fmt.Errorf("the ledger's receipt for chip %s is for another leaf", rec.ChipID)
+	}
+	// The key is escrowed now: the pool's copy goes at once, not when the
+	// device takes the receipt, which it may never come back for.
+	if err := s.consume(rec); err != nil {
+		return nil, err
 	}
 	rec.Step, rec.Index = StepAppended, receipt.Index
 	if rec.Receipt, err = receipt.MarshalBinary(); err != nil {
@@ -324,16 +330,23 @@ func (s *Station) finish(ctx context.Context, dev device.Conn, rec *JournalRecor
 	return out, err
 }
 
-// complete marks the provisioning done and deletes the pool key.
+// consume deletes the pool key of a provisioning whose entry is in the
+// ledger with a verified receipt. Consuming it again does nothing.
+func (s *Station) consume(rec *JournalRecord) error {
+	if device.KeyOrigin(rec.KeyOrigin) != device.KeyFromPool {
+		return nil
+	}
+	if err := s.cfg.Pool.Consume(rec.ChipID); err != nil && !errors.Is(err, ErrNoReservation) {
+		return fmt.Errorf("delete the pool key of chip %s: %w", rec.ChipID, err)
+	}
+	return nil
+}
+
+// complete marks the provisioning done.
 func (s *Station) complete(rec *JournalRecord, resumed bool) (*Result, error) {
 	receipt, err := proofs.ParseReceipt(rec.Receipt)
 	if err != nil {
 		return nil, err
-	}
-	if device.KeyOrigin(rec.KeyOrigin) == device.KeyFromPool {
-		if err := s.cfg.Pool.Consume(rec.ChipID); err != nil && !errors.Is(err, ErrNoReservation) {
-			return nil, fmt.Errorf("delete the pool key of chip %s: %w", rec.ChipID, err)
-		}
 	}
 	rec.Step = StepDone
 	if err := s.cfg.Journal.Put(rec); err != nil {

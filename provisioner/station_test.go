@@ -466,6 +466,49 @@ func TestAPoolKeyIsNeverEscrowedTwice(t *testing.T) {
 	}
 }
 
+// receiptRefusingDevice is a device that goes away after its certificate:
+// it never takes the receipt.
+type receiptRefusingDevice struct{ device.Conn }
+
+func (receiptRefusingDevice) StoreReceipt(context.Context, []byte) error {
+	return errors.New("device unplugged")
+}
+
+// TestThePoolKeyIsConsumedOnceTheReceiptVerifies: the pool key is deleted
+// as soon as the entry is in the ledger and its receipt verified (DESIGN.md
+// §5 step 7), not when the device stores the receipt: a device that never
+// comes back for it must not keep a key reserved in the pool for good. A
+// rerun with the device still finishes the provisioning.
+func TestThePoolKeyIsConsumedOnceTheReceiptVerifies(t *testing.T) {
+	f := newStationFixture(t, true)
+	ctx := context.Background()
+	dev := f.newDevice(imeiN(45))
+	if _, err := f.station.Provision(ctx, receiptRefusingDevice{dev}, nil); !errors.Is(err, ErrDeviceRejected) {
+		t.Fatalf("err = %v, want ErrDeviceRejected", err)
+	}
+	info, _ := dev.ChipInfo(ctx)
+	if rec, _ := f.cfg.Journal.Get(info.ChipID); rec == nil || rec.Step != StepAppended {
+		t.Fatalf("journal %+v, want appended", rec)
+	}
+	if id, ok, _ := f.cfg.Pool.Reservation(info.ChipID); ok {
+		t.Fatalf("key %s stays reserved for a chip whose entry is in the ledger", id)
+	}
+	if a, ok, _ := f.cfg.Pool.LastAudit(info.ChipID); !ok || a.Outcome != OutcomeConsumed {
+		t.Fatalf("pool audit %+v, want the key consumed", a)
+	}
+
+	res, err := f.station.Provision(ctx, dev, nil)
+	if err != nil || !res.Resumed || res.Epoch != 1 {
+		t.Fatalf("rerun with the device: %+v, %v", res, err)
+	}
+	if info, _ := dev.ChipInfo(ctx); info.Epoch != 1 || !info.HasReceipt {
+		t.Fatalf("device after the rerun: %+v", info)
+	}
+	if s, _ := f.cfg.Pool.Status(); s.Consumed != 1 || s.Reserved != 0 || s.Destroyed != 0 {
+		t.Fatalf("pool %+v, want the one key consumed once", s)
+	}
+}
+
 func imeiN(i int) string {
 	d := []byte("35209900000000")
 	d[13] = byte('0' + i%10)
