@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -57,6 +58,9 @@ type Station struct {
 	cfg StationConfig
 	id  [32]byte
 	log *slog.Logger
+
+	mu       sync.Mutex
+	inFlight map[string]bool // chip IDs being provisioned
 }
 
 // Errors of the handshake.
@@ -71,6 +75,8 @@ var (
 	ErrDeviceRejected = errors.New("device rejected the step")
 	// ErrLedgerRejected: the ledger refused the entry for good.
 	ErrLedgerRejected = errors.New("ledger rejected the entry")
+	// ErrChipBusy: the station is already provisioning the chip.
+	ErrChipBusy = errors.New("chip is already being provisioned by this station")
 )
 
 // NewStation returns a station; every field of cfg but Pool, Logger, Now
@@ -88,7 +94,7 @@ func NewStation(cfg StationConfig) (*Station, error) {
 	if cfg.Rand == nil {
 		cfg.Rand = rand.Reader
 	}
-	return &Station{cfg: cfg, id: ledger.StationID(cfg.Certificate.Raw), log: cfg.Logger}, nil
+	return &Station{cfg: cfg, id: ledger.StationID(cfg.Certificate.Raw), log: cfg.Logger, inFlight: make(map[string]bool)}, nil
 }
 
 // ID returns the station ID, SHA-256 of its certificate.
@@ -120,7 +126,9 @@ type Timings struct {
 // gets two entries for one provisioning. If the device has moved to another
 // epoch since (another station re-provisioned it), the signed entry is
 // still finished first, and its pool key consumed or destroyed, so the new
-// provisioning cannot be handed that same key again.
+// provisioning cannot be handed that same key again. A chip is provisioned
+// by one call at a time: a call for a chip already in flight fails with
+// ErrChipBusy.
 func (s *Station) Provision(ctx context.Context, dev device.Conn, ids ledger.Identities) (*Result, error) {
 	if len(ids) > 0 {
 		if err := ids.Validate(); err != nil {
@@ -136,6 +144,12 @@ func (s *Station) Provision(ctx context.Context, dev device.Conn, ids ledger.Ide
 	} else if !ids.Equal(info.Identities) {
 		return nil, fmt.Errorf("%w: given %s, device %s holds %s", ErrIdentityMismatch, ids, info.ChipID, info.Identities)
 	}
+	// Two runs for one chip would share its reserved key and its journal
+	// record, and the loser's failure would overwrite the winner's record.
+	if !s.claim(info.ChipID) {
+		return nil, fmt.Errorf("%w: chip %s (was its device given twice?)", ErrChipBusy, info.ChipID)
+	}
+	defer s.release(info.ChipID)
 	rec, err := s.cfg.Journal.Get(info.ChipID)
 	if err != nil {
 		return nil, err
@@ -157,6 +171,24 @@ func (s *Station) Provision(ctx context.Context, dev device.Conn, ids ledger.Ide
 		}
 	}
 	return s.provision(ctx, dev, info, ids)
+}
+
+// claim marks chip as being provisioned, unless it already is.
+func (s *Station) claim(chip ledger.ChipID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.inFlight[string(chip)] {
+		return false
+	}
+	s.inFlight[string(chip)] = true
+	return true
+}
+
+// release ends claim.
+func (s *Station) release(chip ledger.ChipID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.inFlight, string(chip))
 }
 
 // settle finishes, without the device, a signed provisioning of a chip

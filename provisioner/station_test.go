@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -506,6 +507,64 @@ func TestThePoolKeyIsConsumedOnceTheReceiptVerifies(t *testing.T) {
 	}
 	if s, _ := f.cfg.Pool.Status(); s.Consumed != 1 || s.Reserved != 0 || s.Destroyed != 0 {
 		t.Fatalf("pool %+v, want the one key consumed once", s)
+	}
+}
+
+// parkedDevice holds its first StorePackage until release is closed,
+// telling parked when it is there.
+type parkedDevice struct {
+	device.Conn
+	parked, release chan struct{}
+	once            sync.Once
+}
+
+func (d *parkedDevice) StorePackage(ctx context.Context, pkg []byte) ([]byte, error) {
+	first := false
+	d.once.Do(func() { first = true })
+	if first {
+		close(d.parked)
+		<-d.release
+	}
+	return d.Conn.StorePackage(ctx, pkg)
+}
+
+// TestAChipIsProvisionedByOneRunAtATime: while a provisioning of a chip is
+// in flight (the same device given twice to one batch, say), a second one
+// is refused. Otherwise both would take the chip's one reserved key and
+// its journal record, and the loser's failure would overwrite the winner's
+// record.
+func TestAChipIsProvisionedByOneRunAtATime(t *testing.T) {
+	f := newStationFixture(t, true)
+	ctx := context.Background()
+	dev := &parkedDevice{Conn: f.newDevice(imeiN(46)), parked: make(chan struct{}), release: make(chan struct{})}
+	type outcome struct {
+		res *Result
+		err error
+	}
+	first := make(chan outcome)
+	go func() {
+		res, err := f.station.Provision(ctx, dev, nil)
+		first <- outcome{res, err}
+	}()
+	<-dev.parked
+	_, err := f.station.Provision(ctx, dev, nil)
+	close(dev.release)
+	if !errors.Is(err, ErrChipBusy) {
+		t.Errorf("a second provisioning while the first is in flight: err = %v, want ErrChipBusy", err)
+	}
+	if o := <-first; o.err != nil || o.res.Epoch != 1 {
+		t.Fatalf("the first provisioning: %+v, %v", o.res, o.err)
+	}
+	info, _ := dev.ChipInfo(ctx)
+	if rec, _ := f.cfg.Journal.Get(info.ChipID); rec == nil || rec.Step != StepDone || rec.Epoch != 1 {
+		t.Fatalf("journal %+v, want epoch 1 done", rec)
+	}
+	if s, _ := f.cfg.Pool.Status(); s.Consumed != 1 || s.Reserved != 0 || s.Destroyed != 0 {
+		t.Fatalf("pool %+v, want one key consumed", s)
+	}
+	// Once it is over, the chip can be provisioned again.
+	if res, err := f.station.Provision(ctx, dev, nil); err != nil || res.Epoch != 2 {
+		t.Fatalf("re-provisioning after the first run ended: %+v, %v", res, err)
 	}
 }
 
