@@ -104,6 +104,7 @@ func failureCause(err error) string {
 		{ErrDeviceRejected, "device rejected a step"},
 		{ErrLedgerRejected, "ledger rejected the entry"},
 		{ErrIdentityMismatch, "identity mismatch"},
+		{ErrChipBusy, "device given twice"},
 		{context.Canceled, "cancelled"},
 		{context.DeadlineExceeded, "timed out"},
 	} {

@@ -26,8 +26,8 @@ const (
 	StepPackaged  Step = "packaged"  // package stored, backup received and round-trip checked
 	StepCertified Step = "certified" // certificate issued and stored in the device
 	StepSigned    Step = "signed"    // escrow entry signed: from here on it is appended, never replaced
-	StepAppended  Step = "appended"  // in the ledger, receipt verified
-	StepDone      Step = "done"      // receipt stored in the device, pool key consumed
+	StepAppended  Step = "appended"  // in the ledger, receipt verified, pool key consumed
+	StepDone      Step = "done"      // receipt stored in the device
 	StepFailed    Step = "failed"    // given up; nothing was appended
 )
 

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -57,6 +58,9 @@ type Station struct {
 	cfg StationConfig
 	id  [32]byte
 	log *slog.Logger
+
+	mu       sync.Mutex
+	inFlight map[string]bool // chip IDs being provisioned
 }
 
 // Errors of the handshake.
@@ -71,6 +75,8 @@ var (
 	ErrDeviceRejected = errors.New("device rejected the step")
 	// ErrLedgerRejected: the ledger refused the entry for good.
 	ErrLedgerRejected = errors.New("ledger rejected the entry")
+	// ErrChipBusy: the station is already provisioning the chip.
+	ErrChipBusy = errors.New("chip is already being provisioned by this station")
 )
 
 // NewStation returns a station; every field of cfg but Pool, Logger, Now
@@ -88,7 +94,7 @@ func NewStation(cfg StationConfig) (*Station, error) {
 	if cfg.Rand == nil {
 		cfg.Rand = rand.Reader
 	}
-	return &Station{cfg: cfg, id: ledger.StationID(cfg.Certificate.Raw), log: cfg.Logger}, nil
+	return &Station{cfg: cfg, id: ledger.StationID(cfg.Certificate.Raw), log: cfg.Logger, inFlight: make(map[string]bool)}, nil
 }
 
 // ID returns the station ID, SHA-256 of its certificate.
@@ -117,7 +123,12 @@ type Timings struct {
 // label); otherwise the device's are used. A crash anywhere can be resumed
 // by calling Provision again with the same device: an entry that was signed
 // is appended (again, harmlessly) rather than replaced, so the ledger never
-// gets two entries for one provisioning.
+// gets two entries for one provisioning. If the device has moved to another
+// epoch since (another station re-provisioned it), the signed entry is
+// still finished first, and its pool key consumed or destroyed, so the new
+// provisioning cannot be handed that same key again. A chip is provisioned
+// by one call at a time: a call for a chip already in flight fails with
+// ErrChipBusy.
 func (s *Station) Provision(ctx context.Context, dev device.Conn, ids ledger.Identities) (*Result, error) {
 	if len(ids) > 0 {
 		if err := ids.Validate(); err != nil {
@@ -133,12 +144,18 @@ func (s *Station) Provision(ctx context.Context, dev device.Conn, ids ledger.Ide
 	} else if !ids.Equal(info.Identities) {
 		return nil, fmt.Errorf("%w: given %s, device %s holds %s", ErrIdentityMismatch, ids, info.ChipID, info.Identities)
 	}
+	// Two runs for one chip would share its reserved key and its journal
+	// record, and the loser's failure would overwrite the winner's record.
+	if !s.claim(info.ChipID) {
+		return nil, fmt.Errorf("%w: chip %s (was its device given twice?)", ErrChipBusy, info.ChipID)
+	}
+	defer s.release(info.ChipID)
 	rec, err := s.cfg.Journal.Get(info.ChipID)
 	if err != nil {
 		return nil, err
 	}
 	if rec != nil && (rec.Step == StepSigned || rec.Step == StepAppended) {
-		if device.KeyOrigin(rec.KeyOrigin) == device.KeyFromPool && s.cfg.Pool == nil && (rec.Epoch == info.Epoch+1 || rec.Epoch == info.Epoch) {
+		if device.KeyOrigin(rec.KeyOrigin) == device.KeyFromPool && s.cfg.Pool == nil {
 			return nil, fmt.Errorf("%w: chip %s's unfinished provisioning (epoch %d) took its key pair from a key pool; run the station with that pool to finish it", ErrNoPool, rec.ChipID, rec.Epoch)
 		}
 		switch rec.Epoch {
@@ -149,8 +166,46 @@ func (s *Station) Provision(ctx context.Context, dev device.Conn, ids ledger.Ide
 			// The device already took the receipt; only the journal lagged.
 			return s.finish(ctx, nil, rec, true)
 		}
+		if err := s.settle(ctx, rec, info.Epoch); err != nil {
+			return nil, err
+		}
 	}
 	return s.provision(ctx, dev, info, ids)
+}
+
+// claim marks chip as being provisioned, unless it already is.
+func (s *Station) claim(chip ledger.ChipID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.inFlight[string(chip)] {
+		return false
+	}
+	s.inFlight[string(chip)] = true
+	return true
+}
+
+// release ends claim.
+func (s *Station) release(chip ledger.ChipID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.inFlight, string(chip))
+}
+
+// settle finishes, without the device, a signed provisioning of a chip
+// whose device is at another epoch than the entry's (say another station
+// re-provisioned it after restoring it from the ledger): the entry is
+// appended (the ledger answers a duplicate if it is in) and its pool key
+// consumed, or, if the ledger refuses it for good, the key is destroyed.
+// The pool reserves one key per chip, not per epoch, so without this the
+// next provisioning of the chip would be handed the key of the signed
+// entry, which may already be escrowed under another epoch.
+func (s *Station) settle(ctx context.Context, rec *JournalRecord, deviceEpoch uint32) error {
+	_, err := s.finish(ctx, nil, rec, true)
+	if err != nil && !errors.Is(err, ErrLedgerRejected) {
+		return fmt.Errorf("finish chip %s's provisioning of epoch %d (the device is at epoch %d) before provisioning it again: %w", rec.ChipID, rec.Epoch, deviceEpoch, err)
+	}
+	s.log.Info("finished a provisioning the device had moved past", "chip", rec.ChipID, "epoch", rec.Epoch, "device_epoch", deviceEpoch, "step", rec.Step)
+	return nil
 }
 
 func (s *Station) provision(ctx context.Context, dev device.Conn, info *device.Info, ids ledger.Identities) (res *Result, err error) {
@@ -259,8 +314,9 @@ func (s *Station) provision(ctx context.Context, dev device.Conn, info *device.I
 }
 
 // finish appends the journaled leaf (again, if a crash interrupted an
-// earlier run: the ledger answers with the same index), stores the receipt
-// in the device (unless dev is nil: it has it) and consumes the pool key.
+// earlier run: the ledger answers with the same index), consumes the pool
+// key once the receipt verifies, and stores the receipt in the device
+// (unless dev is nil: it has it).
 func (s *Station) finish(ctx context.Context, dev device.Conn, rec *JournalRecord, resumed bool) (*Result, error) {
 	res := &Result{ChipID: rec.ChipID, Epoch: rec.Epoch, Resumed: resumed}
 	t := time.Now()
@@ -275,6 +331,11 @@ func (s *Station) finish(ctx context.Context, dev device.Conn, rec *JournalRecor
 	}
 	if string(receipt.Leaf) != string(rec.Leaf) {
 		return nil, fmt.Errorf("the ledger's receipt for chip %s is for another leaf", rec.ChipID)
+	}
+	// The key is escrowed now: the pool's copy goes at once, not when the
+	// device takes the receipt, which it may never come back for.
+	if err := s.consume(rec); err != nil {
+		return nil, err
 	}
 	rec.Step, rec.Index = StepAppended, receipt.Index
 	if rec.Receipt, err = receipt.MarshalBinary(); err != nil {
@@ -301,16 +362,23 @@ func (s *Station) finish(ctx context.Context, dev device.Conn, rec *JournalRecor
 	return out, err
 }
 
-// complete marks the provisioning done and deletes the pool key.
+// consume deletes the pool key of a provisioning whose entry is in the
+// ledger with a verified receipt. Consuming it again does nothing.
+func (s *Station) consume(rec *JournalRecord) error {
+	if device.KeyOrigin(rec.KeyOrigin) != device.KeyFromPool {
+		return nil
+	}
+	if err := s.cfg.Pool.Consume(rec.ChipID); err != nil && !errors.Is(err, ErrNoReservation) {
+		return fmt.Errorf("delete the pool key of chip %s: %w", rec.ChipID, err)
+	}
+	return nil
+}
+
+// complete marks the provisioning done.
 func (s *Station) complete(rec *JournalRecord, resumed bool) (*Result, error) {
 	receipt, err := proofs.ParseReceipt(rec.Receipt)
 	if err != nil {
 		return nil, err
-	}
-	if device.KeyOrigin(rec.KeyOrigin) == device.KeyFromPool {
-		if err := s.cfg.Pool.Consume(rec.ChipID); err != nil && !errors.Is(err, ErrNoReservation) {
-			return nil, fmt.Errorf("delete the pool key of chip %s: %w", rec.ChipID, err)
-		}
 	}
 	rec.Step = StepDone
 	if err := s.cfg.Journal.Put(rec); err != nil {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -382,6 +383,188 @@ func TestResumeNeedsThePoolItsKeyCameFrom(t *testing.T) {
 	}
 	if n := len(f.entries(info.ChipID)); n != 1 {
 		t.Fatalf("%d entries, want 1", n)
+	}
+}
+
+// TestAPoolKeyIsNeverEscrowedTwice: a provisioning whose key came from the
+// pool crashes after its append, so the journal keeps its entry (epoch 1)
+// at "signed" and the pool keeps the key reserved for the chip. The device
+// moves past that epoch elsewhere: it is restored from the ledger and
+// re-provisioned (epoch 2) by a station with another journal and no pool.
+// When this station provisions it again (epoch 3), it must first finish the
+// signed entry and consume its key (and refuse to go on without the pool),
+// not reserve that same key, already escrowed in epoch 1, for epoch 3.
+func TestAPoolKeyIsNeverEscrowedTwice(t *testing.T) {
+	f := newStationFixture(t, true)
+	ctx := context.Background()
+	dev := f.newDevice(imeiN(44))
+	cfg := f.cfg
+	cfg.Ledger = &crashingLedger{Ledger: f.cfg.Ledger, crash: true}
+	st, _ := NewStation(cfg)
+	if _, crashed, err := provisionCrashing(st, dev); !crashed {
+		t.Fatalf("no crash injected (err %v)", err)
+	}
+	info, _ := dev.ChipInfo(ctx)
+	escrowed, ok, _ := f.cfg.Pool.Reservation(info.ChipID)
+	if !ok {
+		t.Fatal("the crashed provisioning holds no pool key")
+	}
+
+	// The device is restored from the ledger (epoch 1) and re-provisioned
+	// by another line (epoch 2).
+	h := f.lookup(info.ChipID)
+	e1 := h.Latest().Entry
+	if err := dev.RestoreBackup(ctx, e1.Backup, e1.Certificate, nil, h.LookupProof); err != nil {
+		t.Fatal(err)
+	}
+	j2, err := OpenJournal(filepath.Join(f.dir, "journal-line-2.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j2.Close()
+	cfg = f.cfg
+	cfg.Journal, cfg.Pool = j2, nil
+	line2, _ := NewStation(cfg)
+	if res, err := line2.Provision(ctx, dev, nil); err != nil || res.Epoch != 2 {
+		t.Fatalf("re-provisioning at another line: %+v, %v", res, err)
+	}
+
+	// Back at the first station: without the pool it cannot settle the
+	// reserved key, so it provisions nothing.
+	cfg = f.cfg
+	cfg.Pool = nil
+	st, _ = NewStation(cfg)
+	if _, err := st.Provision(ctx, dev, nil); !errors.Is(err, ErrNoPool) {
+		t.Fatalf("re-provisioning without the pool: err = %v, want ErrNoPool", err)
+	}
+	st, _ = NewStation(f.cfg)
+	res, err := st.Provision(ctx, dev, nil)
+	if err != nil || res.Epoch != 3 {
+		t.Fatalf("re-provisioning back at the first station: %+v, %v; want epoch 3", res, err)
+	}
+	entries := f.entries(info.ChipID)
+	if len(entries) != 3 {
+		t.Fatalf("%d entries, want 3", len(entries))
+	}
+	seen := map[string]uint32{}
+	for _, e := range entries {
+		cert, err := x509.ParseCertificate(e.Certificate)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub, _ := x509.MarshalPKIXPublicKey(cert.PublicKey)
+		if first, ok := seen[string(pub)]; ok {
+			t.Fatalf("epochs %d and %d escrow the same device key pair", first, e.Epoch)
+		}
+		seen[string(pub)] = e.Epoch
+	}
+	a, ok, _ := f.cfg.Pool.LastAudit(info.ChipID)
+	if !ok || a.Outcome != OutcomeConsumed || a.KeyID == escrowed {
+		t.Fatalf("pool audit %+v: want epoch 3's own key consumed, not key %s again", a, escrowed)
+	}
+	if s, _ := f.cfg.Pool.Status(); s.Consumed != 2 || s.Reserved != 0 || s.Destroyed != 0 {
+		t.Fatalf("pool %+v, want both pool keys consumed", s)
+	}
+}
+
+// receiptRefusingDevice is a device that goes away after its certificate:
+// it never takes the receipt.
+type receiptRefusingDevice struct{ device.Conn }
+
+func (receiptRefusingDevice) StoreReceipt(context.Context, []byte) error {
+	return errors.New("device unplugged")
+}
+
+// TestThePoolKeyIsConsumedOnceTheReceiptVerifies: the pool key is deleted
+// as soon as the entry is in the ledger and its receipt verified (DESIGN.md
+// §5 step 7), not when the device stores the receipt: a device that never
+// comes back for it must not keep a key reserved in the pool for good. A
+// rerun with the device still finishes the provisioning.
+func TestThePoolKeyIsConsumedOnceTheReceiptVerifies(t *testing.T) {
+	f := newStationFixture(t, true)
+	ctx := context.Background()
+	dev := f.newDevice(imeiN(45))
+	if _, err := f.station.Provision(ctx, receiptRefusingDevice{dev}, nil); !errors.Is(err, ErrDeviceRejected) {
+		t.Fatalf("err = %v, want ErrDeviceRejected", err)
+	}
+	info, _ := dev.ChipInfo(ctx)
+	if rec, _ := f.cfg.Journal.Get(info.ChipID); rec == nil || rec.Step != StepAppended {
+		t.Fatalf("journal %+v, want appended", rec)
+	}
+	if id, ok, _ := f.cfg.Pool.Reservation(info.ChipID); ok {
+		t.Fatalf("key %s stays reserved for a chip whose entry is in the ledger", id)
+	}
+	if a, ok, _ := f.cfg.Pool.LastAudit(info.ChipID); !ok || a.Outcome != OutcomeConsumed {
+		t.Fatalf("pool audit %+v, want the key consumed", a)
+	}
+
+	res, err := f.station.Provision(ctx, dev, nil)
+	if err != nil || !res.Resumed || res.Epoch != 1 {
+		t.Fatalf("rerun with the device: %+v, %v", res, err)
+	}
+	if info, _ := dev.ChipInfo(ctx); info.Epoch != 1 || !info.HasReceipt {
+		t.Fatalf("device after the rerun: %+v", info)
+	}
+	if s, _ := f.cfg.Pool.Status(); s.Consumed != 1 || s.Reserved != 0 || s.Destroyed != 0 {
+		t.Fatalf("pool %+v, want the one key consumed once", s)
+	}
+}
+
+// parkedDevice holds its first StorePackage until release is closed,
+// telling parked when it is there.
+type parkedDevice struct {
+	device.Conn
+	parked, release chan struct{}
+	once            sync.Once
+}
+
+func (d *parkedDevice) StorePackage(ctx context.Context, pkg []byte) ([]byte, error) {
+	first := false
+	d.once.Do(func() { first = true })
+	if first {
+		close(d.parked)
+		<-d.release
+	}
+	return d.Conn.StorePackage(ctx, pkg)
+}
+
+// TestAChipIsProvisionedByOneRunAtATime: while a provisioning of a chip is
+// in flight (the same device given twice to one batch, say), a second one
+// is refused. Otherwise both would take the chip's one reserved key and
+// its journal record, and the loser's failure would overwrite the winner's
+// record.
+func TestAChipIsProvisionedByOneRunAtATime(t *testing.T) {
+	f := newStationFixture(t, true)
+	ctx := context.Background()
+	dev := &parkedDevice{Conn: f.newDevice(imeiN(46)), parked: make(chan struct{}), release: make(chan struct{})}
+	type outcome struct {
+		res *Result
+		err error
+	}
+	first := make(chan outcome)
+	go func() {
+		res, err := f.station.Provision(ctx, dev, nil)
+		first <- outcome{res, err}
+	}()
+	<-dev.parked
+	_, err := f.station.Provision(ctx, dev, nil)
+	close(dev.release)
+	if !errors.Is(err, ErrChipBusy) {
+		t.Errorf("a second provisioning while the first is in flight: err = %v, want ErrChipBusy", err)
+	}
+	if o := <-first; o.err != nil || o.res.Epoch != 1 {
+		t.Fatalf("the first provisioning: %+v, %v", o.res, o.err)
+	}
+	info, _ := dev.ChipInfo(ctx)
+	if rec, _ := f.cfg.Journal.Get(info.ChipID); rec == nil || rec.Step != StepDone || rec.Epoch != 1 {
+		t.Fatalf("journal %+v, want epoch 1 done", rec)
+	}
+	if s, _ := f.cfg.Pool.Status(); s.Consumed != 1 || s.Reserved != 0 || s.Destroyed != 0 {
+		t.Fatalf("pool %+v, want one key consumed", s)
+	}
+	// Once it is over, the chip can be provisioned again.
+	if res, err := f.station.Provision(ctx, dev, nil); err != nil || res.Epoch != 2 {
+		t.Fatalf("re-provisioning after the first run ended: %+v, %v", res, err)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/chipledger/chipledger/ledger"
 	"github.com/chipledger/chipledger/provisioner"
 )
 
@@ -27,7 +28,8 @@ func poolCommand() *cli.Command {
 		Name:  "pool",
 		Usage: "manage a station's pool of device key pairs generated in advance",
 		UsageText: `chipledger pool fill --pool FILE --count N [--pool-key FILE]
-chipledger pool status --pool FILE [--json]`,
+chipledger pool status --pool FILE [--json]
+chipledger pool destroy --pool FILE --chip ID --reason TEXT [--pool-key FILE]`,
 		Description: `A key pool holds ECDSA P-256 device key pairs generated before the devices are
 assembled. A station reserves one for each chip it provisions, deletes it once
 the chip's escrow entry is in the ledger, and destroys it if the provisioning
@@ -72,6 +74,32 @@ pool while a station or "pool fill" has it open.`,
 					&cli.BoolFlag{Name: "json", Usage: "print the status as a JSON object"},
 				},
 				Action: runPoolStatus,
+			},
+			{
+				Name:  "destroy",
+				Usage: "destroy the key reserved for a chip whose provisioning will not be finished",
+				UsageText: `chipledger pool destroy --pool FILE --chip ID --reason TEXT [--pool-key FILE]
+
+   chipledger pool destroy --pool /var/lib/chipledger/pool.db \
+       --chip 0123456789abcdef0123456789abcdef --reason "device scrapped after a failed run"`,
+				Description: `A station keeps a chip's key reserved from the start of its provisioning
+until the chip's escrow entry is in the ledger, so that a run interrupted
+before then resumes with the same key. If the device never comes back (it
+was scrapped, or lost after a crash), "pool status" counts its key as
+reserved for good. This command deletes that key and records it in the
+pool's audit log as destroyed, with the reason. The key is never handed out
+again: a later provisioning of the chip gets a new key, and a resumed one
+still finishes (its entry, if it was signed, keeps the key it escrows).
+Destroying a key that is already destroyed does nothing; a chip with no
+reserved key is an error.`,
+				Flags: []cli.Flag{
+					poolFlag(),
+					&cli.StringFlag{Name: "chip", Required: true, Usage: "the chip `ID` (hex), as the station's error or log named it"},
+					&cli.StringFlag{Name: "reason", Required: true, Usage: "why the provisioning is given up, for the audit log (`TEXT`, 1 to 1024 bytes)"},
+					&cli.StringFlag{Name: "pool-key", TakesFile: true, EnvVars: env("pool-key"),
+						Usage: "the pool key `FILE` (default: the --pool file with \".key\" appended)"},
+				},
+				Action: runPoolDestroy,
 			},
 		},
 	}
@@ -119,6 +147,34 @@ func runPoolFill(c *cli.Context) error {
 	}
 	fmt.Fprintf(c.App.Writer, "%s: %d available, %d reserved, %d consumed, %d destroyed\n",
 		path, status.Available, status.Reserved, status.Consumed, status.Destroyed)
+	return nil
+}
+
+func runPoolDestroy(c *cli.Context) error {
+	if err := noArgs(c); err != nil {
+		return err
+	}
+	chip, err := ledger.ParseChipID(c.String("chip"))
+	if err != nil {
+		return cli.Exit(fmt.Sprintf("--chip: %v", err), 2)
+	}
+	pool, err := provisioner.OpenPool(c.String("pool"), provisioner.PoolOptions{KeyFile: c.String("pool-key")})
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	id, reserved, err := pool.Reservation(chip)
+	if err != nil {
+		return err
+	}
+	if err := pool.Destroy(chip, c.String("reason")); err != nil {
+		return err
+	}
+	if reserved {
+		fmt.Fprintf(c.App.Writer, "%s: key %s of chip %s destroyed\n", pool.Path(), id, chip)
+	} else {
+		fmt.Fprintf(c.App.Writer, "%s: the key of chip %s was already destroyed\n", pool.Path(), chip)
+	}
 	return nil
 }
 

@@ -233,3 +233,69 @@ func TestPoolFlagsTakeNoGenericEnvironmentVariables(t *testing.T) {
 		t.Errorf("pool status took --json from $CHIPLEDGER_JSON: %v, %q", r.err, r.stdout)
 	}
 }
+
+// TestPoolDestroyClearsAReservationForGood: a chip whose provisioning was
+// interrupted before its entry reached the ledger, and whose device never
+// came back, holds its key reserved; pool destroy deletes the key and
+// audits it, and the chip's next provisioning gets another key.
+func TestPoolDestroyClearsAReservationForGood(t *testing.T) {
+	clearKeyToolEnv(t)
+	pool := filepath.Join(t.TempDir(), "pool.db")
+	if r := runCLI(t, "pool", "fill", "--pool", pool, "--count", "3"); r.err != nil {
+		t.Fatal(r.err)
+	}
+	const hexChip = "c2000000000000000000000000000001"
+	chip := mustChip(t, hexChip)
+	p, err := provisioner.OpenPool(pool, provisioner.PoolOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stuck, _, err := p.Reserve(chip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+
+	r := runCLI(t, "pool", "destroy", "--pool", pool, "--chip", hexChip, "--reason", "device scrapped")
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if want := pool + ": key " + stuck.String() + " of chip " + hexChip + " destroyed"; strings.TrimSpace(r.stdout) != want {
+		t.Errorf("stdout %q, want %q", r.stdout, want)
+	}
+	again := runCLI(t, "pool", "destroy", "--pool", pool, "--chip", hexChip, "--reason", "device scrapped")
+	if again.err != nil || !strings.Contains(again.stdout, "already destroyed") {
+		t.Errorf("destroying again: %v, %q; want it to say the key was already destroyed", again.err, again.stdout)
+	}
+
+	p, err = provisioner.OpenPool(pool, provisioner.PoolOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if s, err := p.Status(); err != nil || s != (provisioner.PoolStatus{Available: 2, Destroyed: 1}) {
+		t.Errorf("status %+v, %v; want 2 available, 1 destroyed", s, err)
+	}
+	if a, ok, _ := p.LastAudit(chip); !ok || a.KeyID != stuck || a.Outcome != provisioner.OutcomeDestroyed || a.Reason != "device scrapped" {
+		t.Errorf("audit %+v, want key %s destroyed with the reason", a, stuck)
+	}
+	if next, _, err := p.Reserve(chip); err != nil || next == stuck {
+		t.Errorf("the chip's next reservation: key %s, %v; want a new key", next, err)
+	}
+}
+
+func TestPoolDestroyRefusesAChipWithoutAReservation(t *testing.T) {
+	clearKeyToolEnv(t)
+	pool := filepath.Join(t.TempDir(), "pool.db")
+	if r := runCLI(t, "pool", "fill", "--pool", pool, "--count", "1"); r.err != nil {
+		t.Fatal(r.err)
+	}
+	r := runCLI(t, "pool", "destroy", "--pool", pool, "--chip", "c2000000000000000000000000000002", "--reason", "x")
+	if !errors.Is(r.err, provisioner.ErrNoReservation) {
+		t.Errorf("destroying a chip with no reservation: %v, want ErrNoReservation", r.err)
+	}
+	r = runCLI(t, "pool", "destroy", "--pool", pool, "--chip", "c2", "--reason", "x")
+	if r.err == nil || exitStatus(r.err) != 2 || !strings.Contains(r.err.Error(), "--chip") {
+		t.Errorf("a malformed --chip: %v (exit %d), want a usage error naming --chip", r.err, exitStatus(r.err))
+	}
+}
