@@ -553,6 +553,27 @@ func TestAuditInterruptedAndResumedEqualsOneShot(t *testing.T) {
 	}
 }
 
+// TestAuditInterruptedSaysTheSaveFailed checks that an audit whose context
+// ends and whose final save then fails returns both errors: the caller must
+// not tell the user the state is saved.
+func TestAuditInterruptedSaysTheSaveFailed(t *testing.T) {
+	m := newLeafMaker(t)
+	signer := newSigner(t)
+	log := indexed(t, 0, m.mustCleanLog(t, 20))
+	_, addr := startFakeNode(t, signer, log.leaves)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	full := errors.New("no space left on device")
+	o := client.AuditOptions{
+		Save:     func(*client.AuditState) error { return full },
+		Progress: func(client.AuditProgress) { cancel() },
+	}
+	_, err := newAuditor(t, newState(t, signer.VerifierKey(), m.pki.Trust), o, addr).Audit(ctx)
+	if !errors.Is(err, context.Canceled) || !errors.Is(err, full) {
+		t.Errorf("interrupted audit whose save fails: %v, want context.Canceled and the save's error", err)
+	}
+}
+
 // wantFinding is a finding a test expects: its kind and leaf index.
 type wantFinding struct {
 	kind  client.FindingKind
