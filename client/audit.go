@@ -215,11 +215,12 @@ func (r *AuditReport) Rate() float64 {
 
 // Audit runs one audit round (see Auditor) and saves the state. If ctx
 // ends during the scan, it saves what was audited and returns the report
-// so far with ctx's error; a later Audit continues from there.
+// so far with ctx's error; a later Audit continues from there. If the save
+// fails, its error is returned too, joined to the round's.
 func (a *Auditor) Audit(ctx context.Context) (*AuditReport, error) {
 	r, err := a.round(ctx)
-	if serr := a.saver.force(a.state); serr != nil && err == nil {
-		err = serr
+	if serr := a.saver.force(a.state); serr != nil {
+		err = errors.Join(err, serr)
 	}
 	return r, err
 }

@@ -553,6 +553,27 @@ func TestAuditInterruptedAndResumedEqualsOneShot(t *testing.T) {
 	}
 }
 
+// TestAuditInterruptedSaysTheSaveFailed checks that an audit whose context
+// ends and whose final save then fails returns both errors: the caller must
+// not tell the user the state is saved.
+func TestAuditInterruptedSaysTheSaveFailed(t *testing.T) {
+	m := newLeafMaker(t)
+	signer := newSigner(t)
+	log := indexed(t, 0, m.mustCleanLog(t, 20))
+	_, addr := startFakeNode(t, signer, log.leaves)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	full := errors.New("no space left on device")
+	o := client.AuditOptions{
+		Save:     func(*client.AuditState) error { return full },
+		Progress: func(client.AuditProgress) { cancel() },
+	}
+	_, err := newAuditor(t, newState(t, signer.VerifierKey(), m.pki.Trust), o, addr).Audit(ctx)
+	if !errors.Is(err, context.Canceled) || !errors.Is(err, full) {
+		t.Errorf("interrupted audit whose save fails: %v, want context.Canceled and the save's error", err)
+	}
+}
+
 // wantFinding is a finding a test expects: its kind and leaf index.
 type wantFinding struct {
 	kind  client.FindingKind
@@ -699,6 +720,160 @@ func TestAuditFindsInvalidEntries(t *testing.T) {
 				t.Errorf("audited %d leaves of %d", r.To, log.size())
 			}
 			checkIndex(t, state, log)
+		})
+	}
+}
+
+// TestAuditReportsEachEpochFaultOnce feeds the auditor logs in which one
+// chip's history has faults, each leaf in a batch of its own closed by the
+// index root the ledger would have appended (the model admits what the
+// ledger admits), so that an auditor whose chip index strays from the
+// ledger's reports every later index root. Each fault
+// is one finding at its leaf, naming the chip: the entries after it that
+// continue the chip's history, either from the faulty entry (as a log that
+// accepted it would) or from the last one the ledger admitted, are not
+// findings, and a later fault of its own is.
+func TestAuditReportsEachEpochFaultOnce(t *testing.T) {
+	m := newLeafMaker(t)
+	second, err := testpki.FromCA(m.pki.Root, m.pki.RootKey, m.pki.DeviceCA, m.pki.DeviceCAKey) // another station, trusted
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := testpki.New() // a station of another manufacturer, never registered
+	if err != nil {
+		t.Fatal(err)
+	}
+	station := m.pki.StationLeaf()
+	valid := func(epoch uint32) []byte { return m.leaf(t, 1, epoch) }
+	// by returns an entry of chip 1 at epoch signed by the station of p.
+	by := func(p *testpki.PKI, epoch uint32) []byte {
+		e := m.mustEntry(t, 1, epoch)
+		e.StationID = p.StationID()
+		if err := signEntry(e, p.StationKey); err != nil {
+			t.Fatal(err)
+		}
+		return marshal(t, e)
+	}
+	revoke := marshal(t, &ledger.StationRevocation{StationID: m.pki.StationID(), RevokedAtMs: 1_800_000_000_000, Reason: "compromised"})
+	for _, tc := range []struct {
+		name   string
+		leaves func() [][]byte
+		// rejected are the leaves the ledger refuses for what the model
+		// does not check (stations, signatures); the model refuses those
+		// whose epoch is not the chip's next one itself.
+		rejected []int
+		want     []wantFinding
+		epoch    uint32 // the chip's last epoch after the log
+	}{{
+		name:   "skipped epoch 1, 3, 4",
+		leaves: func() [][]byte { return [][]byte{station, valid(1), valid(3), valid(4)} },
+		want:   []wantFinding{{client.FindingEpochGap, 2}},
+		epoch:  4,
+	}, {
+		name:   "repeated epoch 1, 2, 2, 3",
+		leaves: func() [][]byte { return [][]byte{station, valid(1), valid(2), valid(2), valid(3)} },
+		want:   []wantFinding{{client.FindingEpochReuse, 3}},
+		epoch:  3,
+	}, {
+		name:   "regressing epoch 1, 2, 1",
+		leaves: func() [][]byte { return [][]byte{station, valid(1), valid(2), valid(1)} },
+		want:   []wantFinding{{client.FindingEpochReuse, 3}},
+		epoch:  2,
+	}, {
+		name:   "skipped epoch, then the missing one 1, 3, 2",
+		leaves: func() [][]byte { return [][]byte{station, valid(1), valid(3), valid(2)} },
+		want:   []wantFinding{{client.FindingEpochGap, 2}},
+		epoch:  2,
+	}, {
+		// The ledger would admit the 2 (the 3 and 4 skip from 1).
+		name:   "a skip, then back to the admitted history 1, 3, 4, 2",
+		leaves: func() [][]byte { return [][]byte{station, valid(1), valid(3), valid(4), valid(2)} },
+		want:   []wantFinding{{client.FindingEpochGap, 2}},
+		epoch:  2,
+	}, {
+		name:   "a skip, then a real reuse 1, 3, 4, 4",
+		leaves: func() [][]byte { return [][]byte{station, valid(1), valid(3), valid(4), valid(4)} },
+		want:   []wantFinding{{client.FindingEpochGap, 2}, {client.FindingEpochReuse, 4}},
+		epoch:  4,
+	}, {
+		name: "unregistered station in the middle, then the chip's own epoch 2",
+		leaves: func() [][]byte {
+			return [][]byte{station, valid(1), by(other, 2), valid(2), valid(3)}
+		},
+		rejected: []int{2},
+		want:     []wantFinding{{client.FindingUnknownStation, 2}},
+		epoch:    3,
+	}, {
+		name: "unregistered station in the middle, then epochs after it",
+		leaves: func() [][]byte {
+			return [][]byte{station, valid(1), by(other, 2), valid(3), valid(4)}
+		},
+		rejected: []int{2},
+		want:     []wantFinding{{client.FindingUnknownStation, 2}},
+		epoch:    4,
+	}, {
+		name: "unregistered station first, then the chip's own epoch 1",
+		leaves: func() [][]byte {
+			return [][]byte{station, by(other, 1), valid(1), valid(2)}
+		},
+		rejected: []int{1},
+		want:     []wantFinding{{client.FindingUnknownStation, 1}},
+		epoch:    2,
+	}, {
+		name: "unregistered station, then a real reuse",
+		leaves: func() [][]byte {
+			return [][]byte{station, valid(1), by(other, 2), valid(2), valid(2)}
+		},
+		rejected: []int{2},
+		want:     []wantFinding{{client.FindingUnknownStation, 2}, {client.FindingEpochReuse, 4}},
+		epoch:    2,
+	}, {
+		name: "bad signature in the middle",
+		leaves: func() [][]byte {
+			e := m.mustEntry(t, 1, 2)
+			if err := signEntry(e, m.devKey); err != nil {
+				t.Fatal(err)
+			}
+			return [][]byte{station, valid(1), marshal(t, e), valid(2), valid(3)}
+		},
+		rejected: []int{2},
+		want:     []wantFinding{{client.FindingBadSignature, 2}},
+		epoch:    3,
+	}, {
+		name: "revoked station in the middle, then another station",
+		leaves: func() [][]byte {
+			return [][]byte{station, second.StationLeaf(), valid(1), revoke, valid(2), by(second, 2), by(second, 3)}
+		},
+		rejected: []int{4},
+		want:     []wantFinding{{client.FindingRevokedStation, 4}},
+		epoch:    3,
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			signer := newSigner(t)
+			log := indexed(t, 1, tc.leaves(), tc.rejected...)
+			want := slices.Clone(tc.want)
+			for i := range want {
+				want[i].index = log.at[want[i].index]
+			}
+			_, addr := startFakeNode(t, signer, log.leaves)
+			state := newState(t, signer.VerifierKey(), m.pki.Trust)
+			r := audit(t, newAuditor(t, state, client.AuditOptions{}, addr))
+			checkEntryFindings(t, r.Findings, want, log.leaves, addr, signer.VerifierKey())
+			for _, f := range r.Findings {
+				if f.Chip != testpki.ChipID(1).String() || f.Epoch == 0 {
+					t.Errorf("%s finding at %d names chip %q at epoch %d, want chip 1", f.Kind, deref(f.Index), f.Chip, f.Epoch)
+				}
+			}
+			if epoch, _, _ := state.LastEpoch(testpki.ChipID(1)); epoch != tc.epoch {
+				t.Errorf("the chip's last epoch is %d, want %d", epoch, tc.epoch)
+			}
+			checkIndex(t, state, log)
+			// The state, whose last entry may be past the chip index's, saves
+			// and loads.
+			again, err := client.ParseAuditState(encode(t, state), signer.VerifierKey(), m.pki.Trust)
+			if err != nil || !bytes.Equal(encode(t, again), encode(t, state)) {
+				t.Errorf("the state does not round-trip: %v", err)
+			}
 		})
 	}
 }

@@ -21,7 +21,11 @@ import (
 // whatever the log holds: an escrow entry enters it only if the auditor
 // found nothing wrong with it and its epoch is the next one of the chip in
 // the index (1 for a chip not in it). An entry the ledger should have
-// rejected is a finding, and an index root that counts it does not match.
+// rejected is a finding, and an index root that counts it does not match;
+// nor does any later one, since the auditor learns only the log's roots,
+// not what its index holds, and cannot tell that fault from a new one: a
+// log that wrongly admitted one entry shows an index-root-mismatch at each
+// later index root.
 
 // chipIndexState is a chip's entry in the auditor's chip index: what it
 // needs to compute the chip's IndexValue and the next one.
@@ -69,6 +73,14 @@ func (s *chipIndexState) historyRoot() [32]byte {
 
 // rangeLen is the length of rng for a chip at epoch.
 func rangeLen(epoch uint32) int { return bits.OnesCount32(epoch) - int(epoch%2) }
+
+// describe says which entry is the chip's latest admitted one, in words.
+func (s *chipIndexState) describe() string {
+	if s.epoch == 0 {
+		return "is none"
+	}
+	return fmt.Sprintf("has epoch %d (index %d)", s.epoch, s.index)
+}
 
 // value returns the chip's IndexValue.
 func (s *chipIndexState) value() proofs.IndexValue {
@@ -128,9 +140,10 @@ type indexChecker struct {
 	pending []ledger.MapPair // admitted since the map was last updated
 }
 
-// leaf checks leaf i: an escrow entry without findings is admitted to the
-// index; an index root is checked against the index over the leaves before
-// it; leaf 0 must be the genesis index root.
+// leaf checks leaf i: an escrow entry goes through the epoch rule and,
+// without findings, is admitted to the index; an index root is checked
+// against the index over the leaves before it; leaf 0 must be the genesis
+// index root.
 func (x *indexChecker) leaf(i int, p *parsedLeaf) {
 	s, idx := x.c.s, x.c.start+uint64(i)
 	var root *ledger.IndexRoot
@@ -175,23 +188,23 @@ func (x *indexChecker) leaf(i int, p *parsedLeaf) {
 	x.c.addIndex(i, indexRootValues(idx, count, wantRoot), indexRootValues(root.CoveredSize, root.ChipCount, root.Root), msg)
 }
 
-// escrow admits entry e, leaf i at index idx with leaf hash h, to the
-// index if nothing was found wrong with it and it is the chip's next
-// epoch there. An entry after one of the chip's entries that the index
-// left out is not admitted either (the ledger would have refused it), but
-// is no finding of its own: the fault was reported at the first.
+// escrow applies the epoch rule to entry e, leaf i at index idx with leaf
+// hash h (leafChecker.epoch), then admits it to the index if nothing was
+// found wrong with it and it is the chip's next epoch there. An entry
+// after one of the chip's entries that the index left out, and whose epoch
+// follows that one's, is not admitted either (the ledger would have
+// refused it), but is no finding of its own: the fault was reported at the
+// first. An entry whose epoch follows the chip's last admitted one is
+// admitted, as the ledger would, whatever the log holds between them.
 func (x *indexChecker) escrow(i int, idx uint64, e *ledger.EscrowEntry, h [32]byte) {
-	if len(x.c.per[i]) > 0 {
-		return
-	}
 	s := x.c.s
-	st, ok := s.chips[string(e.ChipID)]
-	if !ok || e.Epoch != st.idx.epoch+1 {
-		return
+	st := s.chips[string(e.ChipID)]
+	x.c.epoch(i, idx, e, &st)
+	if len(x.c.per[i]) == 0 && e.Epoch == st.idx.epoch+1 {
+		st.idx.admit(idx, h)
+		x.pending = append(x.pending, st.idx.mapPair(e.ChipID))
 	}
-	st.idx.admit(idx, h)
 	s.chips[string(e.ChipID)] = st
-	x.pending = append(x.pending, st.idx.mapPair(e.ChipID))
 }
 
 // flush brings the map up to date with the admitted entries.

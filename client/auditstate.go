@@ -79,9 +79,11 @@ const (
 	// ID or other identities than its entry.
 	FindingBindingMismatch FindingKind = "binding-mismatch"
 	// FindingEpochGap: an escrow entry whose epoch skips epochs (a chip's
-	// first entry must have epoch 1, each next one the last plus one).
+	// first entry must have epoch 1, each next one the last plus one; see
+	// AuditState.Check for which entry is the last).
 	FindingEpochGap FindingKind = "epoch-gap"
-	// FindingEpochReuse: an escrow entry whose epoch the chip already used.
+	// FindingEpochReuse: an escrow entry whose epoch the chip already used,
+	// or moved past: not above the epoch of the chip's last entry.
 	FindingEpochReuse FindingKind = "epoch-reuse"
 	// FindingIndexRootMismatch: an index root (kind 3) that does not carry
 	// its own index as covered size, or whose chip count or root differs
@@ -194,8 +196,10 @@ type auditedStation struct {
 }
 
 // chipState is a chip's last epoch and the index of the entry with it,
-// which the epoch rule goes by, and the chip's admitted entries, which the
-// chip index goes by (see indexChecker.escrow).
+// and the chip's admitted entries, which the chip index goes by (see
+// indexChecker.escrow); the epoch rule goes by both (see leafChecker.epoch).
+// The last entry is never before the last admitted one, nor of a smaller
+// epoch.
 type chipState struct {
 	epoch uint32
 	index uint64
@@ -253,7 +257,9 @@ func (s *AuditState) Chips() int { return len(s.chips) }
 func (s *AuditState) IndexRoots() uint64 { return s.indexRoots }
 
 // LastEpoch returns a chip's last epoch among the audited leaves and the
-// index of its entry; ok is false for a chip without one.
+// index of its entry: that of the chip's last entry that does not go back
+// to an epoch it already used or moved past (see Check); ok is false for a
+// chip without one.
 func (s *AuditState) LastEpoch(chip ledger.ChipID) (epoch uint32, index uint64, ok bool) {
 	c, ok := s.chips[string(chip)]
 	return c.epoch, c.index, ok
@@ -369,10 +375,19 @@ type CheckOptions struct {
 //     signature verifies (bad-signature), and the device certificate
 //     chains at provisioned_at (untrusted-certificate) and binds the chip
 //     and identities (binding-mismatch): ledger.CheckEscrowEntryWithStation;
-//   - each chip's epochs run 1, 2, 3, … in log order: an entry that
-//     repeats an epoch (epoch-reuse) leaves the chip's last epoch as it
-//     was, one that skips (epoch-gap) moves it on, so one fault is
-//     reported once;
+//   - each chip's epochs run 1, 2, 3, … in log order. An entry is in
+//     sequence if its epoch is the next after the chip's last admitted
+//     entry (the next the ledger would admit: see the chip index below),
+//     or after the chip's last entry (a log that accepted a faulty entry
+//     goes on from it). Otherwise its epoch is not above the last entry's
+//     (epoch-reuse), and the last entry stays as it was, or it skips
+//     epochs (epoch-gap), and becomes the last entry. So each fault is one
+//     finding, at its leaf, naming the chip and epoch: an entry that only
+//     goes on from a reported one is not a finding (the chip index leaves
+//     it out, as the ledger would), nor is one the ledger would admit,
+//     while any other later fault is. The rule runs after the station,
+//     signature and certificate checks, so that it knows which of the
+//     chip's entries were admitted;
 //   - leaf 0 is the genesis index root, and each index root (kind 3) at
 //     index i carries covered size i and the chip count and root of the
 //     auditor's own chip index (DESIGN.md §3.7) over the leaves [0, i)
@@ -385,9 +400,10 @@ type CheckOptions struct {
 //     (checkpoint-not-at-index-root).
 //
 // Parsing and the signature and certificate checks, which are independent
-// of each other, run on Workers goroutines; stations and epochs are decided
-// in log order, and then the chip index. Check is deterministic: checking
-// leaves in one call or in several gives the same findings and state.
+// of each other, run on Workers goroutines; stations are decided in log
+// order before them, and epochs and the chip index in log order after.
+// Check is deterministic: checking leaves in one call or in several gives
+// the same findings and state.
 func (s *AuditState) Check(leaves [][]byte, o CheckOptions) ([]Finding, error) {
 	start := s.audited
 	if uint64(len(leaves)) > s.cp.Size-start {
@@ -526,7 +542,6 @@ func (c *leafChecker) decide(i int, p *parsedLeaf) (signatureJob, bool) {
 
 func (c *leafChecker) escrow(i int, e *ledger.EscrowEntry) (signatureJob, bool) {
 	idx := c.start + uint64(i)
-	c.epoch(i, idx, e)
 	st, ok := c.s.stations[e.StationID]
 	switch {
 	case !ok:
@@ -542,20 +557,29 @@ func (c *leafChecker) escrow(i int, e *ledger.EscrowEntry) (signatureJob, bool) 
 	return signatureJob{leaf: i, entry: e, station: st.verified}, true
 }
 
-// epoch applies the epoch rule to entry e at index idx.
-func (c *leafChecker) epoch(i int, idx uint64, e *ledger.EscrowEntry) {
-	last, seen := c.s.chips[string(e.ChipID)]
+// epoch applies the epoch rule (see Check) to entry e, leaf i at index
+// idx, of a chip whose state is st (zero for a chip without entries), and
+// moves st's last entry on unless e goes back. It runs in log order, after
+// the checks that decide whether the chip's earlier entries were admitted.
+func (c *leafChecker) epoch(i int, idx uint64, e *ledger.EscrowEntry, st *chipState) {
 	switch {
-	case !seen && e.Epoch != 1:
+	case e.Epoch == st.epoch+1 || e.Epoch == st.idx.epoch+1:
+	case st.epoch == 0:
 		c.add(i, e, FindingEpochGap, fmt.Sprintf("chip %s: first entry has epoch %d, want 1", e.ChipID, e.Epoch))
-	case seen && e.Epoch <= last.epoch:
-		c.add(i, e, FindingEpochReuse, fmt.Sprintf("chip %s: epoch %d is already used: the chip is at epoch %d since index %d", e.ChipID, e.Epoch, last.epoch, last.index))
-		return // the chip's history stays as it was
-	case seen && e.Epoch != last.epoch+1:
-		c.add(i, e, FindingEpochGap, fmt.Sprintf("chip %s: epoch %d follows epoch %d (index %d), want %d", e.ChipID, e.Epoch, last.epoch, last.index, last.epoch+1))
+	case e.Epoch <= st.epoch && st.idx.epoch == st.epoch:
+		c.add(i, e, FindingEpochReuse, fmt.Sprintf("chip %s: epoch %d is already used: the chip is at epoch %d since index %d", e.ChipID, e.Epoch, st.epoch, st.index))
+		return // the chip's last entry stays as it was
+	case e.Epoch <= st.epoch:
+		c.add(i, e, FindingEpochReuse, fmt.Sprintf("chip %s: epoch %d goes back: the chip's last entry, at index %d, has epoch %d, and its last admitted one %s; want %d or %d",
+			e.ChipID, e.Epoch, st.index, st.epoch, st.idx.describe(), st.epoch+1, st.idx.epoch+1))
+		return
+	case st.idx.epoch == st.epoch:
+		c.add(i, e, FindingEpochGap, fmt.Sprintf("chip %s: epoch %d follows epoch %d (index %d), want %d", e.ChipID, e.Epoch, st.epoch, st.index, st.epoch+1))
+	default:
+		c.add(i, e, FindingEpochGap, fmt.Sprintf("chip %s: epoch %d follows epoch %d (index %d), and the chip's last admitted entry %s; want %d or %d",
+			e.ChipID, e.Epoch, st.epoch, st.index, st.idx.describe(), st.epoch+1, st.idx.epoch+1))
 	}
-	last.epoch, last.index = e.Epoch, idx // keeps the chip's admitted entries
-	c.s.chips[string(e.ChipID)] = last
+	st.epoch, st.index = e.Epoch, idx
 }
 
 // station registers the station of registration r at leaf i, and records

@@ -104,13 +104,16 @@ func runAudit(c *cli.Context) error {
 		return err
 	}
 	progress := newScanProgress(c.App.ErrWriter)
+	// saveErr is the last save's: after an interruption, whether the state
+	// file holds what was audited.
+	var saveErr error
 	a, err := client.NewAuditor(client.AuditOptions{
 		Addrs:      ledgerAddrs(c),
 		HTTPClient: hc,
 		State:      state,
 		Logger:     logger(c),
 		Workers:    c.Int("workers"),
-		Save:       func(s *client.AuditState) error { return s.WriteFile(path) },
+		Save:       func(s *client.AuditState) error { saveErr = s.WriteFile(path); return saveErr },
 		Progress:   progress.update,
 	})
 	if err != nil {
@@ -128,19 +131,26 @@ func runAudit(c *cli.Context) error {
 			return out.round(r, err)
 		})
 		progress.done()
-		if err != nil && !errors.Is(err, context.Canceled) {
+		switch {
+		case err != nil && !errors.Is(err, context.Canceled):
 			return err
+		case saveErr != nil:
+			return fmt.Errorf("interrupted after auditing %d entries, but saving the state failed (a rerun starts from its last save): %w", state.Audited(), saveErr)
 		}
 		return findingsExit(state)
 	}
 
 	r, err := a.Audit(c.Context)
 	progress.done()
-	if err != nil {
-		if errors.Is(err, context.Canceled) {
-			return cli.Exit(fmt.Sprintf("interrupted after auditing %d of %d entries; the state is saved in %s, run again to continue",
-				state.Audited(), r.Checkpoint.Size, path), 1)
-		}
+	switch {
+	case err == nil:
+	case errors.Is(err, context.Canceled) && saveErr != nil:
+		return fmt.Errorf("interrupted after auditing %d of %d entries, but saving the state failed (a rerun starts from its last save): %w",
+			state.Audited(), r.Checkpoint.Size, saveErr)
+	case errors.Is(err, context.Canceled):
+		return cli.Exit(fmt.Sprintf("interrupted after auditing %d of %d entries; the state is saved in %s, run again to continue",
+			state.Audited(), r.Checkpoint.Size, path), 1)
+	default:
 		return err
 	}
 	if err := out.report(r); err != nil {

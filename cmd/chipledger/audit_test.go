@@ -351,6 +351,40 @@ func TestAuditCommandFollowsTheLog(t *testing.T) {
 	}
 }
 
+// TestAuditCommandFollowSaysTheStateWasNotSaved interrupts --follow when
+// its last save fails: it must not exit as if the state were saved.
+func TestAuditCommandFollowSaysTheStateWasNotSaved(t *testing.T) {
+	l := startTestLedger(t)
+	dir := filepath.Join(t.TempDir(), "state")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(dir, "audit.state")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out, done := startCLI(t, ctx, "audit", "--ledger", l.addr, "--log-key", l.vkey, "--roots", l.roots, "--state", state,
+		"--follow", "--interval", "1h", "--json")
+	first := l.size()
+	awaitLine(t, out, func(line string) bool { return decodeAudit(t, line).Audited == first })
+	// The directory goes away (a disk unmounted, say): the next save, of
+	// the round below when --follow ends, fails.
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	l.provision(1, 1)
+	size := l.size()
+	awaitLine(t, out, func(line string) bool { return decodeAudit(t, line).Audited == size })
+	cancel()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "saving the state failed") || !strings.Contains(err.Error(), state) {
+			t.Fatalf("audit --follow ended with %v, want an error saying the state could not be saved", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("audit --follow did not stop")
+	}
+}
+
 func TestAuditCommandChecksTheStateFileFirst(t *testing.T) {
 	l := startTestLedger(t)
 	state := filepath.Join(t.TempDir(), "nonexistent", "audit.state")

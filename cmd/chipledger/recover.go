@@ -49,8 +49,10 @@ chip key and restores its keys. Any failed check stops the recovery before the
 device is touched, and the command exits non-zero.
 
 With several devices (--device repeated, or --devices-file) it recovers them
-concurrently, shows progress on a terminal, and prints one line per device and
-a summary of failures by cause; --json prints an array of reports.
+concurrently (a device listed twice once), shows progress on a terminal, and
+prints one line per device and a summary: devices recovered (verified, with
+--verify-only) and failed, with the failures by cause; --json prints an array
+of reports. It exits non-zero if any device failed, naming them.
 
 --trusted keeps the largest checkpoint verified in a file, so a later run
 refuses a ledger that rolled back or forked since.`,
@@ -91,7 +93,8 @@ func runRecover(c *cli.Context) error {
 	defer cl.Close()
 	defer saveTrusted(c, cl)
 
-	opts := client.RecoverOptions{VerifyOnly: c.Bool("verify-only")}
+	verifyOnly := c.Bool("verify-only")
+	opts := client.RecoverOptions{VerifyOnly: verifyOnly}
 	if batch {
 		// Fetched once for every device: a station registered later is
 		// looked up again.
@@ -137,15 +140,37 @@ func runRecover(c *cli.Context) error {
 			return err
 		}
 	} else {
-		printRecoverySummary(c.App.Writer, results, time.Since(start))
+		printRecoverySummary(c.App.Writer, results, verifyOnly, time.Since(start))
 	}
-	if failed := countFailed(results); failed > 0 {
-		return cli.Exit(fmt.Sprintf("%d of %d devices were not recovered; their keys are unchanged unless the device itself refused", failed, len(results)), 1)
+	if failed := failedRecoveries(results); len(failed) > 0 {
+		return cli.Exit(batchFailure(failed, len(results), verifyOnly), 1)
 	}
 	return nil
 }
 
-// recoverDeviceAddrs collects --device and --devices-file.
+// batchFailure is the error message of a run on several devices of which
+// some failed: how many of them, which, and what became of their keys
+// (nothing was handed to a device that failed a check, and one that
+// refused the backup kept its keys: see client.Recover).
+func batchFailure(failed []deviceRecovery, total int, verifyOnly bool) string {
+	const named = 5
+	var addrs []string
+	for _, r := range failed[:min(len(failed), named)] {
+		addrs = append(addrs, r.Device)
+	}
+	which := strings.Join(addrs, ", ")
+	if len(failed) > named {
+		which += fmt.Sprintf(" and %d more", len(failed)-named)
+	}
+	if verifyOnly {
+		return fmt.Sprintf("%d of %d devices failed verification: %s; nothing was handed to any device (--verify-only)", len(failed), total, which)
+	}
+	return fmt.Sprintf("%d of %d devices were not recovered: %s; their keys are unchanged", len(failed), total, which)
+}
+
+// recoverDeviceAddrs collects --device and --devices-file, each device
+// once: one listed twice would be recovered twice at once, and counted
+// twice.
 func recoverDeviceAddrs(c *cli.Context) ([]string, error) {
 	var addrs []string
 	for _, a := range c.StringSlice("device") {
@@ -175,7 +200,17 @@ func recoverDeviceAddrs(c *cli.Context) ([]string, error) {
 	if len(addrs) == 0 {
 		return nil, cli.Exit("say which device to recover: --device ADDRESS (repeatable) or --devices-file FILE", 2)
 	}
-	return addrs, nil
+	seen := make(map[string]bool, len(addrs))
+	unique := addrs[:0]
+	for _, a := range addrs {
+		if u := agentURL(a); seen[u] {
+			logger(c).Warn("device listed more than once; recovering it once", "device", a)
+		} else {
+			seen[u] = true
+			unique = append(unique, a)
+		}
+	}
+	return unique, nil
 }
 
 // agentURL makes a device agent address a URL.
@@ -314,10 +349,11 @@ func recoveryFailure(r deviceRecovery) string {
 }
 
 // printRecoverySummary prints a line per device and the totals, with the
-// failures by cause.
-func printRecoverySummary(w io.Writer, results []deviceRecovery, elapsed time.Duration) {
+// failures by cause. A device that passed is counted as recovered, or
+// with verifyOnly, where nothing is restored, as verified.
+func printRecoverySummary(w io.Writer, results []deviceRecovery, verifyOnly bool, elapsed time.Duration) {
 	causes := make(map[string]int)
-	recovered := 0
+	passed := 0
 	for _, r := range results {
 		switch {
 		case r.err != nil:
@@ -325,16 +361,21 @@ func printRecoverySummary(w io.Writer, results []deviceRecovery, elapsed time.Du
 			what := r.Steps[len(r.Steps)-1].Detail
 			fmt.Fprintf(w, "✗ %s chip %s: %s: %v\n", r.Device, orUnknown(r.ChipID), what, r.err)
 		case r.Restored:
-			recovered++
+			passed++
 			fmt.Fprintf(w, "✓ %s chip %s: keys of epoch %d restored from ledger position %d\n", r.Device, r.ChipID, r.Epoch, r.LedgerIndex)
 		default:
+			passed++
 			fmt.Fprintf(w, "✓ %s chip %s: epoch %d at ledger position %d verified (not restored: --verify-only)\n", r.Device, r.ChipID, r.Epoch, r.LedgerIndex)
 		}
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "devices\t%d\n", len(results))
-	fmt.Fprintf(tw, "recovered\t%d\n", recovered)
-	fmt.Fprintf(tw, "failed\t%d\n", countFailed(results))
+	if verifyOnly {
+		fmt.Fprintf(tw, "verified\t%d\n", passed)
+	} else {
+		fmt.Fprintf(tw, "recovered\t%d\n", passed)
+	}
+	fmt.Fprintf(tw, "failed\t%d\n", len(results)-passed)
 	fmt.Fprintf(tw, "time\t%s\n", elapsed.Round(time.Millisecond))
 	names := make([]string, 0, len(causes))
 	for cause := range causes {
@@ -354,14 +395,15 @@ func orUnknown(s string) string {
 	return s
 }
 
-func countFailed(results []deviceRecovery) int {
-	n := 0
+// failedRecoveries returns the results that failed, in order.
+func failedRecoveries(results []deviceRecovery) []deviceRecovery {
+	var out []deviceRecovery
 	for _, r := range results {
 		if r.err != nil {
-			n++
+			out = append(out, r)
 		}
 	}
-	return n
+	return out
 }
 
 // recoveryCause names why a recovery failed, for the summary.

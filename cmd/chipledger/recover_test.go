@@ -373,3 +373,51 @@ func TestRecoverCommandChecksTheTrustedFileFirst(t *testing.T) {
 		t.Errorf("--trusted junk: %q names Go identifiers or the client package", msg)
 	}
 }
+
+// TestRecoverCommandVerifyOnlyCountsVerifiedDevices checks the summary and
+// exit of --verify-only on several devices: a device whose checks pass is
+// counted as verified, not as recovered nor failed, one listed twice is
+// counted once, the exit names the devices that failed, and nothing is
+// handed to any device.
+func TestRecoverCommandVerifyOnlyCountsVerifiedDevices(t *testing.T) {
+	f := newRecoverFixture(t)
+	var devices []*device.Device
+	var addrs []string
+	for range 3 {
+		d, addr := f.device(true)
+		devices, addrs = append(devices, d), append(addrs, addr)
+	}
+	_, stranger := f.device(false) // never provisioned
+
+	r := f.recover("--verify-only", "--device", addrs[0]+","+addrs[1], "--device", addrs[2], "--device", "http://"+addrs[0]+"/")
+	if r.err != nil {
+		t.Fatalf("every device verifies: %v\n%s", r.err, r.stdout)
+	}
+	if strings.Count(r.stdout, addrs[0]) != 1 || !strings.Contains(r.stderr, "device listed more than once") {
+		t.Errorf("a device listed twice: stdout\n%s\nstderr\n%s", r.stdout, r.stderr)
+	}
+	for _, want := range []string{`(?m)^devices\s+3$`, `(?m)^verified\s+3$`, `(?m)^failed\s+0$`} {
+		if !regexp.MustCompile(want).MatchString(r.stdout) {
+			t.Errorf("summary lacks %s:\n%s", want, r.stdout)
+		}
+	}
+
+	r = f.recover("--verify-only", "--device", addrs[0], "--device", stranger, "--device", addrs[1], "--device", addrs[2])
+	if exitCode(r.err) != 1 || !strings.Contains(r.err.Error(), "1 of 4 devices failed verification") ||
+		!strings.Contains(r.err.Error(), stranger) || !strings.Contains(r.err.Error(), "nothing was handed to any device") {
+		t.Fatalf("exit %d: %v", exitCode(r.err), r.err)
+	}
+	for _, want := range []string{`(?m)^devices\s+4$`, `(?m)^verified\s+3$`, `(?m)^failed\s+1$`, `(?m)^failed: not in the ledger\s+1$`} {
+		if !regexp.MustCompile(want).MatchString(r.stdout) {
+			t.Errorf("summary lacks %s:\n%s", want, r.stdout)
+		}
+	}
+	if regexp.MustCompile(`(?m)^recovered`).MatchString(r.stdout) {
+		t.Errorf("a --verify-only summary counts recovered devices:\n%s", r.stdout)
+	}
+	for i, d := range devices {
+		if hasKeys(t, d) {
+			t.Errorf("device %d has keys after --verify-only", i)
+		}
+	}
+}
