@@ -32,6 +32,7 @@ type ConflictError struct {
 	Size uint64
 }
 
+// Error implements error.
 func (e *ConflictError) Error() string {
 	return fmt.Sprintf("conflict: the witness's latest cosigned size is %d", e.Size)
 }
@@ -44,6 +45,7 @@ type StatusError struct {
 	Body string
 }
 
+// Error implements error.
 func (e *StatusError) Error() string {
 	return fmt.Sprintf("HTTP %d %s: %s", e.Code, http.StatusText(e.Code), e.Body)
 }
