@@ -177,7 +177,9 @@ func (w *Witness) add(req Request) ([]byte, error) {
 	}
 	if !lg.cosigned || next != lg.latest {
 		// If storing fails, latest stays: the cosignature is not returned,
-		// so the witness has promised nothing about next.
+		// so the witness has promised nothing about next. The file may
+		// already hold next (if only the directory sync failed), which is
+		// safe to restart from: next passed checkUpdate.
 		if err := storeState(lg.path, c.Origin, next); err != nil {
 			return nil, err
 		}
