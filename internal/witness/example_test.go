@@ -20,8 +20,8 @@ import (
 // from there, and appends the cosignature to its checkpoint.
 func Example() {
 	logSkey, logVkey, _ := note.GenerateKey(rand.Reader, "example.com/log")
-	witnessSkey, _, _ := note.GenerateKey(rand.Reader, "witness.example/w1")
-	cosigner, _ := witness.NewCosigner(witnessSkey)
+	witnessSkey, witnessVkey, _ := note.GenerateKey(rand.Reader, "witness.example/w1")
+	cosigner, _ := fnote.NewSignerForCosignatureV1(witnessSkey)
 	dir, _ := os.MkdirTemp("", "witness-example")
 	defer os.RemoveAll(dir)
 	w, err := witness.New(witness.Config{Signer: cosigner, Logs: []string{logVkey}, StateDir: dir})
@@ -54,7 +54,7 @@ func Example() {
 	}
 
 	logVerifier, _ := note.NewVerifier(logVkey)
-	cosigVerifier, _ := fnote.NewVerifierForCosignatureV1(cosigner.VerifierKey())
+	cosigVerifier, _ := fnote.NewVerifierForCosignatureV1(witnessVkey)
 	n, err := note.Open(append(cp, lines...), note.VerifierList(logVerifier, cosigVerifier))
 	if err != nil {
 		panic(err)

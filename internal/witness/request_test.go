@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"pgregory.net/rapid"
 )
@@ -163,24 +164,25 @@ func FuzzParseRequest(f *testing.F) {
 	})
 }
 
-// TestGoldenExchange checks a whole exchange against testdata: the request
-// that moves a witness from size 3 to size 8 of the test log, and the
-// witness's answer at testTime. Both are deterministic (Ed25519 signatures
-// are), so a change to either format shows up here.
+// TestGoldenExchange checks an exchange against testdata: the request that
+// moves a witness from size 3 to size 8 of the test log is deterministic,
+// so a change to its format shows up here; the answer is checked to be one
+// cosignature line over the checkpoint, stamped with the current time.
 func TestGoldenExchange(t *testing.T) {
 	l := newTestLog(t, "example.com/log", 8)
 	w := newTestWitness(t, t.TempDir(), l)
 	advance(t, w, l, 3)
 
 	req := l.request(t, 3, 8)
+	before := time.Now().Truncate(time.Second)
 	rec := post(w.Handler(), req)
+	after := time.Now()
 	if rec.Code != http.StatusOK {
 		t.Fatalf("golden request: %d %s", rec.Code, rec.Body)
 	}
 	checkGolden(t, "testdata/add-checkpoint-3-to-8.request", req)
-	checkGolden(t, "testdata/add-checkpoint-3-to-8.response", rec.Body.Bytes())
-	if ts := checkCosignatures(t, l, rec.Body.Bytes(), 8); !ts.Equal(testTime) {
-		t.Fatalf("cosignature time %v, want %v", ts, testTime)
+	if ts := checkCosignatures(t, l, rec.Body.Bytes(), 8); ts.Before(before) || ts.After(after) {
+		t.Fatalf("cosignature time %v, not in [%v, %v]", ts, before, after)
 	}
 
 	r, err := ParseRequest(req)

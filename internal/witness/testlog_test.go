@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	fnote "github.com/transparency-dev/formats/note"
 	"github.com/transparency-dev/merkle/rfc6962"
@@ -19,9 +18,6 @@ import (
 
 	"github.com/chipledger/chipledger/proofs"
 )
-
-// testTime is the clock of the witnesses the tests build.
-var testTime = time.Unix(1_750_000_000, 0)
 
 // testKey returns an Ed25519 note key pair (type 0x01) named name whose
 // seed is SHA-256(label), so that golden files stay valid.
@@ -34,7 +30,7 @@ func testKey(t testing.TB, name, label string) (skey, vkey string) {
 		t.Fatal(err)
 	}
 	id := strings.Split(vkey, "+")[1]
-	skey = "PRIVATE+KEY+" + name + "+" + id + "+" + base64.StdEncoding.EncodeToString(append([]byte{algEd25519}, seed[:]...))
+	skey = "PRIVATE+KEY+" + name + "+" + id + "+" + base64.StdEncoding.EncodeToString(append([]byte{0x01}, seed[:]...))
 	return skey, vkey
 }
 
@@ -133,11 +129,11 @@ func testWitnessKey(t testing.TB) (skey, vkey string) {
 }
 
 // newTestWitness returns a Witness following logs, with state in dir,
-// cosigning with a Cosigner at testTime.
+// cosigning with transparency-dev/formats' cosignature/v1 signer.
 func newTestWitness(t testing.TB, dir string, logs ...*testLog) *Witness {
 	t.Helper()
 	skey, _ := testWitnessKey(t)
-	c, err := NewCosigner(skey)
+	c, err := fnote.NewSignerForCosignatureV1(skey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +141,7 @@ func newTestWitness(t testing.TB, dir string, logs ...*testLog) *Witness {
 	for _, l := range logs {
 		vkeys = append(vkeys, l.vkey)
 	}
-	w, err := New(Config{Signer: c, Logs: vkeys, StateDir: dir, Now: func() time.Time { return testTime }})
+	w, err := New(Config{Signer: c, Logs: vkeys, StateDir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"sync"
-	"time"
 
 	"golang.org/x/mod/sumdb/note"
 
@@ -26,9 +25,9 @@ var (
 
 // Config configures a Witness.
 type Config struct {
-	// Signer cosigns: a cosignature/v1 signer, e.g. from NewCosigner or
-	// transparency-dev/formats/note.NewSignerForCosignatureV1(skey). If it
-	// is a TimestampSigner, the witness stamps cosignatures with Now.
+	// Signer cosigns: a cosignature/v1 signer,
+	// transparency-dev/formats/note.NewSignerForCosignatureV1(skey), which
+	// stamps each cosignature with the current time.
 	Signer note.Signer
 	// Logs are the logs this witness follows: each a log's note verifier
 	// key (vkey, Ed25519 0x01); its key name is the log's origin. Several
@@ -42,9 +41,6 @@ type Config struct {
 	// Logger receives a line per cosignature and per refusal; nil discards
 	// them.
 	Logger *slog.Logger
-	// Now is the clock for the timestamps of a TimestampSigner; nil means
-	// time.Now. It is for tests.
-	Now func() time.Time
 }
 
 // A Witness cosigns the checkpoints of the logs it follows, each only if it
@@ -52,7 +48,6 @@ type Config struct {
 // concurrent use.
 type Witness struct {
 	signer note.Signer
-	now    func() time.Time
 	log    *slog.Logger
 	logs   map[string]*logState // by origin; fixed after New
 }
@@ -83,10 +78,7 @@ func New(cfg Config) (*Witness, error) {
 	if len(cfg.Logs) == 0 {
 		return nil, errors.New("witness: no logs configured")
 	}
-	w := &Witness{signer: cfg.Signer, now: cfg.Now, log: cfg.Logger, logs: make(map[string]*logState)}
-	if w.now == nil {
-		w.now = time.Now
-	}
+	w := &Witness{signer: cfg.Signer, log: cfg.Logger, logs: make(map[string]*logState)}
 	if w.log == nil {
 		w.log = slog.New(slog.DiscardHandler)
 	}
@@ -242,22 +234,10 @@ func checkUpdate(latest tree, old uint64, proof [][32]byte, next tree) error {
 // cosign signs the checkpoint text with the witness's signer and returns
 // only the signature lines, each "— <name> <base64>\n".
 func (w *Witness) cosign(text string) ([]byte, error) {
-	signer := w.signer
-	if ts, ok := signer.(TimestampSigner); ok {
-		signer = signerAt{ts, w.now()}
-	}
-	signed, err := note.Sign(&note.Note{Text: text}, signer)
+	signed, err := note.Sign(&note.Note{Text: text}, w.signer)
 	if err != nil {
 		return nil, fmt.Errorf("cosign: %w", err)
 	}
 	// note.Sign returns the text, a blank line, then the signature lines.
 	return signed[len(text)+1:], nil
 }
-
-// signerAt is a TimestampSigner whose Sign uses the time t.
-type signerAt struct {
-	TimestampSigner
-	t time.Time
-}
-
-func (s signerAt) Sign(msg []byte) ([]byte, error) { return s.SignAt(s.t, msg) }

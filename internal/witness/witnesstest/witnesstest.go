@@ -1,0 +1,102 @@
+// Package witnesstest runs real tlog-witnesses (internal/witness) on
+// loopback for tests, with a policy naming them, and lets a test take one
+// down or make it answer with a cosignature over another checkpoint.
+package witnesstest
+
+import (
+	"crypto/rand"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	fnote "github.com/transparency-dev/formats/note"
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/chipledger/chipledger/internal/witness"
+	"github.com/chipledger/chipledger/proofs"
+)
+
+// A Set is n witnesses of one log and a policy that needs quorum of them.
+type Set struct {
+	Witnesses  []*Witness
+	Policy     *proofs.WitnessPolicy
+	PolicyText []byte // c2sp.org/tlog-policy
+}
+
+// A Witness is one running witness.
+type Witness struct {
+	*witness.Witness
+	URL  string // the submission prefix: URL + "/add-checkpoint"
+	VKey string // its cosignature/v1 verifier key
+
+	// Down makes it answer 503; Forge makes it answer a valid
+	// cosignature by its key over another checkpoint.
+	Down, Forge atomic.Bool
+}
+
+// Start starts n witnesses following the log whose verifier key is logVKey,
+// each named wN.witness.example, until the test ends.
+func Start(t testing.TB, logVKey string, n, quorum int) *Set {
+	t.Helper()
+	s := &Set{}
+	var b strings.Builder
+	var names []string
+	for i := range n {
+		name := fmt.Sprintf("w%d", i)
+		w := start(t, name+".witness.example", logVKey)
+		s.Witnesses = append(s.Witnesses, w)
+		names = append(names, name)
+		fmt.Fprintf(&b, "witness %s %s %s\n", name, w.VKey, w.URL)
+	}
+	fmt.Fprintf(&b, "group main %d %s\nquorum main\n", quorum, strings.Join(names, " "))
+	s.PolicyText = []byte(b.String())
+	p, err := proofs.ParseWitnessPolicy(s.PolicyText)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Policy = p
+	return s
+}
+
+func start(t testing.TB, name, logVKey string) *Witness {
+	t.Helper()
+	skey, vkey, err := note.GenerateKey(rand.Reader, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := fnote.NewSignerForCosignatureV1(skey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cvkey, err := fnote.VKeyToCosignatureV1(vkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ww, err := witness.New(witness.Config{Signer: signer, Logs: []string{logVKey}, StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &Witness{Witness: ww, VKey: cvkey}
+	h := ww.Handler()
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		switch {
+		case w.Down.Load():
+			http.Error(rw, "down for the test", http.StatusServiceUnavailable)
+		case w.Forge.Load():
+			other, err := note.Sign(&note.Note{Text: "other.example/log\n1\n" + strings.Repeat("A", 43) + "=\n"}, signer)
+			if err != nil {
+				http.Error(rw, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			rw.Write(other[strings.LastIndex(string(other), "\n\n")+2:])
+		default:
+			h.ServeHTTP(rw, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	w.URL = srv.URL
+	return w
+}
