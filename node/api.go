@@ -215,6 +215,13 @@ func hashesToBytes(hs []ledger.Hash) [][]byte {
 }
 
 func (s *ledgerService) GetCheckpoint(ctx context.Context, req *connect.Request[v1.GetCheckpointRequest]) (*connect.Response[v1.GetCheckpointResponse], error) {
+	if req.Msg.GetWitnessed() {
+		w, err := s.n.witnessedAtLeast(ctx, req.Msg.GetMinSize())
+		if err != nil {
+			return nil, err
+		}
+		return connect.NewResponse(&v1.GetCheckpointResponse{Checkpoint: w.Signed}), nil
+	}
 	cp, err := s.n.checkpointAtLeast(ctx, max(req.Msg.GetMinSize(), 1))
 	if err != nil {
 		return nil, err
@@ -235,6 +242,35 @@ func (n *Node) checkpointAtLeast(ctx context.Context, minSize uint64) (*Checkpoi
 		return nil, connect.NewError(connect.CodeUnavailable, err)
 	}
 	return cp, nil
+}
+
+// witnessedAtLeast returns the latest witnessed checkpoint, after waiting
+// (bounded) until there is one of at least minSize leaves.
+func (n *Node) witnessedAtLeast(ctx context.Context, minSize uint64) (*WitnessedCheckpoint, error) {
+	if n.cfg.Witnesses == nil {
+		return nil, connect.NewError(connect.CodeFailedPrecondition, errors.New("this node has no witness policy: its checkpoints are signed by the log alone"))
+	}
+	ctx, cancel := context.WithTimeout(ctx, maxWait)
+	defer cancel()
+	for {
+		changed := n.fsm.changed()
+		w, err := n.fsm.witnessed()
+		if err != nil {
+			return nil, connect.NewError(connect.CodeInternal, err)
+		}
+		if w != nil && w.Size >= max(minSize, 1) {
+			return w, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			have := "none yet"
+			if w != nil {
+				have = fmt.Sprintf("the latest has size %d", w.Size)
+			}
+			return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("no witnessed checkpoint of size %d or more (%s); the witnesses cosign the leader's latest checkpoint about every %s: %w", max(minSize, 1), have, cmp.Or(n.cfg.WitnessInterval, DefaultWitnessInterval), ctx.Err()))
+		}
+	}
 }
 
 func (s *ledgerService) GetEntries(ctx context.Context, req *connect.Request[v1.GetEntriesRequest]) (*connect.Response[v1.GetEntriesResponse], error) {

@@ -16,21 +16,25 @@ import (
 //	type 2, member: opaque node_id<1..255> ‖ opaque api_address<0..255>
 //	type 3, genesis: no body
 //	type 4, revoke: opaque leaf<1..2^16-1>
+//	type 5, witnessed: opaque signed_checkpoint<1..2^16-1>
 //
 // A batch is a list of leaves to admit and append in order; a member command
 // records the API address of a node (empty: forget it), so that every
 // replica can point clients at the leader; genesis starts an empty log with
 // its genesis index-root leaf (a no-op on a log that has one); revoke
-// appends a station revocation leaf, which only the admin API proposes.
+// appends a station revocation leaf, which only the admin API proposes;
+// witnessed records a checkpoint of the log that its witnesses cosigned (the
+// leader collects the cosignatures), so that every replica serves it.
 const commandVersion = 1
 
 type commandType uint8
 
 const (
-	commandBatch   commandType = 1
-	commandMember  commandType = 2
-	commandGenesis commandType = 3
-	commandRevoke  commandType = 4
+	commandBatch     commandType = 1
+	commandMember    commandType = 2
+	commandGenesis   commandType = 3
+	commandRevoke    commandType = 4
+	commandWitnessed commandType = 5
 )
 
 // maxBatchLeaves bounds a batch so that it fits the u16 count.
@@ -41,6 +45,7 @@ type command struct {
 	leaves  [][]byte // batch; revoke: exactly one
 	nodeID  string   // member
 	apiAddr string   // member
+	signed  []byte   // witnessed: the cosigned checkpoint
 }
 
 var errBadCommand = errors.New("malformed raft command")
@@ -93,6 +98,17 @@ func encodeRevoke(leaf []byte) ([]byte, error) {
 	return b.Bytes()
 }
 
+func encodeWitnessed(signed []byte) ([]byte, error) {
+	if len(signed) == 0 || len(signed) > 1<<16-1 {
+		return nil, fmt.Errorf("cosigned checkpoint of %d bytes: want 1 to %d", len(signed), 1<<16-1)
+	}
+	var b cryptobyte.Builder
+	b.AddUint8(commandVersion)
+	b.AddUint8(uint8(commandWitnessed))
+	b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(signed) })
+	return b.Bytes()
+}
+
 func encodeGenesis() []byte { return []byte{commandVersion, uint8(commandGenesis)} }
 
 // decodeCommand parses a command. Leaves alias data.
@@ -133,6 +149,12 @@ func decodeCommand(data []byte) (command, error) {
 			return command{}, fmt.Errorf("%w: revocation leaf truncated or empty", errBadCommand)
 		}
 		c.leaves = [][]byte{leaf}
+	case commandWitnessed:
+		var signed cryptobyte.String
+		if !s.ReadUint16LengthPrefixed(&signed) || len(signed) == 0 {
+			return command{}, fmt.Errorf("%w: cosigned checkpoint truncated or empty", errBadCommand)
+		}
+		c.signed = signed
 	default:
 		return command{}, fmt.Errorf("%w: unknown type %d", errBadCommand, typ)
 	}

@@ -2,6 +2,7 @@ package node
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/chipledger/chipledger/internal/atomicfile"
 	"github.com/chipledger/chipledger/ledger"
+	"github.com/chipledger/chipledger/proofs"
 )
 
 // Checkpoint is a signed tree head of the log: the size, the root and the
@@ -36,11 +38,12 @@ type Checkpoint struct {
 // one that the store already contains is a no-op, otherwise it rebuilds the
 // store as a new generation and switches to it atomically.
 type fsm struct {
-	log     *slog.Logger
-	dir     *ledgerDir
-	signer  *ledger.LogSigner
-	noSync  bool
-	metrics *metrics
+	log      *slog.Logger
+	dir      *ledgerDir
+	signer   *ledger.LogSigner
+	verifier *proofs.LogVerifier // the signer's: checks cosigned checkpoints
+	noSync   bool
+	metrics  *metrics
 
 	// mu guards the store pointer, which only Restore replaces. Apply,
 	// Snapshot and Restore all run on Raft's FSM goroutine, so Apply needs
@@ -103,7 +106,12 @@ func newFSM(dataDir string, signer *ledger.LogSigner, noSync bool, faults func(s
 	if err != nil {
 		return nil, err
 	}
-	f := &fsm{log: logger, dir: dir, signer: signer, noSync: noSync, metrics: m, store: store, gen: gen, cpReady: make(chan struct{}),
+	verifier, err := proofs.NewLogVerifier(signer.VerifierKey())
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("log key: %w", err)
+	}
+	f := &fsm{log: logger, dir: dir, signer: signer, verifier: verifier, noSync: noSync, metrics: m, store: store, gen: gen, cpReady: make(chan struct{}),
 		storeOpts: opts, stop: make(chan struct{}), faulted: make(chan struct{}, 1), faultCh: make(chan struct{})}
 	if err := f.loadMarker(); err != nil {
 		store.Close()
@@ -231,15 +239,21 @@ func (f *fsm) publish(st ledger.TreeState) error {
 		}
 	}
 	f.cp.Store(&Checkpoint{Size: st.Size, Root: st.Root, Signed: signed})
-	f.cpMu.Lock()
-	close(f.cpReady)
-	f.cpReady = make(chan struct{})
-	f.cpMu.Unlock()
+	f.notifyChanged()
 	f.metrics.treeSize.Set(float64(st.Size))
 	return nil
 }
 
-// changed returns a channel closed when the next checkpoint is published.
+// notifyChanged wakes everyone waiting on changed.
+func (f *fsm) notifyChanged() {
+	f.cpMu.Lock()
+	close(f.cpReady)
+	f.cpReady = make(chan struct{})
+	f.cpMu.Unlock()
+}
+
+// changed returns a channel closed when the next checkpoint is published
+// (or a witnessed checkpoint is recorded).
 func (f *fsm) changed() <-chan struct{} {
 	f.cpMu.Lock()
 	defer f.cpMu.Unlock()
@@ -345,6 +359,8 @@ func (f *fsm) apply(l *raft.Log) (any, error) {
 		return f.applyBatch(l.Index, cmd.leaves, marker, false)
 	case commandRevoke:
 		return f.applyBatch(l.Index, cmd.leaves, marker, true)
+	case commandWitnessed:
+		return f.applyWitnessed(l.Index, cmd.signed, marker)
 	case commandGenesis:
 		if f.store.Size() > 0 {
 			return nil, nil
@@ -357,6 +373,85 @@ func (f *fsm) apply(l *raft.Log) (any, error) {
 		return nil, f.publish(res.State)
 	}
 	return nil, nil
+}
+
+// witnessedKey is the metadata key of the latest witnessed checkpoint.
+const witnessedKey = "witnessed-checkpoint"
+
+// applyWitnessed records a checkpoint cosigned by the log's witnesses, as
+// the leader collected it. Every replica first checks that it is this log's
+// own checkpoint of a tree it holds (the log's signature, and the root at
+// that size) and no older than the one recorded: anything else is refused
+// the same way on every replica, and the refusal is the entry's result.
+// The cosignatures themselves are the witness policy's business, which
+// the leader checked and clients check again.
+func (f *fsm) applyWitnessed(index uint64, signed, marker []byte) (any, error) {
+	c, err := f.verifier.VerifyCheckpoint(signed)
+	if err == nil {
+		err = f.checkOwnCheckpoint(c)
+	}
+	if err != nil {
+		f.log.Error("refusing a witnessed checkpoint", "raft_index", index, "err", err)
+		return err, nil
+	}
+	if prev, err := f.witnessedLocked(); err != nil {
+		return nil, err
+	} else if prev != nil && prev.Size > c.Size {
+		return fmt.Errorf("witnessed checkpoint of size %d is older than the recorded one of size %d", c.Size, prev.Size), nil
+	}
+	if err := f.store.SetMetadata(witnessedKey, bytes.Clone(signed), marker); err != nil {
+		return nil, err
+	}
+	f.marker = index
+	f.notifyChanged()
+	return nil, nil
+}
+
+// checkOwnCheckpoint checks that c is a checkpoint of the tree the store
+// holds: of a size it has, with the root it has at that size.
+func (f *fsm) checkOwnCheckpoint(c proofs.Checkpoint) error {
+	if c.Size == 0 || c.Size > f.store.Size() {
+		return fmt.Errorf("checkpoint of size %d: the log has %d leaves", c.Size, f.store.Size())
+	}
+	root, err := f.store.RootAt(c.Size)
+	if err != nil {
+		return fmt.Errorf("root at size %d: %w", c.Size, err)
+	}
+	if root != c.Hash {
+		return fmt.Errorf("checkpoint of size %d has root %x, the log has %x: not this log's history", c.Size, c.Hash, root)
+	}
+	return nil
+}
+
+// witnessed returns the latest witnessed checkpoint recorded, or nil.
+func (f *fsm) witnessed() (*WitnessedCheckpoint, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.witnessedLocked()
+}
+
+// witnessedLocked is witnessed with f.mu held.
+func (f *fsm) witnessedLocked() (*WitnessedCheckpoint, error) {
+	md, err := f.store.Metadata()
+	if err != nil {
+		return nil, fmt.Errorf("read the witnessed checkpoint: %w", err)
+	}
+	signed, ok := md[witnessedKey]
+	if !ok {
+		return nil, nil
+	}
+	c, err := f.verifier.VerifyCheckpoint(signed)
+	if err != nil {
+		return nil, fmt.Errorf("recorded witnessed checkpoint: %w", err)
+	}
+	return &WitnessedCheckpoint{Size: c.Size, Signed: signed}, nil
+}
+
+// A WitnessedCheckpoint is a checkpoint of the log with its witnesses'
+// cosignatures.
+type WitnessedCheckpoint struct {
+	Size   uint64
+	Signed []byte // the signed note: the log's signature, then the cosignatures
 }
 
 // applyBatch admits and appends the leaves of a batch (or, with admin, of

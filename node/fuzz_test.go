@@ -23,7 +23,8 @@ func FuzzDecodeCommand(f *testing.F) {
 	batch, _ := encodeBatch([][]byte{{0, 1, 2}, {3}})
 	member, _ := encodeMember("n1", "127.0.0.1:8080")
 	revoke, _ := encodeRevoke([]byte{0, 4, 9})
-	for _, seed := range [][]byte{batch, member, revoke, encodeGenesis(), {1}, {1, 1, 0, 0}, {2, 1}} {
+	witnessed, _ := encodeWitnessed([]byte("origin\n1\nroot\n\n— origin sig\n"))
+	for _, seed := range [][]byte{batch, member, revoke, witnessed, encodeGenesis(), {1}, {1, 1, 0, 0}, {2, 1}} {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -41,6 +42,8 @@ func FuzzDecodeCommand(f *testing.F) {
 			again, err = encodeRevoke(c.leaves[0])
 		case commandGenesis:
 			again = encodeGenesis()
+		case commandWitnessed:
+			again, err = encodeWitnessed(c.signed)
 		default:
 			t.Fatalf("decoded an unknown type %d", c.typ)
 		}

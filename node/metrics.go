@@ -19,6 +19,9 @@ type metrics struct {
 	inFlight     prometheus.Gauge
 	pushedBack   prometheus.Counter
 	storeFault   prometheus.Gauge
+
+	witnessRounds *prometheus.CounterVec
+	witnessedSize prometheus.Gauge
 }
 
 func newMetrics() *metrics {
@@ -58,8 +61,17 @@ func newMetrics() *metrics {
 			Name: "chipledger_store_fault",
 			Help: "1 while the ledger store cannot write (a full or failing disk) and the node refuses appends.",
 		}),
+		witnessRounds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chipledger_witness_rounds_total",
+			Help: "Rounds in which this node, as leader, had a checkpoint cosigned by the witnesses, by result (ok: the quorum cosigned and it was recorded; failed).",
+		}, []string{"result"}),
+		witnessedSize: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "chipledger_witnessed_size",
+			Help: "Size of the latest checkpoint this node had cosigned by the witness policy's quorum.",
+		}),
 	}
 	m.registry.MustRegister(m.appends, m.batchLeaves, m.applySeconds, m.treeSize, m.raftState, m.inFlight, m.pushedBack, m.storeFault,
+		m.witnessRounds, m.witnessedSize,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

@@ -22,6 +22,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/chipledger/chipledger/ledger"
+	"github.com/chipledger/chipledger/proofs"
 )
 
 // Config configures a node. ID, DataDir, RaftAddr, APIAddr, Signer and
@@ -92,6 +93,20 @@ type Config struct {
 	// are refused with RESOURCE_EXHAUSTED and when to retry.
 	StationRate  float64
 	StationBurst int
+	// Witnesses, if set, is the log's witness policy
+	// (c2sp.org/tlog-policy): the leader submits each new checkpoint, at
+	// most once per WitnessInterval, to the policy's witnesses
+	// (c2sp.org/tlog-witness) and records the latest one that the policy's
+	// quorum cosigned, which every node then serves (GetCheckpoint with
+	// witnessed set). Clients that check witness cosignatures use the
+	// same policy. Every node of a cluster should have the same one.
+	Witnesses *proofs.WitnessPolicy
+	// WitnessInterval is the least time between two rounds of witnessing;
+	// zero means DefaultWitnessInterval.
+	WitnessInterval time.Duration
+	// WitnessHTTPClient carries the add-checkpoint requests; nil means a
+	// client with a 10 s timeout.
+	WitnessHTTPClient *http.Client
 	// StoreFaults, if set, is called before each write of the ledger store
 	// and fails it by returning an error: for fault-injection tests (see
 	// ledger.Options.Faults).
@@ -197,6 +212,7 @@ func New(cfg Config) (n *Node, err error) {
 	n.goRun(n.flushIdle)
 	n.goRun(n.watchStoreFaults)
 	n.goRun(n.watchCatchUp)
+	n.goRun(n.witnessCheckpoints)
 	n.startHTTP()
 
 	if len(cfg.Join) > 0 {
@@ -235,6 +251,9 @@ func (c *Config) validate() error {
 	}
 	if len(c.AdminTokenHash) != 0 && len(c.AdminTokenHash) != 32 {
 		return errors.New("the admin token hash must be a SHA-256 (32 bytes)")
+	}
+	if c.WitnessInterval < 0 {
+		return fmt.Errorf("WitnessInterval (%s) cannot be negative", c.WitnessInterval)
 	}
 	if c.MaxAppendsInFlight < 0 || c.StationRate < 0 || c.StationBurst < 0 {
 		return fmt.Errorf("MaxAppendsInFlight (%d), StationRate (%g) and StationBurst (%d) cannot be negative", c.MaxAppendsInFlight, c.StationRate, c.StationBurst)

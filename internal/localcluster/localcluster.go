@@ -14,6 +14,7 @@ import (
 
 	"github.com/chipledger/chipledger/ledger"
 	"github.com/chipledger/chipledger/node"
+	"github.com/chipledger/chipledger/proofs"
 )
 
 // Options configure a local cluster.
@@ -29,6 +30,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Raft tunes Raft, as node.Config.Raft.
 	Raft func(*raft.Config)
+	// Witnesses and WitnessInterval are the witness policy and interval of
+	// every node (node.Config); nil runs without witnesses.
+	Witnesses       *proofs.WitnessPolicy
+	WitnessInterval time.Duration
 }
 
 // Cluster is a running local cluster.
@@ -53,6 +58,9 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 			Trust:    o.Trust,
 			Logger:   o.Logger,
 			Raft:     o.Raft,
+
+			Witnesses:       o.Witnesses,
+			WitnessInterval: o.WitnessInterval,
 		}
 		if i == 0 {
 			cfg.Bootstrap = true

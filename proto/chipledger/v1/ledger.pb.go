@@ -200,7 +200,13 @@ type GetCheckpointRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// If set, wait (bounded by the request deadline) until the node has
 	// applied a tree of at least this size.
-	MinSize       uint64 `protobuf:"varint,1,opt,name=min_size,json=minSize,proto3" json:"min_size,omitempty"`
+	MinSize uint64 `protobuf:"varint,1,opt,name=min_size,json=minSize,proto3" json:"min_size,omitempty"`
+	// If set, return the latest checkpoint that the log's witnesses cosigned
+	// (the log's signature followed by their cosignature/v1 lines, enough to
+	// meet the node's witness policy), instead of the latest checkpoint.
+	// With min_size, wait (bounded) for one of at least that size. A node
+	// without a witness policy answers FAILED_PRECONDITION.
+	Witnessed     bool `protobuf:"varint,2,opt,name=witnessed,proto3" json:"witnessed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -240,6 +246,13 @@ func (x *GetCheckpointRequest) GetMinSize() uint64 {
 		return x.MinSize
 	}
 	return 0
+}
+
+func (x *GetCheckpointRequest) GetWitnessed() bool {
+	if x != nil {
+		return x.Witnessed
+	}
+	return false
 }
 
 type GetCheckpointResponse struct {
@@ -1748,9 +1761,10 @@ const file_chipledger_v1_ledger_proto_rawDesc = "" +
 	"\x04leaf\x18\x01 \x01(\fR\x04leaf\"`\n" +
 	"\x0eAppendResponse\x120\n" +
 	"\areceipt\x18\x01 \x01(\v2\x16.chipledger.v1.ReceiptR\areceipt\x12\x1c\n" +
-	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"1\n" +
+	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"O\n" +
 	"\x14GetCheckpointRequest\x12\x19\n" +
-	"\bmin_size\x18\x01 \x01(\x04R\aminSize\"7\n" +
+	"\bmin_size\x18\x01 \x01(\x04R\aminSize\x12\x1c\n" +
+	"\twitnessed\x18\x02 \x01(\bR\twitnessed\"7\n" +
 	"\x15GetCheckpointResponse\x12\x1e\n" +
 	"\n" +
 	"checkpoint\x18\x01 \x01(\fR\n" +

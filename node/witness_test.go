@@ -1,0 +1,272 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	fwitness "github.com/transparency-dev/formats/witness"
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/chipledger/chipledger/internal/witness/witnesstest"
+	"github.com/chipledger/chipledger/ledger"
+	"github.com/chipledger/chipledger/proofs"
+	v1 "github.com/chipledger/chipledger/proto/chipledger/v1"
+)
+
+// witnessSet starts witnesses for the log of the first node configured
+// through it, and sets every node's policy: quorum of n witnesses.
+type witnessSet struct {
+	t      *testing.T
+	n      int
+	quorum int
+	once   sync.Once
+	*witnesstest.Set
+}
+
+func (s *witnessSet) configure(cfg *Config) {
+	s.once.Do(func() { s.Set = witnesstest.Start(s.t, cfg.Signer.VerifierKey(), s.n, s.quorum) })
+	cfg.Witnesses = s.Policy
+	cfg.WitnessInterval = 20 * time.Millisecond
+}
+
+// witnessed asks node i for its latest witnessed checkpoint of at least
+// minSize leaves.
+func (c *testCluster) witnessed(ctx context.Context, i int, minSize uint64) ([]byte, error) {
+	resp, err := c.client(i).GetCheckpoint(ctx, connect.NewRequest(&v1.GetCheckpointRequest{Witnessed: true, MinSize: minSize}))
+	if err != nil {
+		return nil, err
+	}
+	return resp.Msg.GetCheckpoint(), nil
+}
+
+// checkWitnessed verifies a witnessed checkpoint with our verifier and with
+// transparency-dev/formats' reading of the same policy, and returns it.
+func checkWitnessed(t *testing.T, c *testCluster, ws *witnessSet, signed []byte) proofs.Checkpoint {
+	t.Helper()
+	cp, err := c.verifier.VerifyWitnessedCheckpoint(signed, ws.Policy)
+	if err != nil {
+		t.Fatalf("witnessed checkpoint %q: %v", signed, err)
+	}
+	group, err := fwitness.ParsePolicy(ws.PolicyText)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !group.Satisfied(signed) {
+		t.Fatalf("formats/witness: the policy is not satisfied by %q", signed)
+	}
+	if _, err := note.Open(signed, note.VerifierList(c.verifier.Verifier())); err != nil {
+		t.Fatalf("x/mod note: the log's signature: %v", err)
+	}
+	return cp
+}
+
+// rootAt returns node n's tree root at size.
+func rootAt(n *Node, size uint64) (root [32]byte, err error) {
+	err = n.fsm.withStore(func(s *ledger.Store) error {
+		h, err := s.RootAt(size)
+		root = [32]byte(h)
+		return err
+	})
+	return root, err
+}
+
+func TestEveryNodeServesTheCheckpointTheWitnessesCosigned(t *testing.T) {
+	ws := &witnessSet{t: t, n: 3, quorum: 2}
+	c := newConfiguredCluster(t, 3, nil, ws.configure)
+	c.registerStation()
+	leader := c.waitLeader()
+	c.appendEscrow(leader, 0, 20)
+	cp := c.waitSameState(20)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for i := range c.nodes {
+		signed, err := c.witnessed(ctx, i, cp.Size)
+		if err != nil {
+			t.Fatalf("node %d: witnessed checkpoint of size >= %d: %v", i, cp.Size, err)
+		}
+		got := checkWitnessed(t, c, ws, signed)
+		if got.Size < cp.Size {
+			t.Fatalf("node %d: witnessed size %d, asked for at least %d", i, got.Size, cp.Size)
+		}
+		root, err := rootAt(c.nodes[i], got.Size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if root != got.Hash {
+			t.Fatalf("node %d: witnessed root %x, its tree has %x at size %d", i, got.Hash, root, got.Size)
+		}
+	}
+	// Every witness holds the state it cosigned, no larger than the log.
+	for i, w := range ws.Witnesses {
+		size, _, ok := w.Latest(testOrigin)
+		if !ok || size == 0 || size > c.nodes[leader].Checkpoint().Size {
+			t.Fatalf("witness %d holds size %d (ok %v), log has %d", i, size, ok, c.nodes[leader].Checkpoint().Size)
+		}
+	}
+}
+
+func TestWitnessingNeedsTheQuorumAndResumes(t *testing.T) {
+	ws := &witnessSet{t: t, n: 3, quorum: 2}
+	c := newConfiguredCluster(t, 3, nil, ws.configure)
+	c.registerStation()
+	leader := c.waitLeader()
+	c.appendEscrow(leader, 0, 5)
+	first := c.waitSameState(5)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := c.witnessed(ctx, leader, first.Size); err != nil {
+		t.Fatal(err)
+	}
+
+	// One witness answers a cosignature over another checkpoint, and one
+	// is down: one valid cosignature is short of the quorum.
+	ws.Witnesses[0].Forge.Store(true)
+	ws.Witnesses[1].Down.Store(true)
+	c.appendEscrow(leader, 5, 5)
+	second := c.waitSameState(10)
+	short, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
+	_, err := c.witnessed(short, leader, second.Size)
+	cancelShort()
+	if err == nil {
+		t.Fatalf("a checkpoint of size %d was witnessed with one good witness of three", second.Size)
+	}
+	signed, err := c.witnessed(ctx, leader, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := checkWitnessed(t, c, ws, signed); got.Size >= second.Size {
+		t.Fatalf("witnessed size %d without a quorum", got.Size)
+	}
+
+	// The witness comes back: the next round meets the quorum again.
+	ws.Witnesses[1].Down.Store(false)
+	signed, err = c.witnessed(ctx, leader, second.Size)
+	if err != nil {
+		t.Fatalf("after the witness came back: %v", err)
+	}
+	checkWitnessed(t, c, ws, signed)
+}
+
+func TestANewLeaderGoesOnWitnessing(t *testing.T) {
+	ws := &witnessSet{t: t, n: 3, quorum: 3}
+	c := newConfiguredCluster(t, 3, nil, ws.configure)
+	c.registerStation()
+	leader := c.waitLeader()
+	c.appendEscrow(leader, 0, 5)
+	first := c.waitSameState(5)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := c.witnessed(ctx, leader, first.Size); err != nil {
+		t.Fatal(err)
+	}
+
+	c.stop(leader)
+	next := c.waitLeader()
+	c.appendEscrow(next, 5, 5)
+	second := c.waitSameState(10)
+	// The new leader starts without knowing what each witness has seen;
+	// the witnesses' 409 answers tell it.
+	signed, err := c.witnessed(ctx, next, second.Size)
+	if err != nil {
+		t.Fatalf("new leader: %v", err)
+	}
+	checkWitnessed(t, c, ws, signed)
+
+	// The old leader comes back as a follower and serves it too.
+	c.restart(leader)
+	if signed, err = c.witnessed(ctx, leader, second.Size); err != nil {
+		t.Fatalf("restarted node: %v", err)
+	}
+	checkWitnessed(t, c, ws, signed)
+}
+
+func TestReplicasRefuseACheckpointThatIsNotTheirs(t *testing.T) {
+	ws := &witnessSet{t: t, n: 1, quorum: 1}
+	c := newConfiguredCluster(t, 1, nil, ws.configure)
+	c.registerStation()
+	c.appendEscrow(0, 0, 3)
+	cp := c.waitSameState(3)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := c.witnessed(ctx, 0, cp.Size); err != nil {
+		t.Fatal(err)
+	}
+	n := c.nodes[0]
+	for _, tc := range []struct {
+		name   string
+		signed func() []byte
+	}{
+		{"another root", func() []byte {
+			s, err := c.signer.Sign(cp.Size, [32]byte{7})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}},
+		{"beyond the log", func() []byte {
+			s, err := c.signer.Sign(cp.Size+100, cp.Root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}},
+		{"an older size", func() []byte {
+			root, err := rootAt(n, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := c.signer.Sign(1, root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}},
+		{"not signed by the log", func() []byte {
+			other, _ := testLogKey(t)
+			s, err := other.Sign(cp.Size, cp.Root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			data, err := encodeWitnessed(tc.signed())
+			if err != nil {
+				t.Fatal(err)
+			}
+			f := n.raft.Apply(data, 5*time.Second)
+			if err := f.Error(); err != nil {
+				t.Fatal(err)
+			}
+			if err, _ := f.Response().(error); err == nil {
+				t.Fatal("the state machine recorded it")
+			}
+			w, err := n.fsm.witnessed()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if w == nil || w.Size < cp.Size {
+				t.Fatalf("witnessed checkpoint now %+v, want the one of size >= %d", w, cp.Size)
+			}
+		})
+	}
+}
+
+func TestWitnessedCheckpointWithoutAPolicyIsAPreconditionFailure(t *testing.T) {
+	c := newTestCluster(t, 1, nil)
+	_, err := c.witnessed(context.Background(), 0, 0)
+	if !isCode(err, connect.CodeFailedPrecondition) {
+		t.Fatalf("GetCheckpoint(witnessed) on a node without a policy: %v, want FAILED_PRECONDITION", err)
+	}
+	var ce *connect.Error
+	if !errors.As(err, &ce) || !strings.Contains(ce.Message(), "no witness policy") {
+		t.Fatalf("error %v does not say what is missing", err)
+	}
+}
