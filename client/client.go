@@ -37,6 +37,14 @@ type Options struct {
 	// first checkpoint the client verifies becomes trusted.
 	Trusted []byte
 
+	// Witnesses, if set, is the log's witness policy (c2sp.org/tlog-policy,
+	// from proofs.ParseWitnessPolicy): LookupChip, and so Recover, then
+	// accept a chip's history only within a checkpoint that the policy's
+	// quorum of witnesses cosigned, so that a log showing this client a
+	// history of its own (a split view) is caught. WitnessedCheckpoint
+	// needs it.
+	Witnesses *proofs.WitnessPolicy
+
 	// HTTPClient carries the Connect protocol. The default speaks HTTP/2
 	// without TLS (h2c) to "http://" addresses, as the nodes do, and HTTP/2
 	// or HTTP/1.1, whichever the server offers, over TLS to "https://"
@@ -120,14 +128,15 @@ const leaderHeader = "Chipledger-Leader"
 // is safe for concurrent use. It starts no goroutine of its own; Close ends
 // the calls in flight and then closes its connections.
 type Client struct {
-	verifier *proofs.LogVerifier
-	logKey   string
-	http     *http.Client
-	ownHTTP  bool
-	log      *slog.Logger
-	retry    RetryPolicy
-	nodes    []*endpoint // as configured, in order
-	trust    *trust
+	verifier  *proofs.LogVerifier
+	witnesses *proofs.WitnessPolicy // nil: checkpoints need the log's signature only
+	logKey    string
+	http      *http.Client
+	ownHTTP   bool
+	log       *slog.Logger
+	retry     RetryPolicy
+	nodes     []*endpoint // as configured, in order
+	trust     *trust
 
 	ctx    context.Context // canceled by Close
 	cancel context.CancelFunc
@@ -155,13 +164,14 @@ func New(o Options) (*Client, error) {
 		return nil, fmt.Errorf("client: %w", err)
 	}
 	c := &Client{
-		verifier: v,
-		logKey:   strings.TrimSpace(o.LogKey),
-		http:     o.HTTPClient,
-		log:      o.Logger,
-		retry:    o.Retry.withDefaults(),
-		trust:    newTrust(),
-		hinted:   make(map[string]*endpoint),
+		verifier:  v,
+		logKey:    strings.TrimSpace(o.LogKey),
+		witnesses: o.Witnesses,
+		http:      o.HTTPClient,
+		log:       o.Logger,
+		retry:     o.Retry.withDefaults(),
+		trust:     newTrust(),
+		hinted:    make(map[string]*endpoint),
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)

@@ -42,6 +42,13 @@ type testLog struct {
 // nil).
 func startLog(t testing.TB, n int, signer *ledger.LogSigner) *testLog {
 	t.Helper()
+	return startLogWith(t, signer, func(o *localcluster.Options) { o.Nodes = n })
+}
+
+// startLogWith starts a cluster signing with signer (a fresh key if nil),
+// with the options opts sets.
+func startLogWith(t testing.TB, signer *ledger.LogSigner, opts func(*localcluster.Options)) *testLog {
+	t.Helper()
 	pki, err := sharedPKI()
 	if err != nil {
 		t.Fatal(err)
@@ -55,9 +62,9 @@ func startLog(t testing.TB, n int, signer *ledger.LogSigner) *testLog {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cl, err := localcluster.Start(ctx, localcluster.Options{
-		Nodes: n, Dir: t.TempDir(), Signer: signer, Trust: pki.Trust, Logger: testLogger(),
-	})
+	o := localcluster.Options{Dir: t.TempDir(), Signer: signer, Trust: pki.Trust, Logger: testLogger()}
+	opts(&o)
+	cl, err := localcluster.Start(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,6 +30,13 @@ type ChipHistory struct {
 	// Entries are the chip's entries in log order, epochs 1, 2, …; empty
 	// for a chip the log does not know.
 	Entries []ChipEntry
+	// Witnessed, with a witness policy (Options.Witnesses), is the
+	// checkpoint the policy's quorum cosigned that Checkpoint is proven a
+	// prefix of, with no entry of the chip in the leaves between them;
+	// WitnessedNote is its signed note, cosignatures included. Both are
+	// nil without a policy.
+	Witnessed     *proofs.Checkpoint
+	WitnessedNote []byte
 }
 
 // A ChipEntry is one escrow entry of a chip and its receipt.
@@ -51,6 +58,13 @@ func (h *ChipHistory) Latest() *ChipEntry {
 // client's trusted checkpoint. A chip the log does not hold has no entries;
 // that is not an error.
 //
+// With a witness policy (Options.Witnesses), that checkpoint must also be
+// a prefix of one the policy's quorum of witnesses cosigned (see
+// WitnessedCheckpoint; ErrNotWitnessed otherwise), and the leaves between
+// the two must hold no entry of the chip: if one landed there, the chip is
+// looked up again (a few times at most). The history returned is then the
+// chip's whole history as of a witnessed checkpoint.
+//
 // Every entry must be an escrow entry for this chip, with the epoch the node
 // states, and the epochs must run 1, 2, … in log order; otherwise the call
 // fails with ErrMismatch. The lookup is answered at a tree at least as large
@@ -61,6 +75,26 @@ func (c *Client) LookupChip(ctx context.Context, chip ledger.ChipID) (*ChipHisto
 	if err := chip.Validate(); err != nil {
 		return nil, fmt.Errorf("client: lookup chip: %w", connect.NewError(connect.CodeInvalidArgument, err))
 	}
+	for attempt := 1; ; attempt++ {
+		h, err := c.lookupChip(ctx, chip)
+		if err != nil || c.witnesses == nil {
+			return h, err
+		}
+		stale, err := c.witnessLookup(ctx, chip, h)
+		if err != nil {
+			return nil, fmt.Errorf("client: lookup chip %s: %w", chip, err)
+		}
+		if !stale {
+			return h, nil
+		}
+		if attempt == maxWitnessedLookups {
+			return nil, fmt.Errorf("client: lookup chip %s: %w: %d lookups in a row were overtaken by a newer entry of the chip before a witnessed checkpoint", chip, ErrNotLatest, attempt)
+		}
+	}
+}
+
+// lookupChip is LookupChip without the witnesses.
+func (c *Client) lookupChip(ctx context.Context, chip ledger.ChipID) (*ChipHistory, error) {
 	var h *ChipHistory
 	err := c.do(ctx, "lookup chip", toAny, func(ctx context.Context, ep *endpoint) error {
 		minSize := c.trust.latest().cp.Size

@@ -125,6 +125,10 @@ const (
 	// (DESIGN.md §3.7): the entry used is the chip's latest, and the
 	// entries served are its whole history.
 	CheckIndex RecoveryCheck = "index"
+	// CheckWitnesses, with a witness policy (Options.Witnesses), checks
+	// that the checkpoint is a prefix of one the policy's quorum of
+	// witnesses cosigned, with no newer entry of the chip in between.
+	CheckWitnesses RecoveryCheck = "witnesses"
 	// CheckInclusion verifies the entry's inclusion proof.
 	CheckInclusion RecoveryCheck = "inclusion"
 	// CheckStation verifies the station: registered before the entry,
@@ -158,7 +162,10 @@ type RecoveryReport struct {
 	// Entries is how many entries the ledger holds for the chip.
 	Entries int `json:"entries"`
 
-	Checkpoint  *RecoveryCheckpoint  `json:"checkpoint,omitempty"`
+	Checkpoint *RecoveryCheckpoint `json:"checkpoint,omitempty"`
+	// Witnessed, with a witness policy, is the cosigned checkpoint that
+	// Checkpoint was proven a prefix of.
+	Witnessed   *RecoveryCheckpoint  `json:"witnessed,omitempty"`
 	Station     *RecoveryStation     `json:"station,omitempty"`
 	Certificate *RecoveryCertificate `json:"certificate,omitempty"`
 
@@ -322,12 +329,16 @@ func (r *recovery) run(ctx context.Context) error {
 	}{
 		{CheckCheckpoint, r.checkCheckpoint},
 		{CheckIndex, r.checkIndex},
+		{CheckWitnesses, r.checkWitnesses},
 		{CheckInclusion, r.checkInclusion},
 		{CheckStation, r.checkStation},
 		{CheckCertificate, r.checkCertificate},
 		{CheckIdentities, r.checkIdentities},
 		{CheckEpoch, r.checkEpoch},
 	} {
+		if step.check == CheckWitnesses && r.c.witnesses == nil {
+			continue
+		}
 		detail, err := step.run()
 		if err != nil {
 			r.rep.Durations.Verify = time.Since(t)
@@ -389,6 +400,8 @@ func failureDetail(check RecoveryCheck, err error) string {
 			return "The ledger node's answer does not match the chip index: its lookup proof does not verify against the signed checkpoint"
 		}
 		return "The ledger node hid the chip's newest backup: its answer does not match the chip index in its signed checkpoint"
+	case CheckWitnesses:
+		return "The ledger's checkpoint is not covered by one its witnesses cosigned: this client may be shown a history no one else sees"
 	case CheckInclusion:
 		return "The backup's inclusion proof does not lead to the ledger's signed checkpoint"
 	case CheckStation:
@@ -478,6 +491,8 @@ func lookupFailure(err error) RecoveryCheck {
 	switch {
 	case errors.Is(err, ErrBadSignature), errors.Is(err, ErrFork), errors.Is(err, ErrRollback):
 		return CheckCheckpoint
+	case errors.Is(err, ErrNotWitnessed), errors.Is(err, ErrNoWitnessPolicy):
+		return CheckWitnesses
 	case indexFailure(err):
 		return CheckIndex
 	case errors.Is(err, ErrBadProof):
@@ -582,6 +597,31 @@ func (r *recovery) checkIndex() (string, error) {
 	}
 	return fmt.Sprintf("The chip index in the checkpoint of %d entries proves epoch %d (at position %d) is this chip's latest backup; its history of %s matches the entries served",
 		idx.Checkpoint.Size, v.Epoch, v.LeafIndex, plural(len(idx.History), "entry", "entries")), nil
+}
+
+// checkWitnesses reports the witnessed checkpoint LookupChip proved the
+// lookup's checkpoint a prefix of, and checks its cosignatures again.
+func (r *recovery) checkWitnesses() (string, error) {
+	h := r.history
+	if h.Witnessed == nil {
+		return "", fmt.Errorf("%w: the lookup was not checked against a witnessed checkpoint", ErrNotWitnessed)
+	}
+	w, err := r.c.verifier.VerifyWitnessedCheckpoint(h.WitnessedNote, r.c.witnesses)
+	if err != nil || w != *h.Witnessed || w.Size < h.Checkpoint.Size {
+		return "", fmt.Errorf("%w: the witnessed checkpoint recorded by the lookup: %v", ErrNotWitnessed, err)
+	}
+	r.rep.Witnessed = r.reportCheckpoint(w, h.WitnessedNote)
+	r.rep.Witnessed.TrustedSize = 0
+	_, n, err := r.c.verifier.VerifyCheckpointNote(h.WitnessedNote, r.c.witnesses.Verifiers()...)
+	cosigners := 0
+	if err == nil {
+		cosigners = len(n.Sigs) - 1
+	}
+	detail := fmt.Sprintf("%s of the witness policy cosigned the checkpoint of %d entries", plural(cosigners, "witness", "witnesses"), w.Size)
+	if w.Size > h.Checkpoint.Size {
+		detail += fmt.Sprintf(", which extends the lookup's (consistency proof checked); none of the %s in between is for this chip", plural(int(w.Size-h.Checkpoint.Size), "entry", "entries"))
+	}
+	return detail, nil
 }
 
 // checkInclusion verifies the entry's inclusion proof again, offline, as

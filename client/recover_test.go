@@ -53,6 +53,13 @@ type recFixture struct {
 
 func newRecFixture(t testing.TB, nodes int) *recFixture {
 	t.Helper()
+	return newRecFixtureWith(t, nodes, nil)
+}
+
+// newRecFixtureWith is newRecFixture with the log key made first and
+// passed to opts, which may change the cluster's options.
+func newRecFixtureWith(t testing.TB, nodes int, opts func(logVKey string, o *localcluster.Options)) *recFixture {
+	t.Helper()
 	dir := t.TempDir()
 	f := &recFixture{t: t}
 	var err error
@@ -73,9 +80,11 @@ func newRecFixture(t testing.TB, nodes int) *recFixture {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	f.cluster, err = localcluster.Start(ctx, localcluster.Options{
-		Nodes: nodes, Dir: filepath.Join(dir, "ledger"), Signer: f.signer, Trust: nodeTrust, Logger: testLogger(),
-	})
+	o := localcluster.Options{Nodes: nodes, Dir: filepath.Join(dir, "ledger"), Signer: f.signer, Trust: nodeTrust, Logger: testLogger()}
+	if opts != nil {
+		opts(f.vkey, &o)
+	}
+	f.cluster, err = localcluster.Start(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}

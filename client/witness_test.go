@@ -1,0 +1,194 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/chipledger/chipledger/client"
+	"github.com/chipledger/chipledger/internal/localcluster"
+	"github.com/chipledger/chipledger/internal/testpki"
+	"github.com/chipledger/chipledger/internal/witness/witnesstest"
+	"github.com/chipledger/chipledger/proofs"
+	v1 "github.com/chipledger/chipledger/proto/chipledger/v1"
+)
+
+// startWitnessedLog starts a log of n nodes whose checkpoints three
+// witnesses cosign (quorum two), and returns it with the policy.
+func startWitnessedLog(t *testing.T, n int) (*testLog, *witnesstest.Set) {
+	t.Helper()
+	signer := newSigner(t)
+	ws := witnesstest.Start(t, signer.VerifierKey(), 3, 2)
+	l := startLogWith(t, signer, func(o *localcluster.Options) {
+		o.Nodes = n
+		o.Witnesses = ws.Policy
+		o.WitnessInterval = 20 * time.Millisecond
+	})
+	return l, ws
+}
+
+func TestLookupChipWithWitnessesIsCoveredByAWitnessedCheckpoint(t *testing.T) {
+	l, ws := startWitnessedLog(t, 3)
+	ctx := context.Background()
+	admin := l.client()
+	l.registerStation(admin)
+	for n := range uint64(5) {
+		l.appendEscrow(admin, n)
+	}
+
+	c := l.clientWith(client.Options{Witnesses: ws.Policy})
+	h, err := c.LookupChip(ctx, testpki.ChipID(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Witnessed == nil || h.Witnessed.Size < h.Checkpoint.Size || len(h.Entries) != 1 {
+		t.Fatalf("history at %d, witnessed %+v, %d entries", h.Checkpoint.Size, h.Witnessed, len(h.Entries))
+	}
+	w, err := l.verifier.VerifyWitnessedCheckpoint(h.WitnessedNote, ws.Policy)
+	if err != nil || w != *h.Witnessed {
+		t.Fatalf("the witnessed note: %v (%+v, want %+v)", err, w, *h.Witnessed)
+	}
+	// The client trusts it now: it is proven to extend what it saw.
+	if top, _ := c.Trusted(); top.Size < w.Size {
+		t.Fatalf("trusted size %d, below the witnessed %d", top.Size, w.Size)
+	}
+
+	// Without a policy nothing changes.
+	plain, err := l.client().LookupChip(ctx, testpki.ChipID(3))
+	if err != nil || plain.Witnessed != nil {
+		t.Fatalf("without a policy: %v, witnessed %+v", err, plain.Witnessed)
+	}
+}
+
+func TestLookupChipLooksAgainWhenANewerEntryPrecedesTheWitnessedCheckpoint(t *testing.T) {
+	l, ws := startWitnessedLog(t, 1)
+	ctx := context.Background()
+	admin := l.client()
+	l.registerStation(admin)
+	l.appendEscrow(admin, 7)
+
+	// Right after the node answers the first lookup, the chip gets its
+	// epoch 2, and the witnesses cosign it: the witnessed checkpoint the
+	// client then fetches holds it past the lookup's checkpoint.
+	p, addr := startProxy(t, l.cluster.Addrs()[0])
+	watcher := l.clientWith(client.Options{Witnesses: ws.Policy})
+	var once atomic.Bool
+	p.setTamper(func(ctx context.Context, proc string, req, resp proto.Message) error {
+		if proc != "LookupChip" || !once.CompareAndSwap(false, true) {
+			return nil
+		}
+		res, err := admin.Append(ctx, l.escrowLeaf(7, 2))
+		if err != nil {
+			return err
+		}
+		_, _, err = watcher.WitnessedCheckpoint(ctx, res.Checkpoint.Size)
+		return err
+	})
+	c := l.clientWith(client.Options{Addrs: []string{addr}, Witnesses: ws.Policy})
+	h, err := c.LookupChip(ctx, testpki.ChipID(7))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p.count("LookupChip"); got != 2 {
+		t.Fatalf("%d lookups, want 2: the first was overtaken", got)
+	}
+	if len(h.Entries) != 2 || h.Latest().Entry.Epoch != 2 {
+		t.Fatalf("history of %d entries, latest %+v: want epoch 2", len(h.Entries), h.Latest())
+	}
+}
+
+func TestLookupChipRefusesACheckpointTheWitnessesDidNotCosign(t *testing.T) {
+	l, ws := startWitnessedLog(t, 1)
+	ctx := context.Background()
+	admin := l.client()
+	l.registerStation(admin)
+	l.appendEscrow(admin, 1)
+
+	// A node that strips the cosignatures, as one showing a split view
+	// would have to.
+	p, addr := startProxy(t, l.cluster.Addrs()[0])
+	p.setTamper(func(ctx context.Context, proc string, req, resp proto.Message) error {
+		if proc == "GetCheckpoint" && req.(*v1.GetCheckpointRequest).GetWitnessed() {
+			m := resp.(*v1.GetCheckpointResponse)
+			cp, err := l.signer.Sign(mustCheckpoint(t, l, m.GetCheckpoint()).Size, mustCheckpoint(t, l, m.GetCheckpoint()).Hash)
+			if err != nil {
+				return err
+			}
+			m.Checkpoint = cp
+		}
+		return nil
+	})
+	c := l.clientWith(client.Options{Addrs: []string{addr}, Witnesses: ws.Policy})
+	_, err := c.LookupChip(ctx, testpki.ChipID(1))
+	if !errors.Is(err, client.ErrNotWitnessed) || !errors.Is(err, proofs.ErrNotWitnessed) {
+		t.Fatalf("lookup through a node stripping cosignatures: %v, want ErrNotWitnessed", err)
+	}
+
+	// A log without witnesses cannot satisfy a client that wants them.
+	bare := startLog(t, 1, nil)
+	bc := bare.clientWith(client.Options{Witnesses: ws.Policy})
+	bare.registerStation(bc)
+	_, err = bc.LookupChip(ctx, testpki.ChipID(1))
+	if !errors.Is(err, client.ErrNotWitnessed) || connect.CodeOf(err) != connect.CodeFailedPrecondition {
+		t.Fatalf("lookup in a log without witnesses: %v, want ErrNotWitnessed with FAILED_PRECONDITION", err)
+	}
+}
+
+func mustCheckpoint(t *testing.T, l *testLog, signed []byte) proofs.Checkpoint {
+	t.Helper()
+	cp, err := l.verifier.VerifyCheckpoint(signed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cp
+}
+
+func TestRecoverWithWitnessesReportsTheWitnessedCheckpoint(t *testing.T) {
+	var ws *witnesstest.Set
+	f := newRecFixtureWith(t, 1, func(vkey string, o *localcluster.Options) {
+		ws = witnesstest.Start(t, vkey, 3, 2)
+		o.Witnesses, o.WitnessInterval = ws.Policy, 20*time.Millisecond
+	})
+	ctx := context.Background()
+	d := f.newDevice()
+	f.provision(d)
+	if err := d.Wipe(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := client.Recover(ctx, f.newClientWith(client.Options{Witnesses: ws.Policy}), d, client.RecoverOptions{})
+	if err != nil {
+		t.Fatalf("recover: %v\n%+v", err, rep)
+	}
+	var step *client.RecoveryStep
+	for i := range rep.Steps {
+		if rep.Steps[i].Check == client.CheckWitnesses {
+			step = &rep.Steps[i]
+		}
+	}
+	if step == nil || !step.OK || !strings.Contains(step.Detail, "witnesses of the witness policy cosigned") {
+		t.Fatalf("witnesses step %+v in %+v", step, rep.Steps)
+	}
+	if rep.Witnessed == nil || rep.Witnessed.Size < rep.Checkpoint.Size {
+		t.Fatalf("report's witnessed checkpoint %+v, lookup's %+v", rep.Witnessed, rep.Checkpoint)
+	}
+	if _, err := f.verifier.VerifyWitnessedCheckpoint([]byte(rep.Witnessed.Note), ws.Policy); err != nil {
+		t.Fatalf("the report's witnessed note: %v", err)
+	}
+
+	// A witness policy the log does not meet fails the witnesses check
+	// before anything reaches the device.
+	stranger := witnesstest.Start(t, f.vkey, 1, 1)
+	if err := d.Wipe(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rep, err = client.Recover(ctx, f.newClientWith(client.Options{Witnesses: stranger.Policy}), d, client.RecoverOptions{})
+	if !errors.Is(err, client.ErrNotWitnessed) || rep.FailedCheck != client.CheckWitnesses || rep.Restored {
+		t.Fatalf("recover under a policy of other witnesses: %v, failed check %q, restored %v", err, rep.FailedCheck, rep.Restored)
+	}
+}
