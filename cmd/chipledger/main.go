@@ -113,6 +113,7 @@ Global options (such as --log-level) go before the command name.`,
 			auditCommand(),
 			monitorCommand(),
 			adminCommand(),
+			witnessCommand(),
 		},
 	}
 	setupUsageErrors(app)

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 	bolterrors "go.etcd.io/bbolt/errors"
@@ -59,6 +60,10 @@ type nodeFlags struct {
 	MaxAppendsInFlight int
 	StationRate        float64
 	StationBurst       int
+	// Witnessing: a c2sp.org/tlog-policy file and the least time between
+	// two rounds.
+	WitnessPolicy   string
+	WitnessInterval time.Duration
 }
 
 // devSetup describes what `node --dev` prepared, for the banner it prints.
@@ -178,6 +183,10 @@ list flags take comma-separated values there.`,
 				Usage: "limit each station to this many appends a second (0: no limit)"},
 			&cli.IntFlag{Name: "station-burst", EnvVars: env("station-burst"), Value: 100,
 				Usage: "with --station-rate, the appends a station may make at once"},
+			&cli.StringFlag{Name: "witness-policy", EnvVars: env("witness-policy"), TakesFile: true,
+				Usage: "a c2sp.org/tlog-policy `FILE` naming the witnesses (cosignature/v1 keys and URLs) and their quorum: the leader has each new checkpoint cosigned by them and every node serves the latest cosigned one (give clients the same file)"},
+			&cli.DurationFlag{Name: "witness-interval", EnvVars: env("witness-interval"), Value: node.DefaultWitnessInterval,
+				Usage: "with --witness-policy, the least time between two checkpoints sent to the witnesses"},
 		},
 		Subcommands: []*cli.Command{nodeVerifyCommand()},
 		Action: func(c *cli.Context) error {
@@ -224,6 +233,8 @@ func nodeFlagsFrom(c *cli.Context) nodeFlags {
 		MaxAppendsInFlight: c.Int("max-appends-in-flight"),
 		StationRate:        c.Float64("station-rate"),
 		StationBurst:       c.Int("station-burst"),
+		WitnessPolicy:      c.String("witness-policy"),
+		WitnessInterval:    c.Duration("witness-interval"),
 	}
 }
 
@@ -325,6 +336,17 @@ func nodeConfig(f nodeFlags, log *slog.Logger) (node.Config, error) {
 		MaxAppendsInFlight: f.MaxAppendsInFlight,
 		StationRate:        f.StationRate,
 		StationBurst:       f.StationBurst,
+		WitnessInterval:    f.WitnessInterval,
+	}
+	if f.WitnessPolicy != "" {
+		p, err := readWitnessPolicy(f.WitnessPolicy)
+		if err != nil {
+			return node.Config{}, fmt.Errorf("--witness-policy: %w", err)
+		}
+		cfg.Witnesses = p
+	}
+	if f.WitnessInterval < 0 {
+		return node.Config{}, fmt.Errorf("--witness-interval %s: cannot be negative", f.WitnessInterval)
 	}
 	if f.MaxAppendsInFlight < 1 || f.StationRate < 0 || f.StationBurst < 1 {
 		return node.Config{}, fmt.Errorf("--max-appends-in-flight (%d) and --station-burst (%d) must be at least 1, --station-rate (%g) not negative",

@@ -55,7 +55,11 @@ prints one line per device and a summary: devices recovered (verified, with
 of reports. It exits non-zero if any device failed, naming them.
 
 --trusted keeps the largest checkpoint verified in a file, so a later run
-refuses a ledger that rolled back or forked since.`,
+refuses a ledger that rolled back or forked since. --witness-policy (the
+nodes' c2sp.org/tlog-policy file) also requires the checkpoint to be a prefix
+of one that the policy's quorum of witnesses cosigned, with no newer entry of
+the chip in between: a ledger that shows this repair shop a history of its
+own, hiding a newer backup, is caught even on a first run.`,
 		Flags: append([]cli.Flag{
 			&cli.StringSliceFlag{Name: "device", Usage: "device agent `ADDRESS` (host:port or URL, as printed by `chipledger device serve`; repeatable)"},
 			&cli.StringFlag{Name: "devices-file", TakesFile: true, Usage: "`FILE` of device agent addresses, one a line (blank lines and # comments ignored)"},
@@ -65,6 +69,7 @@ refuses a ledger that rolled back or forked since.`,
 			&cli.BoolFlag{Name: "verify-only", Usage: "run every check but hand nothing to the device"},
 			&cli.StringFlag{Name: "trusted", TakesFile: true, EnvVars: env("trusted"),
 				Usage: "checkpoint `FILE`: start from the checkpoint it holds, if any, and save the largest one verified"},
+			witnessPolicyFlag(),
 		}, ledgerFlags()...),
 		Action: runRecover,
 	}

@@ -90,7 +90,21 @@ func ledgerClientOptions(c *cli.Context) (client.Options, error) {
 	if err != nil {
 		return client.Options{}, err
 	}
-	return client.Options{Addrs: ledgerAddrs(c), LogKey: vkey, Logger: logger(c), HTTPClient: hc}, nil
+	o := client.Options{Addrs: ledgerAddrs(c), LogKey: vkey, Logger: logger(c), HTTPClient: hc}
+	if path := c.String("witness-policy"); path != "" {
+		if o.Witnesses, err = readWitnessPolicy(path); err != nil {
+			return client.Options{}, fmt.Errorf("--witness-policy: %w", err)
+		}
+	}
+	return o, nil
+}
+
+// witnessPolicyFlag is --witness-policy of the commands that look chips
+// up: with it, a chip's history counts only within a checkpoint the
+// policy's witnesses cosigned.
+func witnessPolicyFlag() cli.Flag {
+	return &cli.StringFlag{Name: "witness-policy", EnvVars: env("witness-policy"), TakesFile: true,
+		Usage: "a c2sp.org/tlog-policy `FILE` (the one the nodes run with): accept a chip's history only within a checkpoint its quorum of witnesses cosigned, so a ledger showing this client a history of its own is caught"}
 }
 
 // stationCommand is `chipledger station`: the factory station's identity.
