@@ -64,6 +64,7 @@ func (n *Node) witnessCheckpoints(ctx context.Context) {
 	}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	var failingSince, warned time.Time // zero while rounds succeed
 	for {
 		changed := n.fsm.changed()
 		select {
@@ -94,9 +95,22 @@ func (n *Node) witnessCheckpoints(ctx context.Context) {
 			continue
 		}
 		start := time.Now()
-		if err := n.witnessOnce(ctx, c, cp); err != nil && ctx.Err() == nil {
+		err = n.witnessOnce(ctx, c, cp)
+		switch {
+		case err != nil && ctx.Err() == nil:
 			n.metrics.witnessRounds.WithLabelValues("failed").Inc()
-			n.log.Warn("witnessing the checkpoint failed; retrying", "size", cp.Size, "err", err)
+			// A witness that is down fails every round: say so when it
+			// starts, then once a minute.
+			if failingSince.IsZero() {
+				failingSince = start
+			}
+			if start.Sub(warned) >= time.Minute {
+				warned = start
+				n.log.Warn("witnessing the checkpoint failed; retrying every interval", "size", cp.Size, "failing_for", start.Sub(failingSince).Round(time.Second), "err", err)
+			}
+		case err == nil && !failingSince.IsZero():
+			n.log.Info("witnessing works again", "size", cp.Size, "failed_for", start.Sub(failingSince).Round(time.Second))
+			failingSince, warned = time.Time{}, time.Time{}
 		}
 		timer.Reset(max(0, interval-time.Since(start)))
 	}

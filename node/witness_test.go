@@ -3,12 +3,14 @@ package node
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	fwitness "github.com/transparency-dev/formats/witness"
 	"golang.org/x/mod/sumdb/note"
 
@@ -269,4 +271,52 @@ func TestWitnessedCheckpointWithoutAPolicyIsAPreconditionFailure(t *testing.T) {
 	if !errors.As(err, &ce) || !strings.Contains(ce.Message(), "no witness policy") {
 		t.Fatalf("error %v does not say what is missing", err)
 	}
+}
+
+// countingHandler counts log records by message.
+type countingHandler struct {
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+func (h *countingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	h.counts[r.Message]++
+	h.mu.Unlock()
+	return nil
+}
+func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *countingHandler) WithGroup(string) slog.Handler      { return h }
+
+func (h *countingHandler) count(msg string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.counts[msg]
+}
+
+func TestAWitnessThatStaysDownIsReportedOnceNotEveryRound(t *testing.T) {
+	logs := &countingHandler{counts: make(map[string]int)}
+	ws := &witnessSet{t: t, n: 1, quorum: 1}
+	c := newConfiguredCluster(t, 1, nil, func(cfg *Config) {
+		ws.configure(cfg)
+		cfg.Logger = slog.New(logs)
+	})
+	c.registerStation()
+	ws.Witnesses[0].Down.Store(true)
+	c.appendEscrow(0, 0, 1)
+	n := c.nodes[0]
+	waitFor(t, "ten failed witnessing rounds", 20*time.Second, func() bool {
+		return testutil.ToFloat64(n.metrics.witnessRounds.WithLabelValues("failed")) >= 10
+	})
+	if got := logs.count("witnessing the checkpoint failed; retrying every interval"); got != 1 {
+		t.Fatalf("%d warnings for one outage, want 1", got)
+	}
+	ws.Witnesses[0].Down.Store(false)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := c.witnessed(ctx, 0, n.Checkpoint().Size); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the recovery logged", 5*time.Second, func() bool { return logs.count("witnessing works again") == 1 })
 }
