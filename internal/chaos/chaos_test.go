@@ -13,11 +13,15 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
+
 	"github.com/chipledger/chipledger/client"
 	"github.com/chipledger/chipledger/internal/subproc"
 	"github.com/chipledger/chipledger/internal/testpki"
+	"github.com/chipledger/chipledger/internal/witness/witnesstest"
 	"github.com/chipledger/chipledger/ledger"
 	"github.com/chipledger/chipledger/proofs"
+	v1 "github.com/chipledger/chipledger/proto/chipledger/v1"
 	"github.com/chipledger/chipledger/proto/chipledger/v1/chipledgerv1connect"
 )
 
@@ -114,6 +118,7 @@ func TestClusterSurvivesFaults(t *testing.T) {
 	r.checkObservations()
 	final := r.converge()
 	r.checkLog(final)
+	r.checkWitnessed(final)
 	r.audit(final)
 	r.checkNodeLogs()
 	r.summarise(final)
@@ -139,6 +144,8 @@ type run struct {
 	tally     Tally
 
 	// The checks' counts.
+	witnesses      *witnesstest.Set
+	witnessedSize  uint64
 	logReport      LogReport
 	lookups        int
 	consistency    ConsistencyReport
@@ -194,7 +201,16 @@ func setUp(t *testing.T, cfg Config) *run {
 		}
 	}
 	logKeyFile, trustFile := r.writeKeys(dir)
-	r.startCluster(ClusterOptions{Bin: bin, Dir: dir, Nodes: cfg.Nodes, LogKey: logKeyFile, Trust: trustFile})
+	// Three witnesses, two of which must cosign, run in this process and
+	// are reached without the faulty network: the leaders of every term
+	// have checkpoints cosigned throughout the faults.
+	r.witnesses = witnesstest.Start(t, r.logKey, 3, 2)
+	policy := filepath.Join(dir, "witness-policy")
+	if err := os.WriteFile(policy, r.witnesses.PolicyText, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r.startCluster(ClusterOptions{Bin: bin, Dir: dir, Nodes: cfg.Nodes, LogKey: logKeyFile, Trust: trustFile,
+		WitnessPolicy: policy, WitnessInterval: 200 * time.Millisecond})
 
 	var err error
 	if r.w, err = NewWorkload(r.pki, cfg.Entries()); err != nil {
@@ -351,6 +367,60 @@ func (r *run) converge() Converged {
 		}
 	}
 	return final
+}
+
+// checkWitnessed checks that the leaders went on having checkpoints
+// cosigned through the faults: every node serves the final checkpoint with
+// the cosignatures of the policy's quorum, and every witness holds exactly
+// the final tree, so none was ever shown another history that it took.
+func (r *run) checkWitnessed(final Converged) {
+	t := r.t
+	ctx, cancel := context.WithTimeout(context.Background(), checkTimeout(0))
+	defer cancel()
+	for _, n := range r.c.Nodes {
+		resp, err := n.Ledger().GetCheckpoint(ctx, connect.NewRequest(&v1.GetCheckpointRequest{Witnessed: true, MinSize: final.Checkpoint.Size}))
+		if err != nil {
+			t.Errorf("%s: the witnessed checkpoint of the final size %d: %v", n.ID, final.Checkpoint.Size, err)
+			continue
+		}
+		cp, err := r.verifier.VerifyWitnessedCheckpoint(resp.Msg.GetCheckpoint(), r.witnesses.Policy)
+		if err != nil {
+			t.Errorf("%s: witnessed checkpoint: %v", n.ID, err)
+			continue
+		}
+		if cp != final.Checkpoint {
+			t.Errorf("%s: witnessed checkpoint %+v, the final one is %+v", n.ID, cp, final.Checkpoint)
+		}
+	}
+	for i, w := range r.witnesses.Witnesses {
+		size, root, ok := w.Latest(final.Checkpoint.Origin)
+		if !ok || size > final.Checkpoint.Size || (size == final.Checkpoint.Size && root != final.Checkpoint.Hash) {
+			t.Errorf("witness %d holds size %d root %x (ok %v); the final tree has %d leaves, root %x", i, size, root, ok, final.Checkpoint.Size, final.Checkpoint.Hash)
+			continue
+		}
+		if size == final.Checkpoint.Size {
+			continue
+		}
+		// A witness that missed the last rounds must hold a prefix of
+		// the final tree.
+		resp, err := r.c.Nodes[0].Ledger().GetConsistencyProof(ctx, connect.NewRequest(&v1.GetConsistencyProofRequest{Size1: size, Size2: final.Checkpoint.Size}))
+		if err != nil {
+			t.Errorf("consistency proof from witness %d's size %d: %v", i, size, err)
+			continue
+		}
+		var proof [][32]byte
+		for _, h := range resp.Msg.GetConsistencyProof() {
+			if len(h) != 32 {
+				t.Fatalf("a consistency proof hash of %d bytes", len(h))
+			}
+			proof = append(proof, [32]byte(h))
+		}
+		if err := proofs.VerifyConsistency(size, final.Checkpoint.Size, proof, root, final.Checkpoint.Hash); err != nil {
+			t.Errorf("witness %d holds a tree of size %d that is not a prefix of the final one: %v", i, size, err)
+		}
+	}
+	r.witnessedSize = final.Checkpoint.Size
+	r.logf("every node serves the final checkpoint cosigned by the witnesses")
 }
 
 // checkLog checks the final log against the appends' outcomes, and every
@@ -543,6 +613,7 @@ func (r *run) summarise(final Converged) {
 		}
 		t.Logf("RESULT audit: %d leaves audited, %d index roots checked, %d findings; nodes: %s", s.Audited(), s.IndexRoots(), s.FindingCount(), strings.Join(nodes, ", "))
 	}
+	t.Logf("RESULT witnesses: every node serves the final checkpoint (size %d) cosigned by the quorum", r.witnessedSize)
 	t.Logf("RESULT node logs: allowed ERROR lines: %s", FormatCounts(r.nodeLogs))
 	if r.tally.Acked == 0 {
 		t.Error("no append was acknowledged: the run checked nothing")

@@ -34,6 +34,10 @@ type ClusterOptions struct {
 	// LogKey and Trust are the files of the secret log key and the
 	// manufacturer trust bundle.
 	LogKey, Trust string
+	// WitnessPolicy, if set, is the nodes' witness policy file
+	// (--witness-policy), with WitnessInterval.
+	WitnessPolicy   string
+	WitnessInterval time.Duration
 }
 
 // A Cluster is a Raft cluster of `chipledger node` processes bootstrapped
@@ -87,6 +91,9 @@ func StartCluster(o ClusterOptions) (*Cluster, error) {
 			"--raft-addr", n.RaftAddr, "--raft-advertise", n.RaftProxy,
 			"--api-addr", n.APIAddr, "--api-advertise", n.APIProxy,
 			"--log-key", o.LogKey, "--trust", o.Trust, "--bootstrap", "--insecure"}
+		if o.WitnessPolicy != "" {
+			args = append(args, "--witness-policy", o.WitnessPolicy, "--witness-interval", o.WitnessInterval.String())
+		}
 		n.Proc = subproc.NewProcess(n.ID, filepath.Join(o.Dir, n.ID+".log"), o.Bin, append(args, peers...)...)
 		if err := n.Proc.Start(); err != nil {
 			return c, err

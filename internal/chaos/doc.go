@@ -9,7 +9,11 @@
 // index (an auditor checks the whole log too); no node serves a smaller
 // checkpoint than it served before, or than the min_size asked for; no
 // node answers a valid request with an error that is neither a verdict
-// nor a transient failure, or logs an unexpected error.
+// nor a transient failure, or logs an unexpected error. The nodes run with a
+// witness policy of three witnesses (two must cosign), whose leaders go on
+// having checkpoints cosigned through the faults: at the end every node
+// serves the final checkpoint with the quorum's cosignatures, and every
+// witness holds a prefix of the final tree.
 //
 // The faults come from a plan drawn from a seed (Plan): SIGKILL and restart
 // of nodes (the leader more often), partitions of the leader from the
