@@ -12,7 +12,10 @@ import (
 	"sync"
 	"time"
 
+	"connectrpc.com/connect"
+
 	"github.com/chipledger/chipledger/proofs"
+	v1 "github.com/chipledger/chipledger/proto/chipledger/v1"
 )
 
 // AuditOptions configure an Auditor. Addrs and State are required.
@@ -57,6 +60,17 @@ type AuditOptions struct {
 	// Progress, if set, is called as a scan starts and after each batch of
 	// entries re-validated, from the goroutine running Audit.
 	Progress func(AuditProgress)
+
+	// Witnesses, if set, is the log's witness policy (as in
+	// Options.Witnesses): each round then also asks every node for its
+	// latest witnessed checkpoint, checks its cosignatures against the
+	// policy, and proves it consistent with the audited checkpoint and
+	// every other one seen, like the nodes' own. So the history the
+	// witnesses cosigned, which clients with the policy rely on, is the
+	// history this auditor re-validates; a witnessed checkpoint that is
+	// not is a fork finding, one without the quorum's cosignatures a
+	// bad-checkpoint finding.
+	Witnesses *proofs.WitnessPolicy
 }
 
 // DefaultAuditRetryPolicy gives a node a few seconds to answer each call:
@@ -200,6 +214,10 @@ type AuditReport struct {
 	From, To uint64
 	// Findings are the new findings of this round (the state holds all).
 	Findings []Finding
+	// Witnessed, with AuditOptions.Witnesses, is the largest witnessed
+	// checkpoint a node served in the round that is proven consistent with
+	// the audited one; zero if none.
+	Witnessed proofs.Checkpoint
 	// Elapsed is the time of the round, Scan that of re-validating the
 	// leaves.
 	Elapsed, Scan time.Duration
@@ -295,12 +313,13 @@ func (a *Auditor) watch(ctx context.Context, pause time.Duration, wake chan<- st
 func (a *Auditor) round(ctx context.Context) (*AuditReport, error) {
 	began := time.Now()
 	r := &AuditReport{}
-	seen := a.gather(ctx)
+	seen, witnessed := a.gather(ctx)
 	if err := context.Cause(ctx); err != nil {
 		return r, err
 	}
-	rel := a.relate(ctx, seen, r)
+	rel := a.relate(ctx, seen, witnessed, r)
 	r.Nodes = rel.nodes
+	r.Witnessed = rel.witnessed
 	if rel.target != nil {
 		if err := a.state.Extend(rel.target.note, rel.toTarget); err != nil {
 			return r, fmt.Errorf("client: audit: %w", err) // cannot happen: the proof was verified
@@ -358,12 +377,21 @@ type nodeCheckpoint struct {
 // node shows a tree as large as the audited one, it asks each again for
 // that size (a node waits a bounded time for it), so a node that has
 // committed but not yet applied it is not taken for one that lost it.
-func (a *Auditor) gather(ctx context.Context) []nodeCheckpoint {
-	out := make([]nodeCheckpoint, len(a.nodes))
+//
+// With a witness policy it also fetches every node's witnessed checkpoint
+// (see fetchWitnessed).
+func (a *Auditor) gather(ctx context.Context) (out, witnessed []nodeCheckpoint) {
+	out = make([]nodeCheckpoint, len(a.nodes))
+	var wg sync.WaitGroup
+	if a.o.Witnesses != nil {
+		witnessed = make([]nodeCheckpoint, len(a.nodes))
+		wg.Go(func() { a.fetchWitnessed(ctx, witnessed) })
+	}
+	defer wg.Wait()
 	a.fetchCheckpoints(ctx, out, 0, func(int) bool { return true })
 	audited := a.state.cp.Size
 	if a.state.note == nil || slices.ContainsFunc(out, func(n nodeCheckpoint) bool { return n.verified() && n.cp.Size >= audited }) {
-		return out
+		return out, witnessed
 	}
 	again := make([]nodeCheckpoint, len(a.nodes))
 	a.fetchCheckpoints(ctx, again, audited, func(i int) bool { return out[i].verified() })
@@ -372,7 +400,30 @@ func (a *Auditor) gather(ctx context.Context) []nodeCheckpoint {
 			out[i] = n
 		}
 	}
-	return out
+	return out, witnessed
+}
+
+// fetchWitnessed fetches every node's latest witnessed checkpoint into out,
+// concurrently, and verifies it: the log's signature and the policy's
+// quorum of cosignatures.
+func (a *Auditor) fetchWitnessed(ctx context.Context, out []nodeCheckpoint) {
+	var wg sync.WaitGroup
+	for i, c := range a.nodes {
+		wg.Go(func() {
+			n := &out[i]
+			err := c.do(ctx, "get witnessed checkpoint", toAny, func(ctx context.Context, ep *endpoint) error {
+				resp, err := ep.api.GetCheckpoint(ctx, connect.NewRequest(&v1.GetCheckpointRequest{Witnessed: true}))
+				if err == nil {
+					n.note = resp.Msg.GetCheckpoint()
+				}
+				return err
+			})
+			if n.err = err; err == nil {
+				n.cp, n.bad = a.state.verifier.VerifyWitnessedCheckpoint(n.note, a.o.Witnesses)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 func (n nodeCheckpoint) verified() bool { return n.err == nil && n.bad == nil }
@@ -423,6 +474,9 @@ type view struct {
 	note    []byte
 	nodes   []int
 	audited bool
+	// witnessed: a node served it as its witnessed checkpoint, with the
+	// policy's quorum of cosignatures.
+	witnessed bool
 }
 
 // name says who showed v, for messages.
@@ -430,6 +484,9 @@ func (a *Auditor) name(v *view) string {
 	var who []string
 	if v.audited {
 		who = append(who, "the audited checkpoint")
+	}
+	if v.witnessed {
+		who = append(who, "cosigned by the witnesses")
 	}
 	for _, i := range v.nodes {
 		who = append(who, a.o.Addrs[i])
@@ -456,6 +513,7 @@ type relations struct {
 	toTarget  [][32]byte            // the proof from the audited checkpoint to target
 	servers   []int                 // nodes that can serve target's leaves
 	nodes     []NodeView
+	witnessed proofs.Checkpoint // the largest witnessed view consistent with the audited one
 	reachable int
 	lastErr   error
 }
@@ -470,7 +528,10 @@ func (rel *relations) rel(i, j int) relation {
 // relate proves every pair of distinct checkpoints seen consistent, records
 // the findings, chooses the checkpoint to audit up to and the nodes that
 // can serve it.
-func (a *Auditor) relate(ctx context.Context, seen []nodeCheckpoint, r *AuditReport) *relations {
+//
+// Witnessed checkpoints (one per node, or none) are views like the nodes'
+// latest ones: proven consistent with every other, or a fork.
+func (a *Auditor) relate(ctx context.Context, seen, witnessed []nodeCheckpoint, r *AuditReport) *relations {
 	rel := &relations{pair: make(map[[2]int]relation), proof: make(map[[2]int][][32]byte)}
 	if a.state.note != nil {
 		rel.views = append(rel.views, &view{cp: a.state.cp, note: a.state.note, audited: true})
@@ -489,6 +550,19 @@ func (a *Auditor) relate(ctx context.Context, seen []nodeCheckpoint, r *AuditRep
 		}
 		rel.reachable++
 	}
+	for i, w := range witnessed {
+		switch {
+		case w.err != nil:
+			// No policy on the node, or nothing witnessed yet: nothing
+			// to check.
+			a.log.Debug("no witnessed checkpoint", "node", a.o.Addrs[i], "err", w.err)
+		case w.bad != nil:
+			a.found(r, Finding{Kind: FindingBadCheckpoint, Node: a.o.Addrs[i], Checkpoint: string(w.note),
+				Message: fmt.Sprintf("the witnessed checkpoint does not verify with the log key and the witness policy: %v", w.bad)})
+		default:
+			rel.views[rel.addView(w, i)].witnessed = true
+		}
+	}
 	for i := range rel.views {
 		for j := i + 1; j < len(rel.views); j++ {
 			a.provePair(ctx, rel, i, j, r)
@@ -497,7 +571,27 @@ func (a *Auditor) relate(ctx context.Context, seen []nodeCheckpoint, r *AuditRep
 	a.checkAuditedShown(rel, r)
 	a.chooseTarget(rel)
 	rel.nodes = a.nodeViews(rel, seen)
+	rel.witnessed = a.largestWitnessed(rel)
 	return rel
+}
+
+// largestWitnessed returns the largest witnessed view proven consistent
+// with the audited checkpoint after the round, or zero.
+func (a *Auditor) largestWitnessed(rel *relations) proofs.Checkpoint {
+	audited := -1
+	switch {
+	case rel.target != nil:
+		audited = slices.Index(rel.views, rel.target)
+	case a.state.note != nil && len(rel.views) > 0 && rel.views[0].audited:
+		audited = 0
+	}
+	var best proofs.Checkpoint
+	for k, v := range rel.views {
+		if v.witnessed && audited >= 0 && rel.rel(k, audited) == consistent && v.cp.Size >= best.Size {
+			best = v.cp
+		}
+	}
+	return best
 }
 
 // addView adds node i's checkpoint to the view with its size and root, or

@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -27,6 +28,16 @@ type fakeLog struct {
 	leaves   [][]byte
 	maxPage  uint64
 	getPages int
+	// witnessed is what GetCheckpoint with witnessed set answers; nil:
+	// FAILED_PRECONDITION, as a node without a witness policy.
+	witnessed []byte
+}
+
+// setWitnessed sets the witnessed checkpoint the fake log serves.
+func (f *fakeLog) setWitnessed(signed []byte) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.witnessed = signed
 }
 
 func startFakeLog(t testing.TB, size int) (*fakeLog, string) {
@@ -54,6 +65,12 @@ func (f *fakeLog) size() uint64 {
 func (f *fakeLog) GetCheckpoint(ctx context.Context, req *connect.Request[v1.GetCheckpointRequest]) (*connect.Response[v1.GetCheckpointResponse], error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if req.Msg.GetWitnessed() {
+		if f.witnessed == nil {
+			return nil, connect.NewError(connect.CodeFailedPrecondition, errors.New("no witness policy"))
+		}
+		return connect.NewResponse(&v1.GetCheckpointResponse{Checkpoint: f.witnessed}), nil
+	}
 	if req.Msg.MinSize > f.tree.Size() {
 		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("size %d not reached", req.Msg.MinSize))
 	}

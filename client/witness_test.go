@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/chipledger/chipledger/client"
 	"github.com/chipledger/chipledger/internal/localcluster"
 	"github.com/chipledger/chipledger/internal/testpki"
+	"github.com/chipledger/chipledger/internal/witness"
 	"github.com/chipledger/chipledger/internal/witness/witnesstest"
 	"github.com/chipledger/chipledger/proofs"
 	v1 "github.com/chipledger/chipledger/proto/chipledger/v1"
@@ -191,4 +193,67 @@ func TestRecoverWithWitnessesReportsTheWitnessedCheckpoint(t *testing.T) {
 	if !errors.Is(err, client.ErrNotWitnessed) || rep.FailedCheck != client.CheckWitnesses || rep.Restored {
 		t.Fatalf("recover under a policy of other witnesses: %v, failed check %q, restored %v", err, rep.FailedCheck, rep.Restored)
 	}
+}
+
+// cosigned returns signed with the cosignatures of every witness of ws,
+// which it submits it to as their first checkpoint of the log.
+func cosigned(t *testing.T, ws *witnesstest.Set, signed []byte) []byte {
+	t.Helper()
+	out := slices.Clone(signed)
+	for _, w := range ws.Witnesses {
+		lines, err := witness.AddCheckpoint(context.Background(), nil, w.URL+"/add-checkpoint", 0, nil, signed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, lines...)
+	}
+	return out
+}
+
+func TestAuditProvesTheWitnessedCheckpointIsTheAuditedHistory(t *testing.T) {
+	m := newLeafMaker(t)
+	signer := newSigner(t)
+	leaves := m.mustCleanLog(t, 200)
+	log := indexed(t, 50, leaves)
+	a, addrA := startFakeNode(t, signer, log.leaves)
+	vkey, trust := signer.VerifierKey(), m.pki.Trust
+
+	t.Run("the witnesses cosigned the audited history", func(t *testing.T) {
+		ws := witnesstest.Start(t, vkey, 2, 2)
+		a.setWitnessed(cosigned(t, ws, signedNote(t, a)))
+		state := newState(t, vkey, trust)
+		r := audit(t, newAuditor(t, state, client.AuditOptions{Witnesses: ws.Policy}, addrA))
+		noFindings(t, r, state)
+		if r.Witnessed.Size != log.size() {
+			t.Fatalf("witnessed size %d in the report, want %d", r.Witnessed.Size, log.size())
+		}
+	})
+	t.Run("the witnesses cosigned another history", func(t *testing.T) {
+		// Witnesses that only ever saw a fork of the log, as a log
+		// showing its clients a split view would have them.
+		b, _ := startFakeNode(t, signer, divergent(t, m, leaves, 50, 100, 50))
+		ws := witnesstest.Start(t, vkey, 1, 1)
+		a.setWitnessed(cosigned(t, ws, signedNote(t, b)))
+		state := newState(t, vkey, trust)
+		r := audit(t, newAuditor(t, state, client.AuditOptions{Witnesses: ws.Policy}, addrA))
+		forks := findingsOf(r.Findings, client.FindingFork)
+		if len(forks) != 1 || !strings.Contains(forks[0].Message, "cosigned by the witnesses") {
+			t.Fatalf("findings %+v, want one fork naming the witnessed checkpoint", r.Findings)
+		}
+		if r.Witnessed.Size != 0 {
+			t.Fatalf("the report counts the forked witnessed checkpoint %+v", r.Witnessed)
+		}
+		// Without the policy the auditor does not look.
+		noFindings(t, audit(t, newAuditor(t, newState(t, vkey, trust), client.AuditOptions{}, addrA)), newState(t, vkey, trust))
+	})
+	t.Run("without the quorum", func(t *testing.T) {
+		ws := witnesstest.Start(t, vkey, 2, 2)
+		a.setWitnessed(signedNote(t, a))
+		state := newState(t, vkey, trust)
+		r := audit(t, newAuditor(t, state, client.AuditOptions{Witnesses: ws.Policy}, addrA))
+		bad := findingsOf(r.Findings, client.FindingBadCheckpoint)
+		if len(bad) != 1 || !strings.Contains(bad[0].Message, "witness") {
+			t.Fatalf("findings %+v, want one bad witnessed checkpoint", r.Findings)
+		}
+	})
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/chipledger/chipledger/client"
 	"github.com/chipledger/chipledger/ledger"
+	"github.com/chipledger/chipledger/proofs"
 )
 
 // exitFindings is the exit code of an audit that found something wrong;
@@ -71,6 +72,8 @@ are listed), 1 when the audit could not run, 2 for a usage error.`,
 				Usage: "with --follow, audit at least this often, even if no node streams a new checkpoint"},
 			&cli.IntFlag{Name: "workers", Usage: "goroutines re-validating entries", DefaultText: "one per CPU"},
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON (with --follow, one object per round)"},
+			&cli.StringFlag{Name: "witness-policy", EnvVars: env("witness-policy"), TakesFile: true,
+				Usage: "a c2sp.org/tlog-policy `FILE` (the nodes'): also check each node's witnessed checkpoint against the policy and prove it consistent with the audited log"},
 		),
 		Action: runAudit,
 	}
@@ -103,6 +106,12 @@ func runAudit(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	var witnesses *proofs.WitnessPolicy
+	if path := c.String("witness-policy"); path != "" {
+		if witnesses, err = readWitnessPolicy(path); err != nil {
+			return fmt.Errorf("--witness-policy: %w", err)
+		}
+	}
 	progress := newScanProgress(c.App.ErrWriter)
 	// saveErr is the last save's: after an interruption, whether the state
 	// file holds what was audited.
@@ -113,6 +122,7 @@ func runAudit(c *cli.Context) error {
 		State:      state,
 		Logger:     logger(c),
 		Workers:    c.Int("workers"),
+		Witnesses:  witnesses,
 		Save:       func(s *client.AuditState) error { saveErr = s.WriteFile(path); return saveErr },
 		Progress:   progress.update,
 	})
@@ -231,6 +241,9 @@ type auditJSON struct {
 	IndexChips   int    `json:"index_chips"`
 	IndexRoot    string `json:"index_root"`
 	FindingCount uint64 `json:"finding_count"`
+	// Witnessed, with --witness-policy, is the largest witnessed
+	// checkpoint proven consistent with the audited one in the round.
+	Witnessed *checkpointSizeJSON `json:"witnessed,omitempty"`
 	// Findings are all the findings recorded (one-shot audit);
 	// NewFindings those of the round (--follow).
 	Findings    *[]client.Finding `json:"findings,omitempty"`
@@ -242,6 +255,11 @@ type checkpointJSON struct {
 	Size uint64 `json:"size"`
 	Root string `json:"root"`
 	Note string `json:"note"`
+}
+
+type checkpointSizeJSON struct {
+	Size uint64 `json:"size"`
+	Root string `json:"root"`
 }
 
 type nodeJSON struct {
@@ -267,6 +285,9 @@ func (p *auditPrinter) toJSON(r *client.AuditReport) auditJSON {
 		IndexChips:       chips,
 		IndexRoot:        hex.EncodeToString(root[:]),
 		FindingCount:     p.state.FindingCount(),
+	}
+	if w := r.Witnessed; w.Size > 0 {
+		j.Witnessed = &checkpointSizeJSON{Size: w.Size, Root: base64.StdEncoding.EncodeToString(w.Hash[:])}
 	}
 	for _, n := range r.Nodes {
 		nj := nodeJSON{Node: n.Node, Status: string(n.Status), Size: n.Checkpoint.Size}
@@ -300,6 +321,9 @@ func (p *auditPrinter) report(r *client.AuditReport) error {
 	fmt.Fprintf(tw, "chips\t%d\n", p.state.Chips())
 	root, chips := p.state.IndexRoot()
 	fmt.Fprintf(tw, "index roots\t%d checked against the auditor's chip index (%d chips, root %x)\n", p.state.IndexRoots(), chips, root)
+	if w := r.Witnessed; w.Size > 0 {
+		fmt.Fprintf(tw, "witnessed\t%d leaves, cosigned by the witness policy's quorum, proven consistent with the audited log\n", w.Size)
+	}
 	if n := p.state.FindingCount(); n == 0 {
 		fmt.Fprintf(tw, "findings\tnone\n")
 	} else {

@@ -121,6 +121,16 @@ func TestWitnessCommandCosignsTheLedgersCheckpoints(t *testing.T) {
 	if _, err := verifier.VerifyWitnessedCheckpoint(resp.Msg.GetCheckpoint(), p); err != nil {
 		t.Fatalf("the witnessed checkpoint: %v\n%s", err, resp.Msg.GetCheckpoint())
 	}
+
+	// The auditor checks it against the log it audits.
+	roots := filepath.Join(dir, "roots.pem")
+	if err := os.WriteFile(roots, pki.Trust.PEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = runCLI(t, "audit", "--ledger", cl.Addrs()[0], "--log-key", logPub, "--roots", roots, "--state", filepath.Join(dir, "audit.state"), "--witness-policy", policy)
+	if r.err != nil || !strings.Contains(r.stdout, "witnessed") || !strings.Contains(r.stdout, "cosigned by the witness policy") || !strings.Contains(r.stdout, "none") {
+		t.Fatalf("audit --witness-policy: %v\n%s%s", r.err, r.stdout, r.stderr)
+	}
 }
 
 func TestWitnessFlagErrorsSayWhatIsWrong(t *testing.T) {
