@@ -131,6 +131,11 @@ const monitorPage = 10_000
 // before FromSize, or, with Lookup, those before the start that the
 // start-up lookup did not return.
 //
+// With a witness policy (Options.Witnesses) those lookups are checked
+// against a witnessed checkpoint as LookupChip's are, so they wait for the
+// witnesses to cosign; one that no witnessed checkpoint covers ends
+// Monitor with ErrNotWitnessed.
+//
 // Monitor reports entries; it does not judge them (an Auditor does). It
 // reads through a client of its own, of the same nodes, starting from c's
 // trusted checkpoint, so that other calls on c cannot move the checkpoint
@@ -200,14 +205,14 @@ func (c *Client) Monitor(ctx context.Context, o MonitorOptions, fn func(ChipEven
 }
 
 // fork returns a new client of c's nodes and log, trusting c's trusted
-// checkpoint and sharing its HTTP client.
+// checkpoint, holding its witness policy and sharing its HTTP client.
 func (c *Client) fork() (*Client, error) {
 	addrs := make([]string, len(c.nodes))
 	for i, ep := range c.nodes {
 		addrs[i] = ep.addr
 	}
 	_, trusted := c.Trusted()
-	return New(Options{Addrs: addrs, LogKey: c.logKey, Trusted: trusted, HTTPClient: c.http, Logger: c.log, Retry: c.retry})
+	return New(Options{Addrs: addrs, LogKey: c.logKey, Trusted: trusted, Witnesses: c.witnesses, HTTPClient: c.http, Logger: c.log, Retry: c.retry})
 }
 
 type monitor struct {

@@ -17,6 +17,7 @@ import (
 	"github.com/chipledger/chipledger/internal/testpki"
 	"github.com/chipledger/chipledger/internal/witness"
 	"github.com/chipledger/chipledger/internal/witness/witnesstest"
+	"github.com/chipledger/chipledger/ledger"
 	"github.com/chipledger/chipledger/proofs"
 	v1 "github.com/chipledger/chipledger/proto/chipledger/v1"
 )
@@ -256,4 +257,33 @@ func TestAuditProvesTheWitnessedCheckpointIsTheAuditedHistory(t *testing.T) {
 			t.Fatalf("findings %+v, want one bad witnessed checkpoint", r.Findings)
 		}
 	})
+}
+
+// TestMonitorWithWitnessesLooksChipsUpWithinAWitnessedCheckpoint checks
+// that Monitor, which reads through a client of its own, keeps the witness
+// policy: under a policy the log's witnesses do not meet, its lookups fail
+// with ErrNotWitnessed instead of reporting the chip's entries.
+func TestMonitorWithWitnessesLooksChipsUpWithinAWitnessedCheckpoint(t *testing.T) {
+	l, ws := startWitnessedLog(t, 1)
+	admin := l.client()
+	l.registerStation(admin)
+	l.appendEscrow(admin, 4)
+
+	events, _ := monitorEvents(t, l.clientWith(client.Options{Witnesses: ws.Policy}), client.MonitorOptions{Chips: []ledger.ChipID{testpki.ChipID(4)}, Lookup: true})
+	if e := nextEvent(t, events); !e.Initial || e.Epoch != 1 {
+		t.Fatalf("under the log's policy: event %+v, want chip 4's existing epoch 1", e)
+	}
+
+	stranger := witnesstest.Start(t, l.vkey, 1, 1)
+	events, done := monitorEvents(t, l.clientWith(client.Options{Witnesses: stranger.Policy}), client.MonitorOptions{Chips: []ledger.ChipID{testpki.ChipID(4)}, Lookup: true})
+	select {
+	case e := <-events:
+		t.Fatalf("under a policy the log does not meet, the monitor reported %+v", e)
+	case err := <-done:
+		if !errors.Is(err, client.ErrNotWitnessed) {
+			t.Fatalf("under a policy the log does not meet: %v, want ErrNotWitnessed", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the monitor neither reported nor failed")
+	}
 }

@@ -13,16 +13,18 @@ import (
 func demoCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "demo",
-		Usage: "run the whole story in one process: ledger, station, devices, a recovery and an audit",
+		Usage: "run the whole story in one process: ledger, witnesses, station, devices, a recovery and an audit",
 		UsageText: `chipledger demo                      # 3 nodes, 200 devices, everything in a temporary directory
 chipledger demo --nodes 1 --devices 50
 chipledger demo --keep               # keep the data directory to look at afterwards`,
 		Description: `Runs, with no setup: a manufacturer CA and a log key, an in-process ledger
-cluster (real TCP on 127.0.0.1, fsync on), a registered factory station with
-a master key and a key pool, emulated devices provisioned concurrently, one
-device wiped and recovered from the ledger with every verification spelled
-out, and an audit of the whole log from every node, then a summary. Ctrl-C
-stops it cleanly.`,
+cluster (real TCP on 127.0.0.1, fsync on) whose leader has its checkpoints
+cosigned by three in-process witnesses (a witness policy needing two), a
+registered factory station with a master key and a key pool, emulated devices
+provisioned concurrently, one device wiped and recovered from the ledger with
+every verification spelled out (the witnesses' cosignatures among them), and
+an audit of the whole log from every node, then a summary. The data directory
+keeps the witness policy in witness-policy. Ctrl-C stops it cleanly.`,
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "nodes", Value: 3, Usage: "ledger nodes in the cluster"},
 			&cli.IntFlag{Name: "devices", Value: 200, Usage: "devices to provision"},

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"encoding/json"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -19,5 +21,41 @@ func TestDemoRefusesZeroNodesDevicesOrConcurrency(t *testing.T) {
 		if r.stdout != "" {
 			t.Errorf("chipledger %s ran: %q", strings.Join(args, " "), r.stdout)
 		}
+	}
+}
+
+// TestDemoRecoversWithinAWitnessedCheckpoint runs a small demo and checks
+// that its recovery reports the witnesses step, that the JSON summary names
+// the witnessed checkpoint, and that the policy it ran with is kept with the
+// data.
+func TestDemoRecoversWithinAWitnessedCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	r := runCLI(t, "demo", "--nodes", "1", "--devices", "3", "--dir", dir, "--json")
+	if r.err != nil {
+		t.Fatalf("demo: %v\n%s\n%s", r.err, r.stdout, r.stderr)
+	}
+	for _, want := range []string{"the witness policy needs 2 of the 3", "witnesses of the witness policy cosigned the checkpoint of"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("the story lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	i := strings.LastIndex(r.stdout, "\n{\n")
+	if i < 0 {
+		t.Fatalf("no JSON summary:\n%s", r.stdout)
+	}
+	var s struct {
+		Witnesses     int    `json:"witnesses"`
+		WitnessQuorum int    `json:"witness_quorum"`
+		WitnessedSize uint64 `json:"witnessed_size"`
+		TreeSize      uint64 `json:"tree_size"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout[i:]), &s); err != nil {
+		t.Fatalf("JSON summary: %v\n%s", err, r.stdout[i:])
+	}
+	if s.Witnesses != 3 || s.WitnessQuorum != 2 || s.WitnessedSize < 4 || s.WitnessedSize > s.TreeSize {
+		t.Errorf("summary %+v: want 3 witnesses, quorum 2, a witnessed size of at least 4 (3 devices and the station), at most the tree size", s)
+	}
+	if _, err := readWitnessPolicy(filepath.Join(dir, "witness-policy")); err != nil {
+		t.Errorf("the demo's witness policy: %v", err)
 	}
 }

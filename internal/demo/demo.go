@@ -1,8 +1,9 @@
 // Package demo runs the whole chipledger story in one process, for
 // `chipledger demo`: a manufacturer CA, an in-process ledger cluster on
-// loopback, a registered station, emulated devices provisioned
-// concurrently, one device wiped and recovered from the ledger with every
-// check spelled out, and an audit of the whole log.
+// loopback whose checkpoints in-process witnesses cosign, a registered
+// station, emulated devices provisioned concurrently, one device wiped and
+// recovered from the ledger with every check spelled out (the witnesses'
+// among them), and an audit of the whole log.
 package demo
 
 import (
@@ -16,6 +17,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/chipledger/chipledger/client"
@@ -23,6 +25,12 @@ import (
 	"github.com/chipledger/chipledger/internal/localcluster"
 	"github.com/chipledger/chipledger/ledger"
 	"github.com/chipledger/chipledger/provisioner"
+)
+
+// The demo's witnesses: three, of which two must cosign.
+const (
+	demoWitnesses     = 3
+	demoWitnessQuorum = 2
 )
 
 // Options configure a demo run.
@@ -48,6 +56,8 @@ type Options struct {
 // Summary is what a demo run measured.
 type Summary struct {
 	Nodes              int           `json:"nodes"`
+	Witnesses          int           `json:"witnesses"`
+	WitnessQuorum      int           `json:"witness_quorum"`
 	Devices            int           `json:"devices"`
 	Provisioned        int           `json:"provisioned"`
 	Failed             int           `json:"failed"`
@@ -59,11 +69,14 @@ type Summary struct {
 	RecoveredChip      string        `json:"recovered_chip"`
 	RecoveredKeysEqual bool          `json:"recovered_keys_equal"`
 	RecoveryTime       time.Duration `json:"recovery_ns"`
-	AuditedEntries     uint64        `json:"audited_entries"`
-	AuditFindings      int           `json:"audit_findings"`
-	Checkpoint         string        `json:"checkpoint"`
-	Dir                string        `json:"dir"`
-	Kept               bool          `json:"kept"`
+	// WitnessedSize is the size of the checkpoint the witnesses cosigned
+	// that the recovery's lookup was proven a prefix of.
+	WitnessedSize  uint64 `json:"witnessed_size"`
+	AuditedEntries uint64 `json:"audited_entries"`
+	AuditFindings  int    `json:"audit_findings"`
+	Checkpoint     string `json:"checkpoint"`
+	Dir            string `json:"dir"`
+	Kept           bool   `json:"kept"`
 }
 
 // Run runs the demo and returns its summary; the story goes to o.Out.
@@ -93,7 +106,7 @@ func Run(ctx context.Context, o Options) (s *Summary, err error) {
 		}
 	}
 	p := &printer{w: o.Out}
-	s = &Summary{Nodes: o.Nodes, Devices: o.Devices, Dir: dir, Kept: o.Keep || o.Dir != ""}
+	s = &Summary{Nodes: o.Nodes, Witnesses: demoWitnesses, WitnessQuorum: demoWitnessQuorum, Devices: o.Devices, Dir: dir, Kept: o.Keep || o.Dir != ""}
 
 	p.step("The manufacturer")
 	ca, err := provisioner.InitCA(filepath.Join(dir, "ca"), "Demo Devices Ltd")
@@ -112,8 +125,17 @@ func Run(ctx context.Context, o Options) (s *Summary, err error) {
 	p.line("created the log key; everyone verifies the ledger with %s", vkey)
 
 	p.step("The ledger")
+	ws, err := startWitnesses(filepath.Join(dir, "witnesses"), vkey, demoWitnesses, demoWitnessQuorum, o.Logger)
+	if err != nil {
+		return nil, err
+	}
+	defer ws.Close()
+	if err := os.WriteFile(filepath.Join(dir, "witness-policy"), ws.PolicyText, 0o644); err != nil {
+		return nil, err
+	}
 	cluster, err := localcluster.Start(ctx, localcluster.Options{
 		Nodes: o.Nodes, Dir: filepath.Join(dir, "ledger"), Signer: signer, Trust: ca.Trust(), Logger: o.Logger,
+		Witnesses: ws.Policy, WitnessInterval: demoWitnessInterval,
 	})
 	if err != nil {
 		return nil, err
@@ -122,6 +144,7 @@ func Run(ctx context.Context, o Options) (s *Summary, err error) {
 	for _, n := range cluster.Nodes {
 		p.line("node %s serves the API and tiles on http://%s", n.ID(), n.APIAddr())
 	}
+	p.line("witnesses on %s cosign the leader's checkpoints; the witness policy needs %d of the %d", strings.Join(ws.URLs, ", "), ws.Quorum, len(ws.URLs))
 	cl, err := client.New(client.Options{Addrs: cluster.Addrs(), LogKey: vkey, Logger: o.Logger})
 	if err != nil {
 		return nil, err
@@ -169,7 +192,14 @@ func Run(ctx context.Context, o Options) (s *Summary, err error) {
 		return s, fmt.Errorf("%d devices failed to provision: %v", res.Failed, res.Failures)
 	}
 
-	if err := recoverOne(ctx, p, s, cl, devices[len(devices)/2]); err != nil {
+	// The repair shop's client holds the witness policy: it accepts the
+	// chip's history only within a checkpoint the witnesses cosigned.
+	rcl, err := client.New(client.Options{Addrs: cluster.Addrs(), LogKey: vkey, Logger: o.Logger, Witnesses: ws.Policy})
+	if err != nil {
+		return s, err
+	}
+	defer rcl.Close()
+	if err := recoverOne(ctx, p, s, rcl, devices[len(devices)/2]); err != nil {
 		return s, err
 	}
 	if err := auditAll(ctx, p, s, cluster.Addrs(), vkey, ca.Trust(), dir); err != nil {
@@ -285,7 +315,7 @@ func (p *printer) line(format string, args ...any) {
 func (p *printer) summary(s *Summary) {
 	p.step("Summary")
 	rows := [][2]string{
-		{"ledger nodes", fmt.Sprint(s.Nodes)},
+		{"ledger nodes", fmt.Sprintf("%d, with %d witnesses (quorum %d)", s.Nodes, s.Witnesses, s.WitnessQuorum)},
 		{"devices provisioned", fmt.Sprintf("%d of %d", s.Provisioned, s.Devices)},
 		{"escrow entries", fmt.Sprint(s.Provisioned)},
 		{"tree size", fmt.Sprint(s.TreeSize)},

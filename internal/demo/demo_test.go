@@ -10,7 +10,8 @@ import (
 
 // TestDemoTellsTheWholeStory runs the demo with a few devices on one and
 // three nodes and checks its summary: every device provisioned, the
-// recovered keys equal the originals, the audit found nothing, and the data
+// recovered keys equal the originals, the recovery relied on a checkpoint
+// the demo's witnesses cosigned, the audit found nothing, and the data
 // directory is removed.
 func TestDemoTellsTheWholeStory(t *testing.T) {
 	for _, nodes := range []int{1, 3} {
@@ -31,7 +32,11 @@ func TestDemoTellsTheWholeStory(t *testing.T) {
 		if s.TreeSize < 21 || !strings.Contains(s.Checkpoint, "demo.chipledger.local/log") {
 			t.Errorf("%d nodes: tree size %d, checkpoint %q", nodes, s.TreeSize, s.Checkpoint)
 		}
-		for _, want := range []string{"Provisioning 20 devices", "restored its keys", "no findings", "Summary"} {
+		if s.Witnesses != 3 || s.WitnessQuorum != 2 || s.WitnessedSize < 21 || s.WitnessedSize > s.TreeSize {
+			t.Errorf("%d nodes: %d witnesses, quorum %d, the recovery's witnessed checkpoint has size %d (tree size %d)", nodes, s.Witnesses, s.WitnessQuorum, s.WitnessedSize, s.TreeSize)
+		}
+		for _, want := range []string{"Provisioning 20 devices", "the witness policy needs 2 of the 3",
+			"witnesses of the witness policy cosigned the checkpoint of", "restored its keys", "no findings", "Summary"} {
 			if !strings.Contains(out.String(), want) {
 				t.Errorf("%d nodes: the story lacks %q", nodes, want)
 			}

@@ -61,6 +61,9 @@ func recoverOne(ctx context.Context, p *printer, s *Summary, cl *client.Client, 
 	if err := signsLikeBefore(d, pub); err != nil {
 		return err
 	}
+	if rep.Witnessed != nil {
+		s.WitnessedSize = rep.Witnessed.Size
+	}
 	s.RecoveredChip = info.ChipID.String()
 	s.RecoveredKeysEqual = after == before
 	p.line("keys after recovery: %s — the same as before: %v (recovered in %s)", after, s.RecoveredKeysEqual, s.RecoveryTime.Round(time.Microsecond))
