@@ -1,6 +1,7 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -44,6 +45,14 @@ type Options struct {
 	// history of its own (a split view) is caught. WitnessedCheckpoint
 	// needs it.
 	Witnesses *proofs.WitnessPolicy
+	// WitnessMaxAge is how old the quorum's cosignatures of a witnessed
+	// checkpoint may be: a cosignature says the checkpoint was the latest
+	// its witness had seen as of its time, so only recent ones show the
+	// checkpoint is current rather than an old one a node passes off as
+	// current. Nodes have an idle log's checkpoint cosigned again every
+	// minute (node.DefaultWitnessRefresh). Zero means
+	// DefaultWitnessMaxAge; negative accepts any age.
+	WitnessMaxAge time.Duration
 
 	// HTTPClient carries the Connect protocol. The default speaks HTTP/2
 	// without TLS (h2c) to "http://" addresses, as the nodes do, and HTTP/2
@@ -81,6 +90,10 @@ type RetryPolicy struct {
 	// is jitter.
 	InitialBackoff, MaxBackoff time.Duration
 }
+
+// DefaultWitnessMaxAge is the default Options.WitnessMaxAge: ten refresh
+// periods of the nodes' default.
+const DefaultWitnessMaxAge = 10 * time.Minute
 
 // DefaultRetryPolicy rides out a leader election: about 10 seconds of
 // retries and pauses.
@@ -130,6 +143,7 @@ const leaderHeader = "Chipledger-Leader"
 type Client struct {
 	verifier  *proofs.LogVerifier
 	witnesses *proofs.WitnessPolicy // nil: checkpoints need the log's signature only
+	maxAge    time.Duration         // of the witnesses' cosignatures; negative: any
 	logKey    string
 	http      *http.Client
 	ownHTTP   bool
@@ -167,6 +181,7 @@ func New(o Options) (*Client, error) {
 		verifier:  v,
 		logKey:    strings.TrimSpace(o.LogKey),
 		witnesses: o.Witnesses,
+		maxAge:    cmp.Or(o.WitnessMaxAge, DefaultWitnessMaxAge),
 		http:      o.HTTPClient,
 		log:       o.Logger,
 		retry:     o.Retry.withDefaults(),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -28,8 +29,9 @@ const maxWitnessedLookups = 3
 
 // WitnessedCheckpoint fetches the latest checkpoint the log's witnesses
 // cosigned, of at least minSize leaves (the node waits a bounded time for
-// one), verifies the log's signature and that the cosignatures meet the
-// client's witness policy (ErrNotWitnessed otherwise), and proves it
+// one), verifies the log's signature and that cosignatures made within
+// Options.WitnessMaxAge meet the client's witness policy (ErrNotWitnessed
+// otherwise), and proves it
 // consistent with the trusted checkpoint; a larger one becomes trusted. It
 // returns the checkpoint and its signed note, cosignatures included.
 //
@@ -49,7 +51,12 @@ func (c *Client) WitnessedCheckpoint(ctx context.Context, minSize uint64) (proof
 			return err
 		}
 		s := resp.Msg.GetCheckpoint()
-		got, err := c.verifier.VerifyWitnessedCheckpoint(s, c.witnesses)
+		var got proofs.Checkpoint
+		if c.maxAge < 0 {
+			got, err = c.verifier.VerifyWitnessedCheckpoint(s, c.witnesses)
+		} else {
+			got, err = c.verifier.VerifyWitnessedCheckpointSince(s, c.witnesses, time.Now().Add(-c.maxAge))
+		}
 		switch {
 		case errors.Is(err, proofs.ErrNotWitnessed):
 			return fmt.Errorf("%w: %w", ErrNotWitnessed, err)

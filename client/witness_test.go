@@ -287,3 +287,23 @@ func TestMonitorWithWitnessesLooksChipsUpWithinAWitnessedCheckpoint(t *testing.T
 		t.Fatal("the monitor neither reported nor failed")
 	}
 }
+
+func TestLookupChipNeedsRecentCosignatures(t *testing.T) {
+	l, ws := startWitnessedLog(t, 1)
+	ctx := context.Background()
+	admin := l.client()
+	l.registerStation(admin)
+	l.appendEscrow(admin, 2)
+
+	// Cosignatures are stamped in whole seconds, before the lookup: none
+	// is from the last nanosecond.
+	_, err := l.clientWith(client.Options{Witnesses: ws.Policy, WitnessMaxAge: time.Nanosecond}).LookupChip(ctx, testpki.ChipID(2))
+	if !errors.Is(err, client.ErrNotWitnessed) || !strings.Contains(err.Error(), "cosignatures made since") {
+		t.Fatalf("lookup needing cosignatures of the last nanosecond: %v, want ErrNotWitnessed", err)
+	}
+	for _, age := range []time.Duration{0, -1} {
+		if _, err := l.clientWith(client.Options{Witnesses: ws.Policy, WitnessMaxAge: age}).LookupChip(ctx, testpki.ChipID(2)); err != nil {
+			t.Fatalf("WitnessMaxAge %s: %v", age, err)
+		}
+	}
+}

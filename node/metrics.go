@@ -20,8 +20,9 @@ type metrics struct {
 	pushedBack   prometheus.Counter
 	storeFault   prometheus.Gauge
 
-	witnessRounds *prometheus.CounterVec
-	witnessedSize prometheus.Gauge
+	witnessRounds   *prometheus.CounterVec
+	witnessFailures *prometheus.CounterVec
+	witnessedSize   prometheus.Gauge
 }
 
 func newMetrics() *metrics {
@@ -65,13 +66,17 @@ func newMetrics() *metrics {
 			Name: "chipledger_witness_rounds_total",
 			Help: "Rounds in which this node, as leader, had a checkpoint cosigned by the witnesses, by result (ok: the quorum cosigned and it was recorded; failed).",
 		}, []string{"result"}),
+		witnessFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chipledger_witness_failures_total",
+			Help: "Checkpoints this node, as leader, sent a witness that it did not cosign (an error, a refusal, or a cosignature that does not verify), by the witness's key name; a round may meet the quorum without it.",
+		}, []string{"witness"}),
 		witnessedSize: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "chipledger_witnessed_size",
 			Help: "Size of the latest checkpoint this node had cosigned by the witness policy's quorum.",
 		}),
 	}
 	m.registry.MustRegister(m.appends, m.batchLeaves, m.applySeconds, m.treeSize, m.raftState, m.inFlight, m.pushedBack, m.storeFault,
-		m.witnessRounds, m.witnessedSize,
+		m.witnessRounds, m.witnessFailures, m.witnessedSize,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

@@ -104,6 +104,12 @@ type Config struct {
 	// WitnessInterval is the least time between two rounds of witnessing;
 	// zero means DefaultWitnessInterval.
 	WitnessInterval time.Duration
+	// WitnessRefresh is how old the witnessed checkpoint's cosignatures may
+	// grow while the log does not: after it, the leader has the same
+	// checkpoint cosigned again, so that clients requiring recent
+	// cosignatures (client.Options.WitnessMaxAge) keep finding them. Zero
+	// means DefaultWitnessRefresh.
+	WitnessRefresh time.Duration
 	// WitnessHTTPClient carries the add-checkpoint requests; nil means a
 	// client with a 10 s timeout.
 	WitnessHTTPClient *http.Client
@@ -252,8 +258,8 @@ func (c *Config) validate() error {
 	if len(c.AdminTokenHash) != 0 && len(c.AdminTokenHash) != 32 {
 		return errors.New("the admin token hash must be a SHA-256 (32 bytes)")
 	}
-	if c.WitnessInterval < 0 {
-		return fmt.Errorf("WitnessInterval (%s) cannot be negative", c.WitnessInterval)
+	if c.WitnessInterval < 0 || c.WitnessRefresh < 0 {
+		return fmt.Errorf("WitnessInterval (%s) and WitnessRefresh (%s) cannot be negative", c.WitnessInterval, c.WitnessRefresh)
 	}
 	if c.MaxAppendsInFlight < 0 || c.StationRate < 0 || c.StationBurst < 0 {
 		return fmt.Errorf("MaxAppendsInFlight (%d), StationRate (%g) and StationBurst (%d) cannot be negative", c.MaxAppendsInFlight, c.StationRate, c.StationBurst)

@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -21,6 +22,9 @@ import (
 // DefaultWitnessInterval is the default Config.WitnessInterval.
 const DefaultWitnessInterval = time.Second
 
+// DefaultWitnessRefresh is the default Config.WitnessRefresh.
+const DefaultWitnessRefresh = time.Minute
+
 // witnessRoundTimeout bounds one round of add-checkpoint requests.
 const witnessRoundTimeout = 10 * time.Second
 
@@ -33,38 +37,41 @@ const maxWitnessConflicts = 3
 // from the size each witness last cosigned, and keeps the cosignatures that
 // verify.
 type cosigner struct {
-	policy *proofs.WitnessPolicy
-	hc     *http.Client
-	fsm    *fsm
+	policy  *proofs.WitnessPolicy
+	hc      *http.Client
+	fsm     *fsm
+	metrics *metrics
 
 	mu    sync.Mutex
 	hints map[string]uint64 // submission URL → size the witness last cosigned, as far as known
 }
 
-func newCosigner(p *proofs.WitnessPolicy, hc *http.Client, f *fsm) *cosigner {
+func newCosigner(p *proofs.WitnessPolicy, hc *http.Client, f *fsm, m *metrics) *cosigner {
 	if hc == nil {
 		hc = &http.Client{Timeout: witnessRoundTimeout}
 	}
-	return &cosigner{policy: p, hc: hc, fsm: f, hints: make(map[string]uint64)}
+	return &cosigner{policy: p, hc: hc, fsm: f, metrics: m, hints: make(map[string]uint64)}
 }
 
 // witnessCheckpoints runs on every node and works while it leads: at most
 // once per interval, when the log has grown past the last witnessed
-// checkpoint, it has the latest checkpoint cosigned and, once the policy's
-// quorum cosigned it, records it through Raft so that every replica serves
-// it (GetCheckpoint with witnessed set).
+// checkpoint or its cosignatures are older than the refresh period (a
+// witness cosigns the same checkpoint again with a new time, which clients
+// use to tell a current witnessed checkpoint from an old one), it has the
+// latest checkpoint cosigned and, once the policy's quorum cosigned it,
+// records it through Raft so that every replica serves it (GetCheckpoint
+// with witnessed set).
 func (n *Node) witnessCheckpoints(ctx context.Context) {
 	if n.cfg.Witnesses == nil {
 		return
 	}
-	c := newCosigner(n.cfg.Witnesses, n.cfg.WitnessHTTPClient, n.fsm)
-	interval := n.cfg.WitnessInterval
-	if interval <= 0 {
-		interval = DefaultWitnessInterval
-	}
+	c := newCosigner(n.cfg.Witnesses, n.cfg.WitnessHTTPClient, n.fsm, n.metrics)
+	interval := cmp.Or(n.cfg.WitnessInterval, DefaultWitnessInterval)
+	refresh := cmp.Or(n.cfg.WitnessRefresh, DefaultWitnessRefresh)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	var failingSince, warned time.Time // zero while rounds succeed
+	var lastOK time.Time               // this node's last round that met the quorum
 	for {
 		changed := n.fsm.changed()
 		select {
@@ -83,8 +90,9 @@ func (n *Node) witnessCheckpoints(ctx context.Context) {
 			timer.Reset(interval)
 			continue
 		}
-		if cp.Size == 0 || (w != nil && w.Size >= cp.Size) {
-			// Nothing new: wait for the next checkpoint (or leadership).
+		if cp.Size == 0 || (w != nil && w.Size >= cp.Size && time.Since(lastOK) < refresh) {
+			// Nothing new, and the cosignatures are fresh: wait for the
+			// next checkpoint (or leadership, or the next refresh).
 			select {
 			case <-ctx.Done():
 				return
@@ -111,6 +119,9 @@ func (n *Node) witnessCheckpoints(ctx context.Context) {
 		case err == nil && !failingSince.IsZero():
 			n.log.Info("witnessing works again", "size", cp.Size, "failed_for", start.Sub(failingSince).Round(time.Second))
 			failingSince, warned = time.Time{}, time.Time{}
+		}
+		if err == nil {
+			lastOK = start
 		}
 		timer.Reset(max(0, interval-time.Since(start)))
 	}
@@ -148,6 +159,7 @@ func (c *cosigner) cosign(ctx context.Context, cp *Checkpoint) ([]byte, error) {
 	eps := c.policy.Endpoints()
 	type result struct {
 		url  string
+		name string
 		line []byte
 		err  error
 	}
@@ -155,7 +167,7 @@ func (c *cosigner) cosign(ctx context.Context, cp *Checkpoint) ([]byte, error) {
 	for url, v := range eps {
 		go func() {
 			line, err := c.submit(ctx, url, v, cp)
-			results <- result{url, line, err}
+			results <- result{url, v.Name(), line, err}
 		}()
 	}
 	var lines [][]byte
@@ -163,6 +175,7 @@ func (c *cosigner) cosign(ctx context.Context, cp *Checkpoint) ([]byte, error) {
 	for range eps {
 		r := <-results
 		if r.err != nil {
+			c.metrics.witnessFailures.WithLabelValues(r.name).Inc()
 			failures = append(failures, fmt.Sprintf("%s: %v", r.url, r.err))
 			continue
 		}

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -11,6 +12,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	fnote "github.com/transparency-dev/formats/note"
 	fwitness "github.com/transparency-dev/formats/witness"
 	"golang.org/x/mod/sumdb/note"
 
@@ -144,6 +146,14 @@ func TestWitnessingNeedsTheQuorumAndResumes(t *testing.T) {
 	}
 	if got := checkWitnessed(t, c, ws, signed); got.Size >= second.Size {
 		t.Fatalf("witnessed size %d without a quorum", got.Size)
+	}
+
+	// The leader counts each witness's failures.
+	m := c.nodes[leader].metrics.witnessFailures
+	for i, want := range []bool{true, true, false} {
+		if got := testutil.ToFloat64(m.WithLabelValues(fmt.Sprintf("w%d.witness.example", i))); (got > 0) != want {
+			t.Errorf("witness %d: %v failures counted, want some: %v", i, got, want)
+		}
 	}
 
 	// The witness comes back: the next round meets the quorum again.
@@ -319,4 +329,48 @@ func TestAWitnessThatStaysDownIsReportedOnceNotEveryRound(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the recovery logged", 5*time.Second, func() bool { return logs.count("witnessing works again") == 1 })
+}
+
+func TestAnIdleLogHasItsCheckpointCosignedAgain(t *testing.T) {
+	ws := &witnessSet{t: t, n: 1, quorum: 1}
+	c := newConfiguredCluster(t, 1, nil, func(cfg *Config) {
+		ws.configure(cfg)
+		cfg.WitnessRefresh = 200 * time.Millisecond
+	})
+	c.registerStation()
+	cp := c.waitSameState(0)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	first, err := c.witnessed(ctx, 0, cp.Size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	firstTime := cosignatureTime(t, c, ws, first)
+	// The log does not grow; its cosignatures do get newer (they are
+	// stamped in seconds).
+	var again []byte
+	waitFor(t, "a newer cosignature of the same checkpoint", 10*time.Second, func() bool {
+		again, err = c.witnessed(ctx, 0, 0)
+		return err == nil && cosignatureTime(t, c, ws, again).After(firstTime)
+	})
+	if got := checkWitnessed(t, c, ws, again); got.Size != cp.Size || got.Hash != cp.Root {
+		t.Fatalf("refreshed witnessed checkpoint %+v, the log is at %d", got, cp.Size)
+	}
+}
+
+// cosignatureTime returns the time of the first cosignature of the
+// policy's witnesses on signed.
+func cosignatureTime(t *testing.T, c *testCluster, ws *witnessSet, signed []byte) time.Time {
+	t.Helper()
+	_, n, err := c.verifier.VerifyCheckpointNote(signed, ws.Policy.Verifiers()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range n.Sigs {
+		if ts, err := fnote.CoSigV1Timestamp(s); err == nil {
+			return ts
+		}
+	}
+	t.Fatalf("no cosignature on %q", signed)
+	return time.Time{}
 }

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"time"
 
+	fnote "github.com/transparency-dev/formats/note"
 	"github.com/transparency-dev/formats/witness"
 	"golang.org/x/mod/sumdb/note"
 )
@@ -101,6 +103,48 @@ func (v *LogVerifier) VerifyWitnessedCheckpoint(signed []byte, p *WitnessPolicy)
 	}
 	if !p.Satisfied(signed) {
 		return Checkpoint{}, fmt.Errorf("%w: size %d carries %d valid cosignature(s) by the policy's witnesses", ErrNotWitnessed, c.Size, len(n.Sigs)-1)
+	}
+	return c, nil
+}
+
+// VerifyWitnessedCheckpointSince is VerifyWitnessedCheckpoint counting
+// only the cosignatures made at or after notBefore, by their cosignature/v1
+// timestamps: a witness's cosignature says that as of its time the
+// checkpoint was the latest it had seen of the log, so requiring the
+// quorum's to be recent keeps a node from passing an old, genuinely
+// cosigned checkpoint off as the current one (and hiding what the log
+// appended since). Too few recent cosignatures is ErrNotWitnessed.
+func (v *LogVerifier) VerifyWitnessedCheckpointSince(signed []byte, p *WitnessPolicy, notBefore time.Time) (Checkpoint, error) {
+	c, n, err := v.VerifyCheckpointNote(signed, p.Verifiers()...)
+	if err != nil {
+		return Checkpoint{}, err
+	}
+	// The note again, with the log's signature and the recent
+	// cosignatures only.
+	recent := []byte(n.Text + "\n")
+	var newest time.Time
+	for _, sig := range n.Sigs {
+		if sig.Name == v.v.Name() && sig.Hash == v.v.KeyHash() {
+			recent = fmt.Appendf(recent, "— %s %s\n", sig.Name, sig.Base64)
+			continue
+		}
+		t, err := fnote.CoSigV1Timestamp(sig)
+		if err != nil {
+			continue // not a cosignature/v1: it cannot count
+		}
+		if t.After(newest) {
+			newest = t
+		}
+		if !t.Before(notBefore) {
+			recent = fmt.Appendf(recent, "— %s %s\n", sig.Name, sig.Base64)
+		}
+	}
+	if !p.Satisfied(recent) {
+		when := "none"
+		if !newest.IsZero() {
+			when = "the newest at " + newest.UTC().Format(time.RFC3339)
+		}
+		return Checkpoint{}, fmt.Errorf("%w: size %d lacks the quorum's cosignatures made since %s (%s)", ErrNotWitnessed, c.Size, notBefore.UTC().Format(time.RFC3339), when)
 	}
 	return c, nil
 }

@@ -1,11 +1,17 @@
 package proofs_test
 
 import (
+	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	fnote "github.com/transparency-dev/formats/note"
 	"golang.org/x/mod/sumdb/note"
@@ -165,6 +171,76 @@ func TestParseWitnessPolicy(t *testing.T) {
 			}
 			if vs := p.Verifiers(); len(vs) != 1 || vs[0].KeyHash() != v.KeyHash() {
 				t.Fatalf("verifiers %v", vs)
+			}
+		})
+	}
+}
+
+// cosignAt returns a cosignature/v1 line by the Ed25519 key of seed, named
+// name, over the note text, stamped t: built here from the spec
+// (c2sp.org/tlog-cosignature), so that the verifiers of
+// transparency-dev/formats check an encoding they did not make.
+func cosignAt(seed [32]byte, name, text string, t time.Time) (line, vkey string) {
+	priv := ed25519.NewKeyFromSeed(seed[:])
+	pub := priv.Public().(ed25519.PublicKey)
+	h := sha256.Sum256(append([]byte(name+"\n\x04"), pub...))
+	msg := fmt.Sprintf("cosignature/v1\ntime %d\n%s", t.Unix(), text)
+	sig := binary.BigEndian.AppendUint64(slices.Clone(h[:4]), uint64(t.Unix()))
+	sig = append(sig, ed25519.Sign(priv, []byte(msg))...)
+	vkey = fmt.Sprintf("%s+%x+%s", name, h[:4], base64.StdEncoding.EncodeToString(append([]byte{0x04}, pub...)))
+	return fmt.Sprintf("— %s %s\n", name, base64.StdEncoding.EncodeToString(sig)), vkey
+}
+
+func TestVerifyWitnessedCheckpointSinceCountsOnlyRecentCosignatures(t *testing.T) {
+	l := newTestLog(t, "example.com/witnessed")
+	body := string(proofs.Checkpoint{Origin: "example.com/witnessed", Size: 7, Hash: [32]byte{4}}.Marshal())
+	signed := sign(t, body, l.signer)
+	now := time.Now().Truncate(time.Second)
+	old := now.Add(-2 * time.Hour)
+	var policy strings.Builder
+	lines := map[string]map[time.Time]string{}
+	for i := range 3 {
+		name := fmt.Sprintf("w%d.example", i)
+		lines[name] = map[time.Time]string{}
+		for _, at := range []time.Time{old, now} {
+			line, vkey := cosignAt(sha256.Sum256([]byte(name)), name, body, at)
+			lines[name][at] = line
+			if at == now {
+				fmt.Fprintf(&policy, "witness w%d %s https://w%d.example/\n", i, vkey, i)
+			}
+		}
+	}
+	policy.WriteString("group main 2 w0 w1 w2\nquorum main\n")
+	p, err := proofs.ParseWitnessPolicy([]byte(policy.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name      string
+		cosigs    []string
+		notBefore time.Time
+		want      error
+	}{
+		{"two recent", []string{lines["w0.example"][now], lines["w2.example"][now]}, now.Add(-time.Hour), nil},
+		{"one recent, two old", []string{lines["w0.example"][old], lines["w1.example"][old], lines["w2.example"][now]}, now.Add(-time.Hour), proofs.ErrNotWitnessed},
+		{"two old, old enough", []string{lines["w0.example"][old], lines["w1.example"][old]}, now.Add(-3 * time.Hour), nil},
+		{"all recent, asked for the future", []string{lines["w0.example"][now], lines["w1.example"][now]}, now.Add(time.Minute), proofs.ErrNotWitnessed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			note := slices.Clone(signed)
+			for _, c := range tc.cosigs {
+				note = append(note, c...)
+			}
+			// Every line is a valid cosignature whatever its age.
+			if _, err := l.verifier.VerifyWitnessedCheckpoint(note, p); err != nil && len(tc.cosigs) >= 2 {
+				t.Fatalf("VerifyWitnessedCheckpoint: %v", err)
+			}
+			c, err := l.verifier.VerifyWitnessedCheckpointSince(note, p, tc.notBefore)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("VerifyWitnessedCheckpointSince: %v, want %v", err, tc.want)
+			}
+			if err == nil && c.Size != 7 {
+				t.Fatalf("size %d", c.Size)
 			}
 		})
 	}

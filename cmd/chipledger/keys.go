@@ -12,7 +12,7 @@ import (
 func keysCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "keys",
-		Usage: "generate a log key: the Ed25519 key every node signs checkpoints with",
+		Usage: "generate a log key (the Ed25519 key every node signs checkpoints with) or a witness's key",
 		UsageText: `chipledger keys --origin ORIGIN --out FILE
 
    chipledger keys --origin ledger.example.com/log --out log.key`,
@@ -43,7 +43,7 @@ devices and auditors with it to check the log's checkpoints.`,
 				return err
 			}
 			fmt.Fprintln(c.App.Writer, vkey)
-			fmt.Fprintf(c.App.ErrWriter, "The secret signer key is in %s (mode 0600): keep it secret and pass it to every node with --log-key %s.\nThe verifier key above is public: clients and auditors check checkpoints with it.\n", out, out)
+			fmt.Fprintf(c.App.ErrWriter, "The secret signer key is in %s (mode 0600): keep it secret. A log key goes to every node of the log (--log-key %s);\na witness's key stays with its witness (chipledger witness --key %s).\nThe verifier key above is public: clients and auditors check checkpoints with it.\n", out, out, out)
 			return nil
 		},
 	}

@@ -42,12 +42,11 @@ lookup that does not verify is an anomaly line ("anomaly KIND ...", or with
 --json "event": "anomaly"): the index roots the log signs do not match its
 entries, or a node lied. Anomalies are reported once each; a monitor that
 reported any exits with status 3 when interrupted.`,
-		Flags: append(ledgerFlags(),
+		Flags: append(append(ledgerFlags(), witnessFlags()...),
 			&cli.StringSliceFlag{Name: "chip", Usage: "chip `ID` to watch, hex (repeatable)"},
 			&cli.StringFlag{Name: "chips-file", Usage: "`FILE` of chip IDs to watch, one hex ID a line (# starts a comment)"},
 			&cli.Uint64Flag{Name: "from-size", Usage: "report existing entries from leaf `N` on (0: all of them)"},
 			&cli.BoolFlag{Name: "lookup", Usage: "report existing entries from the chip index instead of scanning the log"},
-			witnessPolicyFlag(),
 			&cli.BoolFlag{Name: "json", Usage: "print one JSON object a line"},
 		),
 		Action: runMonitor,

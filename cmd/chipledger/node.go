@@ -64,6 +64,7 @@ type nodeFlags struct {
 	// two rounds.
 	WitnessPolicy   string
 	WitnessInterval time.Duration
+	WitnessRefresh  time.Duration
 }
 
 // devSetup describes what `node --dev` prepared, for the banner it prints.
@@ -187,6 +188,8 @@ list flags take comma-separated values there.`,
 				Usage: "a c2sp.org/tlog-policy `FILE` naming the witnesses (cosignature/v1 keys and URLs) and their quorum: the leader has each new checkpoint cosigned by them and every node serves the latest cosigned one (give clients the same file)"},
 			&cli.DurationFlag{Name: "witness-interval", EnvVars: env("witness-interval"), Value: node.DefaultWitnessInterval,
 				Usage: "with --witness-policy, the least time between two checkpoints sent to the witnesses"},
+			&cli.DurationFlag{Name: "witness-refresh", EnvVars: env("witness-refresh"), Value: node.DefaultWitnessRefresh,
+				Usage: "with --witness-policy, have an idle log's checkpoint cosigned again this often, so clients find recent cosignatures (see recover --witness-max-age)"},
 		},
 		Subcommands: []*cli.Command{nodeVerifyCommand()},
 		Action: func(c *cli.Context) error {
@@ -235,6 +238,7 @@ func nodeFlagsFrom(c *cli.Context) nodeFlags {
 		StationBurst:       c.Int("station-burst"),
 		WitnessPolicy:      c.String("witness-policy"),
 		WitnessInterval:    c.Duration("witness-interval"),
+		WitnessRefresh:     c.Duration("witness-refresh"),
 	}
 }
 
@@ -337,6 +341,7 @@ func nodeConfig(f nodeFlags, log *slog.Logger) (node.Config, error) {
 		StationRate:        f.StationRate,
 		StationBurst:       f.StationBurst,
 		WitnessInterval:    f.WitnessInterval,
+		WitnessRefresh:     f.WitnessRefresh,
 	}
 	if f.WitnessPolicy != "" {
 		p, err := readWitnessPolicy(f.WitnessPolicy)
@@ -345,8 +350,8 @@ func nodeConfig(f nodeFlags, log *slog.Logger) (node.Config, error) {
 		}
 		cfg.Witnesses = p
 	}
-	if f.WitnessInterval < 0 {
-		return node.Config{}, fmt.Errorf("--witness-interval %s: cannot be negative", f.WitnessInterval)
+	if f.WitnessInterval < 0 || f.WitnessRefresh < 0 {
+		return node.Config{}, fmt.Errorf("--witness-interval %s and --witness-refresh %s cannot be negative", f.WitnessInterval, f.WitnessRefresh)
 	}
 	if f.MaxAppendsInFlight < 1 || f.StationRate < 0 || f.StationBurst < 1 {
 		return node.Config{}, fmt.Errorf("--max-appends-in-flight (%d) and --station-burst (%d) must be at least 1, --station-rate (%g) not negative",

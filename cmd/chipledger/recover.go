@@ -69,8 +69,7 @@ own, hiding a newer backup, is caught even on a first run.`,
 			&cli.BoolFlag{Name: "verify-only", Usage: "run every check but hand nothing to the device"},
 			&cli.StringFlag{Name: "trusted", TakesFile: true, EnvVars: env("trusted"),
 				Usage: "checkpoint `FILE`: start from the checkpoint it holds, if any, and save the largest one verified"},
-			witnessPolicyFlag(),
-		}, ledgerFlags()...),
+		}, append(witnessFlags(), ledgerFlags()...)...),
 		Action: runRecover,
 	}
 }

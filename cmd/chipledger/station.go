@@ -95,16 +95,24 @@ func ledgerClientOptions(c *cli.Context) (client.Options, error) {
 		if o.Witnesses, err = readWitnessPolicy(path); err != nil {
 			return client.Options{}, fmt.Errorf("--witness-policy: %w", err)
 		}
+		o.WitnessMaxAge = c.Duration("witness-max-age")
+		if o.WitnessMaxAge <= 0 {
+			return client.Options{}, fmt.Errorf("--witness-max-age %s: must be positive", o.WitnessMaxAge)
+		}
 	}
 	return o, nil
 }
 
-// witnessPolicyFlag is --witness-policy of the commands that look chips
-// up: with it, a chip's history counts only within a checkpoint the
-// policy's witnesses cosigned.
-func witnessPolicyFlag() cli.Flag {
-	return &cli.StringFlag{Name: "witness-policy", EnvVars: env("witness-policy"), TakesFile: true,
-		Usage: "a c2sp.org/tlog-policy `FILE` (the one the nodes run with): accept a chip's history only within a checkpoint its quorum of witnesses cosigned, so a ledger showing this client a history of its own is caught"}
+// witnessFlags are --witness-policy and --witness-max-age of the commands
+// that look chips up: with them, a chip's history counts only within a
+// checkpoint the policy's witnesses cosigned recently.
+func witnessFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "witness-policy", EnvVars: env("witness-policy"), TakesFile: true,
+			Usage: "a c2sp.org/tlog-policy `FILE` (the one the nodes run with): accept a chip's history only within a checkpoint its quorum of witnesses cosigned, so a ledger showing this client a history of its own is caught"},
+		&cli.DurationFlag{Name: "witness-max-age", EnvVars: env("witness-max-age"), Value: client.DefaultWitnessMaxAge,
+			Usage: "with --witness-policy, how old the quorum's cosignatures may be (nodes renew an idle log's every minute): older ones do not show the checkpoint is current"},
+	}
 }
 
 // stationCommand is `chipledger station`: the factory station's identity.

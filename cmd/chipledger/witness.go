@@ -26,10 +26,11 @@ func witnessCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "witness",
 		Usage: "run a witness: cosign a ledger's checkpoints that are consistent with all it cosigned before",
-		UsageText: `chipledger witness --key FILE --log-key KEY [--log-key KEY ...] --state-dir DIR [--addr HOST:PORT]
+		UsageText: `chipledger witness --key FILE --log-key KEY [--log-key KEY ...] --state-dir DIR [--addr HOST:PORT] [--url URL]
 
    chipledger keys --origin witness.example.org/w1 --out w1.key
-   chipledger witness --key w1.key --log-key ledger.pub --state-dir w1-state --addr 0.0.0.0:8090`,
+   chipledger witness --key w1.key --log-key ledger.pub --state-dir w1-state \
+       --addr 0.0.0.0:8090 --url https://w1.example.org`,
 		Description: `Runs a C2SP tlog-witness (c2sp.org/tlog-witness): ledger leaders POST their
 checkpoints to /add-checkpoint with a consistency proof from the last one this
 witness cosigned, and it cosigns (cosignature/v1, c2sp.org/tlog-cosignature)
@@ -59,6 +60,8 @@ It stops gracefully on SIGINT or SIGTERM.`,
 				Usage: "`DIR` of the witness's state: the latest checkpoint cosigned per ledger"},
 			&cli.StringFlag{Name: "addr", Value: defaultWitnessAddr, EnvVars: env("witness-addr"),
 				Usage: "`HOST:PORT` to serve /add-checkpoint on"},
+			&cli.StringFlag{Name: "url", EnvVars: env("witness-url"),
+				Usage: "the `URL` the ledger nodes reach this witness at, for the policy line it prints", DefaultText: "http:// and the address it listens on"},
 		},
 		Action: runWitness,
 	}
@@ -71,6 +74,9 @@ func runWitness(c *cli.Context) error {
 	addr := c.String("addr")
 	if err := checkHostPort(addr, true); err != nil {
 		return fmt.Errorf("--addr %q: %w", addr, err)
+	}
+	if u := c.String("url"); u != "" && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+		return fmt.Errorf("--url %q: want an http:// or https:// URL", u)
 	}
 	skey, err := os.ReadFile(c.String("key"))
 	if err != nil {
@@ -106,7 +112,13 @@ func runWitness(c *cli.Context) error {
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
 
-	url := "http://" + ln.Addr().String()
+	url := c.String("url")
+	if url == "" {
+		url = "http://" + ln.Addr().String()
+		if tcp, ok := ln.Addr().(*net.TCPAddr); ok && tcp.IP.IsUnspecified() {
+			fmt.Fprintf(c.App.ErrWriter, "The policy line below names %s, which the nodes cannot reach: put the witness's own URL there (or pass --url).\n", url)
+		}
+	}
 	name := signer.Name()
 	logger(c).Info("witness running", "url", url, "name", name, "logs", len(logs), "state_dir", c.String("state-dir"))
 	fmt.Fprintf(c.App.Writer, "witness %s %s %s\n", policyName(name), vkey, url)

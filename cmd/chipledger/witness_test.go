@@ -152,6 +152,8 @@ func TestWitnessFlagErrorsSayWhatIsWrong(t *testing.T) {
 		{[]string{"node", "--id", "n1", "--data-dir", dir, "--log-key", logKey, "--trust", trust, "--insecure", "--witness-policy", filepath.Join(dir, "missing")}, "no such file"},
 		{[]string{"witness", "--key", logKey + ".missing", "--log-key", logKey, "--state-dir", dir}, "chipledger keys"},
 		{[]string{"witness", "--key", trust, "--log-key", logKey, "--state-dir", dir}, "not a secret note key"},
+		{[]string{"witness", "--key", logKey, "--log-key", vkey, "--state-dir", dir, "--url", "ftp://w1.example"}, "--url"},
+		{[]string{"recover", "--device", "127.0.0.1:1", "--ledger", "127.0.0.1:1", "--log-key", vkey, "--witness-policy", bad, "--witness-max-age", "0s"}, "--witness"},
 		{[]string{"recover", "--device", "127.0.0.1:1", "--ledger", "127.0.0.1:1", "--log-key", vkey, "--witness-policy", bad}, "--witness-policy"},
 		{[]string{"monitor", "--chip", "0102030405060708", "--ledger", "127.0.0.1:1", "--log-key", vkey, "--witness-policy", bad}, "--witness-policy"},
 	} {
@@ -163,5 +165,25 @@ func TestWitnessFlagErrorsSayWhatIsWrong(t *testing.T) {
 		if !strings.Contains(r.err.Error(), tc.want) {
 			t.Errorf("%v: %v, want it to mention %q", tc.args, r.err, tc.want)
 		}
+	}
+}
+
+func TestWitnessCommandPrintsTheURLTheNodesReach(t *testing.T) {
+	dir := t.TempDir()
+	_, vkey, err := ledger.GenerateLogKey(testOrigin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wkey := filepath.Join(dir, "w2.key")
+	if r := runCLI(t, "keys", "--origin", "witness.example/w2", "--out", wkey); r.err != nil {
+		t.Fatal(r.err)
+	}
+	line, _ := startWitnessCommand(t, "--key", wkey, "--log-key", vkey, "--state-dir", filepath.Join(dir, "a"), "--addr", "127.0.0.1:0", "--url", "https://w2.example.org")
+	if !strings.HasPrefix(line, "witness w2 ") || !strings.HasSuffix(line, " https://w2.example.org") {
+		t.Fatalf("policy line %q, want it to name --url", line)
+	}
+	_, stderr := startWitnessCommand(t, "--key", wkey, "--log-key", vkey, "--state-dir", filepath.Join(dir, "b"), "--addr", "0.0.0.0:0")
+	if !strings.Contains(stderr.String(), "cannot reach") {
+		t.Fatalf("listening on every address, no hint to set the URL:\n%s", stderr.String())
 	}
 }
