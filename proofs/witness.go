@@ -1,10 +1,15 @@
 package proofs
 
 import (
+	"bufio"
+	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	fnote "github.com/transparency-dev/formats/note"
@@ -53,6 +58,8 @@ type WitnessPolicy struct {
 // ParseWitnessPolicy parses a c2sp.org/tlog-policy text. A policy whose
 // quorum is "none" is refused: it would make every checkpoint witnessed,
 // and a deployment without witnesses should configure no policy instead.
+// So is one that breaks a rule of the spec that
+// transparency-dev/formats/witness does not check (see checkPolicyRules).
 // An error wraps ErrBadPolicy.
 func ParseWitnessPolicy(text []byte) (*WitnessPolicy, error) {
 	q, err := witness.ParsePolicy(text)
@@ -62,7 +69,74 @@ func ParseWitnessPolicy(text []byte) (*WitnessPolicy, error) {
 	if q.N <= 0 || len(q.Components) == 0 {
 		return nil, fmt.Errorf("%w: its quorum requires no cosignature; configure no witness policy instead", ErrBadPolicy)
 	}
+	if err := checkPolicyRules(text); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadPolicy, err)
+	}
 	return &WitnessPolicy{quorum: q, endpoints: q.Endpoints()}, nil
+}
+
+// checkPolicyRules checks the rules of c2sp.org/tlog-policy that
+// witness.ParsePolicy, which already accepted text, does not: a group
+// lists at least one member, none of them twice, and its threshold k is
+// 1 <= k <= n; no two witnesses have the same public key (whatever their
+// names, and whether their vkeys are of type 0x01 or 0x04). Each broken
+// rule lets fewer cosignatures meet the quorum than the policy names: a
+// group of threshold 0 or without members is met by none, a member listed
+// twice or a key listed twice counts one cosignature twice. It reads the
+// lines as witness.ParsePolicy does.
+func checkPolicyRules(text []byte) error {
+	keys := make(map[string]string) // public key → witness name
+	sc := bufio.NewScanner(bytes.NewReader(text))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		line, _, _ = strings.Cut(line, "#")
+		fields := strings.Fields(line)
+		if len(fields) == 0 {
+			continue
+		}
+		switch fields[0] {
+		case "witness":
+			name, vkey := fields[1], fields[2]
+			key, err := vkeyPublicKey(vkey)
+			if err != nil {
+				return fmt.Errorf("witness %q: %w", name, err)
+			}
+			if other, ok := keys[string(key)]; ok {
+				return fmt.Errorf("witnesses %q and %q have the same public key", other, name)
+			}
+			keys[string(key)] = name
+		case "group":
+			name, k, members := fields[1], fields[2], fields[3:]
+			if len(members) == 0 {
+				return fmt.Errorf("group %q has no members", name)
+			}
+			if n, err := strconv.ParseUint(k, 10, 8); err == nil && n == 0 {
+				return fmt.Errorf("group %q has threshold 0: at least 1 is required", name)
+			}
+			seen := make(map[string]bool, len(members))
+			for _, m := range members {
+				if seen[m] {
+					return fmt.Errorf("group %q lists %q twice", name, m)
+				}
+				seen[m] = true
+			}
+		}
+	}
+	return sc.Err()
+}
+
+// vkeyPublicKey returns the public key a note verifier key
+// "<name>+<hash>+<base64 of type ‖ key>" wraps, without its type byte.
+func vkeyPublicKey(vkey string) ([]byte, error) {
+	parts := strings.SplitN(vkey, "+", 3)
+	if len(parts) != 3 {
+		return nil, fmt.Errorf("verifier key %q is not <name>+<hash>+<key>", vkey)
+	}
+	key, err := base64.StdEncoding.DecodeString(parts[2])
+	if err != nil || len(key) < 2 {
+		return nil, fmt.Errorf("verifier key %q does not hold a key", vkey)
+	}
+	return key[1:], nil
 }
 
 // Satisfied reports whether signed, a signed note, carries enough valid

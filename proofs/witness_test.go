@@ -245,3 +245,47 @@ func TestVerifyWitnessedCheckpointSinceCountsOnlyRecentCosignatures(t *testing.T
 		})
 	}
 }
+
+// TestParseWitnessPolicyRefusesWhatTheSpecForbids: c2sp.org/tlog-policy
+// requires a group threshold k with 1 <= k <= n, each name listed at most
+// once in a group, and no two witnesses with the same public key. Each
+// policy below breaks one rule in a way that lets fewer cosignatures than
+// it seems to ask for (here one, or none) meet its quorum, so it is
+// refused rather than read the way transparency-dev/formats reads it.
+func TestParseWitnessPolicyRefusesWhatTheSpecForbids(t *testing.T) {
+	l := newTestLog(t, "example.com/witnessed")
+	w0, w1 := newTestWitness(t, "w0.example"), newTestWitness(t, "w1.example")
+	cv0, err := fnote.VKeyToCosignatureV1(w0.vkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cv1, err := fnote.VKeyToCosignatureV1(w1.vkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := string(proofs.Checkpoint{Origin: "example.com/witnessed", Size: 5, Hash: [32]byte{1}}.Marshal())
+	logOnly := sign(t, body, l.signer)
+	byW0 := sign(t, body, l.signer, w0.signer)
+	for _, tc := range []struct {
+		name, text string
+		// enough is a checkpoint the policy, read as formats reads it,
+		// takes as witnessed although the policy seems to want more.
+		enough []byte
+	}{
+		{"threshold 0 in a nested group", "witness w0 " + cv0 + " https://w0.example/\nwitness w1 " + cv1 + " https://w1.example/\ngroup inner 0 w0 w1\ngroup main 1 inner\nquorum main\n", logOnly},
+		{"a group without members", "witness w0 " + cv0 + " https://w0.example/\ngroup empty all\ngroup main any empty w0\nquorum main\n", logOnly},
+		{"a member listed twice", "witness w0 " + cv0 + " https://w0.example/\nwitness w1 " + cv1 + " https://w1.example/\ngroup main 2 w0 w0 w1\nquorum main\n", byW0},
+		{"one key as 0x01 and 0x04", "witness w0 " + cv0 + " https://w0.example/\nwitness w1 " + w0.vkey + " https://w1.example/\ngroup main all w0 w1\nquorum main\n", byW0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := proofs.ParseWitnessPolicy([]byte(tc.text))
+			if err == nil {
+				_, verr := l.verifier.VerifyWitnessedCheckpoint(tc.enough, p)
+				t.Fatalf("ParseWitnessPolicy accepted it (and VerifyWitnessedCheckpoint with it says %v to a checkpoint with fewer cosignatures than it names)", verr)
+			}
+			if !errors.Is(err, proofs.ErrBadPolicy) {
+				t.Fatalf("error %v does not wrap ErrBadPolicy", err)
+			}
+		})
+	}
+}
