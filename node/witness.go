@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -153,9 +154,13 @@ func (n *Node) witnessOnce(ctx context.Context, c *cosigner, cp *Checkpoint) err
 }
 
 // cosign submits cp to every witness at once and returns cp with the
-// cosignatures that verify, once they meet the policy's quorum; otherwise
-// an error that says which witnesses failed and why.
+// cosignatures that verify as soon as they meet the policy's quorum (the
+// requests still in flight are then canceled, so that a witness that is
+// slow or does not answer holds no round back); otherwise an error that
+// says which witnesses failed and why.
 func (c *cosigner) cosign(ctx context.Context, cp *Checkpoint) ([]byte, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	eps := c.policy.Endpoints()
 	type result struct {
 		url  string
@@ -180,19 +185,25 @@ func (c *cosigner) cosign(ctx context.Context, cp *Checkpoint) ([]byte, error) {
 			continue
 		}
 		lines = append(lines, r.line)
+		if signed := withCosignatures(cp.Signed, lines); c.policy.Satisfied(signed) {
+			return signed, nil
+		}
 	}
-	// Signature lines in a stable order, so that replicas and clients see
-	// the same bytes for the same cosignatures.
+	sort.Strings(failures)
+	return nil, fmt.Errorf("%d witness(es) cosigned size %d, short of the policy's quorum; failures: %v", len(lines), cp.Size, failures)
+}
+
+// withCosignatures returns the signed checkpoint with the cosignature lines
+// appended, in a stable order, so that replicas and clients see the same
+// bytes for the same cosignatures.
+func withCosignatures(signed []byte, lines [][]byte) []byte {
+	lines = slices.Clone(lines)
 	sort.Slice(lines, func(i, j int) bool { return bytes.Compare(lines[i], lines[j]) < 0 })
-	signed := bytes.Clone(cp.Signed)
+	signed = bytes.Clone(signed)
 	for _, l := range lines {
 		signed = append(signed, l...)
 	}
-	if !c.policy.Satisfied(signed) {
-		sort.Strings(failures)
-		return nil, fmt.Errorf("%d witness(es) cosigned size %d, short of the policy's quorum; failures: %v", len(lines), cp.Size, failures)
-	}
-	return signed, nil
+	return signed
 }
 
 // submit sends cp to one witness, following its 409 answers to the size it

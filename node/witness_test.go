@@ -374,3 +374,25 @@ func cosignatureTime(t *testing.T, c *testCluster, ws *witnessSet, signed []byte
 	t.Fatalf("no cosignature on %q", signed)
 	return time.Time{}
 }
+
+// TestAStalledWitnessDoesNotHoldBackTheQuorum: a round ends once the
+// policy's quorum cosigned, not when the last witness answers, so a
+// witness that never answers does not hold every witnessed checkpoint back
+// by the round timeout (as long as a client waits for one).
+func TestAStalledWitnessDoesNotHoldBackTheQuorum(t *testing.T) {
+	ws := &witnessSet{t: t, n: 3, quorum: 2}
+	c := newConfiguredCluster(t, 1, nil, ws.configure)
+	ws.Witnesses[2].Stall.Store(true)
+	c.registerStation()
+	c.appendEscrow(0, 0, 5)
+	cp := c.waitSameState(5)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+	defer cancel()
+	start := time.Now()
+	signed, err := c.witnessed(ctx, 0, cp.Size)
+	if err != nil {
+		t.Fatalf("with one of three witnesses stalled, no checkpoint of size >= %d was witnessed after %s (the round timeout is %s): %v", cp.Size, time.Since(start).Round(time.Millisecond), witnessRoundTimeout, err)
+	}
+	checkWitnessed(t, c, ws, signed)
+}

@@ -6,6 +6,7 @@ package witnesstest
 import (
 	"crypto/rand"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -33,8 +34,9 @@ type Witness struct {
 	VKey string // its cosignature/v1 verifier key
 
 	// Down makes it answer 503; Forge makes it answer a valid
-	// cosignature by its key over another checkpoint.
-	Down, Forge atomic.Bool
+	// cosignature by its key over another checkpoint; Stall makes it hold
+	// each request, unanswered, until the request ends.
+	Down, Forge, Stall atomic.Bool
 }
 
 // Start starts n witnesses following the log whose verifier key is logVKey,
@@ -83,6 +85,11 @@ func start(t testing.TB, name, logVKey string) *Witness {
 	h := ww.Handler()
 	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		switch {
+		case w.Stall.Load():
+			// The server notices that the client went away only once the
+			// body is read.
+			io.Copy(io.Discard, r.Body)
+			<-r.Context().Done()
 		case w.Down.Load():
 			http.Error(rw, "down for the test", http.StatusServiceUnavailable)
 		case w.Forge.Load():
