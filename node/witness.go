@@ -213,15 +213,18 @@ func (c *cosigner) submit(ctx context.Context, url string, v note.Verifier, cp *
 	old := c.hints[url]
 	c.mu.Unlock()
 	for range maxWitnessConflicts + 1 {
-		if old > cp.Size {
-			return nil, fmt.Errorf("the witness has cosigned size %d, beyond this node's %d: it is ahead of this node or follows another log with this origin", old, cp.Size)
-		}
 		proof, err := c.consistencyProof(old, cp.Size)
 		if err != nil {
 			return nil, err
 		}
 		resp, err := witness.AddCheckpoint(ctx, c.hc, url, old, proof, cp.Signed)
 		if conflict, ok := errors.AsType[*witness.ConflictError](err); ok {
+			// A size beyond cp fails this round only: kept as the hint, it
+			// would stop every later round from asking this witness until
+			// the log grew past it.
+			if conflict.Size > cp.Size {
+				return nil, fmt.Errorf("the witness has cosigned size %d, beyond this node's %d: it is ahead of this node or follows another log with this origin", conflict.Size, cp.Size)
+			}
 			old = conflict.Size
 			c.setHint(url, old)
 			continue

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -393,6 +394,38 @@ func TestAStalledWitnessDoesNotHoldBackTheQuorum(t *testing.T) {
 	signed, err := c.witnessed(ctx, 0, cp.Size)
 	if err != nil {
 		t.Fatalf("with one of three witnesses stalled, no checkpoint of size >= %d was witnessed after %s (the round timeout is %s): %v", cp.Size, time.Since(start).Round(time.Millisecond), witnessRoundTimeout, err)
+	}
+	checkWitnessed(t, c, ws, signed)
+}
+
+// TestAWitnessClaimingATreeBeyondTheLogIsAskedAgain: a witness that once
+// answers 409 with a size beyond the log's (a glitch, or another log of the
+// same origin) fails that round only; the leader does not take the size as
+// what the witness holds, which would keep it from asking that witness
+// again until the log grew past it.
+func TestAWitnessClaimingATreeBeyondTheLogIsAskedAgain(t *testing.T) {
+	ws := &witnessSet{t: t, n: 1, quorum: 1}
+	c := newConfiguredCluster(t, 1, nil, ws.configure)
+	c.registerStation()
+	c.appendEscrow(0, 0, 3)
+	first := c.waitSameState(3)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := c.witnessed(ctx, 0, first.Size); err != nil {
+		t.Fatal(err)
+	}
+
+	ws.Witnesses[0].Claim.Store(math.MaxUint64)
+	c.appendEscrow(0, 3, 3)
+	second := c.waitSameState(6)
+	short, cancelShort := context.WithTimeout(ctx, 5*time.Second)
+	defer cancelShort()
+	signed, err := c.witnessed(short, 0, second.Size)
+	if ws.Witnesses[0].Claim.Load() != 0 {
+		t.Fatal("the witness was never asked after the 409 was armed")
+	}
+	if err != nil {
+		t.Fatalf("after one 409 claiming size %d, the witness's next cosignature never came: %v", uint64(math.MaxUint64), err)
 	}
 	checkWitnessed(t, c, ws, signed)
 }

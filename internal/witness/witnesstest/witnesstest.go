@@ -37,6 +37,9 @@ type Witness struct {
 	// cosignature by its key over another checkpoint; Stall makes it hold
 	// each request, unanswered, until the request ends.
 	Down, Forge, Stall atomic.Bool
+	// Claim, if not 0, makes it answer its next request with a 409 that
+	// claims it cosigned a tree of that size (once: it then resets Claim).
+	Claim atomic.Uint64
 }
 
 // Start starts n witnesses following the log whose verifier key is logVKey,
@@ -84,7 +87,11 @@ func start(t testing.TB, name, logVKey string) *Witness {
 	w := &Witness{Witness: ww, VKey: cvkey}
 	h := ww.Handler()
 	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		switch {
+		switch claim := w.Claim.Swap(0); {
+		case claim != 0:
+			rw.Header().Set("Content-Type", "text/x.tlog.size")
+			rw.WriteHeader(http.StatusConflict)
+			fmt.Fprintf(rw, "%d\n", claim)
 		case w.Stall.Load():
 			// The server notices that the client went away only once the
 			// body is read.
