@@ -797,13 +797,15 @@ func (f *fsm) Restore(rc io.ReadCloser) (err error) {
 			if f.store.Size() == size && through > f.marker {
 				// The store holds the snapshot's leaves but not the
 				// entries after its marker that changed only metadata
-				// (a member's address): Raft will not replay them, so
-				// take the snapshot's metadata and position.
+				// (a member's address, a witnessed checkpoint): Raft will
+				// not replay them, so take the snapshot's metadata and
+				// position.
 				if err := f.store.ReplaceMetadata(md, binary.BigEndian.AppendUint64(nil, through)); err != nil {
 					return err
 				}
 				f.marker = through
 				f.noteApplied(through)
+				f.notifyChanged() // a witnessed checkpoint may be among them
 			}
 			f.log.Info("snapshot already contained in the ledger", "size", size, "ledger_size", f.store.Size())
 			return nil

@@ -1,9 +1,11 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"strings"
@@ -428,4 +430,41 @@ func TestAWitnessClaimingATreeBeyondTheLogIsAskedAgain(t *testing.T) {
 		t.Fatalf("after one 409 claiming size %d, the witness's next cosignature never came: %v", uint64(math.MaxUint64), err)
 	}
 	checkWitnessed(t, c, ws, signed)
+}
+
+// TestRestoreOfAWitnessedCheckpointWakesItsWaiters: a replica that holds a
+// snapshot's leaves but missed the entry that recorded a witnessed
+// checkpoint takes it from the snapshot's metadata, and wakes the calls
+// waiting for one (GetCheckpoint with witnessed), as applying the entry
+// would have.
+func TestRestoreOfAWitnessedCheckpointWakesItsWaiters(t *testing.T) {
+	a := newTestFSM(t, nil)
+	b, err := newFSM(t.TempDir(), a.signer, true, nil, testLogger(t), newMetrics())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.close() })
+	for _, f := range []*fsm{a, b} {
+		f.Apply(commandEntry(1, encodeGenesis()))
+	}
+	data, err := encodeWitnessed(a.checkpoint().Signed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := a.Apply(commandEntry(2, data)); res != nil {
+		t.Fatalf("recording the witnessed checkpoint: %v", res)
+	}
+
+	changed := b.changed()
+	if err := b.Restore(io.NopCloser(bytes.NewReader(snapshotOf(t, a)))); err != nil {
+		t.Fatal(err)
+	}
+	if w, err := b.witnessed(); err != nil || w == nil {
+		t.Fatalf("after the restore the witnessed checkpoint is %v (%v), want the snapshot's", w, err)
+	}
+	select {
+	case <-changed:
+	default:
+		t.Fatal("the restore recorded a witnessed checkpoint but woke no one waiting for it")
+	}
 }
