@@ -159,13 +159,26 @@ func witnessSigner(skey string) (*fnote.Signer, string, error) {
 	return signer, vkey, nil
 }
 
+// policyKeywords are the words of a tlog-policy file that cannot name a
+// witness.
+var policyKeywords = map[string]bool{"witness": true, "group": true, "quorum": true, "log": true, "any": true, "all": true, "none": true}
+
 // policyName makes a tlog-policy component name of a key name: the part
-// after its last '/' or, if that is empty, the whole name.
+// after its last '/' or, if that is empty, the whole name. A keyword is no
+// name: then the whole key name, or, if that is the keyword, "w-" and it.
 func policyName(keyName string) string {
+	name := keyName
 	if i := strings.LastIndexByte(keyName, '/'); i >= 0 && i < len(keyName)-1 {
-		return keyName[i+1:]
+		name = keyName[i+1:]
 	}
-	return keyName
+	switch {
+	case !policyKeywords[name]:
+		return name
+	case name != keyName:
+		return keyName
+	default:
+		return "w-" + keyName
+	}
 }
 
 // readWitnessPolicy reads and parses a c2sp.org/tlog-policy file.

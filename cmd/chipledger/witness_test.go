@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -185,5 +186,27 @@ func TestWitnessCommandPrintsTheURLTheNodesReach(t *testing.T) {
 	_, stderr := startWitnessCommand(t, "--key", wkey, "--log-key", vkey, "--state-dir", filepath.Join(dir, "b"), "--addr", "0.0.0.0:0")
 	if !strings.Contains(stderr.String(), "cannot reach") {
 		t.Fatalf("listening on every address, no hint to set the URL:\n%s", stderr.String())
+	}
+}
+
+// TestWitnessPolicyLineNamesParse: the policy line the witness prints
+// parses whatever its key name, including one whose last part is a
+// keyword of the policy format (witness, group, quorum, log, any, all,
+// none), which cannot name a witness.
+func TestWitnessPolicyLineNamesParse(t *testing.T) {
+	for _, keyName := range []string{"witness.example/w1", "witness.example", "witness.example/", "example.org/witness", "example.org/log", "example.org/all", "quorum"} {
+		skey, _, err := ledger.GenerateLogKey(keyName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, vkey, err := witnessSigner(skey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := policyName(keyName)
+		text := fmt.Sprintf("witness %s %s http://127.0.0.1:8090\nquorum %s\n", name, vkey, name)
+		if _, err := proofs.ParseWitnessPolicy([]byte(text)); err != nil {
+			t.Errorf("key name %q: the printed line names it %q: %v", keyName, name, err)
+		}
 	}
 }
