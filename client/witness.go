@@ -27,6 +27,10 @@ var (
 // entry of the chip landed between its checkpoint and the witnessed one.
 const maxWitnessedLookups = 3
 
+// witnessScanWindow is how many of the leaves between a lookup's
+// checkpoint and the witnessed one LookupChip reads (and holds) at once.
+const witnessScanWindow = maxEntriesPerCall
+
 // WitnessedCheckpoint fetches the latest checkpoint the log's witnesses
 // cosigned, of at least minSize leaves (the node waits a bounded time for
 // one), verifies the log's signature and that cosignatures made within
@@ -95,22 +99,28 @@ func (c *Client) witnessLookup(ctx context.Context, chip ledger.ChipID, h *ChipH
 	case err != nil:
 		return false, fmt.Errorf("%w: no witnessed checkpoint covers the lookup's of %d leaves: %w", ErrNotWitnessed, h.Checkpoint.Size, err)
 	}
-	leaves, err := c.Entries(ctx, h.Checkpoint.Size, w.Size)
-	if err != nil {
-		return false, err
-	}
-	for i, leaf := range leaves {
-		if k, err := ledger.PeekKind(leaf); err != nil || k != ledger.KindEscrow {
-			continue
-		}
-		e, err := ledger.ParseEscrowEntry(leaf)
+	// The node picks both checkpoints, so the leaves between may be many:
+	// read them a window at a time, stopping at the chip's first.
+	for start := h.Checkpoint.Size; start < w.Size; {
+		end := min(w.Size, start+witnessScanWindow)
+		leaves, err := c.Entries(ctx, start, end)
 		if err != nil {
-			continue // the log admitted it; the auditor reports it
+			return false, err
 		}
-		if e.ChipID.Equal(chip) {
-			c.log.Debug("chip has a newer entry than its lookup", "chip", chip, "index", h.Checkpoint.Size+uint64(i), "lookup_size", h.Checkpoint.Size, "witnessed_size", w.Size)
-			return true, nil
+		for i, leaf := range leaves {
+			if k, err := ledger.PeekKind(leaf); err != nil || k != ledger.KindEscrow {
+				continue
+			}
+			e, err := ledger.ParseEscrowEntry(leaf)
+			if err != nil {
+				continue // the log admitted it; the auditor reports it
+			}
+			if e.ChipID.Equal(chip) {
+				c.log.Debug("chip has a newer entry than its lookup", "chip", chip, "index", start+uint64(i), "lookup_size", h.Checkpoint.Size, "witnessed_size", w.Size)
+				return true, nil
+			}
 		}
+		start = end
 	}
 	h.Witnessed, h.WitnessedNote = &w, signed
 	return false, nil

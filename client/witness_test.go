@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -305,5 +306,81 @@ func TestLookupChipNeedsRecentCosignatures(t *testing.T) {
 		if _, err := l.clientWith(client.Options{Witnesses: ws.Policy, WitnessMaxAge: age}).LookupChip(ctx, testpki.ChipID(2)); err != nil {
 			t.Fatalf("WitnessMaxAge %s: %v", age, err)
 		}
+	}
+}
+
+// TestLookupChipReadsTheLeavesAfterAStaleLookupAWindowAtATime: a node that
+// answers a lookup at an old checkpoint (here: recorded before the chip's
+// entry and the thousand leaves after it) makes the client read the leaves
+// from there to the witnessed checkpoint. It reads them a window at a
+// time and stops at the chip's entry, rather than holding every leaf since
+// that checkpoint, as many as the node chooses, at once before looking.
+func TestLookupChipReadsTheLeavesAfterAStaleLookupAWindowAtATime(t *testing.T) {
+	l, ws := startWitnessedLog(t, 1)
+	ctx := context.Background()
+	admin := l.client()
+	l.registerStation(admin)
+	const chip = 900
+
+	p, addr := startProxy(t, l.cluster.Addrs()[0])
+	var stale atomic.Pointer[v1.LookupChipResponse]
+	p.setTamper(func(ctx context.Context, proc string, req, resp proto.Message) error {
+		if proc == "LookupChip" {
+			stale.CompareAndSwap(nil, proto.Clone(resp).(*v1.LookupChipResponse))
+		}
+		return nil
+	})
+	before, err := l.clientWith(client.Options{Addrs: []string{addr}}).LookupChip(ctx, testpki.ChipID(chip))
+	if err != nil || len(before.Entries) != 0 {
+		t.Fatalf("lookup before the chip's entry: %v, %d entries", err, len(before.Entries))
+	}
+
+	l.appendEscrow(admin, chip)
+	const after = 1100
+	var next atomic.Uint64
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Go(func() {
+			for n := next.Add(1); n <= after; n = next.Add(1) {
+				if _, err := admin.Append(ctx, l.escrowLeaf(1000+n, 1)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	top, _ := admin.Trusted()
+	watcher := l.clientWith(client.Options{Witnesses: ws.Policy})
+	if _, _, err := watcher.WitnessedCheckpoint(ctx, top.Size); err != nil {
+		t.Fatal(err)
+	}
+
+	// The node answers with the old lookup whenever the client would
+	// accept it, and counts the leaves it hands out.
+	var leaves atomic.Int64
+	p.setTamper(func(ctx context.Context, proc string, req, resp proto.Message) error {
+		switch proc {
+		case "LookupChip":
+			if req.(*v1.LookupChipRequest).GetMinSize() <= before.Checkpoint.Size {
+				proto.Reset(resp)
+				proto.Merge(resp, stale.Load())
+			}
+		case "GetEntries":
+			leaves.Add(int64(len(resp.(*v1.GetEntriesResponse).GetLeaves())))
+		}
+		return nil
+	})
+	c := l.clientWith(client.Options{Addrs: []string{addr}, Witnesses: ws.Policy})
+	h, err := c.LookupChip(ctx, testpki.ChipID(chip))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h.Entries) != 1 || h.Checkpoint.Size <= before.Checkpoint.Size {
+		t.Fatalf("history of %d entries at size %d, want the chip's entry, past the stale lookup at %d", len(h.Entries), h.Checkpoint.Size, before.Checkpoint.Size)
+	}
+	gap := h.Witnessed.Size - before.Checkpoint.Size
+	if got := leaves.Load(); got > 1000 {
+		t.Fatalf("the client read %d leaves to find the chip's entry, the first after the stale lookup of %d leaves (%d leaves to the witnessed checkpoint)", got, before.Checkpoint.Size, gap)
 	}
 }
