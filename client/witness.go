@@ -23,6 +23,11 @@ var (
 	ErrNoWitnessPolicy = errors.New("client: no witness policy configured (Options.Witnesses)")
 )
 
+// maxCosignatureSkew is how far ahead of the client's clock a witness's
+// cosignature may be dated and still count: more is a clock that runs
+// ahead, whose cosignatures would look recent for good.
+const maxCosignatureSkew = 5 * time.Minute
+
 // maxWitnessedLookups bounds how often LookupChip looks again because an
 // entry of the chip landed between its checkpoint and the witnessed one.
 const maxWitnessedLookups = 3
@@ -59,7 +64,8 @@ func (c *Client) WitnessedCheckpoint(ctx context.Context, minSize uint64) (proof
 		if c.maxAge < 0 {
 			got, err = c.verifier.VerifyWitnessedCheckpoint(s, c.witnesses)
 		} else {
-			got, err = c.verifier.VerifyWitnessedCheckpointSince(s, c.witnesses, time.Now().Add(-c.maxAge))
+			now := time.Now()
+			got, err = c.verifier.VerifyWitnessedCheckpointBetween(s, c.witnesses, now.Add(-c.maxAge), now.Add(maxCosignatureSkew))
 		}
 		switch {
 		case errors.Is(err, proofs.ErrNotWitnessed):

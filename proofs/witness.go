@@ -181,14 +181,16 @@ func (v *LogVerifier) VerifyWitnessedCheckpoint(signed []byte, p *WitnessPolicy)
 	return c, nil
 }
 
-// VerifyWitnessedCheckpointSince is VerifyWitnessedCheckpoint counting
-// only the cosignatures made at or after notBefore, by their cosignature/v1
-// timestamps: a witness's cosignature says that as of its time the
-// checkpoint was the latest it had seen of the log, so requiring the
-// quorum's to be recent keeps a node from passing an old, genuinely
-// cosigned checkpoint off as the current one (and hiding what the log
-// appended since). Too few recent cosignatures is ErrNotWitnessed.
-func (v *LogVerifier) VerifyWitnessedCheckpointSince(signed []byte, p *WitnessPolicy, notBefore time.Time) (Checkpoint, error) {
+// VerifyWitnessedCheckpointBetween is VerifyWitnessedCheckpoint counting
+// only the cosignatures made between notBefore and notAfter (inclusive), by
+// their cosignature/v1 timestamps: a witness's cosignature says that as of
+// its time the checkpoint was the latest it had seen of the log, so
+// requiring the quorum's to be recent keeps a node from passing an old,
+// genuinely cosigned checkpoint off as the current one (and hiding what the
+// log appended since); notAfter keeps a witness whose clock runs ahead from
+// making one look recent for good. Too few cosignatures in the window is
+// ErrNotWitnessed.
+func (v *LogVerifier) VerifyWitnessedCheckpointBetween(signed []byte, p *WitnessPolicy, notBefore, notAfter time.Time) (Checkpoint, error) {
 	c, n, err := v.VerifyCheckpointNote(signed, p.Verifiers()...)
 	if err != nil {
 		return Checkpoint{}, err
@@ -209,7 +211,7 @@ func (v *LogVerifier) VerifyWitnessedCheckpointSince(signed []byte, p *WitnessPo
 		if t.After(newest) {
 			newest = t
 		}
-		if !t.Before(notBefore) {
+		if !t.Before(notBefore) && !t.After(notAfter) {
 			recent = fmt.Appendf(recent, "— %s %s\n", sig.Name, sig.Base64)
 		}
 	}
@@ -218,7 +220,7 @@ func (v *LogVerifier) VerifyWitnessedCheckpointSince(signed []byte, p *WitnessPo
 		if !newest.IsZero() {
 			when = "the newest at " + newest.UTC().Format(time.RFC3339)
 		}
-		return Checkpoint{}, fmt.Errorf("%w: size %d lacks the quorum's cosignatures made since %s (%s)", ErrNotWitnessed, c.Size, notBefore.UTC().Format(time.RFC3339), when)
+		return Checkpoint{}, fmt.Errorf("%w: size %d lacks the quorum's cosignatures made since %s and not after %s (%s)", ErrNotWitnessed, c.Size, notBefore.UTC().Format(time.RFC3339), notAfter.UTC().Format(time.RFC3339), when)
 	}
 	return c, nil
 }

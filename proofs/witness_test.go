@@ -191,18 +191,18 @@ func cosignAt(seed [32]byte, name, text string, t time.Time) (line, vkey string)
 	return fmt.Sprintf("— %s %s\n", name, base64.StdEncoding.EncodeToString(sig)), vkey
 }
 
-func TestVerifyWitnessedCheckpointSinceCountsOnlyRecentCosignatures(t *testing.T) {
+func TestVerifyWitnessedCheckpointBetweenCountsOnlyRecentCosignatures(t *testing.T) {
 	l := newTestLog(t, "example.com/witnessed")
 	body := string(proofs.Checkpoint{Origin: "example.com/witnessed", Size: 7, Hash: [32]byte{4}}.Marshal())
 	signed := sign(t, body, l.signer)
 	now := time.Now().Truncate(time.Second)
-	old := now.Add(-2 * time.Hour)
+	old, future := now.Add(-2*time.Hour), now.Add(time.Hour)
 	var policy strings.Builder
 	lines := map[string]map[time.Time]string{}
 	for i := range 3 {
 		name := fmt.Sprintf("w%d.example", i)
 		lines[name] = map[time.Time]string{}
-		for _, at := range []time.Time{old, now} {
+		for _, at := range []time.Time{old, now, future} {
 			line, vkey := cosignAt(sha256.Sum256([]byte(name)), name, body, at)
 			lines[name][at] = line
 			if at == now {
@@ -224,7 +224,8 @@ func TestVerifyWitnessedCheckpointSinceCountsOnlyRecentCosignatures(t *testing.T
 		{"two recent", []string{lines["w0.example"][now], lines["w2.example"][now]}, now.Add(-time.Hour), nil},
 		{"one recent, two old", []string{lines["w0.example"][old], lines["w1.example"][old], lines["w2.example"][now]}, now.Add(-time.Hour), proofs.ErrNotWitnessed},
 		{"two old, old enough", []string{lines["w0.example"][old], lines["w1.example"][old]}, now.Add(-3 * time.Hour), nil},
-		{"all recent, asked for the future", []string{lines["w0.example"][now], lines["w1.example"][now]}, now.Add(time.Minute), proofs.ErrNotWitnessed},
+		{"all recent, asked for the future", []string{lines["w0.example"][now], lines["w1.example"][now]}, now.Add(2 * time.Minute), proofs.ErrNotWitnessed},
+		{"one from a clock running ahead", []string{lines["w0.example"][now], lines["w1.example"][future]}, now.Add(-time.Hour), proofs.ErrNotWitnessed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			note := slices.Clone(signed)
@@ -235,9 +236,9 @@ func TestVerifyWitnessedCheckpointSinceCountsOnlyRecentCosignatures(t *testing.T
 			if _, err := l.verifier.VerifyWitnessedCheckpoint(note, p); err != nil && len(tc.cosigs) >= 2 {
 				t.Fatalf("VerifyWitnessedCheckpoint: %v", err)
 			}
-			c, err := l.verifier.VerifyWitnessedCheckpointSince(note, p, tc.notBefore)
+			c, err := l.verifier.VerifyWitnessedCheckpointBetween(note, p, tc.notBefore, now.Add(time.Minute))
 			if !errors.Is(err, tc.want) {
-				t.Fatalf("VerifyWitnessedCheckpointSince: %v, want %v", err, tc.want)
+				t.Fatalf("VerifyWitnessedCheckpointBetween: %v, want %v", err, tc.want)
 			}
 			if err == nil && c.Size != 7 {
 				t.Fatalf("size %d", c.Size)
