@@ -49,6 +49,8 @@ type JournalRecord struct {
 // bbolt database keyed by chip ID. Every Put is one synced transaction.
 type Journal struct {
 	db *bolt.DB
+	// putFault, if set (by tests), fails Put before it writes.
+	putFault func(*JournalRecord) error
 }
 
 var bucketDevices = []byte("devices")
@@ -104,6 +106,11 @@ func (j *Journal) Get(chip ledger.ChipID) (*JournalRecord, error) {
 // Put records a chip's progress durably; concurrent Puts are committed
 // together.
 func (j *Journal) Put(rec *JournalRecord) error {
+	if j.putFault != nil {
+		if err := j.putFault(rec); err != nil {
+			return fmt.Errorf("journal chip %s at step %s: %w", rec.ChipID, rec.Step, err)
+		}
+	}
 	rec.Updated = time.Now().UTC()
 	v, err := json.Marshal(rec)
 	if err != nil {

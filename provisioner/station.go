@@ -380,10 +380,16 @@ func (s *Station) complete(rec *JournalRecord, resumed bool) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	rec.Step = StepDone
-	if err := s.cfg.Journal.Put(rec); err != nil {
+	// rec moves to done only once that is journaled: the failure handling
+	// of provision must see the step the journal holds, appended, and
+	// leave it (a rerun finishes), not record a finished provisioning as
+	// failed.
+	done := *rec
+	done.Step = StepDone
+	if err := s.cfg.Journal.Put(&done); err != nil {
 		return nil, err
 	}
+	*rec = done
 	return &Result{ChipID: rec.ChipID, Epoch: rec.Epoch, Index: rec.Index, Receipt: receipt, Resumed: resumed}, nil
 }
 

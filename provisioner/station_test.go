@@ -722,3 +722,39 @@ func (f *stationFixture) checkNothingPublished(dev *device.Device, outcome Outco
 		f.t.Fatalf("journal %+v, want failed", rec)
 	}
 }
+
+// TestAFinishedProvisioningIsNeverJournaledAsFailed checks that a failure
+// to journal the last step, done, after the entry is in the ledger and the
+// receipt in the device, does not record the provisioning as failed (it is
+// not: a rerun finishes it).
+func TestAFinishedProvisioningIsNeverJournaledAsFailed(t *testing.T) {
+	f := newStationFixture(t, true)
+	dev := f.newDevice(imeiN(40))
+	injected := errors.New("injected journal fault")
+	f.cfg.Journal.putFault = func(rec *JournalRecord) error {
+		if rec.Step == StepDone {
+			return injected
+		}
+		return nil
+	}
+	_, err := f.station.Provision(context.Background(), dev, nil)
+	f.cfg.Journal.putFault = nil
+	if !errors.Is(err, injected) {
+		t.Fatalf("provision with the done step unjournaled: %v", err)
+	}
+	info, _ := dev.ChipInfo(context.Background())
+	rec, err := f.cfg.Journal.Get(info.ChipID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Step != StepAppended {
+		t.Fatalf("journal says %q (%s), want %q: the entry is in the ledger and the device has its receipt", rec.Step, rec.Error, StepAppended)
+	}
+	res, err := f.station.Provision(context.Background(), dev, nil)
+	if err != nil || !res.Resumed || res.Epoch != 1 {
+		t.Fatalf("rerun: %+v, %v; want the epoch-1 provisioning finished", res, err)
+	}
+	if rec, _ := f.cfg.Journal.Get(info.ChipID); rec.Step != StepDone {
+		t.Fatalf("after the rerun the journal says %q", rec.Step)
+	}
+}
