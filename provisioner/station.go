@@ -150,6 +150,16 @@ func (s *Station) Provision(ctx context.Context, dev device.Conn, ids ledger.Ide
 		return nil, fmt.Errorf("%w: chip %s (was its device given twice?)", ErrChipBusy, info.ChipID)
 	}
 	defer s.release(info.ChipID)
+	// Another run of the chip may have ended between the read and the
+	// claim, and moved the device on: what the rest goes by is read now,
+	// while no other run of this station can move it.
+	claimed := info.ChipID
+	if info, err = dev.ChipInfo(ctx); err != nil {
+		return nil, fmt.Errorf("read chip %s again once claimed: %w", claimed, err)
+	}
+	if !info.ChipID.Equal(claimed) {
+		return nil, fmt.Errorf("the device read as chip %s, then as chip %s", claimed, info.ChipID)
+	}
 	rec, err := s.cfg.Journal.Get(info.ChipID)
 	if err != nil {
 		return nil, err

@@ -758,3 +758,60 @@ func TestAFinishedProvisioningIsNeverJournaledAsFailed(t *testing.T) {
 		t.Fatalf("after the rerun the journal says %q", rec.Step)
 	}
 }
+
+// slowInfoDevice holds its first ChipInfo answer, read from the device,
+// until release is closed, telling read when it has it: a reply that was
+// on its way while another run provisioned the chip.
+type slowInfoDevice struct {
+	device.Conn
+	read, release chan struct{}
+	once          sync.Once
+}
+
+func (d *slowInfoDevice) ChipInfo(ctx context.Context) (*device.Info, error) {
+	info, err := d.Conn.ChipInfo(ctx)
+	first := false
+	d.once.Do(func() { first = true })
+	if first {
+		close(d.read)
+		<-d.release
+	}
+	return info, err
+}
+
+// TestAChipInfoReadBeforeAnotherRunEndedIsNotActedOn: a run that read the
+// device while another run of the chip was about to finish claims the chip
+// once that one is over. It must provision from the device as it is then,
+// not from the epoch it read before, or it stores a package of the epoch
+// just escrowed, fails, and journals the finished provisioning as failed.
+func TestAChipInfoReadBeforeAnotherRunEndedIsNotActedOn(t *testing.T) {
+	f := newStationFixture(t, true)
+	ctx := context.Background()
+	dev := f.newDevice(imeiN(47))
+	slow := &slowInfoDevice{Conn: dev, read: make(chan struct{}), release: make(chan struct{})}
+	type outcome struct {
+		res *Result
+		err error
+	}
+	second := make(chan outcome)
+	go func() {
+		res, err := f.station.Provision(ctx, slow, nil)
+		second <- outcome{res, err}
+	}()
+	<-slow.read // it read epoch 0
+	if res, err := f.station.Provision(ctx, dev, nil); err != nil || res.Epoch != 1 {
+		t.Fatalf("the first run: %+v, %v", res, err)
+	}
+	close(slow.release)
+	o := <-second
+	info, _ := dev.ChipInfo(ctx)
+	if o.err != nil || o.res.Epoch != 2 || info.Epoch != 2 {
+		t.Errorf("the second run, after the first ended: %+v, %v (device at epoch %d); want epoch 2 provisioned", o.res, o.err, info.Epoch)
+	}
+	if rec, _ := f.cfg.Journal.Get(info.ChipID); rec == nil || rec.Step != StepDone {
+		t.Errorf("journal %+v, want done", rec)
+	}
+	if s, _ := f.cfg.Pool.Status(); s.Destroyed != 0 {
+		t.Errorf("pool %+v: a key was destroyed for a provisioning that never needed to fail", s)
+	}
+}

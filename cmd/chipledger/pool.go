@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/urfave/cli/v2"
 
@@ -157,6 +158,11 @@ func runPoolDestroy(c *cli.Context) error {
 	chip, err := ledger.ParseChipID(c.String("chip"))
 	if err != nil {
 		return cli.Exit(fmt.Sprintf("--chip: %v", err), 2)
+	}
+	// A reason the pool's audit log cannot hold is a bad flag value, found
+	// before the pool is opened.
+	if r := c.String("reason"); r == "" || len(r) > provisioner.MaxDestroyReason || !utf8.ValidString(r) {
+		return cli.Exit(fmt.Sprintf("--reason: want 1 to %d bytes of UTF-8, got %d bytes", provisioner.MaxDestroyReason, len(r)), 2)
 	}
 	pool, err := provisioner.OpenPool(c.String("pool"), provisioner.PoolOptions{KeyFile: c.String("pool-key")})
 	if err != nil {

@@ -299,3 +299,20 @@ func TestPoolDestroyRefusesAChipWithoutAReservation(t *testing.T) {
 		t.Errorf("a malformed --chip: %v (exit %d), want a usage error naming --chip", r.err, exitStatus(r.err))
 	}
 }
+
+// TestPoolDestroyRefusesABadReasonAsAUsageError: the reason is a flag
+// value, so one the pool cannot record (empty, too long) is a usage error,
+// exit status 2, found before the pool is opened.
+func TestPoolDestroyRefusesABadReasonAsAUsageError(t *testing.T) {
+	clearKeyToolEnv(t)
+	pool := filepath.Join(t.TempDir(), "pool.db")
+	if r := runCLI(t, "pool", "fill", "--pool", pool, "--count", "1"); r.err != nil {
+		t.Fatal(r.err)
+	}
+	for _, reason := range []string{"", strings.Repeat("x", provisioner.MaxDestroyReason+1), "\xff"} {
+		r := runCLI(t, "pool", "destroy", "--pool", pool, "--chip", "c2000000000000000000000000000003", "--reason", reason)
+		if r.err == nil || exitStatus(r.err) != 2 || !strings.Contains(r.err.Error(), "--reason") {
+			t.Errorf("--reason of %d bytes: %v (exit %d), want a usage error naming --reason", len(reason), r.err, exitStatus(r.err))
+		}
+	}
+}
