@@ -89,7 +89,9 @@ func runRecover(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	batch := len(addrs) > 1 || c.IsSet("devices-file")
+	// Batch mode goes by what was asked for: a device listed twice is
+	// recovered once, and still reported as in a batch.
+	batch := len(c.StringSlice("device")) > 1 || c.IsSet("devices-file")
 	cl, err := newRecoveryClient(c)
 	if err != nil {
 		return err

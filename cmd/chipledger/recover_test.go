@@ -402,6 +402,12 @@ func TestRecoverCommandVerifyOnlyCountsVerifiedDevices(t *testing.T) {
 		}
 	}
 
+	// One device listed twice is still a batch: --json prints an array.
+	r = f.recover("--verify-only", "--json", "--device", addrs[0], "--device", addrs[0])
+	if r.err != nil || !strings.HasPrefix(strings.TrimSpace(r.stdout), "[") || strings.Count(r.stdout, addrs[0]) != 1 {
+		t.Errorf("one device listed twice, --json: %v\n%s", r.err, r.stdout)
+	}
+
 	r = f.recover("--verify-only", "--device", addrs[0], "--device", stranger, "--device", addrs[1], "--device", addrs[2])
 	if exitCode(r.err) != 1 || !strings.Contains(r.err.Error(), "1 of 4 devices failed verification") ||
 		!strings.Contains(r.err.Error(), stranger) || !strings.Contains(r.err.Error(), "nothing was handed to any device") {
