@@ -237,16 +237,23 @@ func runDeviceServe(c *cli.Context) error {
 	logger(c).Info("device agent running", "url", url, "chip", in.ChipID, "identities", in.Identities.String(), "epoch", in.Epoch, "state", state)
 	fmt.Fprintln(c.App.Writer, url)
 
+	return serveUntilInterrupted(c, srv, done, "device agent")
+}
+
+// serveUntilInterrupted waits until the server fails (served delivers
+// Serve's error) or the command is interrupted (SIGINT or SIGTERM), then
+// shuts the server down gracefully, giving requests in flight 5 seconds.
+func serveUntilInterrupted(c *cli.Context, srv *http.Server, served <-chan error, what string) error {
 	select {
-	case err := <-done:
-		return fmt.Errorf("device agent stopped: %w", err)
+	case err := <-served:
+		return fmt.Errorf("%s stopped: %w", what, err)
 	case <-c.Context.Done():
 	}
 	logger(c).Info("shutting down")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(ctx); err != nil {
-		return fmt.Errorf("stop device agent: %w", err)
+		return fmt.Errorf("stop %s: %w", what, err)
 	}
 	return nil
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -123,18 +122,7 @@ func runWitness(c *cli.Context) error {
 	logger(c).Info("witness running", "url", url, "name", name, "logs", len(logs), "state_dir", c.String("state-dir"))
 	fmt.Fprintf(c.App.Writer, "witness %s %s %s\n", policyName(name), vkey, url)
 
-	select {
-	case err := <-done:
-		return fmt.Errorf("witness stopped: %w", err)
-	case <-c.Context.Done():
-	}
-	logger(c).Info("shutting down")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(ctx); err != nil {
-		return fmt.Errorf("stop witness: %w", err)
-	}
-	return nil
+	return serveUntilInterrupted(c, srv, done, "witness")
 }
 
 // witnessSigner returns the cosignature/v1 signer of a note secret key and
