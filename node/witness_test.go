@@ -193,11 +193,16 @@ func TestANewLeaderGoesOnWitnessing(t *testing.T) {
 	}
 	checkWitnessed(t, c, ws, signed)
 
-	// The old leader comes back as a follower and serves it too.
+	// The old leader comes back as a follower and serves it too, once it
+	// has caught up (until then it answers UNAVAILABLE: its read gate).
 	c.restart(leader)
-	if signed, err = c.witnessed(ctx, leader, second.Size); err != nil {
-		t.Fatalf("restarted node: %v", err)
-	}
+	waitFor(t, "the restarted node to serve the witnessed checkpoint", 20*time.Second, func() bool {
+		signed, err = c.witnessed(ctx, leader, second.Size)
+		if err != nil && !isCode(err, connect.CodeUnavailable) {
+			t.Fatalf("restarted node: %v", err)
+		}
+		return err == nil
+	})
 	checkWitnessed(t, c, ws, signed)
 }
 
