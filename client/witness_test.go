@@ -384,3 +384,80 @@ func TestLookupChipReadsTheLeavesAfterAStaleLookupAWindowAtATime(t *testing.T) {
 		t.Fatalf("the client read %d leaves to find the chip's entry, the first after the stale lookup of %d leaves (%d leaves to the witnessed checkpoint)", got, before.Checkpoint.Size, gap)
 	}
 }
+
+// TestASplitViewIsCaughtByAClientWithTheWitnessPolicy runs the attack the
+// witnesses exist for, end to end: whoever holds the log key runs a second
+// cluster, a fork of the log, in which chip 11 never got its epoch 2, and
+// shows it to one client. A client without a policy takes the fork's
+// answer (it is signed by the log key, and proves itself); a client with
+// the policy does not, because the witnesses, which follow the real log,
+// cosign none of the fork's checkpoints.
+func TestASplitViewIsCaughtByAClientWithTheWitnessPolicy(t *testing.T) {
+	ctx := context.Background()
+	signer := newSigner(t)
+	ws := witnesstest.Start(t, signer.VerifierKey(), 3, 2)
+	withWitnesses := func(o *localcluster.Options) {
+		o.Nodes, o.Witnesses, o.WitnessInterval = 1, ws.Policy, 20*time.Millisecond
+	}
+	real := startLogWith(t, signer, withWitnesses)
+	admin := real.client()
+	real.registerStation(admin)
+	for epoch := uint32(1); epoch <= 2; epoch++ {
+		if _, err := admin.Append(ctx, real.escrowLeaf(11, epoch)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	top, _ := admin.Trusted()
+	watcher := real.clientWith(client.Options{Witnesses: ws.Policy})
+	if _, _, err := watcher.WitnessedCheckpoint(ctx, top.Size); err != nil {
+		t.Fatal(err)
+	}
+
+	// The fork: the same key, the same policy, a history without epoch 2.
+	fork := startLogWith(t, signer, withWitnesses)
+	forkAdmin := fork.client()
+	fork.registerStation(forkAdmin)
+	for _, chip := range []uint64{11, 12, 13, 14} { // a longer tree than the real one
+		if _, err := forkAdmin.Append(ctx, fork.escrowLeaf(chip, 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// A victim without the policy, on its first run, is fooled.
+	h, err := fork.client().LookupChip(ctx, testpki.ChipID(11))
+	if err != nil || h.Latest().Entry.Epoch != 1 {
+		t.Fatalf("a client without a policy, shown the fork: %v, %+v", err, h)
+	}
+	// A victim with the policy is not: the fork has no witnessed checkpoint.
+	_, err = fork.clientWith(client.Options{Witnesses: ws.Policy, Retry: client.RetryPolicy{MaxAttempts: 1, AttemptTimeout: time.Second}}).LookupChip(ctx, testpki.ChipID(11))
+	if !errors.Is(err, client.ErrNotWitnessed) {
+		t.Fatalf("a client with the policy, shown the fork: %v, want ErrNotWitnessed", err)
+	}
+	// Nor can the fork borrow the real log's cosignatures: they are over
+	// another tree. Served as the fork's witnessed checkpoint, the real
+	// one (smaller here) cannot cover the fork's lookup; a larger one could
+	// not be proven to extend the fork's tree.
+	_, realWitnessed, err := watcher.WitnessedCheckpoint(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, addr := startProxy(t, fork.cluster.Addrs()[0])
+	p.mu.Lock()
+	p.witnessed = realWitnessed
+	p.mu.Unlock()
+	_, err = fork.clientWith(client.Options{Addrs: []string{addr}, Witnesses: ws.Policy, Retry: client.RetryPolicy{MaxAttempts: 1, AttemptTimeout: 2 * time.Second}}).LookupChip(ctx, testpki.ChipID(11))
+	if err == nil || !(errors.Is(err, client.ErrNotWitnessed) || errors.Is(err, client.ErrFork)) {
+		t.Fatalf("the fork serving the real log's witnessed checkpoint: %v, want it refused", err)
+	}
+	// The witnesses still hold the real history.
+	for i, w := range ws.Witnesses {
+		size, root, ok := w.Latest(testOrigin)
+		rc, _ := admin.Trusted()
+		if !ok || size > rc.Size {
+			t.Fatalf("witness %d holds size %d (ok %v), the real log has %d", i, size, ok, rc.Size)
+		}
+		if size == rc.Size && root != rc.Hash {
+			t.Fatalf("witness %d holds another root at size %d", i, size)
+		}
+	}
+}
