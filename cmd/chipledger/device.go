@@ -222,10 +222,7 @@ func runDeviceServe(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", addr)
-	if errors.Is(err, syscall.EADDRINUSE) {
-		return fmt.Errorf("%w\n(another process uses that address: stop it, or pick a free port with --addr)", err)
-	}
+	ln, err := listenAddr(addr)
 	if err != nil {
 		return err
 	}
@@ -238,6 +235,16 @@ func runDeviceServe(c *cli.Context) error {
 	fmt.Fprintln(c.App.Writer, url)
 
 	return serveUntilInterrupted(c, srv, done, "device agent")
+}
+
+// listenAddr listens on addr, the --addr of a serving command, saying
+// what to do when another process has it.
+func listenAddr(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return nil, fmt.Errorf("%w\n(another process uses that address: stop it, or pick a free port with --addr)", err)
+	}
+	return ln, err
 }
 
 // serveUntilInterrupted waits until the server fails (served delivers

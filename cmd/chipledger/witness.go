@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"syscall"
 	"time"
 
 	fnote "github.com/transparency-dev/formats/note"
@@ -97,10 +96,7 @@ func runWitness(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", addr)
-	if errors.Is(err, syscall.EADDRINUSE) {
-		return fmt.Errorf("%w\n(another process uses that address: stop it, or pick a free port with --addr)", err)
-	}
+	ln, err := listenAddr(addr)
 	if err != nil {
 		return err
 	}
