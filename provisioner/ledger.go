@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/chipledger/chipledger/client"
+	"github.com/chipledger/chipledger/ledger"
 	"github.com/chipledger/chipledger/proofs"
 )
 
@@ -18,4 +19,18 @@ func (l ClientLedger) Append(ctx context.Context, leaf []byte) (*proofs.Receipt,
 		return nil, err
 	}
 	return r.Receipt, nil
+}
+
+// Entries implements Ledger: the chip's entries, each proven in the log
+// and the whole history proven by the chip index (client.LookupChip).
+func (l ClientLedger) Entries(ctx context.Context, chip ledger.ChipID) ([]*ledger.EscrowEntry, error) {
+	h, err := l.Client.LookupChip(ctx, chip)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*ledger.EscrowEntry, len(h.Entries))
+	for i, e := range h.Entries {
+		out[i] = e.Entry
+	}
+	return out, nil
 }

@@ -23,9 +23,13 @@ import (
 // Ledger is where a station publishes escrow entries. Append must return a
 // receipt it has verified against the log's key, and must be safe to call
 // again with the same leaf (the ledger answers a retry as a duplicate).
-// client.Client satisfies it through ClientLedger.
+// Entries must return the chip's escrow entries in the log, epochs 1, 2,
+// …, verified (none for a chip the log does not know): a station reads
+// them only to check that a pool key reserved before its run is not
+// escrowed already. client.Client satisfies it through ClientLedger.
 type Ledger interface {
 	Append(ctx context.Context, leaf []byte) (*proofs.Receipt, error)
+	Entries(ctx context.Context, chip ledger.ChipID) ([]*ledger.EscrowEntry, error)
 }
 
 // StationConfig configures a Station.
@@ -225,7 +229,7 @@ func (s *Station) provision(ctx context.Context, dev device.Conn, info *device.I
 
 	// 1. The key pair: reserved from the pool for this chip, or new.
 	t := time.Now()
-	key, origin, err := s.keyPair(chip)
+	key, origin, err := s.keyPair(ctx, chip)
 	if err != nil {
 		return nil, err
 	}
@@ -417,11 +421,11 @@ func (s *Station) fail(rec *JournalRecord, origin device.KeyOrigin, cause error)
 }
 
 // keyPair returns the chip's device key pair.
-func (s *Station) keyPair(chip ledger.ChipID) (*ecdsa.PrivateKey, device.KeyOrigin, error) {
+func (s *Station) keyPair(ctx context.Context, chip ledger.ChipID) (*ecdsa.PrivateKey, device.KeyOrigin, error) {
 	if s.cfg.Pool != nil {
-		_, key, err := s.cfg.Pool.Reserve(chip)
+		key, err := s.poolKey(ctx, chip)
 		if err != nil {
-			return nil, 0, fmt.Errorf("reserve a pool key for chip %s: %w", chip, err)
+			return nil, 0, err
 		}
 		return key, device.KeyFromPool, nil
 	}
@@ -430,6 +434,62 @@ func (s *Station) keyPair(chip ledger.ChipID) (*ecdsa.PrivateKey, device.KeyOrig
 		return nil, 0, err
 	}
 	return key, device.KeyGenerated, nil
+}
+
+// poolKey reserves the chip's key pair in the pool. The pool hands a chip
+// the key it reserved for it earlier until that key is consumed or
+// destroyed, so that a rerun after a crash escrows the key the device may
+// hold already. But the earlier run may have escrowed it and died before
+// consuming it, with its journal, which settles such runs (see Provision),
+// out of reach: a station that lost its journal, or another station given
+// the pool. A key reserved before this run is therefore checked against
+// the chip's entries in the ledger, and if one of them escrows it, it is
+// consumed (the audit records it as escrowed, which it is) and the chip
+// gets a new key: one key pair is never escrowed under two epochs.
+func (s *Station) poolKey(ctx context.Context, chip ledger.ChipID) (*ecdsa.PrivateKey, error) {
+	id, held, err := s.cfg.Pool.Reservation(chip)
+	if err != nil {
+		return nil, fmt.Errorf("read chip %s's pool reservation: %w", chip, err)
+	}
+	_, key, err := s.cfg.Pool.Reserve(chip)
+	if err != nil {
+		return nil, fmt.Errorf("reserve a pool key for chip %s: %w", chip, err)
+	}
+	if !held {
+		return key, nil
+	}
+	entries, err := s.cfg.Ledger.Entries(ctx, chip)
+	if err != nil {
+		return nil, fmt.Errorf("check the ledger for chip %s's entries before using pool key %s, reserved for it by an earlier run: %w", chip, id, err)
+	}
+	epoch, err := escrowedIn(entries, &key.PublicKey)
+	if err != nil || epoch == 0 {
+		return key, err
+	}
+	if err := s.cfg.Pool.Consume(chip); err != nil {
+		return nil, fmt.Errorf("consume pool key %s of chip %s, escrowed under epoch %d: %w", id, chip, epoch, err)
+	}
+	s.log.Warn("the chip's reserved pool key is escrowed by an earlier run this station has no journal of: consumed it, reserving another",
+		"chip", chip, "key", id, "epoch", epoch)
+	if _, key, err = s.cfg.Pool.Reserve(chip); err != nil {
+		return nil, fmt.Errorf("reserve a pool key for chip %s: %w", chip, err)
+	}
+	return key, nil
+}
+
+// escrowedIn returns the epoch of the entry whose device certificate
+// certifies pub, or 0 if none does.
+func escrowedIn(entries []*ledger.EscrowEntry, pub *ecdsa.PublicKey) (uint32, error) {
+	for _, e := range entries {
+		cert, err := x509.ParseCertificate(e.Certificate)
+		if err != nil {
+			return 0, fmt.Errorf("parse the device certificate of chip %s's epoch %d: %w", e.ChipID, e.Epoch, err)
+		}
+		if k, ok := cert.PublicKey.(*ecdsa.PublicKey); ok && k.Equal(pub) {
+			return e.Epoch, nil
+		}
+	}
+	return 0, nil
 }
 
 func identityStrings(ids ledger.Identities) []string {

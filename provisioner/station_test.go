@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -463,6 +464,75 @@ func TestAPoolKeyIsNeverEscrowedTwice(t *testing.T) {
 		t.Fatalf("pool audit %+v: want epoch 3's own key consumed, not key %s again", a, escrowed)
 	}
 	if s, _ := f.cfg.Pool.Status(); s.Consumed != 2 || s.Reserved != 0 || s.Destroyed != 0 {
+		t.Fatalf("pool %+v, want both pool keys consumed", s)
+	}
+}
+
+// TestAPoolKeyEscrowedWithoutAJournalIsNotReused: a run escrows a pool
+// key and dies before consuming it, and its journal is out of reach (the
+// pool went to another station, or the journal was lost). The chip's next
+// provisioning must not escrow that key under a second epoch: the station
+// finds it in the ledger, consumes it and takes another.
+func TestAPoolKeyEscrowedWithoutAJournalIsNotReused(t *testing.T) {
+	f := newStationFixture(t, true)
+	ctx := context.Background()
+	dev := f.newDevice(imeiN(45))
+	cfg := f.cfg
+	cfg.Ledger = &crashingLedger{Ledger: f.cfg.Ledger, crash: true}
+	st, _ := NewStation(cfg)
+	if _, crashed, err := provisionCrashing(st, dev); !crashed {
+		t.Fatalf("no crash injected (err %v)", err)
+	}
+	info, _ := dev.ChipInfo(ctx)
+	escrowed, ok, _ := f.cfg.Pool.Reservation(info.ChipID)
+	if !ok {
+		t.Fatal("the crashed provisioning holds no pool key")
+	}
+	h := f.lookup(info.ChipID)
+	e1 := h.Latest().Entry
+	if err := dev.RestoreBackup(ctx, e1.Backup, e1.Certificate, nil, h.LookupProof); err != nil {
+		t.Fatal(err)
+	}
+
+	// Another station, with its own journal, is given the pool.
+	j2, err := OpenJournal(filepath.Join(f.dir, "journal-station-2.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j2.Close()
+	cfg = f.cfg
+	cfg.Journal = j2
+	st2, _ := NewStation(cfg)
+	res, err := st2.Provision(ctx, dev, nil)
+	if err != nil || res.Epoch != 2 {
+		t.Fatalf("re-provisioning at the station with the pool: %+v, %v; want epoch 2", res, err)
+	}
+	entries := f.entries(info.ChipID)
+	if len(entries) != 2 {
+		t.Fatalf("%d entries, want 2", len(entries))
+	}
+	pub := func(e *ledger.EscrowEntry) string {
+		cert, err := x509.ParseCertificate(e.Certificate)
+		if err != nil {
+			t.Fatal(err)
+		}
+		der, _ := x509.MarshalPKIXPublicKey(cert.PublicKey)
+		return string(der)
+	}
+	if pub(entries[0]) == pub(entries[1]) {
+		t.Fatalf("epochs 1 and 2 escrow the same device key pair (pool key %s)", escrowed)
+	}
+	var outcomes []string
+	for r, err := range f.cfg.Pool.Audit() {
+		if err != nil {
+			t.Fatal(err)
+		}
+		outcomes = append(outcomes, fmt.Sprintf("%s %s", r.KeyID, r.Outcome))
+	}
+	if len(outcomes) != 2 || outcomes[0] != fmt.Sprintf("%s %s", escrowed, OutcomeConsumed) {
+		t.Fatalf("pool audit %q: want key %s consumed, then epoch 2's key consumed", outcomes, escrowed)
+	}
+	if s, _ := f.cfg.Pool.Status(); s.Consumed != 2 || s.Reserved != 0 {
 		t.Fatalf("pool %+v, want both pool keys consumed", s)
 	}
 }
