@@ -335,6 +335,21 @@ func (s *Station) finish(ctx context.Context, dev device.Conn, rec *JournalRecor
 	res := &Result{ChipID: rec.ChipID, Epoch: rec.Epoch, Resumed: resumed}
 	t := time.Now()
 	receipt, err := s.cfg.Ledger.Append(ctx, rec.Leaf)
+	if connect.CodeOf(err) == connect.CodeAlreadyExists {
+		twin, terr := s.loggedTwin(ctx, rec)
+		if terr != nil {
+			return nil, fmt.Errorf("append the entry of chip %s: %w; reading the chip's entries, to see whether its epoch %d holds this very entry, failed (rerun to resume): %w", rec.ChipID, err, rec.Epoch, terr)
+		}
+		if twin != nil {
+			s.log.Warn("the chip's epoch holds this entry with another encoding of the station signature (someone who saw the entry logged its twin first): going on with the logged leaf",
+				"chip", rec.ChipID, "epoch", rec.Epoch)
+			rec.Leaf = twin
+			if err := s.cfg.Journal.Put(rec); err != nil {
+				return nil, err
+			}
+			receipt, err = s.cfg.Ledger.Append(ctx, rec.Leaf)
+		}
+	}
 	if err != nil {
 		if isPermanent(err) {
 			s.fail(rec, device.KeyOrigin(rec.KeyOrigin), err)
@@ -374,6 +389,43 @@ func (s *Station) finish(ctx context.Context, dev device.Conn, rec *JournalRecor
 		out.Timings = res.Timings
 	}
 	return out, err
+}
+
+// loggedTwin is for an append refused because the chip's epoch holds
+// another leaf. That leaf may be this very entry with the station
+// signature encoded otherwise: an ECDSA signature (r, s) has a twin
+// (r, n−s) that verifies as well and that anyone can compute, so whoever
+// saw the leaf before it was logged (a node it passed through, say) can
+// log the twin first. The backup and certificate are then escrowed exactly
+// as this station signed them, and the provisioning goes on with the
+// logged leaf. loggedTwin returns that leaf: the chip's entry of rec's
+// epoch if it has the same signed content as rec's leaf and a signature
+// that verifies with this station's key; nil if the epoch holds another
+// entry.
+func (s *Station) loggedTwin(ctx context.Context, rec *JournalRecord) ([]byte, error) {
+	ours, err := ledger.ParseEscrowEntry(rec.Leaf)
+	if err != nil {
+		return nil, err
+	}
+	want, err := ours.Digest()
+	if err != nil {
+		return nil, err
+	}
+	entries, err := s.cfg.Ledger.Entries(ctx, rec.ChipID)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		if e.Epoch != rec.Epoch {
+			continue
+		}
+		got, err := e.Digest()
+		if err != nil || got != want || e.VerifySignature(&s.cfg.Key.PublicKey) != nil {
+			return nil, nil
+		}
+		return e.MarshalLeaf()
+	}
+	return nil, nil
 }
 
 // consume deletes the pool key of a provisioning whose entry is in the

@@ -1,6 +1,9 @@
 package provisioner
 
 import (
+	"math/big"
+	"encoding/asn1"
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -534,6 +537,118 @@ func TestAPoolKeyEscrowedWithoutAJournalIsNotReused(t *testing.T) {
 	}
 	if s, _ := f.cfg.Pool.Status(); s.Consumed != 2 || s.Reserved != 0 {
 		t.Fatalf("pool %+v, want both pool keys consumed", s)
+	}
+}
+
+// frontRunningLedger logs, before each escrow entry it is given, the
+// entry's twin: the same entry with the station signature (r, s) replaced
+// by (r, n−s), which verifies as well. It is what anyone who sees an entry
+// before it is logged can do.
+type frontRunningLedger struct {
+	Ledger
+	t testing.TB
+}
+
+func (l *frontRunningLedger) Append(ctx context.Context, leaf []byte) (*proofs.Receipt, error) {
+	if kind, _ := ledger.PeekKind(leaf); kind == ledger.KindEscrow {
+		twin := malleate(l.t, leaf)
+		if _, err := l.Ledger.Append(ctx, twin); err != nil && connect.CodeOf(err) != connect.CodeAlreadyExists {
+			l.t.Errorf("append the twin: %v", err)
+		}
+	}
+	return l.Ledger.Append(ctx, leaf)
+}
+
+// conflictingLedger logs, before each escrow entry it is given, another
+// entry of the same station, chip and epoch (provisioned a millisecond
+// later, signed anew).
+type conflictingLedger struct {
+	Ledger
+	t   testing.TB
+	key *ecdsa.PrivateKey
+}
+
+func (l *conflictingLedger) Append(ctx context.Context, leaf []byte) (*proofs.Receipt, error) {
+	if kind, _ := ledger.PeekKind(leaf); kind == ledger.KindEscrow {
+		e, err := ledger.ParseEscrowEntry(leaf)
+		if err != nil {
+			l.t.Fatal(err)
+		}
+		e.ProvisionedAtMs++
+		if err := e.Sign(rand.Reader, l.key); err != nil {
+			l.t.Fatal(err)
+		}
+		other, _ := e.MarshalLeaf()
+		if _, err := l.Ledger.Append(ctx, other); err != nil {
+			l.t.Errorf("append the other entry: %v", err)
+		}
+	}
+	return l.Ledger.Append(ctx, leaf)
+}
+
+// malleate returns leaf with its station signature (r, s) replaced by
+// (r, n−s).
+func malleate(t testing.TB, leaf []byte) []byte {
+	t.Helper()
+	e, err := ledger.ParseEscrowEntry(leaf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sig struct{ R, S *big.Int }
+	if rest, err := asn1.Unmarshal(e.Signature, &sig); err != nil || len(rest) != 0 {
+		t.Fatalf("parse the station signature: %v", err)
+	}
+	sig.S.Sub(elliptic.P256().Params().N, sig.S)
+	if e.Signature, err = asn1.Marshal(sig); err != nil {
+		t.Fatal(err)
+	}
+	twin, err := e.MarshalLeaf()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return twin
+}
+
+// TestAnEntryLoggedWithItsTwinSignatureIsProvisioned: someone logs the
+// twin of a station's entry (the station signature's other encoding)
+// before the station's own append lands. The backup and certificate are
+// in the log exactly as signed, so the provisioning goes on with the
+// logged leaf: the device takes its receipt and the pool key is consumed,
+// not destroyed as for a refused entry.
+func TestAnEntryLoggedWithItsTwinSignatureIsProvisioned(t *testing.T) {
+	f := newStationFixture(t, true)
+	ctx := context.Background()
+	cfg := f.cfg
+	cfg.Ledger = &frontRunningLedger{Ledger: f.cfg.Ledger, t: t}
+	st, _ := NewStation(cfg)
+	dev := f.newDevice(imeiN(46))
+	res, err := st.Provision(ctx, dev, nil)
+	if err != nil {
+		t.Fatalf("provision with the twin logged first: %v", err)
+	}
+	info, _ := dev.ChipInfo(ctx)
+	if res.Epoch != 1 || info.Epoch != 1 || !info.HasReceipt {
+		t.Fatalf("result %+v, device %+v: want epoch 1 installed with its receipt", res, info)
+	}
+	entries := f.entries(info.ChipID)
+	if len(entries) != 1 {
+		t.Fatalf("%d entries, want 1", len(entries))
+	}
+	logged, _ := entries[0].MarshalLeaf()
+	rec, err := f.cfg.Journal.Get(info.ChipID)
+	if err != nil || rec.Step != StepDone || !bytes.Equal(rec.Leaf, logged) {
+		t.Fatalf("journal %+v, %v: want done with the logged leaf", rec, err)
+	}
+	if s, _ := f.cfg.Pool.Status(); s.Consumed != 1 || s.Destroyed != 0 || s.Reserved != 0 {
+		t.Fatalf("pool %+v, want the key consumed", s)
+	}
+
+	// An entry of another content in the epoch is still refused for good.
+	other := f.newDevice(imeiN(47))
+	cfg.Ledger = &conflictingLedger{Ledger: f.cfg.Ledger, t: t, key: f.cfg.Key}
+	st2, _ := NewStation(cfg)
+	if _, err := st2.Provision(ctx, other, nil); !errors.Is(err, ErrLedgerRejected) {
+		t.Fatalf("provision with another entry in the epoch: err = %v, want ErrLedgerRejected", err)
 	}
 }
 
