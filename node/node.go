@@ -293,13 +293,7 @@ func (n *Node) startRaft() error {
 	}
 
 	var err error
-	n.raftStore, err = raftboltdb.New(raftboltdb.Options{
-		Path:   filepath.Join(cfg.DataDir, "raft.db"),
-		NoSync: cfg.NoSync,
-		// The freelist is rebuilt on open instead of written on every
-		// commit: one page write less per Raft entry.
-		BoltOptions: &bbolt.Options{Timeout: 2 * time.Second, NoFreelistSync: true, FreelistType: bbolt.FreelistMapType},
-	})
+	n.raftStore, err = openRaftStore(filepath.Join(cfg.DataDir, "raft.db"), cfg.NoSync)
 	if err != nil {
 		return fmt.Errorf("open raft log: %w", err)
 	}
@@ -647,3 +641,14 @@ func (w slogWriter) Write(p []byte) (int, error) {
 }
 
 var _ io.Writer = slogWriter{}
+
+// openRaftStore opens the Raft log and stable store (raft-boltdb) at path.
+func openRaftStore(path string, noSync bool) (*raftboltdb.BoltStore, error) {
+	return raftboltdb.New(raftboltdb.Options{
+		Path:   path,
+		NoSync: noSync,
+		// The freelist is rebuilt on open instead of written on every
+		// commit: one page write less per Raft entry.
+		BoltOptions: &bbolt.Options{Timeout: 2 * time.Second, NoFreelistSync: true, FreelistType: bbolt.FreelistMapType},
+	})
+}
