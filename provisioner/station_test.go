@@ -390,6 +390,46 @@ func TestResumeNeedsThePoolItsKeyCameFrom(t *testing.T) {
 	}
 }
 
+// escrowAndCrash provisions a new device with a pool key and crashes the
+// station once the ledger has its entry (epoch 1), before the key is
+// consumed or the device took the receipt. It returns the device, its chip
+// info and the ID of the pool key, still reserved for the chip.
+func (f *stationFixture) escrowAndCrash(imei string) (*device.Device, *device.Info, KeyID) {
+	f.t.Helper()
+	dev := f.newDevice(imei)
+	cfg := f.cfg
+	cfg.Ledger = &crashingLedger{Ledger: f.cfg.Ledger, crash: true}
+	st, _ := NewStation(cfg)
+	if _, crashed, err := provisionCrashing(st, dev); !crashed {
+		f.t.Fatalf("no crash injected (err %v)", err)
+	}
+	info, err := dev.ChipInfo(context.Background())
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	escrowed, ok, _ := f.cfg.Pool.Reservation(info.ChipID)
+	if !ok {
+		f.t.Fatal("the crashed provisioning holds no pool key")
+	}
+	return dev, info, escrowed
+}
+
+// restoreLatest restores the device from the chip's latest entry in the
+// ledger.
+func (f *stationFixture) restoreLatest(dev *device.Device) {
+	f.t.Helper()
+	ctx := context.Background()
+	info, err := dev.ChipInfo(ctx)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	h := f.lookup(info.ChipID)
+	e := h.Latest().Entry
+	if err := dev.RestoreBackup(ctx, e.Backup, e.Certificate, nil, h.LookupProof); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
 // TestAPoolKeyIsNeverEscrowedTwice: a provisioning whose key came from the
 // pool crashes after its append, so the journal keeps its entry (epoch 1)
 // at "signed" and the pool keeps the key reserved for the chip. The device
@@ -401,32 +441,17 @@ func TestResumeNeedsThePoolItsKeyCameFrom(t *testing.T) {
 func TestAPoolKeyIsNeverEscrowedTwice(t *testing.T) {
 	f := newStationFixture(t, true)
 	ctx := context.Background()
-	dev := f.newDevice(imeiN(44))
-	cfg := f.cfg
-	cfg.Ledger = &crashingLedger{Ledger: f.cfg.Ledger, crash: true}
-	st, _ := NewStation(cfg)
-	if _, crashed, err := provisionCrashing(st, dev); !crashed {
-		t.Fatalf("no crash injected (err %v)", err)
-	}
-	info, _ := dev.ChipInfo(ctx)
-	escrowed, ok, _ := f.cfg.Pool.Reservation(info.ChipID)
-	if !ok {
-		t.Fatal("the crashed provisioning holds no pool key")
-	}
+	dev, info, escrowed := f.escrowAndCrash(imeiN(44))
 
 	// The device is restored from the ledger (epoch 1) and re-provisioned
 	// by another line (epoch 2).
-	h := f.lookup(info.ChipID)
-	e1 := h.Latest().Entry
-	if err := dev.RestoreBackup(ctx, e1.Backup, e1.Certificate, nil, h.LookupProof); err != nil {
-		t.Fatal(err)
-	}
+	f.restoreLatest(dev)
 	j2, err := OpenJournal(filepath.Join(f.dir, "journal-line-2.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer j2.Close()
-	cfg = f.cfg
+	cfg := f.cfg
 	cfg.Journal, cfg.Pool = j2, nil
 	line2, _ := NewStation(cfg)
 	if res, err := line2.Provision(ctx, dev, nil); err != nil || res.Epoch != 2 {
@@ -437,7 +462,7 @@ func TestAPoolKeyIsNeverEscrowedTwice(t *testing.T) {
 	// reserved key, so it provisions nothing.
 	cfg = f.cfg
 	cfg.Pool = nil
-	st, _ = NewStation(cfg)
+	st, _ := NewStation(cfg)
 	if _, err := st.Provision(ctx, dev, nil); !errors.Is(err, ErrNoPool) {
 		t.Fatalf("re-provisioning without the pool: err = %v, want ErrNoPool", err)
 	}
@@ -479,23 +504,8 @@ func TestAPoolKeyIsNeverEscrowedTwice(t *testing.T) {
 func TestAPoolKeyEscrowedWithoutAJournalIsNotReused(t *testing.T) {
 	f := newStationFixture(t, true)
 	ctx := context.Background()
-	dev := f.newDevice(imeiN(45))
-	cfg := f.cfg
-	cfg.Ledger = &crashingLedger{Ledger: f.cfg.Ledger, crash: true}
-	st, _ := NewStation(cfg)
-	if _, crashed, err := provisionCrashing(st, dev); !crashed {
-		t.Fatalf("no crash injected (err %v)", err)
-	}
-	info, _ := dev.ChipInfo(ctx)
-	escrowed, ok, _ := f.cfg.Pool.Reservation(info.ChipID)
-	if !ok {
-		t.Fatal("the crashed provisioning holds no pool key")
-	}
-	h := f.lookup(info.ChipID)
-	e1 := h.Latest().Entry
-	if err := dev.RestoreBackup(ctx, e1.Backup, e1.Certificate, nil, h.LookupProof); err != nil {
-		t.Fatal(err)
-	}
+	dev, info, escrowed := f.escrowAndCrash(imeiN(45))
+	f.restoreLatest(dev)
 
 	// Another station, with its own journal, is given the pool.
 	j2, err := OpenJournal(filepath.Join(f.dir, "journal-station-2.db"))
@@ -503,7 +513,7 @@ func TestAPoolKeyEscrowedWithoutAJournalIsNotReused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer j2.Close()
-	cfg = f.cfg
+	cfg := f.cfg
 	cfg.Journal = j2
 	st2, _ := NewStation(cfg)
 	res, err := st2.Provision(ctx, dev, nil)
