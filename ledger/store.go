@@ -17,7 +17,6 @@ import (
 
 	"github.com/chipledger/chipledger/internal/atomicfile"
 	"github.com/chipledger/chipledger/proofs"
-	"golang.org/x/sys/unix"
 )
 
 // A Store is a durable, append-only RFC 6962 Merkle log on local disk, with
@@ -518,7 +517,7 @@ func (s *Store) flushLocked(p *pending) error {
 		return err
 	}
 	if !s.noSync {
-		if err := unix.Fdatasync(int(s.entries.Fd())); err != nil {
+		if err := syncData(s.entries); err != nil {
 			s.failed = fmt.Errorf("%w: sync entries file: %v", ErrStoreFailed, err)
 			return s.failed
 		}
@@ -526,7 +525,7 @@ func (s *Store) flushLocked(p *pending) error {
 		// them in the page cache would evict the tree's hash pages, which
 		// every proof reads. (Measured: without this, the kernel's cost per
 		// appended leaf doubles once the cache holds about 1.4 GB.)
-		unix.Fadvise(int(s.entries.Fd()), int64(p.dataStart), int64(p.dataEnd()-p.dataStart), unix.FADV_DONTNEED)
+		dropCache(s.entries, int64(p.dataStart), int64(p.dataEnd()-p.dataStart))
 	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		if err := appendBlocks(tx.Bucket(bucketHashes), p.hashStart, p.hashes, 32, putHash); err != nil {

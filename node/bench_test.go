@@ -9,7 +9,6 @@ import (
 	"runtime/pprof"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -126,16 +125,13 @@ func runAppendBench(b *testing.B, via string, nodes, clients int, trust *ledger.
 		b.Fatalf("register station: %v", r.FirstError)
 	}
 	b.ResetTimer()
-	var ru0, ru1 syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
 	stopProfile := profileTimedPhase(b)
 	res := run(leaves[1:], clients)
 	stopProfile()
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
 	b.StopTimer()
-	cpu := time.Duration(ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano())
-	sys := time.Duration(ru1.Stime.Nano() - ru0.Stime.Nano())
-	b.Logf("CPU %s (%s in the kernel) over %s (%.2f cores), %.0f µs per append", cpu, sys, res.Duration, cpu.Seconds()/res.Duration.Seconds(), cpu.Seconds()*1e6/float64(res.Appends))
+	if res.CPU > 0 {
+		b.ReportMetric(float64(res.CPUPerAppend().Microseconds()), "cpu-µs/append")
+	}
 	if resp, err := hc.Get("http://" + leader + "/metrics"); err == nil {
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()

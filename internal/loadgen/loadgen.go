@@ -34,12 +34,40 @@ type Result struct {
 	P50, P99, Max time.Duration
 	// FirstError is the first error seen, if any.
 	FirstError error
+	// CPU is the CPU time the whole process used during the run, and
+	// SysCPU the part of it in the kernel (both 0 where the platform does
+	// not report it). With an in-process cluster that is the cluster's and
+	// the load's; against a running cluster, the load generator's alone.
+	CPU, SysCPU time.Duration
+}
+
+// CPUPerAppend is the process CPU time per acknowledged append (0 if
+// unknown).
+func (r Result) CPUPerAppend() time.Duration {
+	if r.Appends == 0 {
+		return 0
+	}
+	return r.CPU / time.Duration(r.Appends)
+}
+
+// Cores is the average number of cores the process kept busy (0 if
+// unknown).
+func (r Result) Cores() float64 {
+	if r.Duration <= 0 {
+		return 0
+	}
+	return r.CPU.Seconds() / r.Duration.Seconds()
 }
 
 func (r Result) String() string {
-	return fmt.Sprintf("%d appends in %s: %.0f/s, p50 %s, p99 %s, max %s, %d errors",
+	s := fmt.Sprintf("%d appends in %s: %.0f/s, p50 %s, p99 %s, max %s, %d errors",
 		r.Appends, r.Duration.Round(time.Millisecond), r.PerSecond,
 		r.P50.Round(10*time.Microsecond), r.P99.Round(10*time.Microsecond), r.Max.Round(10*time.Microsecond), r.Errors)
+	if r.CPU > 0 {
+		s += fmt.Sprintf("; process CPU %s (%s in the kernel), %.2f cores, %d µs per append",
+			r.CPU.Round(time.Millisecond), r.SysCPU.Round(time.Millisecond), r.Cores(), r.CPUPerAppend().Microseconds())
+	}
+	return s
 }
 
 // NewHTTPClient returns an HTTP client for the load: the Connect protocol
@@ -74,6 +102,7 @@ func Run(ctx context.Context, leaves [][]byte, clients int, appendLeaf func(ctx 
 	var firstErr error
 	var once sync.Once
 	var wg sync.WaitGroup
+	user0, sys0, cpuOK := processCPU()
 	start := time.Now()
 	for range max(clients, 1) {
 		wg.Go(func() {
@@ -95,9 +124,13 @@ func Run(ctx context.Context, leaves [][]byte, clients int, appendLeaf func(ctx 
 	}
 	wg.Wait()
 	d := time.Since(start)
+	user1, sys1, _ := processCPU()
 	ok := slices.DeleteFunc(lat, func(l time.Duration) bool { return l <= 0 })
 	slices.Sort(ok)
 	r := Result{Appends: len(ok), Errors: int(errs.Load()), Duration: d, FirstError: firstErr}
+	if cpuOK {
+		r.CPU, r.SysCPU = user1+sys1-user0-sys0, sys1-sys0
+	}
 	if len(ok) > 0 {
 		r.PerSecond = float64(len(ok)) / d.Seconds()
 		r.P50 = ok[len(ok)/2]

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"text/tabwriter"
 	"time"
@@ -31,6 +32,12 @@ type AppendReport struct {
 	MaxMs     float64 `json:"max_ms"`
 	Errors    int     `json:"errors"`
 	FirstErr  string  `json:"first_error,omitempty"`
+	// Cores and CPUPerAppendUs, for an in-process cluster, are the cores
+	// the cluster and the load kept busy and their CPU time per
+	// acknowledged append, in µs (absent against a running cluster, whose
+	// CPU this process does not see).
+	Cores          float64 `json:"cores,omitempty"`
+	CPUPerAppendUs float64 `json:"cpu_us_per_append,omitempty"`
 }
 
 // AppendOptions configure RunAppend.
@@ -128,6 +135,10 @@ func RunAppend(ctx context.Context, o AppendOptions, scenarios []AppendScenario)
 		if r.FirstError != nil {
 			rep.FirstErr = r.FirstError.Error()
 		}
+		if cluster != nil && r.CPU > 0 {
+			rep.Cores = math.Round(r.Cores()*100) / 100
+			rep.CPUPerAppendUs = float64(r.CPUPerAppend().Microseconds())
+		}
 		reports = append(reports, rep)
 	}
 	return reports, nil
@@ -151,13 +162,17 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // WriteAppendTable prints reports as a table.
 func WriteAppendTable(w io.Writer, reports []AppendReport) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "nodes\tclients\tappends\tappends/s\tp50 ms\tp99 ms\tmax ms\terrors\t")
+	fmt.Fprintln(tw, "nodes\tclients\tappends\tappends/s\tp50 ms\tp99 ms\tmax ms\terrors\tcores\tCPU µs/append\t")
 	for _, r := range reports {
 		nodes := fmt.Sprint(r.Nodes)
 		if r.Nodes == 0 {
 			nodes = "ext"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%d\t\n", nodes, r.Clients, r.Appends, r.PerSecond, r.P50Ms, r.P99Ms, r.MaxMs, r.Errors)
+		cores, cpu := "-", "-"
+		if r.CPUPerAppendUs > 0 {
+			cores, cpu = fmt.Sprintf("%.2f", r.Cores), fmt.Sprintf("%.0f", r.CPUPerAppendUs)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%d\t%s\t%s\t\n", nodes, r.Clients, r.Appends, r.PerSecond, r.P50Ms, r.P99Ms, r.MaxMs, r.Errors, cores, cpu)
 	}
 	return tw.Flush()
 }
