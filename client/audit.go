@@ -470,14 +470,21 @@ func (c *Client) rawConsistency(ctx context.Context, size1, size2 uint64) ([][32
 // A view is a distinct checkpoint (size and root) seen in a round, and who
 // showed it: nodes, and the state if it is the audited one.
 type view struct {
-	cp      proofs.Checkpoint
-	note    []byte
+	cp   proofs.Checkpoint
+	note []byte
+	// nodes served it as their latest checkpoint: they hold its tree and
+	// are asked for its proofs.
 	nodes   []int
 	audited bool
-	// witnessed: a node served it as its witnessed checkpoint, with the
-	// policy's quorum of cosignatures.
-	witnessed bool
+	// witnessedBy served it as their witnessed checkpoint, with the
+	// policy's quorum of cosignatures. That shows nothing about the trees
+	// they hold (a cosigned note is public, any node can serve it), so
+	// they count neither as provers of it nor as nodes that show it.
+	witnessedBy []int
 }
+
+// witnessed reports whether a node served v cosigned by the witnesses.
+func (v *view) witnessed() bool { return len(v.witnessedBy) > 0 }
 
 // name says who showed v, for messages.
 func (a *Auditor) name(v *view) string {
@@ -485,11 +492,11 @@ func (a *Auditor) name(v *view) string {
 	if v.audited {
 		who = append(who, "the audited checkpoint")
 	}
-	if v.witnessed {
-		who = append(who, "cosigned by the witnesses")
-	}
 	for _, i := range v.nodes {
 		who = append(who, a.o.Addrs[i])
+	}
+	for _, i := range v.witnessedBy {
+		who = append(who, "cosigned by the witnesses as served by "+a.o.Addrs[i])
 	}
 	return fmt.Sprintf("size %d (%s)", v.cp.Size, strings.Join(who, ", "))
 }
@@ -546,7 +553,7 @@ func (a *Auditor) relate(ctx context.Context, seen, witnessed []nodeCheckpoint, 
 			a.found(r, Finding{Kind: FindingBadCheckpoint, Node: a.o.Addrs[i], Checkpoint: string(n.note),
 				Message: fmt.Sprintf("the checkpoint does not verify with the log key: %v", n.bad)})
 		default:
-			rel.nodeView[i] = rel.addView(n, i)
+			rel.nodeView[i] = rel.addView(n, i, false)
 		}
 		rel.reachable++
 	}
@@ -560,7 +567,7 @@ func (a *Auditor) relate(ctx context.Context, seen, witnessed []nodeCheckpoint, 
 			a.found(r, Finding{Kind: FindingBadCheckpoint, Node: a.o.Addrs[i], Checkpoint: string(w.note),
 				Message: fmt.Sprintf("the witnessed checkpoint does not verify with the log key and the witness policy: %v", w.bad)})
 		default:
-			rel.views[rel.addView(w, i)].witnessed = true
+			rel.addView(w, i, true)
 		}
 	}
 	for i := range rel.views {
@@ -587,24 +594,29 @@ func (a *Auditor) largestWitnessed(rel *relations) proofs.Checkpoint {
 	}
 	var best proofs.Checkpoint
 	for k, v := range rel.views {
-		if v.witnessed && audited >= 0 && rel.rel(k, audited) == consistent && v.cp.Size >= best.Size {
+		if v.witnessed() && audited >= 0 && rel.rel(k, audited) == consistent && v.cp.Size >= best.Size {
 			best = v.cp
 		}
 	}
 	return best
 }
 
-// addView adds node i's checkpoint to the view with its size and root, or
-// to a new one, and returns the view's index.
-func (rel *relations) addView(n nodeCheckpoint, node int) int {
-	for k, v := range rel.views {
-		if v.cp == n.cp {
-			v.nodes = append(v.nodes, node)
-			return k
-		}
+// addView adds node i's checkpoint, its latest or (witnessed) its
+// witnessed one, to the view with its size and root, or to a new one, and
+// returns the view's index.
+func (rel *relations) addView(n nodeCheckpoint, node int, witnessed bool) int {
+	k := slices.IndexFunc(rel.views, func(v *view) bool { return v.cp == n.cp })
+	if k < 0 {
+		k = len(rel.views)
+		rel.views = append(rel.views, &view{cp: n.cp, note: n.note})
 	}
-	rel.views = append(rel.views, &view{cp: n.cp, note: n.note, nodes: []int{node}})
-	return len(rel.views) - 1
+	v := rel.views[k]
+	if witnessed {
+		v.witnessedBy = append(v.witnessedBy, node)
+	} else {
+		v.nodes = append(v.nodes, node)
+	}
+	return k
 }
 
 // provePair relates views i and j: two roots for one size are a fork; for
@@ -695,13 +707,16 @@ func (a *Auditor) provers(rel *relations, v *view) []int {
 	return out
 }
 
-// servedBy names the first node that served v, or "" for the audited
-// checkpoint alone.
+// servedBy names the first node that served v (as its latest checkpoint,
+// else as its witnessed one), or "" for the audited checkpoint alone.
 func (a *Auditor) servedBy(v *view) string {
-	if len(v.nodes) == 0 {
-		return ""
+	switch {
+	case len(v.nodes) > 0:
+		return a.o.Addrs[v.nodes[0]]
+	case len(v.witnessedBy) > 0:
+		return a.o.Addrs[v.witnessedBy[0]]
 	}
-	return a.o.Addrs[v.nodes[0]]
+	return ""
 }
 
 // checkAuditedShown records a rollback for every smaller checkpoint when no

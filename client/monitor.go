@@ -205,14 +205,16 @@ func (c *Client) Monitor(ctx context.Context, o MonitorOptions, fn func(ChipEven
 }
 
 // fork returns a new client of c's nodes and log, trusting c's trusted
-// checkpoint, holding its witness policy and sharing its HTTP client.
+// checkpoint, holding its witness policy and the maximum age of its
+// cosignatures, and sharing its HTTP client, logger and retry policy.
 func (c *Client) fork() (*Client, error) {
 	addrs := make([]string, len(c.nodes))
 	for i, ep := range c.nodes {
 		addrs[i] = ep.addr
 	}
 	_, trusted := c.Trusted()
-	return New(Options{Addrs: addrs, LogKey: c.logKey, Trusted: trusted, Witnesses: c.witnesses, HTTPClient: c.http, Logger: c.log, Retry: c.retry})
+	return New(Options{Addrs: addrs, LogKey: c.logKey, Trusted: trusted, Witnesses: c.witnesses, WitnessMaxAge: c.maxAge,
+		HTTPClient: c.http, Logger: c.log, Retry: c.retry})
 }
 
 type monitor struct {

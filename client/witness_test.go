@@ -258,12 +258,28 @@ func TestAuditProvesTheWitnessedCheckpointIsTheAuditedHistory(t *testing.T) {
 			t.Fatalf("findings %+v, want one bad witnessed checkpoint", r.Findings)
 		}
 	})
+	t.Run("a rolled-back node serves the audited checkpoint cosigned", func(t *testing.T) {
+		// No node shows the audited tree: a rollback, as in
+		// TestAuditFindsARollbackButNotALaggingNode. Serving the audited
+		// checkpoint, cosigned, as its witnessed one (a public note any
+		// node can serve) must not count as holding that tree.
+		ws := witnesstest.Start(t, vkey, 1, 1)
+		state := newState(t, vkey, trust)
+		noFindings(t, audit(t, newAuditor(t, state, client.AuditOptions{}, addrA)), state)
+		b, addrB := startFakeNode(t, signer, divergent(t, m, leaves, 50, 100, 50))
+		b.setWitnessed(cosigned(t, ws, signedNote(t, a)))
+		r := audit(t, newAuditor(t, state, client.AuditOptions{Witnesses: ws.Policy}, addrB))
+		if rollbacks := findingsOf(r.Findings, client.FindingRollback); len(rollbacks) != 1 || rollbacks[0].Node != addrB {
+			t.Fatalf("findings %+v, nodes %+v: want one rollback naming %s", r.Findings, r.Nodes, addrB)
+		}
+	})
 }
 
 // TestMonitorWithWitnessesLooksChipsUpWithinAWitnessedCheckpoint checks
 // that Monitor, which reads through a client of its own, keeps the witness
-// policy: under a policy the log's witnesses do not meet, its lookups fail
-// with ErrNotWitnessed instead of reporting the chip's entries.
+// policy and its maximum age: under a policy the log's witnesses do not
+// meet, or with cosignatures older than the client accepts, its lookups
+// fail with ErrNotWitnessed instead of reporting the chip's entries.
 func TestMonitorWithWitnessesLooksChipsUpWithinAWitnessedCheckpoint(t *testing.T) {
 	l, ws := startWitnessedLog(t, 1)
 	admin := l.client()
@@ -283,6 +299,22 @@ func TestMonitorWithWitnessesLooksChipsUpWithinAWitnessedCheckpoint(t *testing.T
 	case err := <-done:
 		if !errors.Is(err, client.ErrNotWitnessed) {
 			t.Fatalf("under a policy the log does not meet: %v, want ErrNotWitnessed", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the monitor neither reported nor failed")
+	}
+
+	// Cosignatures are stamped in whole seconds: none is from the last
+	// nanosecond, which LookupChip refuses (TestLookupChipNeedsRecentCosignatures);
+	// so must the monitor of that client.
+	strict := l.clientWith(client.Options{Witnesses: ws.Policy, WitnessMaxAge: time.Nanosecond})
+	events, done = monitorEvents(t, strict, client.MonitorOptions{Chips: []ledger.ChipID{testpki.ChipID(4)}, Lookup: true})
+	select {
+	case e := <-events:
+		t.Fatalf("the monitor of a client needing cosignatures of the last nanosecond reported %+v", e)
+	case err := <-done:
+		if !errors.Is(err, client.ErrNotWitnessed) {
+			t.Fatalf("the monitor of a client needing cosignatures of the last nanosecond: %v, want ErrNotWitnessed", err)
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("the monitor neither reported nor failed")
