@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -1212,6 +1213,42 @@ func TestAuditFindsARollbackButNotALaggingNode(t *testing.T) {
 			t.Errorf("the audited checkpoint moved to %d", cp.Size)
 		}
 	})
+}
+
+// TestAuditStateFindingsHaveOneEncoding: the state's findings are JSON,
+// which spells one value many ways; a state has exactly one encoding
+// (MarshalBinary), so any other spelling of its findings is refused.
+func TestAuditStateFindingsHaveOneEncoding(t *testing.T) {
+	m := newLeafMaker(t)
+	signer := newSigner(t)
+	vkey, trust := signer.VerifierKey(), m.pki.Trust
+	enc := encode(t, newState(t, vkey, trust))
+	body := enc[:len(enc)-sha256.Size]
+	const empty = "\x00\x00\x00\x02[]" // u32 length ‖ no findings
+	if !bytes.HasSuffix(body, []byte(empty)) {
+		t.Fatalf("unexpected encoding tail %q", body[len(body)-8:])
+	}
+	prefix := body[:len(body)-len(empty)]
+	withFindings := func(findings string) []byte {
+		b := binary.BigEndian.AppendUint32(bytes.Clone(prefix), uint32(len(findings)))
+		b = append(b, findings...)
+		sum := sha256.Sum256(b)
+		return append(b, sum[:]...)
+	}
+	if _, err := client.ParseAuditState(withFindings("[]"), vkey, trust); err != nil {
+		t.Fatalf("the canonical state is refused: %v", err)
+	}
+	for _, findings := range []string{
+		`[ ]`,
+		`null`,
+		`[{"KIND":"fork","message":"m"}]`,
+		`[{"kind":"fork","message":"m","unknown":1}]`,
+		`[{"kind":"fork","message":"m","message":"n"}]`,
+	} {
+		if _, err := client.ParseAuditState(withFindings(findings), vkey, trust); err == nil {
+			t.Errorf("findings %s: a state in another encoding is accepted", findings)
+		}
+	}
 }
 
 func TestAuditStateFileRoundTripsAndRefusesOthers(t *testing.T) {

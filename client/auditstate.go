@@ -871,6 +871,12 @@ func (s *AuditState) decode(b []byte) error {
 	if err := json.Unmarshal(findings, &s.findings); err != nil {
 		return fmt.Errorf("findings: %w", err)
 	}
+	// JSON spells one value many ways (spacing, null, the case of field
+	// names, unknown or repeated fields); a state has exactly one encoding,
+	// the one MarshalBinary writes.
+	if canonical, err := json.Marshal(s.findingsOrEmpty()); err != nil || !bytes.Equal(canonical, findings) {
+		return errors.New("findings: not in the encoding MarshalBinary writes")
+	}
 	if len(s.findings) > MaxAuditFindings || (s.dropped > 0 && len(s.findings) < MaxAuditFindings) {
 		return fmt.Errorf("%d findings kept and %d counted", len(s.findings), s.dropped)
 	}
