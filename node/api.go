@@ -406,7 +406,7 @@ func (s *ledgerService) WatchCheckpoints(ctx context.Context, req *connect.Reque
 		case <-ch:
 		case <-ctx.Done():
 			return nil
-		case <-s.n.ctx.Done():
+		case <-s.n.streams.Done():
 			return connect.NewError(connect.CodeUnavailable, ErrShuttingDown)
 		}
 	}

@@ -110,6 +110,10 @@ func (b *batcher) wait(ctx context.Context, p *pending) (batchOutcome, error) {
 		return o, nil
 	case <-faulted:
 		_, err := b.faulted()
+		if err == nil {
+			// The store recovered between the signal and this read.
+			err = fmt.Errorf("%w: it failed while this append waited (and has recovered: retry)", ErrStoreFault)
+		}
 		return batchOutcome{}, err
 	case <-ctx.Done():
 		// The batch may still commit; a retry is answered as a duplicate.

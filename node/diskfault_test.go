@@ -194,3 +194,36 @@ func TestNodeStopsCleanlyDuringADiskFault(t *testing.T) {
 		t.Fatalf("%d entries, want 3", got)
 	}
 }
+
+// TestAnAppendWhoseFaultEndedWhileItWaitedIsRefused: an append waiting for
+// its batch sees the store's fault signal, and the store recovers before
+// it reads the fault. It must get ErrStoreFault (a retry is answered as a
+// duplicate if its batch committed), not an outcome with no checkpoint,
+// for which the handler would build a receipt and panic.
+func TestAnAppendWhoseFaultEndedWhileItWaitedIsRefused(t *testing.T) {
+	c := newTestCluster(t, 1, nil)
+	c.registerStation()
+	n := c.nodes[0]
+	on := make(chan struct{})
+	close(on)
+	var calls atomic.Int32
+	n.batcher.faulted = func() (<-chan struct{}, error) {
+		if calls.Add(1) == 1 {
+			return on, fmt.Errorf("%w: injected", ErrStoreFault) // the fault is on...
+		}
+		return make(chan struct{}), nil // ...and over by the time wait reads it
+	}
+	leaf := c.escrowLeaves(0, 1)[0]
+	var err error
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				t.Fatalf("Append panicked: %v", r)
+			}
+		}()
+		err = n.AppendInProcess(context.Background(), leaf)
+	}()
+	if connect.CodeOf(err) != connect.CodeUnavailable || !strings.Contains(err.Error(), ErrStoreFault.Error()) {
+		t.Fatalf("append: %v, want UNAVAILABLE for a store fault", err)
+	}
+}

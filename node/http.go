@@ -65,6 +65,7 @@ func (n *Node) startHTTP() {
 		IdleTimeout:    2 * time.Minute,
 		MaxHeaderBytes: 16 << 10,
 	}
+	n.http.RegisterOnShutdown(n.stopStreams)
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()

@@ -156,7 +156,12 @@ type Node struct {
 
 	ctx    context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	// streams ends the API's streams (WatchCheckpoints) when the server
+	// shuts down: they would otherwise hold its graceful shutdown, which
+	// waits for every request in flight, until its deadline.
+	streams     context.Context
+	stopStreams context.CancelFunc
+	wg          sync.WaitGroup
 
 	closeOnce sync.Once
 	closeErr  error
@@ -175,6 +180,7 @@ func New(cfg Config) (n *Node, err error) {
 	logger = logger.With("node", cfg.ID)
 	ctx, cancel := context.WithCancel(context.Background())
 	nd := &Node{cfg: cfg, log: logger, metrics: newMetrics(), peers: newPeerClients(cfg.TLS), ctx: ctx, cancel: cancel}
+	nd.streams, nd.stopStreams = context.WithCancel(ctx)
 	n = nd
 	defer func() {
 		if err != nil {

@@ -476,6 +476,33 @@ func TestRestartReplaysNothingTwice(t *testing.T) {
 // TestNewFailsCleanly starts a node on an API address already in use: New
 // must return an error (not panic) and release what it opened, so the same
 // data directory can be used at once.
+// TestCloseEndsWatchStreams: a node closing with a WatchCheckpoints stream
+// open (a monitor following it) ends the stream when its server shuts
+// down, instead of letting the shutdown wait for it until its deadline and
+// fail.
+func TestCloseEndsWatchStreams(t *testing.T) {
+	c := newTestCluster(t, 1, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stream, err := c.client(0).WatchCheckpoints(ctx, connect.NewRequest(&v1.WatchCheckpointsRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !stream.Receive() {
+		t.Fatalf("no first checkpoint: %v", stream.Err())
+	}
+	err = c.nodes[0].Close()
+	c.nodes[0] = nil
+	if err != nil {
+		t.Fatalf("Close with a watch stream open: %v", err)
+	}
+	for stream.Receive() {
+	}
+	if connect.CodeOf(stream.Err()) != connect.CodeUnavailable {
+		t.Fatalf("the stream ended with %v, want UNAVAILABLE (shutting down)", stream.Err())
+	}
+}
+
 func TestNewFailsCleanly(t *testing.T) {
 	pki, err := sharedPKI()
 	if err != nil {
