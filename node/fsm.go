@@ -293,14 +293,26 @@ func (f *fsm) Apply(l *raft.Log) any {
 	}
 	f.mu.RLock()
 	res, err := f.apply(l)
+	if err == nil {
+		// Under the lock, so that an idle flush's recovery (recoverFlush),
+		// which replays through the applied index, never reopens the store
+		// without this entry.
+		f.noteApplied(l.Index)
+	}
 	f.mu.RUnlock()
 	if err != nil {
-		res = f.recoverStore(l, err)
+		again := f.recoverStore(l, err)
 		if f.halted.Load() {
-			return res // not applied: the next start replays it
+			return again // not applied: the next start replays it
 		}
+		if again == nil && res != nil {
+			// The entry was applied and only its flush failed, yet reached
+			// the disk: the reopened store holds it, and applying the log
+			// again would give this same result.
+			again = res
+		}
+		res = again
 	}
-	f.noteApplied(l.Index)
 	return res
 }
 
@@ -329,8 +341,10 @@ func (f *fsm) noteStarted(appliedIndex uint64) {
 }
 
 // apply applies one command to the store. An error means the store could
-// not be read or written, and the entry is not applied; everything else,
-// including the verdict on each leaf, is in the result.
+// not be read or written: the entry is not applied, or (for a batch,
+// returned with its result) it was applied and published but the flush
+// after it failed, which stops the store until it is reopened. Everything
+// else, including the verdict on each leaf, is in the result.
 func (f *fsm) apply(l *raft.Log) (any, error) {
 	if l.Index <= f.marker {
 		return nil, nil // already in the store: replayed after a restart
@@ -486,7 +500,8 @@ func (f *fsm) applyBatch(index uint64, leaves [][]byte, marker []byte, admin boo
 		cp = f.checkpoint()
 		if p := f.store.Pending(); p >= flushLeaves || start.Sub(f.lastFlush()) >= flushInterval {
 			if err := f.store.Flush(); err != nil {
-				return nil, err
+				// Applied and published: the result stands (see apply).
+				return &applyResult{results: results, checkpoint: cp}, err
 			}
 			f.flushedAt.Store(start.UnixNano())
 		}
@@ -552,6 +567,7 @@ func (f *fsm) reapply(l *raft.Log) (any, error) {
 	if err := f.store.Flush(); err != nil {
 		return nil, err
 	}
+	f.noteApplied(l.Index)
 	return res, nil
 }
 

@@ -313,3 +313,56 @@ func TestIdleFlushRecoversFromAFailedCommit(t *testing.T) {
 		t.Fatalf("after the recovery the store is at size %d (%d pending), want %d, all durable", got.Size, f.store.Pending(), want.Size)
 	}
 }
+
+// TestABatchWhoseFlushFailedStillAnswersItsAppends: the flush that ends an
+// applied batch fails (a disk error), and the recovery finds the batch
+// durable all the same (the store's close on reopen, or a commit that
+// reached the disk though its fsync failed, flushed it). The batch's
+// appends must still get their results: it is in the ledger, and an
+// answer without one would fail them with INTERNAL, which clients do not
+// retry.
+func TestABatchWhoseFlushFailedStillAnswersItsAppends(t *testing.T) {
+	pki, err := sharedPKI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var failSync atomic.Bool
+	f := newTestFSM(t, func(op string) error {
+		if op == "sync" && failSync.CompareAndSwap(true, false) {
+			return errors.New("injected: transient I/O error")
+		}
+		return nil
+	})
+	batch := func(leaf []byte) []byte {
+		d, err := encodeBatch([][]byte{leaf})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	leaf, err := pki.EscrowLeaf(testpki.ChipID(9), 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries := []*raft.Log{commandEntry(1, encodeGenesis()), commandEntry(2, batch(pki.StationLeaf())), commandEntry(3, batch(leaf))}
+	logs := raft.NewInmemStore()
+	if err := logs.StoreLogs(entries); err != nil {
+		t.Fatal(err)
+	}
+	f.logs = logs
+	f.Apply(entries[0])
+	f.Apply(entries[1])
+	f.flushedAt.Store(0) // the next batch flushes as it is applied
+	failSync.Store(true)
+	res := f.Apply(entries[2])
+	if failSync.Load() {
+		t.Fatal("the injected sync failure never happened")
+	}
+	ar, ok := res.(*applyResult)
+	if !ok || len(ar.results) != 1 || ar.results[0].Err != nil || ar.results[0].Index != 3 || ar.checkpoint.Size != 5 {
+		t.Fatalf("Apply of the batch whose flush failed returned %T %+v, want its append's result (index 3) at size 5", res, res)
+	}
+	if f.store.Size() != 5 || f.applied.Load() != 3 || f.storeFault() != nil {
+		t.Fatalf("after the recovery: size %d, applied %d, fault %v", f.store.Size(), f.applied.Load(), f.storeFault())
+	}
+}
