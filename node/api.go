@@ -111,7 +111,7 @@ func (s *ledgerService) appendLocal(ctx context.Context, leaf []byte, checked bo
 	if checked {
 		p, err = s.n.batcher.enqueue(leaf)
 	} else {
-		p, err = s.checkAndQueue(leaf)
+		p, err = s.checkAndQueue(ctx, leaf)
 	}
 	if err != nil {
 		return nil, toConnectError(err)
@@ -143,11 +143,11 @@ func (s *ledgerService) appendLocal(ctx context.Context, leaf []byte, checked bo
 // checkAndQueue runs precheck and queues the leaf for the batcher. Until
 // the leaf is queued or refused it counts as a check under way, which an
 // idle batcher waits for rather than propose without it.
-func (s *ledgerService) checkAndQueue(leaf []byte) (*pending, error) {
+func (s *ledgerService) checkAndQueue(ctx context.Context, leaf []byte) (*pending, error) {
 	b := s.n.batcher
 	b.checks.start()
 	defer b.checks.end()
-	if err := s.n.precheck(leaf); err != nil {
+	if err := s.n.precheck(ctx, leaf); err != nil {
 		return nil, err
 	}
 	return b.enqueue(leaf)
@@ -155,7 +155,7 @@ func (s *ledgerService) checkAndQueue(leaf []byte) (*pending, error) {
 
 // precheck runs the admission checks that need no replicated state and are
 // expensive (signatures, certificate chains) before the leaf is proposed.
-func (n *Node) precheck(leaf []byte) error {
+func (n *Node) precheck(ctx context.Context, leaf []byte) error {
 	if err := n.fsm.storeFault(); err != nil {
 		return err
 	}
@@ -169,7 +169,7 @@ func (n *Node) precheck(leaf []byte) error {
 		if err != nil {
 			return err
 		}
-		station, err := n.stations.get(e.StationID)
+		station, err := n.registeredStation(ctx, e.StationID)
 		if err != nil {
 			return err
 		}
@@ -190,6 +190,53 @@ func (n *Node) precheck(leaf []byte) error {
 		return err
 	default:
 		return fmt.Errorf("%w: %s", ErrNotAppendable, kind)
+	}
+}
+
+// stationWait bounds how long an append of an unknown station waits for
+// the state machine to apply the Raft log (registeredStation).
+const stationWait = 5 * time.Second
+
+// registeredStation returns the verified certificate of a registered
+// station. A station this node does not know may be registered by an entry
+// its Raft log holds and its state machine has not applied yet (a leader
+// just elected, or a slow disk): refusing it then (FAILED_PRECONDITION,
+// which clients do not retry) would refuse a station whose registration
+// was acknowledged. So the node first waits for its state machine to apply
+// its log as it is now, and answers UNAVAILABLE if it does not in time.
+func (n *Node) registeredStation(ctx context.Context, id [32]byte) (*ledger.VerifiedStation, error) {
+	st, err := n.stations.get(id)
+	if !errors.Is(err, ErrUnknownStation) {
+		return st, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, stationWait)
+	defer cancel()
+	if err := n.waitAppliedLog(ctx); err != nil {
+		return nil, n.unavailable(fmt.Sprintf("station %x is not registered in what this node has applied, and its state machine has not caught up with its Raft log (%v): retry", id, err))
+	}
+	return n.stations.get(id)
+}
+
+// waitAppliedLog waits until the state machine has applied every command
+// entry of the node's Raft log as it is when called.
+func (n *Node) waitAppliedLog(ctx context.Context) error {
+	target, err := lastCommand(n.fsm.logs, n.raft.LastIndex(), n.fsm.applied.Load())
+	if err != nil {
+		return err
+	}
+	t := time.NewTicker(5 * time.Millisecond) // entries that publish nothing
+	defer t.Stop()
+	for {
+		changed := n.fsm.changed()
+		if n.fsm.applied.Load() >= target {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-t.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 }
 

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"github.com/hashicorp/raft"
 	"net/http"
 	"strings"
 	"sync"
@@ -225,5 +226,54 @@ func TestAnAppendWhoseFaultEndedWhileItWaitedIsRefused(t *testing.T) {
 	}()
 	if connect.CodeOf(err) != connect.CodeUnavailable || !strings.Contains(err.Error(), ErrStoreFault.Error()) {
 		t.Fatalf("append: %v, want UNAVAILABLE for a store fault", err)
+	}
+}
+
+// TestALaggingLeaderDoesNotRefuseARegisteredStation: the node that leads
+// holds a station's registration, committed, in its Raft log, but its
+// state machine has not applied it (its disk stalls). An escrow entry of
+// that station must not be refused as from an unknown station
+// (FAILED_PRECONDITION, which clients do not retry): the node answers
+// UNAVAILABLE while it lags, and accepts the entry once it has caught up.
+func TestALaggingLeaderDoesNotRefuseARegisteredStation(t *testing.T) {
+	var armed atomic.Bool
+	gate := make(chan struct{})
+	var once sync.Once
+	release := func() { once.Do(func() { close(gate) }) }
+	c := newConfiguredCluster(t, 3, nil, func(cfg *Config) {
+		if cfg.ID != "node1" {
+			return
+		}
+		cfg.StoreFaults = func(op string) error {
+			if armed.Load() {
+				<-gate // node1's disk stalls: its state machine falls behind its log
+			}
+			return nil
+		}
+	})
+	t.Cleanup(release) // before the cluster stops
+	if leader := c.waitLeader(); leader != 0 {
+		t.Skipf("node%d leads, want node0", leader)
+	}
+	waitFor(t, "node1 to apply the genesis root", 10*time.Second, func() bool { return c.nodes[1].Checkpoint().Size > 0 })
+	armed.Store(true)
+	c.registerStation() // acknowledged by node0, committed with node2
+	waitFor(t, "node1's log to hold the registration", 10*time.Second, func() bool {
+		return c.nodes[1].raft.LastIndex() >= c.nodes[0].raft.LastIndex()
+	})
+	if err := c.nodes[0].raft.LeadershipTransferToServer(raft.ServerID("node1"), raft.ServerAddress(c.nodes[1].RaftAddr())).Error(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "node1 to lead", 10*time.Second, func() bool { return c.nodes[1].IsLeader() })
+
+	leaf := c.escrowLeaves(7, 1)[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	if _, err := c.append(ctx, 1, leaf); connect.CodeOf(err) != connect.CodeUnavailable && connect.CodeOf(err) != connect.CodeDeadlineExceeded {
+		t.Fatalf("escrow entry of a registered station through a leader that has not applied its registration: %v, want UNAVAILABLE", err)
+	}
+	release()
+	if _, err := c.append(context.Background(), 1, leaf); err != nil {
+		t.Fatalf("the same entry once the leader caught up: %v", err)
 	}
 }
