@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"sync"
@@ -539,6 +540,11 @@ func (s *Store) flushLocked(p *pending) error {
 			if r.revoked {
 				b = tx.Bucket(bucketRevoked)
 			}
+			if b.Get(r.id[:]) != nil {
+				// The first record counts, as it does in the tail
+				// (pending.station) before this commit.
+				continue
+			}
 			if err := b.Put(r.id[:], binary.BigEndian.AppendUint64(nil, r.index)); err != nil {
 				return fmt.Errorf("store station registration: %w", err)
 			}
@@ -663,8 +669,19 @@ func appendBlocks[T any](b *bolt.Bucket, start uint64, items []T, size int, put 
 }
 
 // ChipEntries returns the escrow entries of chip in log order (nil if the
-// chip has none).
-func (s *Store) ChipEntries(chip ChipID) []ChipEntry { return s.chips.entries(chip) }
+// chip has none) among the leaves readers see: an append adds its entries
+// to the chip index before it publishes the size that includes them.
+func (s *Store) ChipEntries(chip ChipID) []ChipEntry {
+	size := s.Size()
+	e := s.chips.entries(chip)
+	for len(e) > 0 && e[len(e)-1].Index >= size {
+		e = e[:len(e)-1]
+	}
+	if len(e) == 0 {
+		return nil
+	}
+	return e
+}
 
 // ChipCount returns the number of distinct chips with an escrow entry.
 func (s *Store) ChipCount() int { return s.chips.count() }
@@ -681,10 +698,15 @@ func (s *Store) StationRevocationIndex(id [32]byte) (index uint64, ok bool, err 
 	return s.stationIndex(id, true)
 }
 
+// stationIndex finds a station's registration (or revocation) among the
+// leaves readers see: an append records it (in the tail, or in bbolt when
+// syncs are not deferred) before it publishes the size that includes it,
+// so a record at or past the size read first is not one yet. The tail is
+// read before bbolt so that a flush in between cannot hide a record, and a
+// record in bbolt, older than any in the tail, counts first.
 func (s *Store) stationIndex(id [32]byte, revoked bool) (index uint64, ok bool, err error) {
-	if index, ok := s.pend.Load().station(id, revoked); ok {
-		return index, true, nil
-	}
+	size := s.Size()
+	index, ok = s.pend.Load().station(id, revoked)
 	bucket := bucketStations
 	if revoked {
 		bucket = bucketRevoked
@@ -700,16 +722,20 @@ func (s *Store) stationIndex(id [32]byte, revoked bool) (index uint64, ok bool, 
 		index, ok = binary.BigEndian.Uint64(v), true
 		return nil
 	})
-	return index, ok, err
+	if err != nil || !ok || index >= size {
+		return 0, false, err
+	}
+	return index, true, nil
 }
 
 // StationRegistrations returns the leaf index of every station registration,
 // keyed by station ID.
 func (s *Store) StationRegistrations() (map[[32]byte]uint64, error) {
+	size := s.Size() // as in stationIndex
 	out := make(map[[32]byte]uint64)
 	p := s.pend.Load()
 	for _, r := range p.stations {
-		if !r.revoked {
+		if _, seen := out[r.id]; !r.revoked && !seen {
 			out[r.id] = r.index
 		}
 	}
@@ -722,6 +748,7 @@ func (s *Store) StationRegistrations() (map[[32]byte]uint64, error) {
 			return nil
 		})
 	})
+	maps.DeleteFunc(out, func(_ [32]byte, index uint64) bool { return index >= size })
 	return out, err
 }
 

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"testing"
 
@@ -835,5 +836,91 @@ func TestFailedCommitStopsTheStore(t *testing.T) {
 	}
 	if got := s.Size(); got != 1 {
 		t.Fatalf("size %d after the reopen and one append, want 1", got)
+	}
+}
+
+// TestStationIndexIsNotSeenBeforeItsLeaf: a reader that finds a station's
+// registration must be able to read its leaf. An append records the
+// station (in the tail, or in bbolt without deferred syncs) before it
+// publishes the size that includes it; a reader in between must not get
+// an index that Leaf refuses with ErrBeyondSize (the node admits an entry
+// of a station just registered this way).
+func TestStationIndexIsNotSeenBeforeItsLeaf(t *testing.T) {
+	for _, deferred := range []bool{false, true} {
+		t.Run(map[bool]string{false: "sync", true: "deferred"}[deferred], func(t *testing.T) {
+			testStationIndexVisibleBeforeLeaf(t, deferred)
+		})
+	}
+}
+
+func testStationIndexVisibleBeforeLeaf(t *testing.T, deferred bool) {
+	s := openTestStore(t, t.TempDir(), Options{DeferSync: deferred, NoSync: true})
+	if _, err := s.Append([][]byte{[]byte("first")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	reg := &StationRegistration{Certificate: []byte("station cert"), RegisteredAtMs: 1}
+	leaf, err := reg.MarshalLeaf()
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := s.pend.Load()
+	// Hold the chip index read lock: the appender stops in chips.apply,
+	// after publishing the tail and before publishing the size.
+	s.chips.mu.RLock()
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Append([][]byte{leaf}, nil)
+		done <- err
+	}()
+	for s.pend.Load() == before {
+		runtime.Gosched()
+	}
+	idx, ok, err := s.StationRegistrationIndex(reg.StationID())
+	size := s.Size()
+	_, leafErr := s.Leaf(idx)
+	s.chips.mu.RUnlock()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok && errors.Is(leafErr, ErrBeyondSize) {
+		t.Fatalf("StationRegistrationIndex returned index %d while the visible size is %d: Leaf(%d): %v", idx, size, idx, leafErr)
+	}
+}
+
+// TestAStationRecordDoesNotChangeOnFlush: with two revocation leaves of
+// one station in the log (the node refuses the second since, but a log may
+// hold them), the store answers with the first, before and after a flush:
+// replicas flush at different times and must answer alike.
+func TestAStationRecordDoesNotChangeOnFlush(t *testing.T) {
+	s := openTestStore(t, t.TempDir(), Options{DeferSync: true, NoSync: true})
+	var id [32]byte
+	id[0] = 7
+	var leaves [][]byte
+	for _, reason := range []string{"first", "second"} {
+		l, err := (&StationRevocation{StationID: id, RevokedAtMs: 1, Reason: reason}).MarshalLeaf()
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaves = append(leaves, l)
+	}
+	if _, err := s.Append(leaves, nil); err != nil {
+		t.Fatal(err)
+	}
+	before, _, err := s.StationRevocationIndex(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	after, _, err := s.StationRevocationIndex(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before != after {
+		t.Fatalf("StationRevocationIndex is %d before Flush and %d after", before, after)
 	}
 }
