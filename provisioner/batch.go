@@ -30,20 +30,22 @@ type BatchResult struct {
 }
 
 // ProvisionAll provisions every device, at most concurrency at a time.
-// progress, if not nil, is called after each device with its error, one
-// call at a time.
+// A device listed twice (the same chip met again) is provisioned once: the
+// repeat fails with ErrChipBusy. progress, if not nil, is called after each
+// device with its error, one call at a time.
 func (s *Station) ProvisionAll(ctx context.Context, devices []device.Conn, concurrency int, progress func(err error)) BatchResult {
 	start := time.Now()
 	res := BatchResult{Devices: len(devices), Failures: map[string]int{}, Examples: map[string]string{}}
 	var mu sync.Mutex
 	var lat []time.Duration
 	next := make(chan device.Conn)
+	var chips chipSet
 	var wg sync.WaitGroup
 	for range max(concurrency, 1) {
 		wg.Go(func() {
 			for dev := range next {
 				t := time.Now()
-				r, err := s.Provision(ctx, dev, nil)
+				r, err := s.provisionOne(ctx, dev, nil, &chips)
 				d := time.Since(t)
 				mu.Lock()
 				if err != nil {

@@ -134,6 +134,35 @@ type Timings struct {
 // by one call at a time: a call for a chip already in flight fails with
 // ErrChipBusy.
 func (s *Station) Provision(ctx context.Context, dev device.Conn, ids ledger.Identities) (*Result, error) {
+	return s.provisionOne(ctx, dev, ids, nil)
+}
+
+// chipSet is a set of chip IDs, safe for concurrent use.
+type chipSet struct {
+	mu sync.Mutex
+	m  map[string]bool
+}
+
+// add adds chip and reports whether it was not in the set yet.
+func (c *chipSet) add(chip ledger.ChipID) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m[string(chip)] {
+		return false
+	}
+	if c.m == nil {
+		c.m = make(map[string]bool)
+	}
+	c.m[string(chip)] = true
+	return true
+}
+
+// provisionOne is Provision. batch, if not nil, holds the chips of a
+// batch (ProvisionAll) provisioned or under way: a chip met again there
+// (its device listed twice) fails with ErrChipBusy, whether or not the
+// first run still goes on, rather than being provisioned a second time,
+// at the next epoch.
+func (s *Station) provisionOne(ctx context.Context, dev device.Conn, ids ledger.Identities, batch *chipSet) (*Result, error) {
 	if len(ids) > 0 {
 		if err := ids.Validate(); err != nil {
 			return nil, err // before touching the device
@@ -147,6 +176,9 @@ func (s *Station) Provision(ctx context.Context, dev device.Conn, ids ledger.Ide
 		ids = info.Identities
 	} else if !ids.Equal(info.Identities) {
 		return nil, fmt.Errorf("%w: given %s, device %s holds %s", ErrIdentityMismatch, ids, info.ChipID, info.Identities)
+	}
+	if batch != nil && !batch.add(info.ChipID) {
+		return nil, fmt.Errorf("%w: chip %s is listed twice in this batch; provisioning it once", ErrChipBusy, info.ChipID)
 	}
 	// Two runs for one chip would share its reserved key and its journal
 	// record, and the loser's failure would overwrite the winner's record.

@@ -1010,3 +1010,23 @@ func TestAChipInfoReadBeforeAnotherRunEndedIsNotActedOn(t *testing.T) {
 		t.Errorf("pool %+v: a key was destroyed for a provisioning that never needed to fail", s)
 	}
 }
+
+// TestADeviceListedTwiceInABatchIsProvisionedOnce: a batch that lists one
+// device twice (a repeated --device) provisions it once, also when the two
+// runs do not overlap (concurrency 1), instead of escrowing a second epoch
+// with a second pool key.
+func TestADeviceListedTwiceInABatchIsProvisionedOnce(t *testing.T) {
+	f := newStationFixture(t, true)
+	dev := f.newDevice(imeiN(77))
+	res := f.station.ProvisionAll(context.Background(), []device.Conn{dev, dev}, 1, nil)
+	info, _ := dev.ChipInfo(context.Background())
+	if n := len(f.entries(info.ChipID)); n != 1 || info.Epoch != 1 {
+		t.Fatalf("one device listed twice: %d escrow entries, device at epoch %d; want 1 entry", n, info.Epoch)
+	}
+	if res.Succeeded != 1 || res.Failed != 1 || res.Failures["device given twice"] != 1 {
+		t.Fatalf("batch %+v: want 1 ok and the repeat failed as a device given twice", res)
+	}
+	if s, _ := f.cfg.Pool.Status(); s.Consumed != 1 || s.Reserved != 0 {
+		t.Fatalf("pool %+v, want one key consumed", s)
+	}
+}

@@ -206,17 +206,24 @@ func recoverDeviceAddrs(c *cli.Context) ([]string, error) {
 	if len(addrs) == 0 {
 		return nil, cli.Exit("say which device to recover: --device ADDRESS (repeatable) or --devices-file FILE", 2)
 	}
+	return uniqueDevices(c, addrs, "recovering it once"), nil
+}
+
+// uniqueDevices drops the device agent addresses that name one already
+// listed (as an address or as a URL), with a warning that says what is
+// done instead.
+func uniqueDevices(c *cli.Context, addrs []string, instead string) []string {
 	seen := make(map[string]bool, len(addrs))
-	unique := addrs[:0]
+	var unique []string
 	for _, a := range addrs {
 		if u := agentURL(a); seen[u] {
-			logger(c).Warn("device listed more than once; recovering it once", "device", a)
+			logger(c).Warn("device listed more than once; "+instead, "device", a)
 		} else {
 			seen[u] = true
 			unique = append(unique, a)
 		}
 	}
-	return unique, nil
+	return unique
 }
 
 // agentURL makes a device agent address a URL.

@@ -267,7 +267,7 @@ twice and no pool key is ever given to two chips.`,
 			&cli.StringFlag{Name: "master-keys", Required: true, EnvVars: env("master-keys"), Usage: "master key `DIR` (from `chipledger master-key new`)"},
 			&cli.StringFlag{Name: "pool", EnvVars: env("pool"), Usage: "key pool `FILE` (from `chipledger pool fill`); without it key pairs are generated"},
 			&cli.StringFlag{Name: "pool-key", EnvVars: env("pool-key"), Usage: "pool key `FILE` (default: the pool file + .key)"},
-			&cli.StringSliceFlag{Name: "device", Usage: "device agent `ADDRESS` (repeatable)"},
+			&cli.StringSliceFlag{Name: "device", Usage: "device agent `ADDRESS` (host:port, or the URL `chipledger device serve` prints; repeatable)"},
 			&cli.StringSliceFlag{Name: "identity", Usage: "the device's identity, e.g. imei:490154203237518 (repeatable; one device only); checked against the device"},
 			&cli.IntFlag{Name: "emulate", Usage: "provision `N` new emulated devices in this process instead of --device"},
 			&cli.IntFlag{Name: "concurrency", Value: 64, Usage: "devices in flight at once"},
@@ -286,7 +286,7 @@ func runProvision(c *cli.Context) error {
 		}
 		ids = append(ids, id)
 	}
-	devices := c.StringSlice("device")
+	devices := uniqueDevices(c, c.StringSlice("device"), "provisioning it once")
 	emulate := c.Int("emulate")
 	switch {
 	case len(devices) == 0 && emulate == 0:
@@ -312,7 +312,7 @@ func runProvision(c *cli.Context) error {
 	} else {
 		hc := loadgen.NewHTTPClient()
 		for _, a := range devices {
-			conns = append(conns, device.NewAgentClient(hc, "http://"+a))
+			conns = append(conns, device.NewAgentClient(hc, agentURL(a)))
 		}
 	}
 

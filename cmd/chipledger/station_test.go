@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"github.com/chipledger/chipledger/device"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -57,6 +58,21 @@ func TestStationInitAndBatchProvision(t *testing.T) {
 	}
 	if got := cluster.Nodes[0].Checkpoint().Size; got < 22 {
 		t.Fatalf("ledger size %d, want at least the genesis root, the registration and 20 entries", got)
+	}
+
+	// A device agent given as the URL `device serve` prints, and listed
+	// again by its address, is provisioned once.
+	id, _ := ledger.NewIMEI("35209903000001")
+	d, err := device.Manufacture(device.ManufactureOptions{Identities: ledger.Identities{id}, Trust: ca.Trust(), LogVerifierKey: vkey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(deviceServer(d).Handler)
+	defer srv.Close()
+	agent := srv.Listener.Addr().String()
+	r = runCLI(t, append(provision, "--device", "http://"+agent, "--device", agent)...)
+	if r.err != nil || !strings.Contains(r.stdout, "provisioned at epoch 1") {
+		t.Fatalf("provision --device http://%s --device %s: %q, %v", agent, agent, r.stdout, r.err)
 	}
 
 	// An operator revokes the station; its next device is refused.
