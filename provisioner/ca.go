@@ -370,7 +370,7 @@ func readKey(path string, cert *x509.Certificate) (*ecdsa.PrivateKey, error) {
 	if !ok || key.Curve != elliptic.P256() {
 		return nil, fmt.Errorf("%s: not an ECDSA P-256 key", path)
 	}
-	if !key.PublicKey.Equal(cert.PublicKey) {
+	if cert != nil && !key.PublicKey.Equal(cert.PublicKey) {
 		return nil, fmt.Errorf("%s is not the key of the certificate %q", path, cert.Subject)
 	}
 	return key, nil

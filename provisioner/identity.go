@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -34,17 +35,33 @@ var ErrStationExists = errors.New("station already exists")
 
 // InitStation creates a station in dir: a new ECDSA P-256 key (0600) and a
 // certificate for it issued by the manufacturer CA with the station policy,
-// valid for the given duration from now.
+// valid for the given duration from now. A directory with the certificate
+// holds a station already (ErrStationExists). One with the key alone is
+// what an InitStation interrupted between its two writes leaves: that key
+// was never certified, and InitStation certifies it now.
 func InitStation(dir string, ca *CA, name string, validity time.Duration) (*StationIdentity, error) {
-	if _, err := os.Stat(filepath.Join(dir, StationKeyFile)); err == nil {
+	keyPath, certPath := filepath.Join(dir, StationKeyFile), filepath.Join(dir, StationCertFile)
+	if _, err := os.Stat(certPath); err == nil {
 		return nil, fmt.Errorf("%w in %s; use it, or another directory", ErrStationExists, dir)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
+	key, err := readKey(keyPath, nil)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
+			return nil, err
+		}
+		keyPEM, err := marshalKey(key)
+		if err != nil {
+			return nil, err
+		}
+		if err := writeFileExclusive(keyPath, keyPEM, 0o600); err != nil {
+			return nil, err
+		}
+	case err != nil:
+		return nil, fmt.Errorf("station key in %s, left without its certificate by an interrupted station init: %w", dir, err)
 	}
 	now := time.Now().UTC()
 	der, err := ca.IssueStationCertificate(name, &key.PublicKey, now.Add(-time.Hour), now.Add(validity))
@@ -55,14 +72,7 @@ func InitStation(dir string, ca *CA, name string, validity time.Duration) (*Stat
 	if err != nil {
 		return nil, err
 	}
-	keyPEM, err := marshalKey(key)
-	if err != nil {
-		return nil, err
-	}
-	if err := writeFileExclusive(filepath.Join(dir, StationKeyFile), keyPEM, 0o600); err != nil {
-		return nil, err
-	}
-	if err := writeFileExclusive(filepath.Join(dir, StationCertFile), certPEM(cert), 0o644); err != nil {
+	if err := writeFileExclusive(certPath, certPEM(cert), 0o644); err != nil {
 		return nil, err
 	}
 	return &StationIdentity{Dir: dir, Key: key, Certificate: cert}, nil
