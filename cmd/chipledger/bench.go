@@ -207,6 +207,9 @@ func runBenchAppend(c *cli.Context) error {
 	if err := noArgs(c); err != nil {
 		return err
 	}
+	if p := c.String("plot"); p != "" && !benchplotFormat(p) {
+		return cli.Exit(fmt.Sprintf("--plot %s: want a .png, .svg or .pdf file", p), 2)
+	}
 	clients, err := intList(c.String("clients"), "--clients")
 	if err != nil {
 		return err
@@ -253,7 +256,7 @@ func runBenchAppend(c *cli.Context) error {
 	}
 	if p := c.String("plot"); p != "" {
 		if err := benchplot.Write(p, &loadgen.Report{Append: reports}); err != nil {
-			return err
+			return fmt.Errorf("--plot: %w", err)
 		}
 	}
 	if c.Bool("json") {

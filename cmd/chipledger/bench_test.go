@@ -117,6 +117,7 @@ func TestBenchFlagErrorsSayWhatIsWrong(t *testing.T) {
 		want string
 	}{
 		{[]string{"bench", "--plot", "out.gif"}, ".png, .svg or .pdf"},
+		{[]string{"bench", "append", "--plot", "out.gif", "--nodes", "bad"}, ".png, .svg or .pdf"}, // before any work
 		{[]string{"bench", "--ledger", "127.0.0.1:1"}, "--ledger needs --ca"},
 		{[]string{"bench", "--growth-sizes", "10k,none"}, "--growth-sizes"},
 		{[]string{"bench", "provisioning", "--in-flight", "0"}, "--in-flight"},
