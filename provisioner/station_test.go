@@ -1,16 +1,16 @@
 package provisioner
 
 import (
-	"math/big"
-	"encoding/asn1"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/asn1"
 	"errors"
 	"fmt"
+	"math/big"
 	"os"
 	"path/filepath"
 	"slices"
@@ -1028,5 +1028,61 @@ func TestADeviceListedTwiceInABatchIsProvisionedOnce(t *testing.T) {
 	}
 	if s, _ := f.cfg.Pool.Status(); s.Consumed != 1 || s.Reserved != 0 {
 		t.Fatalf("pool %+v, want one key consumed", s)
+	}
+}
+
+// TestThePoolKeyIsTheDeviceKeyAndLeavesThePool covers claims 7 and 15
+// (seed-claims.txt, the pool alternative) and 1 and 25 end to end: the key pair the device receives in its
+// data package is the one drawn from the pre-generated pool, the published
+// certificate certifies it, the published backup names this chip and opens
+// (on this chip) to the package holding it, and the key is gone from the
+// pool once the backup has been received and escrowed.
+func TestThePoolKeyIsTheDeviceKeyAndLeavesThePool(t *testing.T) {
+	f := newStationFixture(t, true)
+	ctx := context.Background()
+	dev := f.newDevice(imeiN(78))
+	info, _ := dev.ChipInfo(ctx)
+	id, poolKey, err := f.cfg.Pool.Reserve(info.ChipID) // what the station will draw
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.station.Provision(ctx, dev, nil); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := dev.Status(ctx)
+	if st.Keys == nil || st.Keys.KeyOrigin != device.KeyFromPool {
+		t.Fatalf("device keys %+v, want key origin pool", st.Keys)
+	}
+	spki, _ := x509.MarshalPKIXPublicKey(&poolKey.PublicKey)
+	if !bytes.Equal(st.Keys.DevicePublicKey, spki) {
+		t.Fatal("the device key pair is not the pool key reserved for the chip")
+	}
+	e := f.entries(info.ChipID)[0]
+	cert, _ := x509.ParseCertificate(e.Certificate)
+	if pub, _ := x509.MarshalPKIXPublicKey(cert.PublicKey); !bytes.Equal(pub, spki) {
+		t.Fatal("the published certificate does not certify the pool key")
+	}
+	h, _, err := device.ParseBackupHeader(e.Backup)
+	if err != nil || !h.ChipID.Equal(e.ChipID) || !h.Identities.Equal(e.Identities) {
+		t.Fatalf("published backup header %+v, %v", h, err)
+	}
+	if _, ok, _ := f.cfg.Pool.Reservation(info.ChipID); ok {
+		t.Fatal("the pool key is still in the pool after the backup was received and escrowed")
+	}
+	if a, ok, _ := f.cfg.Pool.LastAudit(info.ChipID); !ok || a.KeyID != id || a.Outcome != OutcomeConsumed {
+		t.Fatalf("pool audit %+v", a)
+	}
+	// Wipe and restore from the public entry: only this chip opens it.
+	if err := dev.Wipe(ctx); err != nil {
+		t.Fatal(err)
+	}
+	hist := f.lookup(info.ChipID)
+	if err := dev.RestoreBackup(ctx, e.Backup, e.Certificate, nil, hist.LookupProof); err != nil {
+		t.Fatal(err)
+	}
+	k, _ := dev.Keys()
+	pk, _ := k.PrivateKey()
+	if !pk.Equal(poolKey) {
+		t.Fatal("the restored package does not hold the pool key")
 	}
 }
