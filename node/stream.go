@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -25,19 +26,37 @@ type TLSConfig struct {
 	Certificate tls.Certificate
 }
 
-// serverConfig is the TLS configuration of a listener: Raft requires a
-// client certificate from the cluster CA, the API only verifies one if given.
-func (t *TLSConfig) serverConfig(requireClientCert bool) *tls.Config {
-	auth := tls.VerifyClientCertIfGiven
-	if requireClientCert {
-		auth = tls.RequireAndVerifyClientCert
-	}
-	return &tls.Config{
+// serverConfig is the TLS configuration of a listener. Raft (forRaft) requires
+// a node's certificate from the cluster CA; the API only verifies a client
+// certificate if given (a node's or an operator's).
+func (t *TLSConfig) serverConfig(forRaft bool) *tls.Config {
+	c := &tls.Config{
 		MinVersion:   tls.VersionTLS13,
 		Certificates: []tls.Certificate{t.Certificate},
-		ClientAuth:   auth,
+		ClientAuth:   tls.VerifyClientCertIfGiven,
 		ClientCAs:    t.CA,
 	}
+	if forRaft {
+		c.ClientAuth = tls.RequireAndVerifyClientCert
+		c.VerifyConnection = verifyRaftPeer
+	}
+	return c
+}
+
+// verifyRaftPeer admits a Raft peer only with a node's certificate: one
+// for server use too (serverAuth), as `chipledger tls node` issues them. An
+// operator's client certificate (`chipledger tls admin`) chains to the same
+// CA, but speaking Raft would let its holder write commands into every
+// replica's state machine, past admission.
+func verifyRaftPeer(cs tls.ConnectionState) error {
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("raft peer presented no certificate")
+	}
+	leaf := cs.PeerCertificates[0]
+	if !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageServerAuth) {
+		return fmt.Errorf("raft peer %q presented a certificate that is not a node's (no serverAuth extended key usage): admin certificates cannot join Raft", leaf.Subject)
+	}
+	return nil
 }
 
 // clientConfig is the TLS configuration of connections to other nodes.

@@ -230,3 +230,50 @@ func TestRaftListenerDropsSilentConnections(t *testing.T) {
 		t.Fatal("a connection that sent nothing is still held after 10 s")
 	}
 }
+
+// TestRaftRefusesAdminCertificates: an operator's admin certificate
+// (`chipledger tls admin`) chains to the cluster CA but is no node's. The
+// Raft listener must refuse it: its holder could otherwise act as a leader
+// and write any command into the state machine, past admission (here, a
+// member record pointing at another address).
+func TestRaftRefusesAdminCertificates(t *testing.T) {
+	dir := tlsDir(t, "node0")
+	c := newConfiguredCluster(t, 1, nil, func(cfg *Config) { cfg.TLS = nodeTLS(t, dir, cfg.ID) })
+	n := c.nodes[0]
+	waitFor(t, "the genesis checkpoint", 10*time.Second, func() bool { return n.Checkpoint().Size > 0 })
+
+	stream, err := newStreamLayer("127.0.0.1:0", nil, nodeTLS(t, dir, "admin-ops"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: stream, MaxPool: 1, Timeout: 5 * time.Second})
+	defer trans.Close()
+	forged, err := encodeMember("ghost", "attacker.example:443")
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := n.raft.LastIndex()
+	var prev raft.Log
+	if err := n.fsm.logs.GetLog(last, &prev); err != nil {
+		t.Fatal(err)
+	}
+	term := n.raft.CurrentTerm() + 1
+	var resp raft.AppendEntriesResponse
+	err = trans.AppendEntries(raft.ServerID(n.ID()), raft.ServerAddress(n.RaftAddr()), &raft.AppendEntriesRequest{
+		RPCHeader:         raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte("intruder"), Addr: []byte(stream.Addr().String())},
+		Term:              term,
+		PrevLogEntry:      last,
+		PrevLogTerm:       prev.Term,
+		Entries:           []*raft.Log{{Index: last + 1, Term: term, Type: raft.LogCommand, Data: forged}},
+		LeaderCommitIndex: last + 1,
+	}, &resp)
+	if err == nil {
+		t.Fatalf("Raft answered an AppendEntries over an admin certificate (success %v)", resp.Success)
+	}
+	if m, _ := n.fsm.members(); m["ghost"] != "" {
+		t.Fatalf("the admin certificate wrote a member record: %v", m)
+	}
+	if n.raft.CurrentTerm() >= term {
+		t.Fatalf("the admin certificate moved the node's term to %d", n.raft.CurrentTerm())
+	}
+}
