@@ -81,7 +81,7 @@ type Config struct {
 	TLS *TLSConfig
 	// AdminTokenHash, if set, is the SHA-256 of a bearer token that
 	// authorises the admin calls (Join, Leave, TransferLeadership) for
-	// clients without an admin certificate.
+	// clients without an admin certificate. It needs TLS.
 	AdminTokenHash []byte
 	// MaxAppendsInFlight bounds the appends a node handles at once (the
 	// requests it has read and not yet answered); more are refused at once
@@ -263,6 +263,11 @@ func (c *Config) validate() error {
 	}
 	if len(c.AdminTokenHash) != 0 && len(c.AdminTokenHash) != 32 {
 		return errors.New("the admin token hash must be a SHA-256 (32 bytes)")
+	}
+	if len(c.AdminTokenHash) != 0 && c.TLS == nil {
+		// Over plain TCP the token would cross the network in the clear,
+		// and a joining node could not present it.
+		return errors.New("the admin token is for clusters with TLS: without TLS every admin call is open (run with TLS, or without the token)")
 	}
 	if c.WitnessInterval < 0 || c.WitnessRefresh < 0 {
 		return fmt.Errorf("WitnessInterval (%s) and WitnessRefresh (%s) cannot be negative", c.WitnessInterval, c.WitnessRefresh)

@@ -526,6 +526,16 @@ func TestNewFailsCleanly(t *testing.T) {
 		t.Fatalf("New on the same data directory after a failed start: %v", err)
 	}
 	n.Close()
+
+	// An admin token without TLS would cross the network in the clear,
+	// and a node joining could not present it.
+	cfg.AdminTokenHash = make([]byte, 32)
+	if n, err := New(cfg); err == nil || !strings.Contains(err.Error(), "TLS") {
+		if n != nil {
+			n.Close()
+		}
+		t.Fatalf("New with an admin token and no TLS: %v, want a refusal", err)
+	}
 }
 
 // TestAppendNamesTheLeader checks that an append answered through a

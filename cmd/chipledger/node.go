@@ -177,7 +177,7 @@ list flags take comma-separated values there.`,
 			&cli.BoolFlag{Name: "insecure", EnvVars: env("insecure"),
 				Usage: "run Raft and the API over plain TCP, without TLS (only on a network you trust; --dev implies it)"},
 			&cli.StringFlag{Name: "admin-token-hash", EnvVars: env("admin-token-hash"),
-				Usage: "hex SHA-256 of a bearer token that authorises admin calls for clients without an admin certificate (from \"chipledger tls token\")"},
+				Usage: "hex SHA-256 of a bearer token that authorises admin calls for clients without an admin certificate (from \"chipledger tls token\"; needs TLS)"},
 			&cli.IntFlag{Name: "max-appends-in-flight", EnvVars: env("max-appends-in-flight"), Value: node.DefaultMaxAppendsInFlight,
 				Usage: "appends handled at once; more are refused with RESOURCE_EXHAUSTED and a retry hint (bounds memory under load)"},
 			&cli.Float64Flag{Name: "station-rate", EnvVars: env("station-rate"),
@@ -429,6 +429,8 @@ func setTransport(cfg *node.Config, f nodeFlags, log *slog.Logger) error {
 			return fmt.Errorf("--tls-cert/--tls-key: %w", err)
 		}
 		cfg.TLS = &node.TLSConfig{CA: pool, Certificate: pair}
+	case cfg.AdminTokenHash != nil:
+		return errors.New("--admin-token-hash needs TLS (--tls-ca, --tls-cert, --tls-key): over plain TCP the token would cross the network in the clear, and without TLS every admin call is open anyway")
 	case f.Dev:
 	case f.Insecure:
 		log.Warn("running without TLS (--insecure): Raft and the API are plain TCP; use only on a network you trust")

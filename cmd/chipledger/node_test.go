@@ -233,6 +233,7 @@ func TestNodeFlagErrorsSayWhatIsWrong(t *testing.T) {
 		{"no transport security", []string{"node", "--id", "n1", "--data-dir", "/data", "--log-key", logKey, "--trust", trust}, []string{"--tls-ca", "--insecure"}},
 		{"half of TLS", with("--tls-ca", trust), []string{"--tls-cert", "--tls-key"}},
 		{"bad admin token hash", with("--admin-token-hash", "abc"), []string{"--admin-token-hash", "64 hex digits"}},
+		{"admin token without TLS", with("--admin-token-hash", strings.Repeat("ab", 32)), []string{"--admin-token-hash needs TLS"}},
 		{"peer without its addresses", with("--bootstrap", "--peer", "n1"), []string{"--peer", "ID=RAFT_ADDR=API_ADDR"}},
 		{"peer with too many parts", with("--bootstrap", "--peer", "n1=127.0.0.1:7000=127.0.0.1:8080=x"), []string{"ID=RAFT_ADDR=API_ADDR"}},
 		{"peer without an ID", with("--bootstrap", "--peer", "=127.0.0.1:7000=127.0.0.1:8080"), []string{"ID=RAFT_ADDR=API_ADDR"}},

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -200,5 +202,63 @@ func TestNodeTransportTellsTLSApart(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusBadRequest || string(body) != "bad input\n" {
 		t.Errorf("a plain 400: %d %q", resp.StatusCode, body)
+	}
+}
+
+// recordingListener keeps every byte its connections receive.
+type recordingListener struct {
+	net.Listener
+	mu  sync.Mutex
+	got bytes.Buffer
+}
+
+func (l *recordingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &recordingConn{c, l}, nil
+}
+
+type recordingConn struct {
+	net.Conn
+	l *recordingListener
+}
+
+func (c *recordingConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.l.mu.Lock()
+	c.l.got.Write(b[:n])
+	c.l.mu.Unlock()
+	return n, err
+}
+
+// TestAdminTokenIsNotSentInTheClearToATLSNode: an operator of a TLS
+// cluster who runs `chipledger admin` with CHIPLEDGER_ADMIN_TOKEN but
+// without --tls-ca (a new shell, a missing variable) must be told to pass
+// --tls-ca before the token goes anywhere, not after it crossed the
+// network over plain HTTP.
+func TestAdminTokenIsNotSentInTheClearToATLSNode(t *testing.T) {
+	clearEnv(t)
+	for _, name := range []string{"CHIPLEDGER_TLS_CA", "CHIPLEDGER_ADMIN_TLS_CERT", "CHIPLEDGER_ADMIN_TLS_KEY", "CHIPLEDGER_LEDGER"} {
+		t.Setenv(name, "")
+	}
+	const token = "TOP-SECRET-ADMIN-TOKEN"
+	t.Setenv("CHIPLEDGER_ADMIN_TOKEN", token)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	rec := &recordingListener{Listener: srv.Listener}
+	srv.Listener = rec
+	srv.StartTLS() // like a node with --tls-*
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "https://")
+
+	r := runCLI(t, "admin", "leave", "--ledger", host, "--node-id", "n3")
+	if r.err == nil || exitCode(r.err) != 2 || !strings.Contains(r.err.Error(), "--tls-ca") {
+		t.Fatalf("leave with a token and no --tls-ca: %v, want a usage error naming --tls-ca", r.err)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if bytes.Contains(rec.got.Bytes(), []byte(token)) {
+		t.Fatalf("the admin token crossed the network in plaintext:\n%s", rec.got.String())
 	}
 }
