@@ -826,10 +826,18 @@ func (f *fsm) Restore(rc io.ReadCloser) (err error) {
 			f.log.Info("snapshot already contained in the ledger", "size", size, "ledger_size", f.store.Size())
 			return nil
 		}
-		f.log.Warn("ledger differs from the snapshot; rebuilding it", "size", size)
+		// Rebuilding would make this node sign a tree that does not extend
+		// the one it signed: a fork, or a rollback, under the log key.
+		return fmt.Errorf("%w: the snapshot's tree of size %d is not a prefix of this node's ledger of size %d", errForeignSnapshot, size, f.store.Size())
 	}
 	return f.rebuild(br, size, root, through, md)
 }
+
+// errForeignSnapshot reports a snapshot whose tree does not extend the
+// node's ledger: restoring it would have the node sign a fork of what it
+// signed before. A node whose ledger is not its cluster's is rebuilt from
+// its peers by wiping its data directory (docs/operating.md).
+var errForeignSnapshot = errors.New("refusing a snapshot of another history (wipe this node's data directory to rebuild it from its peers)")
 
 // maxSnapshotMetadata bounds the metadata records of a snapshot (member
 // addresses: one per node that ever joined).
@@ -937,6 +945,11 @@ func (f *fsm) rebuild(r io.Reader, size uint64, root ledger.Hash, through uint64
 	if got := ns.State(); got.Size != size || got.Root != root {
 		return fail(fmt.Errorf("rebuilt tree has size %d root %x, the snapshot says %d %x", got.Size, got.Root, size, root))
 	}
+	if cur := f.store.State(); cur.Size > 0 {
+		if at, err := ns.RootAt(cur.Size); err != nil || at != cur.Root {
+			return fail(fmt.Errorf("%w: its tree of size %d does not extend this node's ledger of size %d (%v)", errForeignSnapshot, size, cur.Size, err))
+		}
+	}
 	// The node signs only a tree that ends with an index root: checked
 	// before the switch, or a bad snapshot would leave a ledger the node
 	// could not sign, now or at its next start.
@@ -964,15 +977,27 @@ func (f *fsm) rebuild(r io.Reader, size uint64, root ledger.Hash, through uint64
 	if err := atomicfile.SyncDir(path); err != nil {
 		return fail(err)
 	}
-	if err := f.dir.setCurrent(gen); err != nil {
-		f.dir.removeOthers(f.gen)
-		return err
-	}
-	old := f.store
+	// Open the new generation before switching to it: once CURRENT names a
+	// generation, it is the one the node serves and writes, and the one
+	// every later clean-up keeps.
 	ns, err = ledger.Open(path, f.storeOpts)
 	if err != nil {
+		f.dir.removeOthers(f.gen)
 		return fmt.Errorf("reopen restored ledger: %w", err)
 	}
+	if err := f.dir.setCurrent(gen); err != nil {
+		// The switch may have happened although it failed (the directory
+		// sync after the rename): CURRENT says which generation is live.
+		if live, _, cerr := f.dir.current(); cerr != nil || live != gen {
+			ns.Close()
+			if cerr == nil {
+				f.dir.removeOthers(live)
+			}
+			return err
+		}
+		f.log.Warn("switching to the restored ledger reported an error, but CURRENT names it: going on with it", "err", err)
+	}
+	old := f.store
 	if !f.storeClosed {
 		old.Close()
 	}

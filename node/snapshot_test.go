@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -365,4 +366,142 @@ func TestABatchWhoseFlushFailedStillAnswersItsAppends(t *testing.T) {
 	if f.store.Size() != 5 || f.applied.Load() != 3 || f.storeFault() != nil {
 		t.Fatalf("after the recovery: size %d, applied %d, fault %v", f.store.Size(), f.applied.Load(), f.storeFault())
 	}
+}
+
+// TestAFailedRestoreLeavesCURRENTOnTheLiveGeneration: a restore whose
+// last step, opening the new generation, fails must leave CURRENT naming
+// the generation the node goes on serving. Otherwise the next restore
+// deletes the generation CURRENT names, and a restart opens an empty store
+// there and deletes the one that held the node's ledger.
+func TestAFailedRestoreLeavesCURRENTOnTheLiveGeneration(t *testing.T) {
+	src := newTestFSM(t, nil)
+	src.Apply(commandEntry(1, encodeGenesis()))
+	pki, err := sharedPKI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	station, err := encodeBatch([][]byte{pki.StationLeaf()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.Apply(commandEntry(2, station))
+	snap := snapshotOf(t, src)
+
+	dataDir := t.TempDir()
+	signer, _ := testLogKey(t)
+	var failOpen atomic.Bool
+	faults := func(op string) error {
+		if op == "sync directory" && failOpen.Load() {
+			return errors.New("injected: EIO on directory fsync")
+		}
+		return nil
+	}
+	f, err := newFSM(dataDir, signer, true, faults, testLogger(t), newMetrics())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Apply(commandEntry(1, encodeGenesis()))
+	served := *f.checkpoint()
+
+	// 1. A restore whose final reopen fails (a transient disk error).
+	failOpen.Store(true)
+	if err := f.Restore(io.NopCloser(bytes.NewReader(snap))); err == nil {
+		t.Fatal("the injected reopen failure did not fail the restore")
+	}
+	failOpen.Store(false)
+	cur, err := LedgerPath(dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := f.dir.path(f.gen)
+	if cur != live {
+		t.Errorf("after a failed restore CURRENT names %s, but the node serves (and writes) %s", cur, live)
+	}
+
+	// 2. The leader sends the snapshot again; this attempt fails too.
+	if err := f.Restore(io.NopCloser(bytes.NewReader(snap[:len(snap)-1]))); err == nil {
+		t.Fatal("a truncated snapshot was restored")
+	}
+	if _, err := os.Stat(cur); err != nil {
+		t.Errorf("CURRENT names %s, which the second restore deleted: %v", cur, err)
+	}
+	f.close()
+
+	// 3. Restart.
+	again, err := newFSM(dataDir, signer, true, nil, testLogger(t), newMetrics())
+	if err != nil {
+		t.Fatalf("restart: %v", err)
+	}
+	defer again.close()
+	if cp := again.checkpoint(); cp.Size != served.Size || cp.Root != served.Root {
+		t.Errorf("the node served size %d before the restart and opens a ledger of size %d (marker %d) after it: its ledger generation was deleted", served.Size, cp.Size, again.marker)
+	}
+}
+
+// snapshotOfLeaves returns a snapshot stream of the given leaves, with
+// the root they hash to (so rebuild's own check passes).
+func snapshotOfLeaves(t *testing.T, leaves [][]byte, through uint64) []byte {
+	t.Helper()
+	src, err := ledger.Open(t.TempDir(), ledger.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	for _, l := range leaves {
+		if _, err := src.Append([][]byte{l}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := src.State()
+	var stream bytes.Buffer
+	stream.Write(snapshotHeader(st, through, nil))
+	if err := src.WriteLeaves(&stream, st.Size); err != nil {
+		t.Fatal(err)
+	}
+	return stream.Bytes()
+}
+
+// TestRestoreNeverSignsAForkOfWhatTheNodeSigned: a snapshot whose tree
+// does not extend the tree the node already signed (a faulty leader, a
+// snapshot of another log) is refused: rebuilding it would have the node
+// sign two checkpoints no consistency proof links, or a checkpoint smaller
+// than one it served.
+func TestRestoreNeverSignsAForkOfWhatTheNodeSigned(t *testing.T) {
+	pki, err := sharedPKI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	station, err := encodeBatch([][]byte{pki.StationLeaf()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("larger", func(t *testing.T) {
+		f := newTestFSM(t, nil)
+		f.Apply(commandEntry(1, encodeGenesis()))
+		f.noteStarted(1)
+		served := *f.checkpoint()
+		ir, _ := (&ledger.IndexRoot{CoveredSize: 1, ChipCount: 0, Root: [32]byte{1}}).MarshalLeaf()
+		snap := snapshotOfLeaves(t, [][]byte{[]byte("not the genesis"), ir}, 9)
+		if err := f.Restore(io.NopCloser(bytes.NewReader(snap))); !errors.Is(err, errForeignSnapshot) {
+			t.Fatalf("restore of a larger tree that does not extend the node's: %v, want errForeignSnapshot", err)
+		}
+		if cp := f.checkpoint(); cp.Size != served.Size || cp.Root != served.Root {
+			t.Fatalf("after the refused restore the node serves size %d, want its own %d", cp.Size, served.Size)
+		}
+	})
+	t.Run("smaller", func(t *testing.T) {
+		f := newTestFSM(t, nil)
+		f.Apply(commandEntry(1, encodeGenesis()))
+		f.Apply(commandEntry(2, station))
+		f.noteStarted(2)
+		served := *f.checkpoint()
+		ir, _ := (&ledger.IndexRoot{CoveredSize: 0, ChipCount: 7, Root: [32]byte{2}}).MarshalLeaf()
+		snap := snapshotOfLeaves(t, [][]byte{ir}, 9)
+		if err := f.Restore(io.NopCloser(bytes.NewReader(snap))); !errors.Is(err, errForeignSnapshot) {
+			t.Fatalf("restore of a smaller tree that is no prefix of the node's: %v, want errForeignSnapshot", err)
+		}
+		if cp := f.checkpoint(); cp.Size != served.Size || cp.Root != served.Root {
+			t.Fatalf("after the refused restore the node serves size %d, want its own %d", cp.Size, served.Size)
+		}
+	})
 }
