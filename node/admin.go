@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -145,6 +146,19 @@ func (s *adminService) Leave(ctx context.Context, req *connect.Request[v1.LeaveR
 	n := s.n
 	if !n.IsLeader() {
 		return forwardAdmin(ctx, n, req, chipledgerv1connect.AdminServiceClient.Leave)
+	}
+	cf := n.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return nil, toConnectError(err)
+	}
+	var members []string
+	for _, srv := range cf.Configuration().Servers {
+		members = append(members, string(srv.ID))
+	}
+	if !slices.Contains(members, id) {
+		// Raft removes a non-member without complaint: a typo must not
+		// look like a removal.
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("no member %q in the cluster (members: %s)", id, strings.Join(members, ", ")))
 	}
 	// Forget the address first: once the leader removes itself it can no
 	// longer apply anything.

@@ -58,3 +58,15 @@ func TestTransferLeadershipThatCannotBeMadeSaysWhy(t *testing.T) {
 		}
 	}
 }
+
+// TestLeaveOfANonMemberIsNotFound: Raft removes a server that is not a
+// member without complaint; Leave must say so (a typo in the node ID), not
+// report a removal.
+func TestLeaveOfANonMemberIsNotFound(t *testing.T) {
+	c := newTestCluster(t, 1, nil)
+	l := c.waitLeader()
+	_, err := c.admin(l).Leave(context.Background(), connect.NewRequest(&v1.LeaveRequest{NodeId: "nobody"}))
+	if connect.CodeOf(err) != connect.CodeNotFound || !strings.Contains(err.Error(), c.nodes[l].ID()) {
+		t.Fatalf("leave of a non-member: %v, want NOT_FOUND listing the members", err)
+	}
+}
