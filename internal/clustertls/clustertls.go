@@ -71,6 +71,9 @@ func InitCA(dir string) error {
 // dir, for server and client use, naming hosts (IP addresses or DNS names)
 // as its subject alternative names. It writes <id>.pem and <id>.key.
 func IssueNode(dir, id string, hosts []string) error {
+	if err := checkFileName("node ID", id); err != nil {
+		return err
+	}
 	if len(hosts) == 0 {
 		return errors.New("a node certificate needs the host names or addresses peers reach the node at")
 	}
@@ -89,6 +92,9 @@ func IssueNode(dir, id string, hosts []string) error {
 // IssueAdmin issues an admin client certificate for name in dir, writing
 // admin-<name>.pem and admin-<name>.key.
 func IssueAdmin(dir, name string) error {
+	if err := checkFileName("admin name", name); err != nil {
+		return err
+	}
 	tmpl := leafTemplate(name, AdminOU, 1)
 	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	return issue(dir, "admin-"+name, tmpl)
@@ -200,4 +206,19 @@ func ClientConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
 		c.Certificates = []tls.Certificate{pair}
 	}
 	return c, nil
+}
+
+// checkFileName refuses a node ID or admin name that cannot name files in
+// the directory: empty, longer than 64 bytes, or with characters other
+// than letters, digits, '.', '_' and '-' (a '/' would write elsewhere), or
+// starting with '.'.
+func checkFileName(what, name string) error {
+	ok := name != "" && len(name) <= 64 && name[0] != '.'
+	for _, r := range name {
+		ok = ok && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-')
+	}
+	if !ok {
+		return fmt.Errorf("%s %q: use 1 to 64 letters, digits, '.', '_' or '-', not starting with '.'", what, name)
+	}
+	return nil
 }
