@@ -341,6 +341,10 @@ func (s *ledgerService) GetEntries(ctx context.Context, req *connect.Request[v1.
 
 func (s *ledgerService) GetInclusionProof(ctx context.Context, req *connect.Request[v1.GetInclusionProofRequest]) (*connect.Response[v1.GetInclusionProofResponse], error) {
 	index, size := req.Msg.GetIndex(), req.Msg.GetTreeSize()
+	if size != 0 && index >= size {
+		// No tree of that size ever holds the leaf: not a matter of waiting.
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("inclusion of leaf %d in a tree of size %d: want index < tree_size", index, size))
+	}
 	cp := s.n.fsm.checkpoint()
 	resp := &v1.GetInclusionProofResponse{Index: index}
 	if size == 0 {
@@ -368,6 +372,9 @@ func (s *ledgerService) GetInclusionProof(ctx context.Context, req *connect.Requ
 
 func (s *ledgerService) GetConsistencyProof(ctx context.Context, req *connect.Request[v1.GetConsistencyProofRequest]) (*connect.Response[v1.GetConsistencyProofResponse], error) {
 	size1, size2 := req.Msg.GetSize1(), req.Msg.GetSize2()
+	if size2 != 0 && size1 > size2 {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("consistency from size %d to %d: want size1 <= size2", size1, size2))
+	}
 	cp := s.n.fsm.checkpoint()
 	resp := &v1.GetConsistencyProofResponse{Size1: size1}
 	if size2 == 0 {

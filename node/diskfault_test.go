@@ -3,7 +3,9 @@ package node
 import (
 	"context"
 	"fmt"
+	"github.com/chipledger/chipledger/internal/testpki"
 	"github.com/hashicorp/raft"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -276,4 +278,174 @@ func TestALaggingLeaderDoesNotRefuseARegisteredStation(t *testing.T) {
 	if _, err := c.append(context.Background(), 1, leaf); err != nil {
 		t.Fatalf("the same entry once the leader caught up: %v", err)
 	}
+}
+
+// opFaults fails the store operations named in broken, as a full disk does:
+// writes and syncs fail with ENOSPC, while opening the store (and syncing
+// its directory) still works.
+type opFaults struct {
+	mu     sync.Mutex
+	broken map[string]bool
+}
+
+func (o *opFaults) set(ops ...string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.broken = map[string]bool{}
+	for _, op := range ops {
+		o.broken[op] = true
+	}
+}
+
+func (o *opFaults) hook(op string) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.broken[op] {
+		return fmt.Errorf("%s: %w", op, syscall.ENOSPC)
+	}
+	return nil
+}
+
+// TestTilesOfAStoreBehindItsCheckpointAreUnavailable: while a node
+// recovers from a full disk, it reopens its store at its durable state,
+// which may be behind the checkpoint it served (syncs are deferred), and
+// while replaying the rest fails, that smaller store is all it has. Tiles
+// inside the served checkpoint must then be 503 (come back, or ask another
+// node), not 404 (they do not exist).
+func TestTilesOfAStoreBehindItsCheckpointAreUnavailable(t *testing.T) {
+	faults := &opFaults{}
+	c := newConfiguredCluster(t, 1, nil, func(cfg *Config) { cfg.StoreFaults = faults.hook })
+	ctx := context.Background()
+	c.registerStation()
+	c.appendEscrow(0, 0, 2)
+	n := c.nodes[0]
+	waitFor(t, "the first appends to be durable", 10*time.Second, func() bool {
+		var p uint64
+		n.fsm.withStore(func(s *ledger.Store) error { p = s.Pending(); return nil })
+		return p == 0
+	})
+
+	// Syncs fail: the next append is applied and published but never made
+	// durable.
+	faults.set("sync")
+	before := n.Checkpoint().Size
+	leaves := c.escrowLeaves(10, 2)
+	go func() {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		c.append(actx, 0, leaves[0])
+	}()
+	waitFor(t, "the append to be published", 10*time.Second, func() bool { return n.Checkpoint().Size > before })
+	published := n.Checkpoint()
+
+	// Now writes fail too. The store is reopened at its durable state and
+	// replaying the published batch fails.
+	faults.set("sync", "write")
+	go func() {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		c.append(actx, 0, leaves[1])
+	}()
+	waitFor(t, "the store to be reopened behind the checkpoint", 10*time.Second, func() bool {
+		var size uint64
+		n.fsm.withStore(func(s *ledger.Store) error { size = s.Size(); return nil })
+		return size < published.Size
+	})
+	if got := n.Checkpoint().Size; got != published.Size {
+		t.Fatalf("published checkpoint moved to %d", got)
+	}
+
+	var failures []string
+	// The tiles API: /checkpoint serves the published size; the entry
+	// bundle it implies must not be "not found".
+	get := func(path string) (int, []byte) {
+		r, err := c.http.Get("http://" + c.cfgs[0].APIAddr + "/" + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Body.Close()
+		b, _ := io.ReadAll(r.Body)
+		return r.StatusCode, b
+	}
+	_, raw := get("checkpoint")
+	served, err := c.verifier.VerifyCheckpoint(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if served.Size >= 256 {
+		t.Fatalf("test assumes a tree under 256 leaves, have %d", served.Size)
+	}
+	path := ledger.TileRef{Entries: true, Width: int(served.Size)}.Path()
+	if code, body := get(path); code == http.StatusNotFound {
+		failures = append(failures, fmt.Sprintf("GET /%s, implied by the /checkpoint of size %d: 404 %q (want 200, or 503 while recovering)", path, served.Size, body))
+	}
+	hpath := ledger.TileRef{Width: int(served.Size)}.Path()
+	if code, body := get(hpath); code == http.StatusNotFound {
+		failures = append(failures, fmt.Sprintf("GET /%s: 404 %q", hpath, body))
+	}
+	for _, f := range failures {
+		t.Error(f)
+	}
+	if code, _ := get(path); code != http.StatusServiceUnavailable {
+		t.Errorf("GET /%s while the store is behind: %d, want 503", path, code)
+	}
+	faults.set()
+	waitFor(t, "the store to recover", 15*time.Second, func() bool { return n.fsm.storeFault() == nil })
+}
+
+// TestLookupChipOfAStoreBehindItsCheckpointIsUnavailable: as above, with
+// a batch that carries no chip entry (a station revocation) published but
+// not durable when the disk fills. The store reopened at its durable state
+// has the same chip map as the index root there; LookupChip must not prove
+// the chip at that smaller size (below min_size, and below what the node
+// served: clients call that a rollback) but answer UNAVAILABLE.
+func TestLookupChipOfAStoreBehindItsCheckpointIsUnavailable(t *testing.T) {
+	faults := &opFaults{}
+	c := newConfiguredCluster(t, 1, nil, func(cfg *Config) { cfg.StoreFaults = faults.hook })
+	ctx := context.Background()
+	c.registerStation()
+	c.appendEscrow(0, 0, 2)
+	n := c.nodes[0]
+	waitFor(t, "the first appends to be durable", 10*time.Second, func() bool {
+		var p uint64
+		n.fsm.withStore(func(s *ledger.Store) error { p = s.Pending(); return nil })
+		return p == 0
+	})
+
+	// Commits fail: the revocation is applied and published, never durable.
+	faults.set("commit")
+	before := n.Checkpoint().Size
+	id := c.pki.StationID()
+	go func() {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		c.admin(0).RevokeStation(actx, connect.NewRequest(&v1.RevokeStationRequest{StationId: id[:], Reason: "test", RevokedAtMs: uint64(time.Now().UnixMilli())}))
+	}()
+	waitFor(t, "the revocation to be published", 10*time.Second, func() bool { return n.Checkpoint().Size > before })
+	published := n.Checkpoint()
+
+	// Writes fail too: the next reopen cannot replay the revocation.
+	faults.set("commit", "write")
+	waitFor(t, "the store to be reopened behind the checkpoint", 10*time.Second, func() bool {
+		var size uint64
+		n.fsm.withStore(func(s *ledger.Store) error { size = s.Size(); return nil })
+		return size < published.Size
+	})
+
+	resp, err := c.client(0).LookupChip(ctx, connect.NewRequest(&v1.LookupChipRequest{ChipId: testpki.ChipID(0), MinSize: published.Size}))
+	switch {
+	case err != nil && connect.CodeOf(err) == connect.CodeUnavailable:
+	case err != nil:
+		t.Errorf("LookupChip: %v, want UNAVAILABLE or an answer at size >= %d", err, published.Size)
+	default:
+		cp, verr := c.verifier.VerifyCheckpoint(resp.Msg.GetCheckpoint())
+		if verr != nil {
+			t.Fatal(verr)
+		}
+		if cp.Size < published.Size {
+			t.Errorf("LookupChip with min_size %d (the node's published checkpoint) answered at tree size %d", published.Size, cp.Size)
+		}
+	}
+	faults.set()
+	waitFor(t, "the store to recover", 15*time.Second, func() bool { return n.fsm.storeFault() == nil })
 }

@@ -195,6 +195,13 @@ func (n *Node) serveTile(w http.ResponseWriter, r *http.Request) {
 		return err
 	})
 	switch {
+	case errors.Is(err, ErrStoreFault):
+		// Recovering from a disk fault: another node, or this one later,
+		// serves it (checked first: the recovering store may be behind the
+		// served checkpoint, and a 404 would say the tile does not exist).
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
 	case errors.Is(err, ledger.ErrBeyondSize):
 		http.Error(w, err.Error(), http.StatusNotFound)
 		return

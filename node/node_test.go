@@ -669,3 +669,28 @@ func refusesCorruptLedger(t *testing.T, cfg Config) {
 		t.Fatalf("New on a corrupt ledger: %v, want ErrCorrupt with what to do", err)
 	}
 }
+
+// TestProofRequestsThatCanNeverSucceedAreInvalidArgument: a
+// consistency proof from a larger size to a smaller one, or an inclusion
+// proof of a leaf at or past the tree size it is asked in, can never be
+// answered however far the log grows: INVALID_ARGUMENT, not OUT_OF_RANGE
+// (which clients, this SDK included, read as "this node lags: wait for the
+// size, then call it a rollback").
+func TestProofRequestsThatCanNeverSucceedAreInvalidArgument(t *testing.T) {
+	c := newTestCluster(t, 1, nil)
+	c.registerStation()
+	c.appendEscrow(0, 0, 3)
+	ctx := context.Background()
+	cp := c.nodes[0].Checkpoint()
+	if cp.Size < 4 {
+		t.Fatalf("tree size %d", cp.Size)
+	}
+	_, err := c.client(0).GetConsistencyProof(ctx, connect.NewRequest(&v1.GetConsistencyProofRequest{Size1: cp.Size, Size2: 2}))
+	if code := connect.CodeOf(err); code != connect.CodeInvalidArgument {
+		t.Errorf("consistency from size %d to 2: %v (code %v), want INVALID_ARGUMENT", cp.Size, err, code)
+	}
+	_, err = c.client(0).GetInclusionProof(ctx, connect.NewRequest(&v1.GetInclusionProofRequest{Index: 3, TreeSize: 2}))
+	if code := connect.CodeOf(err); code != connect.CodeInvalidArgument {
+		t.Errorf("inclusion of leaf 3 in tree of size 2: %v (code %v), want INVALID_ARGUMENT", err, code)
+	}
+}
