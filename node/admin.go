@@ -151,14 +151,22 @@ func (s *adminService) Leave(ctx context.Context, req *connect.Request[v1.LeaveR
 	if err := cf.Error(); err != nil {
 		return nil, toConnectError(err)
 	}
-	var members []string
+	var members, voters []string
 	for _, srv := range cf.Configuration().Servers {
 		members = append(members, string(srv.ID))
+		if srv.Suffrage == raft.Voter {
+			voters = append(voters, string(srv.ID))
+		}
 	}
-	if !slices.Contains(members, id) {
+	switch {
+	case !slices.Contains(members, id):
 		// Raft removes a non-member without complaint: a typo must not
 		// look like a removal.
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("no member %q in the cluster (members: %s)", id, strings.Join(members, ", ")))
+	case len(voters) == 1 && voters[0] == id:
+		// Checked before anything changes: Raft would refuse it only
+		// after the member's address was forgotten.
+		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("%s is the cluster's only voter: it cannot leave (add another node first)", id))
 	}
 	// Forget the address first: once the leader removes itself it can no
 	// longer apply anything.

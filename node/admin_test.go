@@ -59,14 +59,22 @@ func TestTransferLeadershipThatCannotBeMadeSaysWhy(t *testing.T) {
 	}
 }
 
-// TestLeaveOfANonMemberIsNotFound: Raft removes a server that is not a
-// member without complaint; Leave must say so (a typo in the node ID), not
-// report a removal.
-func TestLeaveOfANonMemberIsNotFound(t *testing.T) {
+// TestLeaveThatCannotBeMadeChangesNothing: Raft removes a server that is
+// not a member without complaint, so Leave must say so (a typo in the node
+// ID), not report a removal; and the only voter cannot leave, which must be
+// refused before the member's address is forgotten.
+func TestLeaveThatCannotBeMadeChangesNothing(t *testing.T) {
 	c := newTestCluster(t, 1, nil)
 	l := c.waitLeader()
 	_, err := c.admin(l).Leave(context.Background(), connect.NewRequest(&v1.LeaveRequest{NodeId: "nobody"}))
 	if connect.CodeOf(err) != connect.CodeNotFound || !strings.Contains(err.Error(), c.nodes[l].ID()) {
 		t.Fatalf("leave of a non-member: %v, want NOT_FOUND listing the members", err)
+	}
+	_, err = c.admin(l).Leave(context.Background(), connect.NewRequest(&v1.LeaveRequest{NodeId: c.nodes[l].ID()}))
+	if connect.CodeOf(err) != connect.CodeFailedPrecondition {
+		t.Fatalf("leave of the only voter: %v, want FAILED_PRECONDITION", err)
+	}
+	if m, err := c.nodes[l].fsm.members(); err != nil || m[c.nodes[l].ID()] == "" {
+		t.Fatalf("the refused leave forgot the member's address: %v, %v", m, err)
 	}
 }
