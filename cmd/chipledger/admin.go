@@ -237,11 +237,11 @@ func stationIDFlag(c *cli.Context) ([32]byte, error) {
 	hexID, certFile := c.String("station-id"), c.String("station-cert")
 	switch {
 	case (hexID == "") == (certFile == ""):
-		return id, errors.New("give exactly one of --station-id and --station-cert")
+		return id, cli.Exit("give exactly one of --station-id and --station-cert", exitUsage)
 	case hexID != "":
 		b, err := hex.DecodeString(hexID)
 		if err != nil || len(b) != len(id) {
-			return id, fmt.Errorf("--station-id %q: want 64 hex digits", hexID)
+			return id, cli.Exit(fmt.Sprintf("--station-id %q: want 64 hex digits", hexID), exitUsage)
 		}
 		copy(id[:], b)
 		return id, nil

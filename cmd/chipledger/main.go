@@ -125,7 +125,7 @@ Global options (such as --log-level) go before the command name.`,
 func setupLogger(c *cli.Context) error {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
-		return fmt.Errorf("--log-level %q: want debug, info, warn or error", c.String("log-level"))
+		return cli.Exit(fmt.Sprintf("--log-level %q: want debug, info, warn or error", c.String("log-level")), exitUsage)
 	}
 	c.App.Metadata["logger"] = slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: level}))
 	return nil
@@ -163,6 +163,16 @@ func noArgs(c *cli.Context) error {
 // exitUsage is the exit status of a usage error: an unknown command or
 // flag, a bad flag value or a missing required flag.
 const exitUsage = 2
+
+// asUsageError makes err, an error in the flags, exit with exitUsage,
+// unless it already says how to exit.
+func asUsageError(err error) error {
+	var ec cli.ExitCoder
+	if err == nil || errors.As(err, &ec) {
+		return err
+	}
+	return cli.Exit(err.Error(), exitUsage)
+}
 
 // usageError is a usage error of the command named by cmd ("pool fill";
 // "" for chipledger itself): one line, printed as it is, pointing at the

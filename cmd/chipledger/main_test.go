@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -190,5 +192,33 @@ func TestAdminSubcommandsRequireTheLedger(t *testing.T) {
 		if !strings.Contains(fmt.Sprint(r.err), "missing required flag --ledger") {
 			t.Errorf("chipledger %s: %v, want a missing --ledger", strings.Join(args, " "), r.err)
 		}
+	}
+}
+
+// TestFlagValueErrorsExitWithStatus2: a flag given a value it cannot take
+// is a usage error (exit status 2) whichever command reads it, and says
+// which flag.
+func TestFlagValueErrorsExitWithStatus2(t *testing.T) {
+	logKey, trust := nodeFiles(t)
+	node := []string{"node", "--id", "n1", "--data-dir", t.TempDir(), "--log-key", logKey, "--trust", trust}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--log-level", "bogus", "keys", "--origin", "x.example/log", "--out", filepath.Join(t.TempDir(), "k")}, "--log-level"},
+		{append(slices.Clone(node), "--insecure", "--bootstrap", "--peer", "n1=127.0.0.1:7000"), "ID=RAFT_ADDR=API_ADDR"},
+		{append(slices.Clone(node), "--insecure", "--bootstrap", "--join", "127.0.0.1:1"), "give only one of them"},
+		{slices.Clone(node), "--insecure"},
+		{[]string{"admin", "revoke-station", "--ledger", "127.0.0.1:1"}, "--station-id and --station-cert"},
+		{[]string{"admin", "revoke-station", "--ledger", "127.0.0.1:1", "--station-id", "abcd"}, "64 hex digits"},
+		{[]string{"provision", "--station", "s", "--ca", "c", "--master-keys", "m", "--ledger", "127.0.0.1:1", "--log-key", "k", "--emulate", "-5"}, "--emulate -5"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			clearEnv(t)
+			r := runCLI(t, tc.args...)
+			if exitStatus(r.err) != 2 || !strings.Contains(r.err.Error(), tc.want) {
+				t.Fatalf("error %v (exit %d), want exit status 2 mentioning %q", r.err, exitStatus(r.err), tc.want)
+			}
+		})
 	}
 }

@@ -206,7 +206,7 @@ list flags take comma-separated values there.`,
 			}
 			cfg, err := nodeConfig(f, logger(c))
 			if err != nil {
-				return err
+				return asUsageError(err) // every error of nodeConfig is one of its flags
 			}
 			return run(c, cfg, dev)
 		},

@@ -289,6 +289,8 @@ func runProvision(c *cli.Context) error {
 	devices := uniqueDevices(c, c.StringSlice("device"), "provisioning it once")
 	emulate := c.Int("emulate")
 	switch {
+	case emulate < 0:
+		return cli.Exit(fmt.Sprintf("--emulate %d: want a number of devices", emulate), 2)
 	case len(devices) == 0 && emulate == 0:
 		return cli.Exit("say which devices to provision: --device ADDRESS (repeatable) or --emulate N", 2)
 	case len(devices) > 0 && emulate > 0:
