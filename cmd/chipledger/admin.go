@@ -27,8 +27,8 @@ import (
 // line.
 func adminCommand() *cli.Command {
 	flags := []cli.Flag{
-		&cli.StringFlag{Name: "ledger", Required: true, EnvVars: env("ledger"),
-			Usage: "API `ADDRESS` of any ledger node (calls that change the cluster are forwarded to the leader)"},
+		&cli.StringSliceFlag{Name: "ledger", Required: true, EnvVars: env("ledger"),
+			Usage: "API `ADDRESS` of a ledger node (calls that change the cluster are forwarded to the leader); of a list, as the other commands take, the first is asked"},
 		&cli.StringFlag{Name: "tls-ca", EnvVars: env("tls-ca"), TakesFile: true,
 			Usage: "cluster CA certificate `FILE`, for nodes that serve TLS"},
 		&cli.StringFlag{Name: "tls-cert", EnvVars: env("admin-tls-cert"), TakesFile: true,
@@ -122,7 +122,7 @@ func adminClient(c *cli.Context) (chipledgerv1connect.AdminServiceClient, contex
 	if err := noArgs(c); err != nil {
 		return nil, nil, err
 	}
-	addr := c.String("ledger")
+	addr := adminAddr(c)
 	t := &nodeTransport{plain: http.DefaultTransport, secure: http.DefaultTransport}
 	if ca := c.String("tls-ca"); ca != "" {
 		if (c.String("tls-cert") == "") != (c.String("tls-key") == "") {
@@ -152,6 +152,20 @@ func adminClient(c *cli.Context) (chipledgerv1connect.AdminServiceClient, contex
 	return chipledgerv1connect.NewAdminServiceClient(&http.Client{Transport: t}, addr), ctx, nil
 }
 
+// adminAddr is the node the admin calls go to: the first --ledger address
+// (repeatable or comma-separated, as the other commands take them, so that
+// one CHIPLEDGER_LEDGER serves all).
+func adminAddr(c *cli.Context) string {
+	for _, a := range c.StringSlice("ledger") {
+		for _, s := range strings.Split(a, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				return s
+			}
+		}
+	}
+	return ""
+}
+
 // adminError is the error of an admin call: what failed, and what to do
 // when the flags are the cause (TLS, a refused token).
 func adminError(c *cli.Context, what string, err error) error {
@@ -159,7 +173,7 @@ func adminError(c *cli.Context, what string, err error) error {
 		return fmt.Errorf("%s: %w", what, hint)
 	}
 	if connect.CodeOf(err) == connect.CodePermissionDenied && c.String("admin-token") != "" {
-		return fmt.Errorf("%s: the node at %s refused the admin token: give the token whose hash the nodes have (--admin-token-hash), or a new one from \"chipledger tls token\" once its hash is on every node", what, c.String("ledger"))
+		return fmt.Errorf("%s: the node at %s refused the admin token: give the token whose hash the nodes have (--admin-token-hash), or a new one from \"chipledger tls token\" once its hash is on every node", what, adminAddr(c))
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }
@@ -180,7 +194,7 @@ func runAdminStatus(c *cli.Context) error {
 	}
 	resp, err := a.Status(ctx, connect.NewRequest(&v1.StatusRequest{})) // open to all: no token
 	if err != nil {
-		return adminError(c, "status of "+c.String("ledger"), err)
+		return adminError(c, "status of "+adminAddr(c), err)
 	}
 	st := resp.Msg
 	if c.Bool("json") {

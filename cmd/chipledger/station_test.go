@@ -83,6 +83,10 @@ func TestStationInitAndBatchProvision(t *testing.T) {
 	if r := runCLI(t, "admin", "status", "--ledger", addr); r.err != nil || !strings.Contains(r.stdout, "leader") {
 		t.Fatalf("admin status: %q, %v", r.stdout, r.err)
 	}
+	// A list of addresses, as the other commands (and CHIPLEDGER_LEDGER) take.
+	if r := runCLI(t, "admin", "status", "--ledger", addr+","+addr); r.err != nil || !strings.Contains(r.stdout, "leader") {
+		t.Fatalf("admin status --ledger %s,%s: %q, %v", addr, addr, r.stdout, r.err)
+	}
 	r = runCLI(t, append(provision, "--emulate", "1", "--json")...)
 	if r.err == nil || !strings.Contains(r.stdout+r.stderr+r.err.Error(), "station revoked") {
 		t.Fatalf("provision after the revocation: %q %q %v, want a station-revoked failure", r.stdout, r.stderr, r.err)
