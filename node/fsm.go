@@ -514,7 +514,7 @@ func (f *fsm) applyBatch(index uint64, leaves [][]byte, marker []byte, admin boo
 			f.flushedAt.Store(start.UnixNano())
 		}
 	}
-	f.metrics.observeBatch(len(leaves), len(a.accepted), time.Since(start))
+	f.metrics.observeBatch(results, time.Since(start))
 	return &applyResult{results: results, checkpoint: cp}, nil
 }
 

@@ -81,10 +81,23 @@ func newMetrics() *metrics {
 	return m
 }
 
-func (m *metrics) observeBatch(leaves, accepted int, took time.Duration) {
-	m.batchLeaves.Observe(float64(leaves))
+func (m *metrics) observeBatch(results []leafResult, took time.Duration) {
+	m.batchLeaves.Observe(float64(len(results)))
 	m.applySeconds.Observe(took.Seconds())
-	m.appends.WithLabelValues("appended").Add(float64(accepted))
+	var appended, duplicate, rejected int
+	for _, r := range results {
+		switch {
+		case r.Err != nil:
+			rejected++
+		case r.Duplicate:
+			duplicate++
+		default:
+			appended++
+		}
+	}
+	m.appends.WithLabelValues("appended").Add(float64(appended))
+	m.appends.WithLabelValues("duplicate").Add(float64(duplicate))
+	m.appends.WithLabelValues("rejected").Add(float64(rejected))
 }
 
 func (m *metrics) setRaftState(state string) {

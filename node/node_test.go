@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"io"
 	"net"
 	"net/http"
@@ -143,6 +144,13 @@ func TestAppendErrorsHaveTheRightCodes(t *testing.T) {
 	}
 	if got := payload(t, c.nodes[0]); got != 2 {
 		t.Fatalf("%d entries after the rejected appends, want 2", got)
+	}
+	// The state machine decided the registration, leaf1 (twice) and the two
+	// epoch faults; the other refusals never reached it.
+	appends := c.nodes[0].metrics.appends
+	got := [3]float64{testutil.ToFloat64(appends.WithLabelValues("appended")), testutil.ToFloat64(appends.WithLabelValues("duplicate")), testutil.ToFloat64(appends.WithLabelValues("rejected"))}
+	if got != [3]float64{2, 1, 2} {
+		t.Errorf("chipledger_appends_total appended/duplicate/rejected = %v, want [2 1 2]", got)
 	}
 	// Reads out of range.
 	cl := c.client(0)
