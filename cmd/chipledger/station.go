@@ -1,6 +1,7 @@
 package main
 
 import (
+	"connectrpc.com/connect"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -179,15 +180,19 @@ func runStationInit(c *cli.Context) error {
 		return err
 	}
 	stationID := id.ID()
-	if existing {
-		info, err := cl.LogInfo(c.Context)
-		if err != nil {
-			return tlsHint(notRegisteredError(c, id, err))
-		}
-		if s := registeredStation(info, stationID); s != nil {
-			fmt.Fprintf(c.App.Writer, "station %x (%s) already registered at index %d\n", stationID, dir, s.RegistrationIndex)
-			return nil
-		}
+	// The log first: registering in a log whose key is not --log-key would
+	// append the registration and then fail to verify the receipt.
+	info, err := cl.LogInfo(c.Context)
+	if errors.Is(err, client.ErrMismatch) || errors.Is(err, client.ErrBadSignature) {
+		return fmt.Errorf("the ledger at --ledger %s does not serve the log of --log-key (nothing was registered; the station's key and certificate are in %s): give the log's verifier key: %w",
+			strings.Join(c.StringSlice("ledger"), ","), dir, err)
+	}
+	if err != nil {
+		return tlsHint(notRegisteredError(c, id, err))
+	}
+	if s := registeredStation(info, stationID); s != nil {
+		fmt.Fprintf(c.App.Writer, "station %x (%s) already registered at index %d\n", stationID, dir, s.RegistrationIndex)
+		return nil
 	}
 	leaf, err := id.RegistrationLeaf()
 	if err != nil {
@@ -207,6 +212,12 @@ func runStationInit(c *cli.Context) error {
 func notRegisteredError(c *cli.Context, id *provisioner.StationIdentity, err error) error {
 	if hint := tlsHint(err); hint != err {
 		return hint
+	}
+	switch connect.CodeOf(err) {
+	case connect.CodeInvalidArgument, connect.CodeFailedPrecondition, connect.CodePermissionDenied:
+		// Refused for good: running the command again cannot help.
+		return fmt.Errorf("the ledger refused to register station %x (its certificate must chain to a manufacturer root the nodes trust, their --trust): %w\nthe station's key and certificate are in %s",
+			id.ID(), err, id.Dir)
 	}
 	return fmt.Errorf("register station %x in the ledger: %w\nthe station's key and certificate are in %s; once the ledger is reachable, register it with:\n  %s",
 		id.ID(), err, id.Dir, stationInitCommand(c, id))

@@ -217,3 +217,33 @@ func TestGroupCommandsShowExamples(t *testing.T) {
 		}
 	}
 }
+
+// TestStationInitWithAnotherLogsKeyRegistersNothing: station init with a
+// --log-key of another log must find out before it appends the
+// registration (the ledger would register it, and the client then refuse
+// the receipt), and say the key is wrong, not that the ledger is down.
+func TestStationInitWithAnotherLogsKeyRegistersNothing(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := provisioner.InitCA(filepath.Join(dir, "ca"), "Example Devices Ltd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	skey, vkey, _ := ledger.GenerateLogKey("test.chipledger.example/log")
+	_, otherKey, _ := ledger.GenerateLogKey("other.chipledger.example/log")
+	signer, _ := ledger.NewLogSigner(skey)
+	cluster, err := localcluster.Start(context.Background(), localcluster.Options{Nodes: 1, Dir: filepath.Join(dir, "ledger"), Signer: signer, Trust: ca.Trust()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	initArgs := func(key string) []string {
+		return []string{"station", "init", "--dir", filepath.Join(dir, "station"), "--ca", ca.Dir(), "--name", "line-1", "--ledger", cluster.Addrs()[0], "--log-key", key}
+	}
+	r := runCLI(t, initArgs(otherKey)...)
+	if r.err == nil || !strings.Contains(r.err.Error(), "does not serve the log of --log-key") || strings.Contains(r.err.Error(), "once the ledger is reachable") {
+		t.Fatalf("station init with another log's key: %v", r.err)
+	}
+	if r := runCLI(t, initArgs(vkey)...); r.err != nil || !strings.Contains(r.stdout, "registered at index") || strings.Contains(r.stdout, "already") {
+		t.Fatalf("station init again with the right key: %q, %v; want it registered now, not before", r.stdout, r.err)
+	}
+}
