@@ -17,6 +17,9 @@ type BatchResult struct {
 	Devices   int           `json:"devices"`
 	Succeeded int           `json:"succeeded"`
 	Failed    int           `json:"failed"`
+	// NotStarted counts the devices the batch never began with, because
+	// its context ended first.
+	NotStarted int `json:"not_started"`
 	Duration  time.Duration `json:"duration_ns"`
 	PerSecond float64       `json:"devices_per_second"`
 	// Failures counts failures by cause.
@@ -74,6 +77,7 @@ func (s *Station) ProvisionAll(ctx context.Context, devices []device.Conn, concu
 	}
 	close(next)
 	wg.Wait()
+	res.NotStarted = res.Devices - res.Succeeded - res.Failed
 	res.Duration = time.Since(start)
 	res.PerSecond = float64(res.Succeeded) / res.Duration.Seconds()
 	if n := len(lat); n > 0 {
@@ -101,14 +105,16 @@ func failureCause(err error) string {
 		err  error
 		name string
 	}{
+		// First: an interrupted step is reported as whatever failed with
+		// it (a device step wraps ErrDeviceRejected around it).
+		{context.Canceled, "cancelled"},
+		{context.DeadlineExceeded, "timed out"},
 		{ErrPoolEmpty, "key pool empty"},
 		{ErrRoundTrip, "backup round trip failed"},
 		{ErrDeviceRejected, "device rejected a step"},
 		{ErrLedgerRejected, "ledger rejected the entry"},
 		{ErrIdentityMismatch, "identity mismatch"},
 		{ErrChipBusy, "device given twice"},
-		{context.Canceled, "cancelled"},
-		{context.DeadlineExceeded, "timed out"},
 	} {
 		if errors.Is(err, c.err) {
 			return c.name

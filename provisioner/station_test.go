@@ -1086,3 +1086,21 @@ func TestThePoolKeyIsTheDeviceKeyAndLeavesThePool(t *testing.T) {
 		t.Fatal("the restored package does not hold the pool key")
 	}
 }
+
+// TestAnInterruptedBatchAccountsForEveryDevice: a batch whose context ends
+// counts the devices it never began with, and a step cut short by the
+// interruption is counted as cancelled, not as the step's own failure.
+func TestAnInterruptedBatchAccountsForEveryDevice(t *testing.T) {
+	f := newStationFixture(t, false)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	devs := []device.Conn{f.newDevice(imeiN(91)), f.newDevice(imeiN(92)), f.newDevice(imeiN(93))}
+	res := f.station.ProvisionAll(ctx, devs, 1, nil)
+	if res.Succeeded+res.Failed+res.NotStarted != len(devs) || res.NotStarted == 0 {
+		t.Fatalf("interrupted batch %+v: want every device counted, the unstarted ones as not started", res)
+	}
+	err := fmt.Errorf("%w: receipt: %w", ErrDeviceRejected, context.Canceled)
+	if got := failureCause(err); got != "cancelled" {
+		t.Fatalf("failure cause of an interrupted device step: %q, want cancelled", got)
+	}
+}

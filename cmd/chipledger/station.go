@@ -351,10 +351,16 @@ func runProvision(c *cli.Context) error {
 	} else {
 		writeBatchSummary(c.App.Writer, res)
 	}
-	if res.Failed > 0 {
-		return cli.Exit(fmt.Sprintf("%d of %d devices failed; rerun to resume the interrupted ones", res.Failed, res.Devices), 1)
+	switch {
+	case res.Failed+res.NotStarted == 0:
+		return nil
+	case emulate > 0:
+		// Emulated devices lived in this process: nothing can resume them.
+		return cli.Exit(fmt.Sprintf("%d of %d emulated devices failed and %d were not started; emulated devices cannot be resumed (a pool key reserved for one that was signed stays reserved: chipledger pool status, pool destroy)",
+			res.Failed, res.Devices, res.NotStarted), 1)
+	default:
+		return cli.Exit(fmt.Sprintf("%d of %d devices failed and %d were not started; run provision again with those devices to resume them", res.Failed, res.Devices, res.NotStarted), 1)
 	}
-	return nil
 }
 
 // openStation loads everything the station needs from the flags.
@@ -467,6 +473,9 @@ func writeBatchSummary(w io.Writer, r provisioner.BatchResult) {
 	fmt.Fprintf(tw, "devices\t%d\n", r.Devices)
 	fmt.Fprintf(tw, "provisioned\t%d\n", r.Succeeded)
 	fmt.Fprintf(tw, "failed\t%d\n", r.Failed)
+	if r.NotStarted > 0 {
+		fmt.Fprintf(tw, "not started (interrupted)\t%d\n", r.NotStarted)
+	}
 	fmt.Fprintf(tw, "time\t%s\n", r.Duration.Round(time.Millisecond))
 	fmt.Fprintf(tw, "devices/second\t%.0f\n", r.PerSecond)
 	if r.Succeeded > 0 {
