@@ -211,10 +211,20 @@ func runAdminStatus(c *cli.Context) error {
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "PEER\tROLE\tSUFFRAGE\tTREE SIZE\tAPPLIED\tLAG\tRAFT\tAPI\tERROR")
 	for _, p := range st.GetPeers() {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\n", p.GetNodeId(), p.GetRole(), p.GetSuffrage(), p.GetTreeSize(),
-			p.GetAppliedIndex(), p.GetLag(), p.GetRaftAddress(), p.GetApiAddress(), p.GetError())
+		fmt.Fprintln(tw, strings.Join(peerRow(p), "\t"))
 	}
 	return tw.Flush()
+}
+
+// peerRow is a peer's row of admin status. What a peer that did not
+// answer would have reported is unknown ("-"), not zero: a lag of 0 reads
+// as in sync.
+func peerRow(p *v1.Peer) []string {
+	size, applied, lag := fmt.Sprint(p.GetTreeSize()), fmt.Sprint(p.GetAppliedIndex()), fmt.Sprint(p.GetLag())
+	if p.GetError() != "" {
+		size, applied, lag = "-", "-", "-"
+	}
+	return []string{p.GetNodeId(), p.GetRole(), p.GetSuffrage(), size, applied, lag, p.GetRaftAddress(), p.GetApiAddress(), p.GetError()}
 }
 
 func runAdminRevoke(c *cli.Context) error {

@@ -262,3 +262,17 @@ func TestAdminTokenIsNotSentInTheClearToATLSNode(t *testing.T) {
 		t.Fatalf("the admin token crossed the network in plaintext:\n%s", rec.got.String())
 	}
 }
+
+// TestAdminStatusShowsAnUnansweringPeerAsUnknown: a peer that did not
+// answer has no tree size, applied index or lag to show; zeros would read
+// as a peer in sync.
+func TestAdminStatusShowsAnUnansweringPeerAsUnknown(t *testing.T) {
+	down := peerRow(&v1.Peer{NodeId: "b", Role: "follower", Suffrage: "voter", Error: "unavailable: connection refused"})
+	if got := strings.Join(down[3:6], " "); got != "- - -" {
+		t.Errorf("a peer that did not answer shows tree size, applied, lag %q, want - - -", got)
+	}
+	up := peerRow(&v1.Peer{NodeId: "a", TreeSize: 7, AppliedIndex: 9, Lag: 0})
+	if got := strings.Join(up[3:6], " "); got != "7 9 0" {
+		t.Errorf("a peer that answered shows %q, want 7 9 0", got)
+	}
+}
