@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -220,12 +221,22 @@ func (c *Client) newEndpoint(addr string) (*endpoint, error) {
 		base = "http://" + addr
 	}
 	u, err := url.Parse(base)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || !validPort(u.Port()) {
 		return nil, fmt.Errorf("client: node address %q: want host:port or an http(s) URL", addr)
 	}
 	base = strings.TrimSuffix(u.String(), "/")
 	api := chipledgerv1connect.NewLedgerServiceClient(c.http, base, connect.WithReadMaxBytes(maxResponseBytes))
 	return &endpoint{addr: addr, host: u.Host, scheme: u.Scheme, api: api}, nil
+}
+
+// validPort reports whether port, from a URL, is empty or 1 to 65535 (a
+// typo such as 80800 would otherwise be retried as a network error).
+func validPort(port string) bool {
+	if port == "" {
+		return true
+	}
+	n, err := strconv.Atoi(port)
+	return err == nil && n >= 1 && n <= 65535
 }
 
 // defaultHTTPClient speaks h2c to http:// URLs, and HTTP/2 or HTTP/1.1 over

@@ -149,6 +149,8 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		"no key":                    {Addrs: []string{"127.0.0.1:1"}},
 		"malformed key":             {Addrs: []string{"127.0.0.1:1"}, LogKey: "nope"},
 		"bad address":               {Addrs: []string{"ftp://x"}, LogKey: key},
+		"port out of range":         {Addrs: []string{"127.0.0.1:80800"}, LogKey: key},
+		"port zero":                 {Addrs: []string{"https://127.0.0.1:0"}, LogKey: key},
 		"trusted under another key": {Addrs: []string{"127.0.0.1:1"}, LogKey: key, Trusted: forged},
 	} {
 		if _, err := client.New(o); err == nil {

@@ -51,6 +51,10 @@ func Replace(path string, data []byte, perm fs.FileMode) error {
 // returns its name.
 func writeTemp(path string, data []byte, perm fs.FileMode) (string, error) {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if errors.Is(err, fs.ErrNotExist) {
+		// Not the temporary file's name, which the caller never gave.
+		return "", fmt.Errorf("write %s: the directory %s does not exist: %w", path, filepath.Dir(path), fs.ErrNotExist)
+	}
 	if err != nil {
 		return "", fmt.Errorf("write %s: %w", path, err)
 	}

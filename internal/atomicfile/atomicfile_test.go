@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -41,6 +42,12 @@ func TestWriteIntoAMissingDirectoryFails(t *testing.T) {
 	}
 	if err := Replace(path, []byte("x"), 0o600); err == nil {
 		t.Fatal("Replace in a missing directory succeeded")
+	}
+	// The error names the missing directory, not a temporary file the
+	// caller never heard of.
+	err := Create(path, []byte("x"), 0o600)
+	if !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), filepath.Dir(path)+" does not exist") || strings.Contains(err.Error(), ".tmp-") {
+		t.Fatalf("Create in a missing directory: %v", err)
 	}
 }
 
