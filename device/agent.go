@@ -17,6 +17,11 @@ import (
 // all; a lookup proof grows by 40 bytes per epoch of the chip's history).
 const MaxAgentRequestBytes = 256 << 10
 
+// MaxAgentResponseBytes bounds every answer an AgentClient reads from a
+// device agent: its largest (a status with the device's trust bundle,
+// certificate and receipt) is a few tens of KiB.
+const MaxAgentResponseBytes = 1 << 20
+
 // NewAgentHandler returns the path and handler of the DeviceService
 // (proto/chipledger/v1/device.proto) serving d, usually a *Device: Connect,
 // gRPC and gRPC-Web, with requests bounded by MaxAgentRequestBytes (opts

@@ -22,8 +22,12 @@ type AgentClient struct {
 // NewAgentClient returns a client of the device agent at baseURL (for
 // example "http://127.0.0.1:9000") that sends requests with httpClient. An
 // agent of `chipledger device serve` speaks HTTP/1.1 and h2c; opts can
-// select gRPC (connect.WithGRPC), which needs an HTTP/2 client.
+// select gRPC (connect.WithGRPC), which needs an HTTP/2 client. Answers are
+// read up to MaxAgentResponseBytes (a device is untrusted input: one that
+// answers without end must not exhaust the tool's memory); opts can change
+// that.
 func NewAgentClient(httpClient connect.HTTPClient, baseURL string, opts ...connect.ClientOption) *AgentClient {
+	opts = append([]connect.ClientOption{connect.WithReadMaxBytes(MaxAgentResponseBytes)}, opts...)
 	return &AgentClient{c: chipledgerv1connect.NewDeviceServiceClient(httpClient, baseURL, opts...)}
 }
 

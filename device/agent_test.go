@@ -187,3 +187,36 @@ func TestStatusFromProtoRefusesUnknownKeyOrigins(t *testing.T) {
 		}
 	}
 }
+
+// bigStatusConn is a hostile device agent's device: its status carries a
+// trust bundle far larger than any device's ROM could hold.
+type bigStatusConn struct {
+	Conn
+	st *Status
+}
+
+func (c bigStatusConn) Status(context.Context) (*Status, error) { return c.st, nil }
+
+// TestAgentClientBoundsResponses: a device's answers are untrusted input;
+// an AgentClient reads them up to MaxAgentResponseBytes, so a hostile
+// device agent (a phone on a repair shop's bench) cannot make the
+// recovering tool or a station allocate without limit.
+func TestAgentClientBoundsResponses(t *testing.T) {
+	f := newFixture(t)
+	st, err := f.manufacture().Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 32 MiB: 128 times the largest request the agent itself accepts,
+	// and far above any legitimate status (ROM trust, certificate,
+	// receipt).
+	st.Trust = append(bytes.Clone(st.Trust), bytes.Repeat([]byte("#"), 32<<20)...)
+	c, _ := serveAgent(t, bigStatusConn{st: st})
+	got, err := c.Status(ctx)
+	if err == nil {
+		t.Fatalf("AgentClient.Status read a %d-byte response whole; want it refused (ResourceExhausted)", len(got.Trust))
+	}
+	if connect.CodeOf(err) != connect.CodeResourceExhausted {
+		t.Fatalf("oversized answer: %v, want RESOURCE_EXHAUSTED", err)
+	}
+}

@@ -260,7 +260,10 @@ func serveUntilInterrupted(c *cli.Context, srv *http.Server, served <-chan error
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(ctx); err != nil {
-		return fmt.Errorf("stop %s: %w", what, err)
+		// Requests still in flight after the grace period (a client that
+		// stalls) are cut: the command was asked to stop, and stops.
+		logger(c).Warn("closing the connections still busy after 5 s", "err", err)
+		srv.Close()
 	}
 	return nil
 }
@@ -278,8 +281,11 @@ func deviceServer(d *device.Device) *http.Server {
 		Handler:           mux,
 		Protocols:         &protocols,
 		ReadHeaderTimeout: 5 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    16 << 10,
+		// Requests are small (at most device.MaxAgentRequestBytes): one
+		// whose body stalls must not hold the agent, nor its shutdown.
+		ReadTimeout:    30 * time.Second,
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 16 << 10,
 	}
 }
 

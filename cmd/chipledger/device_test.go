@@ -1,12 +1,15 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -438,5 +441,68 @@ func TestDeviceShowDescribesProvisionedKeys(t *testing.T) {
 	}
 	if r := rep.Keys.Receipt; !r.Verified || r.Index != 1 || r.TreeSize != 2 || len(rep.Keys.ChannelKeyCheck) != 16 {
 		t.Errorf("device show --json keys: %+v, receipt %+v", rep.Keys, r)
+	}
+}
+
+// urlWriter delivers the first line written to it (the agent's URL).
+type urlWriter struct {
+	mu   sync.Mutex
+	buf  strings.Builder
+	once sync.Once
+	url  chan string
+}
+
+func (w *urlWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if line, _, ok := strings.Cut(w.buf.String(), "\n"); ok {
+		w.once.Do(func() { w.url <- line })
+	}
+	return len(p), nil
+}
+
+// TestDeviceServeStopsCleanlyWithAStalledRequest: a client that sends a
+// request's headers and then stalls its body holds a connection and a
+// handler; on SIGTERM `device serve` must still stop cleanly after its
+// 5 s grace, cutting it, not fail.
+func TestDeviceServeStopsCleanlyWithAStalledRequest(t *testing.T) {
+	clearDeviceEnv(t)
+	state, _ := newDeviceState(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stdout := &urlWriter{url: make(chan string, 1)}
+	var stderr syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- newApp(stdout, &stderr, runNode).RunContext(ctx,
+			[]string{"chipledger", "device", "serve", "--state", state, "--addr", "127.0.0.1:0"})
+	}()
+	var url string
+	select {
+	case url = <-stdout.url:
+	case err := <-done:
+		t.Fatalf("device serve stopped: %v\n%s", err, stderr.String())
+	}
+
+	conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// Headers, then a body that never comes. Expect: 100-continue makes
+	// the server say when the handler starts reading the body.
+	fmt.Fprintf(conn, "POST /chipledger.v1.DeviceService/StorePackage HTTP/1.1\r\nHost: x\r\nContent-Type: application/proto\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n")
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil || !strings.Contains(line, "100") {
+		t.Fatalf("no 100 Continue: %q, %v", line, err)
+	}
+	conn.Write([]byte{0x0a}) // one byte of the body, then nothing
+
+	start := time.Now()
+	cancel() // SIGTERM
+	err = <-done
+	if err != nil {
+		t.Errorf("device serve, stopped with a stalled request open, returned after %v: %v", time.Since(start).Round(time.Millisecond), err)
 	}
 }
