@@ -212,8 +212,12 @@ type AuditReport struct {
 	Note       []byte
 	// From and To delimit the leaves re-validated in this round, [From, To).
 	From, To uint64
-	// Findings are the new findings of this round (the state holds all).
-	Findings []Finding
+	// Findings are the new findings of this round (the state holds all),
+	// at most MaxAuditFindings of them: FindingsOmitted counts the others,
+	// so that a log full of bad entries cannot grow a round's report
+	// without bound.
+	Findings        []Finding
+	FindingsOmitted int
 	// Witnessed, with AuditOptions.Witnesses, is the largest witnessed
 	// checkpoint a node served in the round that is proven consistent with
 	// the audited one; zero if none.
@@ -831,10 +835,21 @@ func (a *Auditor) status(rel *relations, vi, audited int) NodeStatus {
 // the report if it is new.
 func (a *Auditor) found(r *AuditReport, f Finding) {
 	if a.state.recordOnce(f) {
-		r.Findings = append(r.Findings, f)
+		r.add(f)
 		a.log.Warn("audit finding", "kind", f.Kind, "node", f.Node, "msg", f.Message)
 	}
 }
+
+// add adds new findings to the round's report, up to MaxAuditFindings.
+func (r *AuditReport) add(fs ...Finding) {
+	n := min(len(fs), MaxAuditFindings-len(r.Findings))
+	r.Findings = append(r.Findings, fs[:max(n, 0)]...)
+	r.FindingsOmitted += len(fs) - max(n, 0)
+}
+
+// NewFindings is the number of new findings of the round, those in
+// Findings and those omitted.
+func (r *AuditReport) NewFindings() int { return len(r.Findings) + r.FindingsOmitted }
 
 func proofBytes(p [][32]byte) [][]byte {
 	if len(p) == 0 {
@@ -896,7 +911,7 @@ func (a *Auditor) scan(ctx context.Context, r *AuditReport, servers []int) error
 		for _, f := range fs {
 			a.log.Warn("audit finding", "kind", f.Kind, "index", *f.Index, "msg", f.Message)
 		}
-		r.Findings = append(r.Findings, fs...)
+		r.add(fs...)
 		a.progress(start, a.state.Audited(), target)
 		if err := context.Cause(ctx); err != nil {
 			return err

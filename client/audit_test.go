@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"bytes"
+	"connectrpc.com/connect"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -1709,5 +1710,85 @@ func TestAuditStateKeepsRevocations(t *testing.T) {
 	if kinds := kindsOf(r.Findings); !slices.Equal(kinds, []client.FindingKind{client.FindingRevokedStation, client.FindingCheckpointNotAtIndexRoot}) ||
 		*r.Findings[0].Index != first.size() {
 		t.Fatalf("findings after the revocation: %v, want revoked-station at %d and checkpoint-not-at-index-root", r.Findings, first.size())
+	}
+}
+
+// junkLeaves returns n leaves of an unknown kind, each a finding.
+func junkLeaves(n int, tag byte) [][]byte {
+	out := make([][]byte, n)
+	for i := range out {
+		out[i] = []byte{0, 9, tag, byte(i), byte(i >> 8), byte(i >> 16)}
+	}
+	return out
+}
+
+// A rollingBackNode shows the whole log's checkpoint, then, asked for its
+// leaves, answers OUT_OF_RANGE and shows only a smaller tree: it lost the
+// leaves it committed to (ErrRollback when the auditor fetches them).
+type rollingBackNode struct {
+	*fakeLog
+	small []byte
+}
+
+func (n *rollingBackNode) GetCheckpoint(ctx context.Context, req *connect.Request[v1.GetCheckpointRequest]) (*connect.Response[v1.GetCheckpointResponse], error) {
+	if req.Msg.GetMinSize() > 0 {
+		return connect.NewResponse(&v1.GetCheckpointResponse{Checkpoint: n.small}), nil
+	}
+	return n.fakeLog.GetCheckpoint(ctx, req)
+}
+
+func (n *rollingBackNode) GetEntries(ctx context.Context, req *connect.Request[v1.GetEntriesRequest]) (*connect.Response[v1.GetEntriesResponse], error) {
+	return nil, connect.NewError(connect.CodeOutOfRange, errors.New("lost"))
+}
+
+func startRollingBackNode(t *testing.T, signer *ledger.LogSigner, leaves [][]byte, smallSize int) string {
+	t.Helper()
+	small, _ := startFakeNode(t, signer, leaves[:smallSize])
+	f, _ := startFakeNode(t, signer, leaves)
+	return serve(t, &rollingBackNode{fakeLog: f, small: signedNote(t, small)})
+}
+
+// TestTwoNodesThatLostTheAuditedLeavesAreTwoFindings: two nodes that
+// both lost the audited leaves are two findings, each naming its node; the
+// second must not be taken for the first.
+func TestTwoNodesThatLostTheAuditedLeavesAreTwoFindings(t *testing.T) {
+	m := newLeafMaker(t)
+	signer := newSigner(t)
+	log := indexed(t, 50, m.mustCleanLog(t, 200))
+	addrB := startRollingBackNode(t, signer, log.leaves, 51)
+	addrC := startRollingBackNode(t, signer, log.leaves, 51)
+	state := newState(t, signer.VerifierKey(), m.pki.Trust)
+	a := newAuditor(t, state, client.AuditOptions{}, addrB, addrC)
+	r, err := a.Audit(context.Background())
+	if err == nil {
+		t.Fatal("audit of nodes that serve no leaves succeeded")
+	}
+	var nodes []string
+	for _, f := range findingsOf(state.Findings(), client.FindingRollback) {
+		nodes = append(nodes, f.Node)
+	}
+	if !slices.Contains(nodes, addrB) || !slices.Contains(nodes, addrC) {
+		t.Errorf("rollback findings name nodes %q, want both %s and %s (report: %v)", nodes, addrB, addrC, kindsOf(r.Findings))
+	}
+}
+
+// TestARoundsReportOfFindingsIsBounded: the findings of one round are
+// bounded like the state's (the others counted), so a hostile log of junk
+// leaves does not grow the report without bound.
+func TestARoundsReportOfFindingsIsBounded(t *testing.T) {
+	m := newLeafMaker(t)
+	signer := newSigner(t)
+	junk := junkLeaves(client.MaxAuditFindings+2000, 3)
+	_, addr := startFakeNode(t, signer, indexed(t, 0, junk).leaves)
+	state := newState(t, signer.VerifierKey(), m.pki.Trust)
+	r := audit(t, newAuditor(t, state, client.AuditOptions{}, addr))
+	if len(state.Findings()) != client.MaxAuditFindings {
+		t.Fatalf("state keeps %d findings", len(state.Findings()))
+	}
+	if len(r.Findings) > client.MaxAuditFindings {
+		t.Errorf("the round's report holds %d findings, the state keeps at most %d: unbounded in the log's size", len(r.Findings), client.MaxAuditFindings)
+	}
+	if uint64(r.NewFindings()) != state.FindingCount() {
+		t.Errorf("the report counts %d new findings, the state %d", r.NewFindings(), state.FindingCount())
 	}
 }

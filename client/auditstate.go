@@ -130,12 +130,14 @@ type Finding struct {
 // count as a fork or, once the larger is audited, a rollback; a checkpoint
 // not at an index root is one, whichever node serves it.
 func (f *Finding) key() string {
-	switch f.Kind {
-	case FindingFork, FindingRollback:
+	switch {
+	case (f.Kind == FindingFork || f.Kind == FindingRollback) && f.Other != "":
 		return "inconsistent\x00" + min(f.Checkpoint, f.Other) + "\x00" + max(f.Checkpoint, f.Other)
-	case FindingCheckpointNotAtIndexRoot:
+	case f.Kind == FindingCheckpointNotAtIndexRoot:
 		return string(f.Kind) + "\x00" + f.Checkpoint
 	}
+	// Anything else, a node that cannot serve the audited leaves (a
+	// rollback with no other checkpoint) among them, is the node's own.
 	idx := ""
 	if f.Index != nil {
 		idx = fmt.Sprint(*f.Index)

@@ -327,7 +327,7 @@ func (p *auditPrinter) report(r *client.AuditReport) error {
 	if n := p.state.FindingCount(); n == 0 {
 		fmt.Fprintf(tw, "findings\tnone\n")
 	} else {
-		fmt.Fprintf(tw, "findings\t%d (%d new)\n", n, len(r.Findings))
+		fmt.Fprintf(tw, "findings\t%d (%d new)\n", n, r.NewFindings())
 	}
 	tw.Flush()
 	p.findings(all)
@@ -356,7 +356,7 @@ func (p *auditPrinter) round(r *client.AuditReport, err error) error {
 	}
 	cp, _ := p.state.Checkpoint()
 	fmt.Fprintf(p.w, "%s  checkpoint %d  audited %d (+%d, %.0f/s)  nodes %d/%d consistent  findings %d new, %d in all\n",
-		time.Now().UTC().Format(time.RFC3339), cp.Size, p.state.Audited(), r.To-r.From, r.Rate(), ok, len(r.Nodes), len(r.Findings), p.state.FindingCount())
+		time.Now().UTC().Format(time.RFC3339), cp.Size, p.state.Audited(), r.To-r.From, r.Rate(), ok, len(r.Nodes), r.NewFindings(), p.state.FindingCount())
 	if err != nil {
 		fmt.Fprintf(p.w, "  round failed: %v\n", err)
 	}
