@@ -1,6 +1,7 @@
 package client
 
 import (
+	"connectrpc.com/connect"
 	"context"
 	"crypto/x509"
 	"encoding/base64"
@@ -17,7 +18,8 @@ import (
 // The recovery errors, beside the verification errors (ErrBadSignature,
 // ErrFork, ErrRollback, ErrBadProof, ErrMismatch) that Recover also returns.
 // Whatever the error, Recover has handed nothing to the device unless it is
-// ErrDeviceRefused, and then the device kept its keys. Test with errors.Is.
+// ErrDeviceRefused, and then the device kept its keys, or ErrRestoreUnknown.
+// Test with errors.Is.
 var (
 	// ErrNotInLedger reports a chip the ledger holds no escrow entry for:
 	// it was never provisioned, or provisioned against another log. Recover
@@ -56,6 +58,13 @@ var (
 	// key, or found it is not its own, older than its epoch counter, or not
 	// the latest its own check of the lookup proof names.
 	ErrDeviceRefused = errors.New("client: the device refused the backup")
+
+	// ErrRestoreUnknown reports a restore whose answer did not come (the
+	// connection failed, the deadline passed, the device failed inside):
+	// the device may have restored the backup or kept its keys. Recovering
+	// again is safe (a device takes the backup of its own epoch again),
+	// and its status says which.
+	ErrRestoreUnknown = errors.New("client: the device's answer to the restore was lost: it may have restored the backup")
 )
 
 // A RecoveryDevice is a device being recovered: what Recover needs of it.
@@ -413,6 +422,9 @@ func failureDetail(check RecoveryCheck, err error) string {
 	case CheckEpoch:
 		return "The ledger's latest backup is older than the keys this device already installed, which were never published in this ledger"
 	case CheckRestore:
+		if errors.Is(err, ErrRestoreUnknown) {
+			return "The device's answer was lost: it may have restored the backup or kept its keys; recover it again (taking the same backup twice is harmless) or read its status"
+		}
 		return "The device refused the backup and kept its keys"
 	}
 	return "Recovery failed"
@@ -714,9 +726,29 @@ func (r *recovery) restore(ctx context.Context) error {
 	}
 	e := r.latest.Entry
 	if err := r.dev.RestoreBackup(ctx, e.Backup, e.Certificate, receipt, r.history.LookupProof); err != nil {
+		if answerLost(err) {
+			return fmt.Errorf("%w: %w", ErrRestoreUnknown, err)
+		}
 		return fmt.Errorf("%w: %w", ErrDeviceRefused, err)
 	}
 	return nil
+}
+
+// answerLost reports whether a device's error says nothing of what it did:
+// the call was cut short, or failed on the way or inside the device,
+// rather than refused by the device with a reason.
+func answerLost(err error) bool {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		switch ce.Code() {
+		case connect.CodeUnavailable, connect.CodeDeadlineExceeded, connect.CodeCanceled, connect.CodeAborted, connect.CodeInternal, connect.CodeUnknown:
+			return true
+		}
+	}
+	return false
 }
 
 // describeIdentities names identities as on a label: "IMEI 490154203237518".

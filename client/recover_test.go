@@ -1244,3 +1244,34 @@ func (l *forgedLog) GetLogInfo(context.Context, *connect.Request[v1.GetLogInfoRe
 	}
 	return connect.NewResponse(resp), nil
 }
+
+// answerLostDevice restores the backup, then reports its deadline passed:
+// the answer of a device that did the work was lost on the way.
+type answerLostDevice struct{ *recDevice }
+
+func (d answerLostDevice) RestoreBackup(ctx context.Context, backup, cert, receipt, lookupProof []byte) error {
+	if err := d.recDevice.RestoreBackup(ctx, backup, cert, receipt, lookupProof); err != nil {
+		return err
+	}
+	return context.DeadlineExceeded
+}
+
+// TestARestoreWhoseAnswerIsLostIsNotCalledARefusal: ErrDeviceRefused says
+// the device kept its keys; a device whose answer was lost may have
+// restored the backup (this one did), so Recover must say the outcome is
+// unknown, and recovering it again must succeed.
+func TestARestoreWhoseAnswerIsLostIsNotCalledARefusal(t *testing.T) {
+	f := newRecFixture(t, 1)
+	ctx := context.Background()
+	d := f.provisioned(1, true)
+	rep, err := client.Recover(ctx, f.newClient(), answerLostDevice{d}, client.RecoverOptions{})
+	if !errors.Is(err, client.ErrRestoreUnknown) || errors.Is(err, client.ErrDeviceRefused) || rep.FailedCheck != client.CheckRestore {
+		t.Fatalf("restore whose answer was lost: %v at %q, want ErrRestoreUnknown (not ErrDeviceRefused)", err, rep.FailedCheck)
+	}
+	if in, err := d.ChipInfo(ctx); err != nil || !in.HasKeys {
+		t.Fatalf("the device did not restore (%v): the test's premise fails", err)
+	}
+	if _, err := client.Recover(ctx, f.newClient(), d, client.RecoverOptions{}); err != nil {
+		t.Fatalf("recovering the device again: %v", err)
+	}
+}

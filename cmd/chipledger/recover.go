@@ -171,6 +171,15 @@ func batchFailure(failed []deviceRecovery, total int, verifyOnly bool) string {
 	if verifyOnly {
 		return fmt.Sprintf("%d of %d devices failed verification: %s; nothing was handed to any device (--verify-only)", len(failed), total, which)
 	}
+	lost := 0
+	for _, r := range failed {
+		if errors.Is(r.err, client.ErrRestoreUnknown) {
+			lost++
+		}
+	}
+	if lost > 0 {
+		return fmt.Sprintf("%d of %d devices were not recovered: %s; the answer of %d of them to the restore was lost, so they may have restored it (recover them again: taking the same backup twice is harmless); the others' keys are unchanged", len(failed), total, which, lost)
+	}
 	return fmt.Sprintf("%d of %d devices were not recovered: %s; their keys are unchanged", len(failed), total, which)
 }
 
@@ -437,6 +446,7 @@ func recoveryCause(r deviceRecovery) string {
 		{client.ErrUntrustedCertificate, "certificate not trusted by the device"},
 		{client.ErrWrongLog, "device trusts another log"},
 		{client.ErrDeviceRefused, "device refused the backup"},
+		{client.ErrRestoreUnknown, "device's answer lost"},
 		{context.DeadlineExceeded, "timed out"},
 		{context.Canceled, "cancelled"},
 	} {
