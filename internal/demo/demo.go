@@ -79,6 +79,10 @@ type Summary struct {
 	Kept           bool   `json:"kept"`
 }
 
+// ErrDirInUse reports an Options.Dir that holds files already: the demo
+// makes its CA, keys and ledger anew each run.
+var ErrDirInUse = errors.New("the demo directory is in use")
+
 // Run runs the demo and returns its summary; the story goes to o.Out.
 func Run(ctx context.Context, o Options) (s *Summary, err error) {
 	if o.Nodes <= 0 {
@@ -97,6 +101,12 @@ func Run(ctx context.Context, o Options) (s *Summary, err error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	dir := o.Dir
+	if dir != "" {
+		// The demo makes a new world (a CA, keys, a ledger) each run.
+		if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
+			return nil, fmt.Errorf("%w: %s holds files already; give a new or empty directory (or none, for a temporary one)", ErrDirInUse, dir)
+		}
+	}
 	if dir == "" {
 		if dir, err = os.MkdirTemp("", "chipledger-demo-"); err != nil {
 			return nil, err

@@ -3,7 +3,9 @@ package demo
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -52,5 +54,20 @@ func TestDemoStopsWhenCancelled(t *testing.T) {
 	cancel()
 	if _, err := Run(ctx, Options{Nodes: 1, Devices: 5}); err == nil {
 		t.Fatal("a cancelled demo reported success")
+	}
+}
+
+// TestDemoRefusesADirectoryInUse: the demo makes a new CA, keys and ledger
+// each run; a --dir that holds files already is refused at once with what
+// to do, not half way with a message about an existing CA.
+func TestDemoRefusesADirectoryInUse(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "something"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	_, err := Run(context.Background(), Options{Dir: dir, Out: &out, Devices: 1, Nodes: 1})
+	if !errors.Is(err, ErrDirInUse) || out.Len() != 0 {
+		t.Fatalf("demo in a directory in use: %v, printed %q; want ErrDirInUse before anything", err, out.String())
 	}
 }
