@@ -306,16 +306,12 @@ func (o *opFaults) hook(op string) error {
 	return nil
 }
 
-// TestTilesOfAStoreBehindItsCheckpointAreUnavailable: while a node
-// recovers from a full disk, it reopens its store at its durable state,
-// which may be behind the checkpoint it served (syncs are deferred), and
-// while replaying the rest fails, that smaller store is all it has. Tiles
-// inside the served checkpoint must then be 503 (come back, or ask another
-// node), not 404 (they do not exist).
-func TestTilesOfAStoreBehindItsCheckpointAreUnavailable(t *testing.T) {
+// durableClusterWithFaults is a one-node cluster whose store operations
+// faults can fail, with a station and two escrow entries, all durable.
+func durableClusterWithFaults(t *testing.T) (*testCluster, *opFaults, *Node) {
+	t.Helper()
 	faults := &opFaults{}
 	c := newConfiguredCluster(t, 1, nil, func(cfg *Config) { cfg.StoreFaults = faults.hook })
-	ctx := context.Background()
 	c.registerStation()
 	c.appendEscrow(0, 0, 2)
 	n := c.nodes[0]
@@ -324,6 +320,18 @@ func TestTilesOfAStoreBehindItsCheckpointAreUnavailable(t *testing.T) {
 		n.fsm.withStore(func(s *ledger.Store) error { p = s.Pending(); return nil })
 		return p == 0
 	})
+	return c, faults, n
+}
+
+// TestTilesOfAStoreBehindItsCheckpointAreUnavailable: while a node
+// recovers from a full disk, it reopens its store at its durable state,
+// which may be behind the checkpoint it served (syncs are deferred), and
+// while replaying the rest fails, that smaller store is all it has. Tiles
+// inside the served checkpoint must then be 503 (come back, or ask another
+// node), not 404 (they do not exist).
+func TestTilesOfAStoreBehindItsCheckpointAreUnavailable(t *testing.T) {
+	c, faults, n := durableClusterWithFaults(t)
+	ctx := context.Background()
 
 	// Syncs fail: the next append is applied and published but never made
 	// durable.
@@ -400,17 +408,8 @@ func TestTilesOfAStoreBehindItsCheckpointAreUnavailable(t *testing.T) {
 // the chip at that smaller size (below min_size, and below what the node
 // served: clients call that a rollback) but answer UNAVAILABLE.
 func TestLookupChipOfAStoreBehindItsCheckpointIsUnavailable(t *testing.T) {
-	faults := &opFaults{}
-	c := newConfiguredCluster(t, 1, nil, func(cfg *Config) { cfg.StoreFaults = faults.hook })
+	c, faults, n := durableClusterWithFaults(t)
 	ctx := context.Background()
-	c.registerStation()
-	c.appendEscrow(0, 0, 2)
-	n := c.nodes[0]
-	waitFor(t, "the first appends to be durable", 10*time.Second, func() bool {
-		var p uint64
-		n.fsm.withStore(func(s *ledger.Store) error { p = s.Pending(); return nil })
-		return p == 0
-	})
 
 	// Commits fail: the revocation is applied and published, never durable.
 	faults.set("commit")

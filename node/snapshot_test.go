@@ -40,6 +40,27 @@ func commandEntry(index uint64, data []byte) *raft.Log {
 	return &raft.Log{Index: index, Term: 1, Type: raft.LogCommand, Data: data}
 }
 
+// batchCommand is the Raft command of a batch of leaves.
+func batchCommand(t *testing.T, leaves ...[]byte) []byte {
+	t.Helper()
+	d, err := encodeBatch(leaves)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// inmemLog is a Raft log store holding entries, for a state machine to
+// replay from.
+func inmemLog(t *testing.T, entries ...*raft.Log) raft.LogStore {
+	t.Helper()
+	logs := raft.NewInmemStore()
+	if err := logs.StoreLogs(entries); err != nil {
+		t.Fatal(err)
+	}
+	return logs
+}
+
 func newTestFSM(t *testing.T, faults func(string) error) *fsm {
 	t.Helper()
 	signer, _ := testLogKey(t)
@@ -70,13 +91,7 @@ func TestStoreFaultAfterARestoreReplaysOnlyWhatFollows(t *testing.T) {
 		}
 		return l
 	}
-	batch := func(leaf []byte) []byte {
-		d, err := encodeBatch([][]byte{leaf})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return d
-	}
+	batch := func(leaf []byte) []byte { return batchCommand(t, leaf) }
 	entries := []*raft.Log{
 		commandEntry(1, encodeGenesis()),
 		commandEntry(2, batch(pki.StationLeaf())),
@@ -100,11 +115,7 @@ func TestStoreFaultAfterARestoreReplaysOnlyWhatFollows(t *testing.T) {
 		}
 		return nil
 	})
-	logs := raft.NewInmemStore()
-	if err := logs.StoreLogs(append(entries, next)); err != nil {
-		t.Fatal(err)
-	}
-	b.logs = logs
+	b.logs = inmemLog(t, append(entries, next)...)
 	if err := b.Restore(io.NopCloser(bytes.NewReader(snap))); err != nil {
 		t.Fatal(err)
 	}
@@ -270,23 +281,13 @@ func TestIdleFlushRecoversFromAFailedCommit(t *testing.T) {
 		}
 		return nil
 	})
-	batch := func(leaf []byte) []byte {
-		d, err := encodeBatch([][]byte{leaf})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return d
-	}
+	batch := func(leaf []byte) []byte { return batchCommand(t, leaf) }
 	leaf, err := pki.EscrowLeaf(testpki.ChipID(7), 1, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	entries := []*raft.Log{commandEntry(1, encodeGenesis()), commandEntry(2, batch(pki.StationLeaf())), commandEntry(3, batch(leaf))}
-	logs := raft.NewInmemStore()
-	if err := logs.StoreLogs(entries); err != nil {
-		t.Fatal(err)
-	}
-	f.logs = logs
+	f.logs = inmemLog(t, entries...)
 	for _, e := range entries[:2] {
 		f.Apply(e)
 	}
@@ -334,23 +335,13 @@ func TestABatchWhoseFlushFailedStillAnswersItsAppends(t *testing.T) {
 		}
 		return nil
 	})
-	batch := func(leaf []byte) []byte {
-		d, err := encodeBatch([][]byte{leaf})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return d
-	}
+	batch := func(leaf []byte) []byte { return batchCommand(t, leaf) }
 	leaf, err := pki.EscrowLeaf(testpki.ChipID(9), 1, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	entries := []*raft.Log{commandEntry(1, encodeGenesis()), commandEntry(2, batch(pki.StationLeaf())), commandEntry(3, batch(leaf))}
-	logs := raft.NewInmemStore()
-	if err := logs.StoreLogs(entries); err != nil {
-		t.Fatal(err)
-	}
-	f.logs = logs
+	f.logs = inmemLog(t, entries...)
 	f.Apply(entries[0])
 	f.Apply(entries[1])
 	f.flushedAt.Store(0) // the next batch flushes as it is applied
