@@ -14,14 +14,14 @@ import (
 
 // BatchResult summarises a batch of provisionings.
 type BatchResult struct {
-	Devices   int           `json:"devices"`
-	Succeeded int           `json:"succeeded"`
-	Failed    int           `json:"failed"`
+	Devices   int `json:"devices"`
+	Succeeded int `json:"succeeded"`
+	Failed    int `json:"failed"`
 	// NotStarted counts the devices the batch never began with, because
 	// its context ended first.
-	NotStarted int `json:"not_started"`
-	Duration  time.Duration `json:"duration_ns"`
-	PerSecond float64       `json:"devices_per_second"`
+	NotStarted int           `json:"not_started"`
+	Duration   time.Duration `json:"duration_ns"`
+	PerSecond  float64       `json:"devices_per_second"`
 	// Failures counts failures by cause.
 	Failures map[string]int `json:"failures,omitempty"`
 	// Examples holds the first error of each cause in Failures, in full.
