@@ -1,6 +1,8 @@
 package device
 
 import (
+	"github.com/chipledger/chipledger/internal/filelock"
+
 	"errors"
 	"fmt"
 	"os"
@@ -17,7 +19,7 @@ var ErrStateInUse = errors.New("device state file is in use")
 // replaced, not rewritten, on every change. The sidecar file stays after
 // Unlock; it holds nothing.
 type StateLock struct {
-	f *os.File
+	l *filelock.Lock
 }
 
 // LockState takes the lock of the existing state file at path without
@@ -29,21 +31,15 @@ func LockState(path string) (*StateLock, error) {
 		return nil, fmt.Errorf("lock device state: %w", err) // no stray lock file for a missing state
 	}
 	name := path + ".lock"
-	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o600)
+	l, err := filelock.TryLock(name)
+	if errors.Is(err, filelock.ErrLocked) {
+		return nil, fmt.Errorf("%w: %s is locked (%s) by another process serving the device", ErrStateInUse, path, name)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("lock device state %s: %w", path, err)
 	}
-	if err := lockFile(f); err != nil {
-		f.Close()
-		if errors.Is(err, errLocked) {
-			return nil, fmt.Errorf("%w: %s is locked (%s) by another process serving the device", ErrStateInUse, path, name)
-		}
-		return nil, fmt.Errorf("lock device state %s: %w", path, err)
-	}
-	return &StateLock{f: f}, nil
+	return &StateLock{l: l}, nil
 }
 
 // Unlock releases the lock.
-func (l *StateLock) Unlock() error {
-	return l.f.Close() // closing the file releases its flock
-}
+func (l *StateLock) Unlock() error { return l.l.Unlock() }

@@ -96,6 +96,7 @@ func runWitness(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	defer w.Close()
 	ln, err := listenAddr(addr)
 	if err != nil {
 		return err

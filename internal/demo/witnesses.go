@@ -35,7 +35,8 @@ type witnesses struct {
 	// PolicyText is the policy file's text.
 	PolicyText []byte
 
-	servers []*http.Server
+	servers   []*http.Server
+	witnesses []*witness.Witness
 }
 
 // startWitnesses starts n witnesses of the log whose verifier key is
@@ -86,6 +87,7 @@ func (ws *witnesses) start(stateDir, keyName, logVKey string, logger *slog.Logge
 	if err != nil {
 		return "", "", err
 	}
+	ws.witnesses = append(ws.witnesses, w)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", "", err
@@ -101,6 +103,9 @@ func (ws *witnesses) Close() error {
 	var errs []error
 	for _, s := range ws.servers {
 		errs = append(errs, s.Close())
+	}
+	for _, w := range ws.witnesses {
+		errs = append(errs, w.Close())
 	}
 	return errors.Join(errs...)
 }

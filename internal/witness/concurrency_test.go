@@ -48,6 +48,7 @@ func TestConcurrentForksCosignOne(t *testing.T) {
 		winner = b
 	}
 	checkLatest(t, w, winner, size)
+	w.Close() // a restart
 	checkLatest(t, newTestWitness(t, dir, a), winner, size)
 }
 

@@ -28,6 +28,7 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
+	defer w.Close()
 	srv := httptest.NewServer(w.Handler())
 	defer srv.Close()
 	url := srv.URL + "/add-checkpoint"

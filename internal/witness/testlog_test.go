@@ -145,6 +145,7 @@ func newTestWitness(t testing.TB, dir string, logs ...*testLog) *Witness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { w.Close() }) // a second Close, after a restart's, is harmless
 	return w
 }
 

@@ -1,6 +1,9 @@
 package witness
 
 import (
+	"github.com/chipledger/chipledger/internal/filelock"
+	"path/filepath"
+
 	"bytes"
 	"errors"
 	"fmt"
@@ -50,7 +53,13 @@ type Witness struct {
 	signer note.Signer
 	log    *slog.Logger
 	logs   map[string]*logState // by origin; fixed after New
+	lock   *filelock.Lock       // of StateDir, held until Close
 }
+
+// ErrStateDirInUse is returned by New for a state directory another
+// Witness holds: two witnesses checking requests against copies of one
+// state could each cosign a different fork under one key.
+var ErrStateDirInUse = errors.New("witness: the state directory is in use by another witness")
 
 // logState is what a Witness knows of one log.
 type logState struct {
@@ -65,9 +74,10 @@ type logState struct {
 }
 
 // New returns a Witness for cfg, with the state each log had when a
-// Witness last ran on cfg.StateDir. It fails if cfg lacks a Signer, a
-// StateDir or a log, if a log key is invalid or listed twice, or if a state
-// file cannot be read or parsed.
+// Witness last ran on cfg.StateDir. It holds the directory (a lock file,
+// .lock) until Close: another New on it fails with ErrStateDirInUse. It
+// fails if cfg lacks a Signer, a StateDir or a log, if a log key is invalid
+// or listed twice, or if a state file cannot be read or parsed.
 func New(cfg Config) (*Witness, error) {
 	if cfg.Signer == nil {
 		return nil, errors.New("witness: no signer configured")
@@ -89,10 +99,19 @@ func New(cfg Config) (*Witness, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("witness: create state directory: %w", err)
 	}
+	lock, err := filelock.TryLock(filepath.Join(cfg.StateDir, ".lock"))
+	if errors.Is(err, filelock.ErrLocked) {
+		return nil, fmt.Errorf("%w: %s (stop the other witness first)", ErrStateDirInUse, cfg.StateDir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("witness: %w", err)
+	}
+	w.lock = lock
 	for origin, vs := range verifiers {
 		lg := &logState{verifiers: note.VerifierList(vs...), path: stateFile(cfg.StateDir, origin), latest: emptyTree()}
 		t, ok, err := loadState(lg.path, origin)
 		if err != nil {
+			lock.Unlock()
 			return nil, fmt.Errorf("witness: %w", err)
 		}
 		if ok {
@@ -102,6 +121,9 @@ func New(cfg Config) (*Witness, error) {
 	}
 	return w, nil
 }
+
+// Close releases the state directory. The Witness must not be used after.
+func (w *Witness) Close() error { return w.lock.Unlock() }
 
 // logVerifiers parses the log keys and groups them by origin.
 func logVerifiers(vkeys []string) (map[string][]note.Verifier, error) {

@@ -265,7 +265,9 @@ func checkCosignatures(t *testing.T, l *testLog, lines []byte, size uint64) time
 func TestStateSurvivesARestart(t *testing.T) {
 	dir := t.TempDir()
 	l := newTestLog(t, "example.com/log", 16)
-	advance(t, newTestWitness(t, dir, l), l, 3, 9)
+	first := newTestWitness(t, dir, l)
+	advance(t, first, l, 3, 9)
+	first.Close() // the restart
 
 	w := newTestWitness(t, dir, l)
 	checkLatest(t, w, l, 9)
@@ -288,6 +290,7 @@ func TestStateSurvivesARestart(t *testing.T) {
 	}
 	checkLatest(t, w, l, 9)
 	advance(t, w, l, 12)
+	w.Close()
 	checkLatest(t, newTestWitness(t, dir, l), l, 12)
 }
 
@@ -433,4 +436,28 @@ func serve(h http.Handler, method string, body []byte) *httptest.ResponseRecorde
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest(method, "/add-checkpoint", bytes.NewReader(body)))
 	return rec
+}
+
+// TestTwoWitnessesCannotShareAStateDirectory: two witnesses checking
+// requests against copies of one state would each cosign a different fork
+// under one key. The second New on a state directory fails until the first
+// is closed.
+func TestTwoWitnessesCannotShareAStateDirectory(t *testing.T) {
+	dir := t.TempDir()
+	l := newTestLog(t, "example.com/log", 8)
+	first := newTestWitness(t, dir, l)
+	skey, _ := testWitnessKey(t)
+	c, _ := fnote.NewSignerForCosignatureV1(skey)
+	if w, err := New(Config{Signer: c, Logs: []string{l.vkey}, StateDir: dir}); !errors.Is(err, ErrStateDirInUse) {
+		if err == nil {
+			w.Close()
+		}
+		t.Fatalf("a second witness on the state directory: %v, want ErrStateDirInUse", err)
+	}
+	first.Close()
+	second, err := New(Config{Signer: c, Logs: []string{l.vkey}, StateDir: dir})
+	if err != nil {
+		t.Fatalf("a witness on the state directory once the first closed: %v", err)
+	}
+	second.Close()
 }

@@ -84,6 +84,7 @@ func start(t testing.TB, name, logVKey string) *Witness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { ww.Close() })
 	w := &Witness{Witness: ww, VKey: cvkey}
 	h := ww.Handler()
 	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {

@@ -1,6 +1,6 @@
 //go:build !unix
 
-package device
+package filelock
 
 import (
 	"errors"
@@ -9,6 +9,6 @@ import (
 
 var errLocked = errors.New("locked")
 
-// lockFile does nothing where flock(2) is missing: run only one agent per
-// state file there.
+// lockFile does nothing where flock(2) is missing: run only one process
+// per locked file there.
 func lockFile(*os.File) error { return nil }

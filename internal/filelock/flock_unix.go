@@ -1,6 +1,6 @@
 //go:build unix
 
-package device
+package filelock
 
 import (
 	"errors"
