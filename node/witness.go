@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	fnote "github.com/transparency-dev/formats/note"
 	"net/http"
 	"slices"
 	"sort"
@@ -232,7 +233,7 @@ func (c *cosigner) submit(ctx context.Context, url string, v note.Verifier, cp *
 		if err != nil {
 			return nil, err
 		}
-		line, err := cosignatureLine(cp.Signed, resp, v)
+		line, err := cosignatureLine(cp.Signed, resp, v, time.Now())
 		if err != nil {
 			return nil, err
 		}
@@ -270,15 +271,32 @@ func (c *cosigner) consistencyProof(old, size uint64) ([][32]byte, error) {
 	return proof, nil
 }
 
+// maxCosignatureSkew bounds how far from this node's clock a witness may
+// date its cosignature. Clients count only cosignatures dated within their
+// own window (client.Options.WitnessMaxAge back, 5 minutes ahead): one
+// from a witness whose clock is wrong would make the quorum the leader
+// records useless to them, while witnesses with good clocks could have
+// met it.
+const maxCosignatureSkew = 5 * time.Minute
+
 // cosignatureLine returns the signature line by v among the lines a witness
-// answered, verified over the checkpoint.
-func cosignatureLine(signed, lines []byte, v note.Verifier) ([]byte, error) {
+// answered, verified over the checkpoint and dated within
+// maxCosignatureSkew of now.
+func cosignatureLine(signed, lines []byte, v note.Verifier, now time.Time) ([]byte, error) {
 	n, err := note.Open(append(bytes.Clone(signed), lines...), note.VerifierList(v))
 	if err != nil {
 		return nil, fmt.Errorf("the witness's answer carries no valid cosignature by %s: %w", v.Name(), err)
 	}
 	for _, s := range n.Sigs {
 		if s.Name == v.Name() && s.Hash == v.KeyHash() {
+			at, err := fnote.CoSigV1Timestamp(s)
+			if err != nil {
+				return nil, fmt.Errorf("the witness's cosignature by %s carries no time: %w", v.Name(), err)
+			}
+			if d := at.Sub(now); d > maxCosignatureSkew || d < -maxCosignatureSkew {
+				return nil, fmt.Errorf("the witness's cosignature is dated %s, %s from this node's clock (more than %s): is its clock wrong?",
+					at.UTC().Format(time.RFC3339), d.Round(time.Second), maxCosignatureSkew)
+			}
 			return []byte("— " + s.Name + " " + s.Base64 + "\n"), nil
 		}
 	}

@@ -3,11 +3,18 @@ package node
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/chipledger/chipledger/internal/witness"
 	"io"
 	"log/slog"
 	"math"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -472,4 +479,97 @@ func TestRestoreOfAWitnessedCheckpointWakesItsWaiters(t *testing.T) {
 	default:
 		t.Fatal("the restore recorded a witnessed checkpoint but woke no one waiting for it")
 	}
+}
+
+// skewedSigner is a cosignature/v1 signer whose clock is off by skew.
+type skewedSigner struct {
+	note.Signer // name and key hash
+	key         ed25519.PrivateKey
+	skew        time.Duration
+}
+
+func (s skewedSigner) Sign(msg []byte) ([]byte, error) {
+	t := uint64(time.Now().Add(s.skew).Unix())
+	m := fmt.Appendf(nil, "cosignature/v1\ntime %d\n%s", t, msg)
+	return append(binary.BigEndian.AppendUint64(nil, t), ed25519.Sign(s.key, m)...), nil
+}
+
+// TestTheQuorumRecordedIsOneClientsCount: with 2 of 3 witnesses, one
+// whose clock is an hour behind (within the n-k the policy tolerates) and
+// answers first, and two good ones that are up, the leader must not record
+// a witnessed checkpoint whose quorum clients refuse as stale: the skewed
+// cosignature does not count, and the good witnesses meet the quorum.
+// (skewedSigner builds the cosignature/v1 signature by the spec, since the
+// library's signer has no clock to set.)
+func TestTheQuorumRecordedIsOneClientsCount(t *testing.T) {
+	logPub, logPriv, _ := ed25519.GenerateKey(rand.Reader)
+	logVKey, _ := note.NewEd25519VerifierKey("example.com/log", logPub)
+	lv, err := proofs.NewLogVerifier(logVKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	skeyLog := mustSkey(t, "example.com/log", logPub, logPriv)
+	ls, _ := note.NewSigner(skeyLog)
+	text := string(proofs.Checkpoint{Origin: "example.com/log", Size: 1, Hash: proofs.LeafHash([]byte("x"))}.Marshal())
+	signed, _ := note.Sign(&note.Note{Text: text}, ls)
+	cp := &Checkpoint{Size: 1, Signed: signed}
+
+	fastDone := make(chan struct{})
+	var policy strings.Builder
+	for i, skew := range []time.Duration{-time.Hour, 0, 0} {
+		name := fmt.Sprintf("w%d.example", i)
+		pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+		skey := mustSkey(t, name, pub, priv)
+		var signer note.Signer
+		signer, err = fnote.NewSignerForCosignatureV1(skey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if skew != 0 {
+			signer = skewedSigner{Signer: signer, key: priv, skew: skew}
+		}
+		w, err := witness.New(witness.Config{Signer: signer, Logs: []string{logVKey}, StateDir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := w.Handler()
+		fast := i == 0
+		srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+			if fast {
+				h.ServeHTTP(rw, r)
+				close(fastDone)
+				return
+			}
+			<-fastDone // the good witnesses answer just after the skewed one
+			h.ServeHTTP(rw, r)
+		}))
+		t.Cleanup(srv.Close)
+		vkey, _ := note.NewEd25519VerifierKey(name, pub)
+		cvkey, _ := fnote.VKeyToCosignatureV1(vkey)
+		fmt.Fprintf(&policy, "witness w%d %s %s\n", i, cvkey, srv.URL)
+	}
+	policy.WriteString("group main 2 w0 w1 w2\nquorum main\n")
+	p, err := proofs.ParseWitnessPolicy([]byte(policy.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newCosigner(p, nil, nil, newMetrics())
+	got, err := c.cosign(context.Background(), cp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	if _, err := lv.VerifyWitnessedCheckpointBetween(got, p, now.Add(-10*time.Minute), now.Add(5*time.Minute)); err != nil {
+		t.Fatalf("the leader would record a witnessed checkpoint that every client (default WitnessMaxAge) refuses, though two witnesses with good clocks were up: %v", err)
+	}
+}
+
+func mustSkey(t *testing.T, name string, pub ed25519.PublicKey, priv ed25519.PrivateKey) string {
+	t.Helper()
+	vkey, err := note.NewEd25519VerifierKey(name, pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := strings.Split(vkey, "+")[1]
+	return "PRIVATE+KEY+" + name + "+" + id + "+" + base64.StdEncoding.EncodeToString(append([]byte{0x01}, priv.Seed()...))
 }
