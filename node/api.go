@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/chipledger/chipledger/proofs"
 	"net"
 	"net/http"
 	"slices"
@@ -176,8 +177,10 @@ func (n *Node) precheck(ctx context.Context, leaf []byte) error {
 		if err := ledger.CheckEscrowEntryWithStation(e, station, n.cfg.Trust); err != nil {
 			return err
 		}
-		// Only now is the entry known to be the station's own.
-		if wait, err := n.limiter.allow(e.StationID); err != nil {
+		// Only now is the entry known to be the station's own. A retry of
+		// an append that committed (its answer lost) was paid for already:
+		// the state machine answers it as a duplicate.
+		if wait, err := n.limiter.allow(e.StationID); err != nil && !n.logged(e.ChipID, e.Epoch, leaf) {
 			return &retryAfterError{err: err, after: wait}
 		}
 		return nil
@@ -191,6 +194,22 @@ func (n *Node) precheck(ctx context.Context, leaf []byte) error {
 	default:
 		return fmt.Errorf("%w: %s", ErrNotAppendable, kind)
 	}
+}
+
+// logged reports whether leaf is in this node's ledger as chip's entry of
+// epoch (a read of what is applied: the state machine decides).
+func (n *Node) logged(chip ledger.ChipID, epoch uint32, leaf []byte) bool {
+	found := false
+	n.fsm.withStore(func(s *ledger.Store) error {
+		for _, e := range s.ChipEntries(chip) {
+			if e.Epoch == epoch {
+				h, err := s.LeafHash(e.Index)
+				found = err == nil && h == proofs.LeafHash(leaf)
+			}
+		}
+		return nil
+	})
+	return found
 }
 
 // stationWait bounds how long an append of an unknown station waits for
@@ -608,7 +627,29 @@ func (n *Node) forwardAppend(ctx context.Context, msg *v1.AppendRequest) (*conne
 	}
 	req := connect.NewRequest(msg)
 	req.Header().Set(forwardedHeader, n.cfg.ID)
-	return n.peers.ledger(addr).Append(ctx, req)
+	resp, err := n.peers.ledger(addr).Append(ctx, req)
+	return resp, passOn(err)
+}
+
+// passOn makes a peer's error this node's answer. Connect does not send on
+// the headers of an error received from another server, so the ones the
+// caller acts on, the retry hints of a refusal for load and the leader's
+// address, are copied to a new error of the same code.
+func passOn(err error) error {
+	var ce *connect.Error
+	if !errors.As(err, &ce) {
+		return err
+	}
+	out := connect.NewError(ce.Code(), errors.New(ce.Message()))
+	for _, h := range []string{retryAfterHeader, retryAfterMsHeader, leaderHeader} {
+		if v := ce.Meta().Get(h); v != "" {
+			out.Meta().Set(h, v)
+		}
+	}
+	for _, d := range ce.Details() {
+		out.AddDetail(d)
+	}
+	return out
 }
 
 // peerClients caches API clients of the other nodes.

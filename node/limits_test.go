@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/chipledger/chipledger/proto/chipledger/v1/chipledgerv1connect"
 	"io"
 	"net/http"
 	"strconv"
@@ -185,5 +186,52 @@ func TestAppendDuringALeadershipTransferWaitsForIt(t *testing.T) {
 	}
 	if err := <-transfer; err == nil {
 		t.Fatal("the transfer to a stopped node succeeded")
+	}
+}
+
+// TestARetryOfACommittedAppendIsADuplicateEvenAtTheRateLimit: a station's
+// append commits but its answer is lost; the retry of the very same leaf
+// must be answered as a duplicate (retries are safe, DESIGN §3.2), not
+// refused for the rate the first attempt paid already.
+func TestARetryOfACommittedAppendIsADuplicateEvenAtTheRateLimit(t *testing.T) {
+	c := newConfiguredCluster(t, 1, nil, func(cfg *Config) { cfg.StationRate, cfg.StationBurst = 0.01, 1 })
+	ctx := context.Background()
+	c.registerStation()
+	leaves := c.escrowLeaves(0, 2)
+	if _, err := c.append(ctx, 0, leaves[0]); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.append(ctx, 0, leaves[0])
+	if err != nil || !resp.GetDuplicate() {
+		t.Fatalf("retry of a committed append: %v (code %v), want a duplicate answer", err, connect.CodeOf(err))
+	}
+	if _, err := c.append(ctx, 0, leaves[1]); connect.CodeOf(err) != connect.CodeResourceExhausted {
+		t.Fatalf("a new append over the rate: %v, want RESOURCE_EXHAUSTED", err)
+	}
+}
+
+// TestPushbackThroughAFollowerKeepsItsRetryHint: a station over its rate
+// appending through a follower must get the leader's retry hint, or the
+// SDK (which retries RESOURCE_EXHAUSTED only with a hint) gives up at once.
+// Connect does not send on the headers of an error from another server.
+func TestPushbackThroughAFollowerKeepsItsRetryHint(t *testing.T) {
+	c := newConfiguredCluster(t, 3, nil, func(cfg *Config) { cfg.StationRate, cfg.StationBurst = 0.01, 1 })
+	ctx := context.Background()
+	c.registerStation()
+	l := c.waitLeader()
+	f := (l + 1) % 3
+	leaves := c.escrowLeaves(0, 2)
+	if _, err := c.append(ctx, f, leaves[0]); err != nil {
+		t.Fatal(err)
+	}
+	// The SDK speaks the Connect protocol; the test client gRPC.
+	for _, api := range []interface {
+		Append(context.Context, *connect.Request[v1.AppendRequest]) (*connect.Response[v1.AppendResponse], error)
+	}{chipledgerv1connect.NewLedgerServiceClient(c.http, "http://"+c.cfgs[f].APIAddr), c.client(f)} {
+		_, err := api.Append(ctx, connect.NewRequest(&v1.AppendRequest{Leaf: leaves[1]}))
+		if connect.CodeOf(err) != connect.CodeResourceExhausted {
+			t.Fatalf("over the rate through a follower: %v, want RESOURCE_EXHAUSTED", err)
+		}
+		retryAfterMs(t, err)
 	}
 }
