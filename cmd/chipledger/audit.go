@@ -61,7 +61,8 @@ index roots against the same index, and reports the same findings. Use one
 state file per log and set of roots.
 
 Exit status: 0 when nothing was found, 3 when the state holds findings (they
-are listed), 1 when the audit could not run, 2 for a usage error.`,
+are listed, even when this run could not reach a node), 1 when the audit could
+not run, 2 for a usage error.`,
 		Flags: append(ledgerFlags(),
 			&cli.StringFlag{Name: "roots", Required: true, EnvVars: env("roots"),
 				Usage: "the manufacturer trust `PEM` bundle to check certificates with: the auditor's own copy, not the nodes'"},
@@ -160,6 +161,13 @@ func runAudit(c *cli.Context) error {
 	case errors.Is(err, context.Canceled):
 		return cli.Exit(fmt.Sprintf("interrupted after auditing %d of %d entries; the state is saved in %s, run again to continue",
 			state.Audited(), r.Checkpoint.Size, path), 1)
+	case state.FindingCount() > 0:
+		// The round failed, but the findings the state holds must not go
+		// unseen behind an outage: list them, and exit as for findings.
+		if perr := out.failed(r, err); perr != nil {
+			return errors.Join(err, perr)
+		}
+		return cli.Exit(fmt.Sprintf("%d findings: a node or the log misbehaved (and this run failed: %v)", state.FindingCount(), err), exitFindings)
 	default:
 		return err
 	}
@@ -331,6 +339,22 @@ func (p *auditPrinter) report(r *client.AuditReport) error {
 	}
 	tw.Flush()
 	p.findings(all)
+	return nil
+}
+
+// failed prints the report of a one-shot audit that failed (err) while
+// the state holds findings: the nodes it tried and every finding.
+func (p *auditPrinter) failed(r *client.AuditReport, err error) error {
+	if p.json {
+		all := p.state.Findings()
+		j := p.toJSON(r)
+		j.Findings = &all
+		j.Error = err.Error()
+		return writeJSONLine(p.w, j)
+	}
+	p.nodes(r)
+	fmt.Fprintf(p.w, "audit failed: %v\nfindings: %d recorded by earlier runs\n", err, p.state.FindingCount())
+	p.findings(p.state.Findings())
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -284,6 +285,55 @@ func TestAuditCommandExitsNonZeroOnFindings(t *testing.T) {
 		if !hasRow(r.stdout, string(w.kind), fmt.Sprint(w.index), l.addr) {
 			t.Errorf("output does not show %s at %d:\n%s", w.kind, w.index, r.stdout)
 		}
+	}
+}
+
+// An audit that cannot run (no node answers) while its state holds
+// findings still lists them and exits 3: the findings, not the outage, are
+// what the auditor must not miss.
+func TestAnAuditThatCannotRunStillReportsItsFindings(t *testing.T) {
+	l := startTestLedger(t)
+	l.provision(1, 1)
+	other, err := testpki.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := filepath.Join(t.TempDir(), "other.pem")
+	if err := os.WriteFile(roots, other.Trust.PEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(t.TempDir(), "audit.state")
+	args := []string{"audit", "--log-key", l.vkey, "--roots", roots, "--state", state}
+	if r := runCLI(t, append(args, "--ledger", l.addr)...); exitStatus(r.err) != exitFindings {
+		t.Fatalf("first run: exit status %d (%v), want %d", exitStatus(r.err), r.err, exitFindings)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := ln.Addr().String()
+	ln.Close()
+	for _, format := range []string{"table", "json"} {
+		t.Run(format, func(t *testing.T) {
+			a := append(args, "--ledger", down)
+			if format == "json" {
+				a = append(a, "--json")
+			}
+			r := runCLI(t, a...)
+			if exitStatus(r.err) != exitFindings || !strings.Contains(r.err.Error(), "3 findings") || !strings.Contains(r.err.Error(), "no node answered") {
+				t.Fatalf("exit status %d (%v), want %d, naming the findings and the failure", exitStatus(r.err), r.err, exitFindings)
+			}
+			if format == "json" {
+				j := decodeAudit(t, strings.TrimSpace(r.stdout))
+				if j.Findings == nil || len(*j.Findings) != 3 || !strings.Contains(j.Error, "no node answered") {
+					t.Fatalf("report %+v", j)
+				}
+				return
+			}
+			if !hasRow(r.stdout, string(client.FindingUntrustedCertificate), "1") || !strings.Contains(r.stdout, down) {
+				t.Errorf("output does not list the findings and the node:\n%s", r.stdout)
+			}
+		})
 	}
 }
 
