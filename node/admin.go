@@ -323,6 +323,9 @@ func (s *adminService) RevokeStation(ctx context.Context, req *connect.Request[v
 	if err := f.Error(); err != nil {
 		return nil, raftError("revoke station", err)
 	}
+	if err, ok := f.Response().(error); ok {
+		return nil, toConnectError(fmt.Errorf("revoke station: %w", err))
+	}
 	res, ok := f.Response().(*applyResult)
 	if !ok || len(res.results) != 1 {
 		return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("state machine returned %T for a revocation", f.Response()))

@@ -239,6 +239,10 @@ func (b *batcher) propose(batch []*pending, finished chan<- struct{}) {
 		fail(err)
 		return
 	}
+	if err, ok := f.Response().(error); ok {
+		fail(err) // not applied: a store fault, or a malformed entry
+		return
+	}
 	res, ok := f.Response().(*applyResult)
 	if !ok || len(res.results) != len(batch) {
 		fail(fmt.Errorf("state machine returned %T for a batch of %d", f.Response(), len(batch)))

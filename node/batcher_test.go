@@ -2,8 +2,14 @@ package node
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"testing"
 	"time"
+
+	"connectrpc.com/connect"
+	"github.com/hashicorp/raft"
 
 	v1 "github.com/chipledger/chipledger/proto/chipledger/v1"
 	dto "github.com/prometheus/client_model/go"
@@ -93,5 +99,57 @@ func TestChecksThatKeepBeginningDoNotHoldABatchBack(t *testing.T) {
 	c.end()
 	if !c.reached(c.mark(100)) {
 		t.Fatal("not reached with no check under way")
+	}
+}
+
+// errorFSM is a state machine whose every entry fails with err.
+type errorFSM struct{ err error }
+
+func (f errorFSM) Apply(*raft.Log) any               { return f.err }
+func (errorFSM) Snapshot() (raft.FSMSnapshot, error) { return nil, errors.New("no snapshots") }
+func (errorFSM) Restore(io.ReadCloser) error         { return errors.New("no snapshots") }
+
+// TestAnEntryTheStateMachineRefusesAnswersItsAppendsWithThatError: when
+// Apply returns an error (a store fault on a stopping node, say), each
+// append of the batch gets that error, with its Connect code
+// (UNAVAILABLE for a store fault, which a retry at another node can
+// overcome), not an INTERNAL error about the result's type.
+func TestAnEntryTheStateMachineRefusesAnswersItsAppendsWithThatError(t *testing.T) {
+	conf := raft.DefaultConfig()
+	conf.LocalID = "a"
+	conf.LogOutput = io.Discard
+	conf.HeartbeatTimeout, conf.ElectionTimeout, conf.LeaderLeaseTimeout = 50*time.Millisecond, 50*time.Millisecond, 50*time.Millisecond
+	store := raft.NewInmemStore()
+	_, trans := raft.NewInmemTransport("a")
+	fault := fmt.Errorf("%w: raft entry 7 not applied: the node is stopping", ErrStoreFault)
+	r, err := raft.NewRaft(conf, errorFSM{fault}, store, store, raft.NewInmemSnapshotStore(), trans)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Shutdown().Error() })
+	if err := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{ID: "a", Address: trans.LocalAddr()}}}).Error(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a leader", 10*time.Second, func() bool { return r.State() == raft.Leader })
+
+	ctx, cancel := context.WithCancel(context.Background())
+	b := newBatcher(r, newMetrics(), ctx.Done())
+	done := make(chan struct{})
+	go func() { defer close(done); b.run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	p, err := b.enqueue([]byte("leaf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := b.wait(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(o.err, ErrStoreFault) {
+		t.Fatalf("outcome error %v, want the state machine's %v", o.err, fault)
+	}
+	if code := connect.CodeOf(toConnectError(o.err)); code != connect.CodeUnavailable {
+		t.Errorf("code %v, want %v", code, connect.CodeUnavailable)
 	}
 }
