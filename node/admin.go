@@ -122,8 +122,22 @@ func (s *adminService) Join(ctx context.Context, req *connect.Request[v1.JoinReq
 	}
 	present := false
 	for _, srv := range cf.Configuration().Servers {
-		if srv.ID == raft.ServerID(m.NodeId) && srv.Address == raft.ServerAddress(m.RaftAddress) && srv.Suffrage == raft.Voter {
-			present = true
+		sameID, sameAddr := srv.ID == raft.ServerID(m.NodeId), srv.Address == raft.ServerAddress(m.RaftAddress)
+		switch {
+		case sameID && sameAddr:
+			present = srv.Suffrage == raft.Voter
+		case sameID && !m.GetRejoin():
+			// A second machine given the same --id, say: taking the
+			// member's place would count a node without its log in the
+			// quorums that acknowledged entries.
+			return nil, connect.NewError(connect.CodeAlreadyExists, fmt.Errorf(
+				"node %s is already a member, at raft address %s, and the joining node has no Raft state of its own: give it another --id, or remove the member first (chipledger admin leave %s)",
+				m.NodeId, srv.Address, m.NodeId))
+		case sameAddr && !sameID:
+			// One process would count as two voters.
+			return nil, connect.NewError(connect.CodeAlreadyExists, fmt.Errorf(
+				"raft address %s is member %s's: remove that member first (chipledger admin leave %s), or give node %s another address",
+				m.RaftAddress, srv.ID, srv.ID, m.NodeId))
 		}
 	}
 	if !present {
@@ -261,7 +275,7 @@ func forwardAdmin[Req, Resp any](ctx context.Context, n *Node, req *connect.Requ
 // join asks the configured members to add this node, until one accepts or
 // the node stops.
 func (n *Node) join(ctx context.Context) error {
-	req := &v1.JoinRequest{NodeId: n.cfg.ID, RaftAddress: n.RaftAddr(), ApiAddress: n.apiAddr}
+	req := &v1.JoinRequest{NodeId: n.cfg.ID, RaftAddress: n.RaftAddr(), ApiAddress: n.apiAddr, Rejoin: n.hadRaftState}
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	var lastErr error

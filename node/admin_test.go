@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/hashicorp/raft"
@@ -66,6 +67,12 @@ func TestTransferLeadershipThatCannotBeMadeSaysWhy(t *testing.T) {
 func TestLeaveThatCannotBeMadeChangesNothing(t *testing.T) {
 	c := newTestCluster(t, 1, nil)
 	l := c.waitLeader()
+	// The new leader records its members' addresses in the replicated
+	// state soon after it is elected.
+	waitFor(t, "the leader to record its address", 10*time.Second, func() bool {
+		m, err := c.nodes[l].fsm.members()
+		return err == nil && m[c.nodes[l].ID()] != ""
+	})
 	_, err := c.admin(l).Leave(context.Background(), connect.NewRequest(&v1.LeaveRequest{NodeId: "nobody"}))
 	if connect.CodeOf(err) != connect.CodeNotFound || !strings.Contains(err.Error(), c.nodes[l].ID()) {
 		t.Fatalf("leave of a non-member: %v, want NOT_FOUND listing the members", err)
@@ -77,4 +84,63 @@ func TestLeaveThatCannotBeMadeChangesNothing(t *testing.T) {
 	if m, err := c.nodes[l].fsm.members(); err != nil || m[c.nodes[l].ID()] == "" {
 		t.Fatalf("the refused leave forgot the member's address: %v, %v", m, err)
 	}
+}
+
+// TestJoinDoesNotLetANodeTakeAMembersIDOrAddress: a node without Raft
+// state that asks to join under an existing member's ID (a second machine
+// given the same --id) would replace that member in the configuration and
+// count, without the member's log, in the quorums that acknowledged
+// entries; a node under a new ID at a member's Raft address would make one
+// process two voters. Both are refused, ALREADY_EXISTS, and change nothing.
+// A member restarting with its own state may move its address.
+func TestJoinDoesNotLetANodeTakeAMembersIDOrAddress(t *testing.T) {
+	c := newTestCluster(t, 2, nil)
+	l := c.waitLeader()
+	member := 1 - l
+	id, addr := c.nodes[member].ID(), c.nodes[member].RaftAddr()
+	servers := func() map[raft.ServerID]raft.ServerAddress {
+		t.Helper()
+		cf := c.nodes[l].raft.GetConfiguration()
+		if err := cf.Error(); err != nil {
+			t.Fatal(err)
+		}
+		m := map[raft.ServerID]raft.ServerAddress{}
+		for _, s := range cf.Configuration().Servers {
+			m[s.ID] = s.Address
+		}
+		return m
+	}
+	for _, req := range []*v1.JoinRequest{
+		{NodeId: id, RaftAddress: "127.0.0.1:1", ApiAddress: "127.0.0.1:2"},
+		{NodeId: "impostor", RaftAddress: addr, ApiAddress: "127.0.0.1:2"},
+		{NodeId: "impostor", RaftAddress: addr, ApiAddress: "127.0.0.1:2", Rejoin: true},
+	} {
+		_, err := c.admin(l).Join(context.Background(), connect.NewRequest(req))
+		if connect.CodeOf(err) != connect.CodeAlreadyExists || !strings.Contains(err.Error(), "admin leave") {
+			t.Errorf("join %v: %v, want ALREADY_EXISTS saying how to remove the member", req, err)
+		}
+		if got := servers(); len(got) != 2 || got[raft.ServerID(id)] != raft.ServerAddress(addr) {
+			t.Fatalf("after the refused join %v the configuration is %v", req, got)
+		}
+	}
+	// The member's own join again changes nothing and succeeds.
+	if _, err := c.admin(l).Join(context.Background(), connect.NewRequest(&v1.JoinRequest{NodeId: id, RaftAddress: addr, ApiAddress: c.nodes[member].APIAddr()})); err != nil {
+		t.Fatalf("a member's repeated join: %v", err)
+	}
+
+	// The member restarts at a new Raft address with its data: its join is
+	// a rejoin, and moves it.
+	c.stop(member)
+	c.cfgs[member].RaftAddr, c.cfgs[member].Join = "127.0.0.1:0", []string{c.nodes[l].APIAddr()}
+	c.restart(member)
+	moved := c.nodes[member].RaftAddr()
+	if moved == addr {
+		t.Fatalf("the restarted member kept raft address %s", addr)
+	}
+	if got := servers(); len(got) != 2 || got[raft.ServerID(id)] != raft.ServerAddress(moved) {
+		t.Fatalf("after the member's rejoin at %s the configuration is %v", moved, got)
+	}
+	// Two voters: an append commits only with the moved member's vote.
+	c.registerStation()
+	c.appendEscrow(l, 0, 1)
 }

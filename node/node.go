@@ -151,6 +151,7 @@ type Node struct {
 	limiter   *stationLimiter // nil: no per-station limit
 
 	startLastIndex uint64        // the Raft log's last index when the node started
+	hadRaftState   bool          // the node started with Raft state: a Join is a rejoin
 	caughtUp       atomic.Bool   // applied all it may have served before (watchCatchUp)
 	appending      chan struct{} // a slot per append in flight (MaxAppendsInFlight)
 
@@ -338,6 +339,9 @@ func (n *Node) startRaft() error {
 	// watchCatchUp).
 	if n.startLastIndex, err = logs.LastIndex(); err != nil {
 		return fmt.Errorf("read raft log: %w", err)
+	}
+	if n.hadRaftState, err = raft.HasExistingState(logs, n.raftStore, snaps); err != nil {
+		return fmt.Errorf("read raft state: %w", err)
 	}
 	if cfg.Bootstrap {
 		if err := n.bootstrap(conf, logs, snaps); err != nil {

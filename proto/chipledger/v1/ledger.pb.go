@@ -1363,10 +1363,15 @@ func (x *Peer) GetError() string {
 }
 
 type JoinRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	RaftAddress   string                 `protobuf:"bytes,2,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
-	ApiAddress    string                 `protobuf:"bytes,3,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	NodeId      string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	RaftAddress string                 `protobuf:"bytes,2,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
+	ApiAddress  string                 `protobuf:"bytes,3,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
+	// Set by a node that starts with Raft state of its own (a restart): it
+	// may move its member's Raft address. A node without Raft state may not
+	// take the ID of an existing member, whose acknowledged entries it does
+	// not hold; and no node may take another member's Raft address.
+	Rejoin        bool `protobuf:"varint,4,opt,name=rejoin,proto3" json:"rejoin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1420,6 +1425,13 @@ func (x *JoinRequest) GetApiAddress() string {
 		return x.ApiAddress
 	}
 	return ""
+}
+
+func (x *JoinRequest) GetRejoin() bool {
+	if x != nil {
+		return x.Rejoin
+	}
+	return false
 }
 
 type JoinResponse struct {
@@ -1854,12 +1866,13 @@ const file_chipledger_v1_ledger_proto_rawDesc = "" +
 	"\ttree_size\x18\x06 \x01(\x04R\btreeSize\x12#\n" +
 	"\rapplied_index\x18\a \x01(\x04R\fappliedIndex\x12\x10\n" +
 	"\x03lag\x18\b \x01(\x04R\x03lag\x12\x14\n" +
-	"\x05error\x18\t \x01(\tR\x05error\"j\n" +
+	"\x05error\x18\t \x01(\tR\x05error\"\x82\x01\n" +
 	"\vJoinRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12\x1f\n" +
 	"\vapi_address\x18\x03 \x01(\tR\n" +
-	"apiAddress\"\x0e\n" +
+	"apiAddress\x12\x16\n" +
+	"\x06rejoin\x18\x04 \x01(\bR\x06rejoin\"\x0e\n" +
 	"\fJoinResponse\"'\n" +
 	"\fLeaveRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"\x0f\n" +
