@@ -14,6 +14,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/hashicorp/raft"
 
+	"github.com/chipledger/chipledger/internal/hostport"
 	"github.com/chipledger/chipledger/ledger"
 	v1 "github.com/chipledger/chipledger/proto/chipledger/v1"
 	"github.com/chipledger/chipledger/proto/chipledger/v1/chipledgerv1connect"
@@ -107,10 +108,10 @@ func (s *adminService) Join(ctx context.Context, req *connect.Request[v1.JoinReq
 	if m.GetNodeId() == "" || m.GetRaftAddress() == "" || m.GetApiAddress() == "" {
 		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("join needs node_id, raft_address and api_address"))
 	}
-	if len(m.GetNodeId()) > maxMemberField || len(m.GetApiAddress()) > maxMemberField {
-		// Checked before the voter is added: the member record could not
-		// be written afterwards.
-		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("node_id of %d bytes and api_address of %d: each at most %d", len(m.GetNodeId()), len(m.GetApiAddress()), maxMemberField))
+	// Checked before the voter is added: a voter no one can reach raises
+	// the quorum for good, and the member record could not be written.
+	if err := checkMember(m.NodeId, m.RaftAddress, m.ApiAddress); err != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("join: %w", err))
 	}
 	n := s.n
 	if !n.IsLeader() {
@@ -150,6 +151,21 @@ func (s *adminService) Join(ctx context.Context, req *connect.Request[v1.JoinReq
 		return nil, raftError("record member address", err)
 	}
 	return connect.NewResponse(&v1.JoinResponse{}), nil
+}
+
+// checkMember checks a member's node ID (1 to 255 bytes, as member
+// records carry it) and its two addresses (HOST:PORT, spelled one way).
+func checkMember(id, raftAddr, apiAddr string) error {
+	if len(id) == 0 || len(id) > maxMemberField {
+		return fmt.Errorf("node ID of %d bytes: want 1 to %d", len(id), maxMemberField)
+	}
+	if err := hostport.Check(raftAddr, false); err != nil {
+		return fmt.Errorf("raft address %q: %w", raftAddr, err)
+	}
+	if err := hostport.Check(apiAddr, false); err != nil {
+		return fmt.Errorf("api address %q: %w", apiAddr, err)
+	}
+	return nil
 }
 
 func (s *adminService) Leave(ctx context.Context, req *connect.Request[v1.LeaveRequest]) (*connect.Response[v1.LeaveResponse], error) {

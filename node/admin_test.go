@@ -144,3 +144,54 @@ func TestJoinDoesNotLetANodeTakeAMembersIDOrAddress(t *testing.T) {
 	c.registerStation()
 	c.appendEscrow(l, 0, 1)
 }
+
+// TestJoinRefusesMalformedAddresses: a Join whose Raft address Raft cannot
+// dial (no port, a space) would add a voter no one reaches, which raises
+// the quorum for good; one whose address is spelled another way (a port
+// with a leading zero) would make the same address two members. Each is
+// INVALID_ARGUMENT, before the configuration changes.
+func TestJoinRefusesMalformedAddresses(t *testing.T) {
+	c := newTestCluster(t, 2, nil)
+	l := c.waitLeader()
+	for _, req := range []*v1.JoinRequest{
+		{NodeId: "ghost", RaftAddress: "no port here", ApiAddress: "127.0.0.1:2"},
+		{NodeId: "ghost", RaftAddress: "127.0.0.1:1", ApiAddress: "nor\nhere:2"},
+		{NodeId: "ghost", RaftAddress: "127.0.0.1:01", ApiAddress: "127.0.0.1:2"},
+		{NodeId: "ghost", RaftAddress: "[127.0.0.1]:1", ApiAddress: "127.0.0.1:2"},
+		{NodeId: "ghost", RaftAddress: strings.Repeat("h", 300) + ":1", ApiAddress: "127.0.0.1:2"},
+	} {
+		_, err := c.admin(l).Join(context.Background(), connect.NewRequest(req))
+		if code := connect.CodeOf(err); code != connect.CodeInvalidArgument {
+			t.Errorf("join with raft_address %.20q and api_address %q: %v, want INVALID_ARGUMENT", req.RaftAddress, req.ApiAddress, err)
+		}
+		cf := c.nodes[l].raft.GetConfiguration()
+		if err := cf.Error(); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(cf.Configuration().Servers); n != 2 {
+			t.Fatalf("after the refused join the configuration has %d servers: %v", n, cf.Configuration().Servers)
+		}
+	}
+}
+
+// TestConfigRefusesPeersRaftCannotUse: a founding peer list is checked as
+// Join requests are, so a cluster is never bootstrapped with a voter whose
+// member record cannot be written or whose address Raft cannot dial.
+func TestConfigRefusesPeersRaftCannotUse(t *testing.T) {
+	signer, _ := testLogKey(t)
+	pki, err := sharedPKI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []Peer{
+		{ID: strings.Repeat("n", 300), RaftAddr: "127.0.0.1:7000", APIAddr: "127.0.0.1:8080"},
+		{ID: "n2", RaftAddr: "127.0.0.1", APIAddr: "127.0.0.1:8080"},
+		{ID: "n2", RaftAddr: "127.0.0.1:7000", APIAddr: "127.0.0.1:08080"},
+	} {
+		cfg := Config{ID: "n1", DataDir: t.TempDir(), RaftAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0", Signer: signer, Trust: pki.Trust,
+			Bootstrap: true, Peers: []Peer{{ID: "n1", RaftAddr: "127.0.0.1:7001", APIAddr: "127.0.0.1:8081"}, p}}
+		if err := cfg.validate(); err == nil || !strings.Contains(err.Error(), "peer") {
+			t.Errorf("peer %.20s at %q and %q: %v, want an error about the peer", p.ID, p.RaftAddr, p.APIAddr, err)
+		}
+	}
+}

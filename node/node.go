@@ -259,6 +259,11 @@ func (c *Config) validate() error {
 	if len(c.ID) > maxMemberField {
 		return fmt.Errorf("node ID of %d bytes: at most %d", len(c.ID), maxMemberField)
 	}
+	for _, p := range c.Peers {
+		if err := checkMember(p.ID, p.RaftAddr, p.APIAddr); err != nil {
+			return fmt.Errorf("peer %s: %w", p.ID, err)
+		}
+	}
 	if c.Bootstrap && len(c.Join) > 0 {
 		return errors.New("a node either bootstraps a cluster or joins one, not both")
 	}

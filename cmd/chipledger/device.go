@@ -20,6 +20,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/chipledger/chipledger/device"
+	"github.com/chipledger/chipledger/internal/hostport"
 	"github.com/chipledger/chipledger/ledger"
 	"github.com/chipledger/chipledger/proofs"
 )
@@ -202,7 +203,7 @@ func runDeviceServe(c *cli.Context) error {
 		return err
 	}
 	addr := c.String("addr")
-	if err := checkHostPort(addr, true); err != nil {
+	if err := hostport.Check(addr, true); err != nil {
 		return fmt.Errorf("--addr %q: %w", addr, err)
 	}
 	state := c.String("state")

@@ -10,7 +10,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -19,6 +18,7 @@ import (
 	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/chipledger/chipledger/internal/clustertls"
+	"github.com/chipledger/chipledger/internal/hostport"
 	"github.com/chipledger/chipledger/ledger"
 	"github.com/chipledger/chipledger/node"
 	"github.com/chipledger/chipledger/provisioner"
@@ -364,7 +364,7 @@ func nodeConfig(f nodeFlags, log *slog.Logger) (node.Config, error) {
 		if a.addr == "" {
 			continue
 		}
-		if err := checkHostPort(a.addr, a.flag == "raft-addr" || a.flag == "api-addr"); err != nil {
+		if err := hostport.Check(a.addr, a.flag == "raft-addr" || a.flag == "api-addr"); err != nil {
 			return node.Config{}, fmt.Errorf("--%s %q: %w", a.flag, a.addr, err)
 		}
 	}
@@ -375,7 +375,7 @@ func nodeConfig(f nodeFlags, log *slog.Logger) (node.Config, error) {
 		return node.Config{}, err
 	}
 	for _, j := range f.Join {
-		if err := checkHostPort(j, false); err != nil {
+		if err := hostport.Check(j, false); err != nil {
 			return node.Config{}, fmt.Errorf("--join %q: %w", j, err)
 		}
 	}
@@ -518,30 +518,19 @@ func parsePeer(v string) (node.Peer, error) {
 		return node.Peer{}, fmt.Errorf("--peer %q: want ID=RAFT_ADDR=API_ADDR, e.g. n1=10.0.0.1:7000=10.0.0.1:8080", v)
 	}
 	p := node.Peer{ID: parts[0], RaftAddr: parts[1], APIAddr: parts[2]}
-	if err := checkHostPort(p.RaftAddr, false); err != nil {
+	if len(p.ID) > hostport.MaxLen {
+		return node.Peer{}, fmt.Errorf("--peer %q: node ID of %d bytes: at most %d", v, len(p.ID), hostport.MaxLen)
+	}
+	if err := hostport.Check(p.RaftAddr, false); err != nil {
 		return node.Peer{}, fmt.Errorf("--peer %q: Raft address %q: %w", v, p.RaftAddr, err)
 	}
-	if err := checkHostPort(p.APIAddr, false); err != nil {
+	if err := hostport.Check(p.APIAddr, false); err != nil {
 		return node.Peer{}, fmt.Errorf("--peer %q: API address %q: %w", v, p.APIAddr, err)
 	}
 	if isUnspecified(p.RaftAddr) || isUnspecified(p.APIAddr) {
 		return node.Peer{}, fmt.Errorf("--peer %q: give the addresses other nodes reach %s at, not 0.0.0.0 or [::]", v, p.ID)
 	}
 	return p, nil
-}
-
-// checkHostPort checks that addr is HOST:PORT with a numeric port, and not
-// port 0 unless listen (a listening address may pick a free port).
-func checkHostPort(addr string, listen bool) error {
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return errors.New("want HOST:PORT")
-	}
-	n, err := strconv.ParseUint(port, 10, 16)
-	if err != nil || (n == 0 && !listen) {
-		return fmt.Errorf("port %q: want a number from 1 to 65535", port)
-	}
-	return nil
 }
 
 // isUnspecified reports whether a HOST:PORT listens on every interface.

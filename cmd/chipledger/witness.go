@@ -12,6 +12,7 @@ import (
 	fnote "github.com/transparency-dev/formats/note"
 	"github.com/urfave/cli/v2"
 
+	"github.com/chipledger/chipledger/internal/hostport"
 	"github.com/chipledger/chipledger/internal/witness"
 	"github.com/chipledger/chipledger/ledger"
 	"github.com/chipledger/chipledger/proofs"
@@ -70,7 +71,7 @@ func runWitness(c *cli.Context) error {
 		return err
 	}
 	addr := c.String("addr")
-	if err := checkHostPort(addr, true); err != nil {
+	if err := hostport.Check(addr, true); err != nil {
 		return fmt.Errorf("--addr %q: %w", addr, err)
 	}
 	if u := c.String("url"); u != "" && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
