@@ -950,6 +950,11 @@ func (f *fsm) rebuild(r io.Reader, size uint64, root ledger.Hash, through uint64
 			}
 		}
 	}
+	// The stream ends with the last leaf: anything after it is a snapshot
+	// this node did not write, not leaves to drop without a word.
+	if n, err := io.ReadFull(r, hdr[:1]); n != 0 || !errors.Is(err, io.EOF) {
+		return fail(fmt.Errorf("bytes after leaf %d, the snapshot's last (%v)", size-1, err))
+	}
 	if got := ns.State(); got.Size != size || got.Root != root {
 		return fail(fmt.Errorf("rebuilt tree has size %d root %x, the snapshot says %d %x", got.Size, got.Root, size, root))
 	}

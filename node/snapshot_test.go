@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"os"
@@ -496,3 +497,29 @@ func TestRestoreNeverSignsAForkOfWhatTheNodeSigned(t *testing.T) {
 		}
 	})
 }
+
+// TestRestoreRefusesTrailingBytes: the snapshot stream is "header ‖ the
+// leaves [0, size) as u16-length-framed records", and trailing bytes are
+// an error (DESIGN.md §3): a snapshot carrying more than it says (one
+// more leaf record, or garbage) is refused, not restored with the surplus
+// dropped.
+func TestRestoreRefusesTrailingBytes(t *testing.T) {
+	snap, _ := fuzzSnapshot(t)
+	leaf := []byte{0, 3, 0xaa, 0xbb} // a leaf record past the snapshot's size
+	extra := append(binary.BigEndian.AppendUint16(nil, uint16(len(leaf))), leaf...)
+	for name, stream := range map[string][]byte{
+		"extra leaf record": append(bytes.Clone(snap), extra...),
+		"garbage":           append(bytes.Clone(snap), 0xde, 0xad, 0xbe, 0xef),
+	} {
+		f := newFuzzFSM(t)
+		if res, ok := f.Apply(commandEntry(1, encodeGenesis())).(error); ok {
+			t.Fatal(res)
+		}
+		f.noteStarted(1)
+		if err := f.Restore(io.NopCloser(bytes.NewReader(stream))); err == nil {
+			t.Errorf("%s: Restore accepted a snapshot with %d bytes after its last leaf (now at size %d)", name, len(stream)-len(snap), f.checkpoint().Size)
+		}
+	}
+}
+
+// TestJoinRefusesMalformedAddresses: Join checks only that node_id and
