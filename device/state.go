@@ -1,7 +1,6 @@
 package device
 
 import (
-	"bytes"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -11,6 +10,7 @@ import (
 	"os"
 
 	"github.com/chipledger/chipledger/internal/atomicfile"
+	"github.com/chipledger/chipledger/internal/strictjson"
 	"github.com/chipledger/chipledger/ledger"
 	"github.com/chipledger/chipledger/proofs"
 )
@@ -119,13 +119,8 @@ func Load(path string, opts LoadOptions) (*Device, error) {
 // parseState decodes and checks a state file.
 func parseState(data []byte, opts LoadOptions) (*Device, error) {
 	var s stateFile
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&s); err != nil {
+	if err := strictjson.Decode(data, &s); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, fmt.Errorf("%w: data after the state object", ErrMalformed)
 	}
 	if s.Format != stateFormat {
 		return nil, fmt.Errorf("%w: format %q, want %q", ErrMalformed, s.Format, stateFormat)

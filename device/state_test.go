@@ -157,6 +157,11 @@ func TestLoadIsStrict(t *testing.T) {
 		"bad package":    edit(func(m map[string]any) { m["keys"].(map[string]any)["package"] = "AAAA" }),
 		"no certificate": edit(func(m map[string]any) { delete(m["keys"].(map[string]any), "certificate") }),
 		"bad receipt":    edit(func(m map[string]any) { m["keys"].(map[string]any)["receipt"] = "AAAA" }),
+		// encoding/json alone lets a repeated member override the first
+		// (a provisioned device would load without its keys) and matches
+		// names in any case.
+		"keys twice":             append(bytes.Clone(good[:bytes.LastIndexByte(good, '}')]), []byte(`, "keys": null}`)...),
+		"member in another case": bytes.Replace(good, []byte(`"format"`), []byte(`"FORMAT"`), 1),
 	}
 	for name, data := range cases {
 		p := filepath.Join(t.TempDir(), "state.json")
