@@ -1,6 +1,7 @@
 package provisioner
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,6 +9,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/chipledger/chipledger/device"
+	"github.com/chipledger/chipledger/internal/strictjson"
 	"github.com/chipledger/chipledger/ledger"
 )
 
@@ -89,13 +92,13 @@ func (j *Journal) Close() error { return j.db.Close() }
 // Get returns the record of a chip, or nil if the journal has none.
 func (j *Journal) Get(chip ledger.ChipID) (*JournalRecord, error) {
 	var rec *JournalRecord
-	err := j.db.View(func(tx *bolt.Tx) error {
+	err := j.db.View(func(tx *bolt.Tx) (err error) {
 		v := tx.Bucket(bucketDevices).Get(chip)
 		if v == nil {
 			return nil
 		}
-		rec = new(JournalRecord)
-		return json.Unmarshal(v, rec)
+		rec, err = decodeRecord(chip, v)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("journal record of chip %s: %w", chip, err)
@@ -130,8 +133,8 @@ func (j *Journal) Counts() (map[Step]int, error) {
 	out := make(map[Step]int)
 	err := j.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketDevices).ForEach(func(k, v []byte) error {
-			var rec JournalRecord
-			if err := json.Unmarshal(v, &rec); err != nil {
+			rec, err := decodeRecord(k, v)
+			if err != nil {
 				return fmt.Errorf("chip %x: %w", k, err)
 			}
 			out[rec.Step]++
@@ -139,4 +142,41 @@ func (j *Journal) Counts() (map[Step]int, error) {
 		})
 	})
 	return out, err
+}
+
+// decodeRecord decodes the journal record stored under key, strictly: the
+// station acts on it (a signed leaf is appended again), so a record it
+// could not have written is an error, not a record.
+func decodeRecord(key, v []byte) (*JournalRecord, error) {
+	rec := new(JournalRecord)
+	if err := strictjson.Decode(v, rec); err != nil {
+		return nil, fmt.Errorf("malformed journal record: %w", err)
+	}
+	if !bytes.Equal(rec.ChipID, key) {
+		return nil, fmt.Errorf("journal record filed under chip %x names chip %s", key, rec.ChipID)
+	}
+	signed := false
+	switch rec.Step {
+	case StepStarted, StepPackaged, StepCertified, StepFailed:
+	case StepSigned, StepAppended, StepDone:
+		signed = true
+	default:
+		return nil, fmt.Errorf("journal record of chip %s: unknown step %q", rec.ChipID, rec.Step)
+	}
+	switch {
+	case rec.Epoch == 0:
+		return nil, fmt.Errorf("journal record of chip %s: epoch 0 (epochs start at 1)", rec.ChipID)
+	case device.KeyOrigin(rec.KeyOrigin) != device.KeyGenerated && device.KeyOrigin(rec.KeyOrigin) != device.KeyFromPool:
+		return nil, fmt.Errorf("journal record of chip %s: unknown key origin %d", rec.ChipID, rec.KeyOrigin)
+	case signed && len(rec.Leaf) == 0:
+		return nil, fmt.Errorf("journal record of chip %s at step %s has no signed leaf", rec.ChipID, rec.Step)
+	case (rec.Step == StepAppended || rec.Step == StepDone) && len(rec.Receipt) == 0:
+		return nil, fmt.Errorf("journal record of chip %s at step %s has no receipt", rec.ChipID, rec.Step)
+	}
+	for _, id := range rec.Identities {
+		if _, err := ledger.ParseIdentity(id); err != nil {
+			return nil, fmt.Errorf("journal record of chip %s: %w", rec.ChipID, err)
+		}
+	}
+	return rec, nil
 }
