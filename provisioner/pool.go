@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io/fs"
 	"iter"
+	"math"
 	"os"
 	"runtime"
 	"strconv"
@@ -903,6 +904,18 @@ func parseAuditRecord(seq uint64, v []byte) (AuditRecord, error) {
 		!s.ReadUint64(&when) || !s.ReadUint16LengthPrefixed(&reason) || !s.Empty() ||
 		(Outcome(outcome) != OutcomeConsumed && Outcome(outcome) != OutcomeDestroyed) {
 		return AuditRecord{}, fmt.Errorf("%w: audit record %d is malformed", ErrCorruptRecord, seq)
+	}
+	// Values the pool never writes: Consume records no reason, Destroy 1
+	// to MaxDestroyReason bytes of UTF-8, and both a valid chip ID.
+	if err := ledger.ChipID(chip).Validate(); err != nil {
+		return AuditRecord{}, fmt.Errorf("%w: audit record %d: %w", ErrCorruptRecord, seq, err)
+	}
+	if Outcome(outcome) == OutcomeConsumed && len(reason) != 0 ||
+		Outcome(outcome) == OutcomeDestroyed && (len(reason) == 0 || len(reason) > MaxDestroyReason || !utf8.Valid(reason)) {
+		return AuditRecord{}, fmt.Errorf("%w: audit record %d: a %s record with a reason of %d bytes the pool cannot have written", ErrCorruptRecord, seq, Outcome(outcome), len(reason))
+	}
+	if reserved > math.MaxInt64 || when > math.MaxInt64 {
+		return AuditRecord{}, fmt.Errorf("%w: audit record %d: time out of range", ErrCorruptRecord, seq)
 	}
 	return AuditRecord{
 		Seq:        seq,

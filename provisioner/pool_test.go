@@ -726,3 +726,23 @@ func TestReadOnlyPoolNeedsNoKeyAndRefusesChanges(t *testing.T) {
 		t.Error("OpenPool accepted ReadOnly with Create")
 	}
 }
+
+// TestParseAuditRecordRejectsImpossibleRecords: a pool audit record the
+// pool cannot have written is corrupt, not a record: a chip ID of 0 bytes
+// (chip IDs are 8 to 32 bytes), a destroyed record without a reason or
+// with a reason that is not UTF-8 (Destroy requires 1 to MaxDestroyReason
+// bytes of UTF-8), a consumed record with a reason (Consume writes none).
+func TestParseAuditRecordRejectsImpossibleRecords(t *testing.T) {
+	now := time.UnixMilli(1_700_000_000_000)
+	chip := ledger.ChipID(bytes.Repeat([]byte{1}, 16))
+	for name, r := range map[string]AuditRecord{
+		"empty chip ID":        {Outcome: OutcomeConsumed, Chip: ledger.ChipID{}, KeyID: 1, ReservedAt: now, At: now},
+		"destroyed, no reason": {Outcome: OutcomeDestroyed, Chip: chip, KeyID: 1, ReservedAt: now, At: now},
+		"reason not UTF-8":     {Outcome: OutcomeDestroyed, Chip: chip, KeyID: 1, ReservedAt: now, At: now, Reason: "\xff\xfe"},
+		"consumed with reason": {Outcome: OutcomeConsumed, Chip: chip, KeyID: 1, ReservedAt: now, At: now, Reason: "why?"},
+	} {
+		if got, err := parseAuditRecord(1, encodeAuditRecord(r)); !errors.Is(err, ErrCorruptRecord) {
+			t.Errorf("%s: parseAuditRecord = %+v, %v; want ErrCorruptRecord", name, got, err)
+		}
+	}
+}
