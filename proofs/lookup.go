@@ -227,8 +227,8 @@ func ParseLookupProof(data []byte) (*LookupProof, error) {
 	if len(p.IndexLeaf) != IndexRootLeafSize {
 		return bad("index leaf is not 50 bytes")
 	}
-	if p.IndexProof, ok = readHashes8(r); !ok {
-		return bad("truncated index proof")
+	if p.IndexProof, err = readHashes8(r, "index proof"); err != nil {
+		return bad(err.Error())
 	}
 	mp, err := r.opaque16("map proof")
 	if err != nil {
@@ -245,8 +245,8 @@ func ParseLookupProof(data []byte) (*LookupProof, error) {
 		if p.Entry, err = r.opaque16("entry"); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrMalformedLookup, err)
 		}
-		if p.EntryProof, ok = readHashes8(r); !ok {
-			return bad("truncated entry proof")
+		if p.EntryProof, err = readHashes8(r, "entry proof"); err != nil {
+			return bad(err.Error())
 		}
 		nb, ok := r.bytes(4)
 		if !ok {
@@ -269,21 +269,25 @@ func ParseLookupProof(data []byte) (*LookupProof, error) {
 	return p, nil
 }
 
-func readHashes8(r *reader) ([][32]byte, bool) {
+// readHashes8 reads a proof: a u8 count of at most MaxProofHashes, then
+// that many hashes. The error says which (what names the proof).
+func readHashes8(r *reader, what string) ([][32]byte, error) {
 	n, ok := r.uint8()
-	if !ok || n > MaxProofHashes {
-		return nil, false
-	}
-	if n == 0 {
-		return nil, true
+	switch {
+	case !ok:
+		return nil, fmt.Errorf("truncated %s", what)
+	case n > MaxProofHashes:
+		return nil, fmt.Errorf("%s of %d hashes, above %d", what, n, MaxProofHashes)
+	case n == 0:
+		return nil, nil
 	}
 	hs := make([][32]byte, n)
 	for i := range hs {
 		b, ok := r.bytes(32)
 		if !ok {
-			return nil, false
+			return nil, fmt.Errorf("truncated %s", what)
 		}
 		hs[i] = [32]byte(b)
 	}
-	return hs, true
+	return hs, nil
 }
