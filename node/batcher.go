@@ -36,7 +36,8 @@ type batcher struct {
 	maxInFlight int
 	timeout     time.Duration
 	metrics     *metrics
-	stopped     <-chan struct{} // closed when run returns
+	stopped     <-chan struct{} // closed when the node stops: enqueue refuses
+	exited      chan struct{}   // closed when run returns, having answered what it drained
 	checks      checks
 	// faulted returns a channel closed while the state machine cannot
 	// write its store: appends waiting then give up (their batch may
@@ -76,6 +77,7 @@ func newBatcher(r *raft.Raft, m *metrics, stopped <-chan struct{}) *batcher {
 		timeout:     10 * time.Second,
 		metrics:     m,
 		stopped:     stopped,
+		exited:      make(chan struct{}),
 		checks:      checks{nudge: make(chan struct{}, 1)},
 	}
 }
@@ -115,6 +117,16 @@ func (b *batcher) wait(ctx context.Context, p *pending) (batchOutcome, error) {
 			err = fmt.Errorf("%w: it failed while this append waited (and has recovered: retry)", ErrStoreFault)
 		}
 		return batchOutcome{}, err
+	case <-b.exited:
+		// run answered every append it drained from the queue; one queued
+		// after its last drain (enqueue checks stopped, then queues) has
+		// no one left to answer it.
+		select {
+		case o := <-p.done:
+			return o, nil
+		default:
+			return batchOutcome{}, ErrShuttingDown
+		}
 	case <-ctx.Done():
 		// The batch may still commit; a retry is answered as a duplicate.
 		return batchOutcome{}, ctx.Err()
@@ -123,6 +135,7 @@ func (b *batcher) wait(ctx context.Context, p *pending) (batchOutcome, error) {
 
 // run proposes batches until ctx is done.
 func (b *batcher) run(ctx context.Context) {
+	defer close(b.exited)
 	var waiting []*pending
 	var bytes int
 	inFlight := 0

@@ -153,3 +153,25 @@ func TestAnEntryTheStateMachineRefusesAnswersItsAppendsWithThatError(t *testing.
 		t.Errorf("code %v, want %v", code, connect.CodeUnavailable)
 	}
 }
+
+// TestAnAppendQueuedAfterTheBatchersLastDrainIsAnswered: enqueue checks
+// that the node is not stopping, then queues; the batcher may make its
+// last drain of the queue and return in between. Such an append must be
+// answered ErrShuttingDown (UNAVAILABLE: retry elsewhere) at once, not
+// wait out its deadline.
+func TestAnAppendQueuedAfterTheBatchersLastDrainIsAnswered(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	b := newBatcher(nil, newMetrics(), ctx.Done())
+	done := make(chan struct{})
+	go func() { b.run(ctx); close(done) }()
+	cancel()
+	<-done
+	// As enqueue does when its check of stopped came just before the stop.
+	p := &pending{leaf: []byte("leaf"), done: make(chan batchOutcome, 1)}
+	b.queue <- p
+	wctx, wcancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer wcancel()
+	if _, err := b.wait(wctx, p); !errors.Is(err, ErrShuttingDown) {
+		t.Fatalf("wait = %v, want ErrShuttingDown", err)
+	}
+}
