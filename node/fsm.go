@@ -810,12 +810,41 @@ func (f *fsm) Restore(rc io.ReadCloser) (err error) {
 	if !f.started.Load() && through == 0 && size > 0 {
 		f.restoredV1.Store(true)
 	}
+	// The store is replaced only at the end: while the snapshot's leaves
+	// are read, hashed and written to the next generation (minutes, for a
+	// large log), reads go on from the live store under the read lock.
+	// Nothing else writes the store meanwhile: Raft applies entries on
+	// this goroutine, and an idle flush's recovery waits for the lock.
+	f.mu.Lock()
+	contained, err := f.restoreContained(size, root, through, md)
+	f.mu.Unlock()
+	if err != nil || contained {
+		return err
+	}
+	start := time.Now()
+	f.mu.RLock()
+	gen, err := f.build(br, size, root, through, md)
+	f.mu.RUnlock()
+	if err != nil {
+		return err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err := f.switchTo(gen, through); err != nil {
+		return err
+	}
+	f.log.Info("restored ledger from snapshot", "size", size, "took", time.Since(start))
+	return f.publish(f.store.State())
+}
+
+// restoreContained handles a snapshot the store already holds: it takes
+// the snapshot's metadata and position if it must, and reports true. A
+// snapshot the store does not extend is refused. The caller holds f.mu.
+func (f *fsm) restoreContained(size uint64, root ledger.Hash, through uint64, md map[string][]byte) (bool, error) {
 	if f.store.Size() >= size {
 		have, err := f.store.RootAt(size)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if have == root {
 			if f.store.Size() == size && through > f.marker {
@@ -825,20 +854,20 @@ func (f *fsm) Restore(rc io.ReadCloser) (err error) {
 				// not replay them, so take the snapshot's metadata and
 				// position.
 				if err := f.store.ReplaceMetadata(md, binary.BigEndian.AppendUint64(nil, through)); err != nil {
-					return err
+					return false, err
 				}
 				f.marker = through
 				f.noteApplied(through)
 				f.notifyChanged() // a witnessed checkpoint may be among them
 			}
 			f.log.Info("snapshot already contained in the ledger", "size", size, "ledger_size", f.store.Size())
-			return nil
+			return true, nil
 		}
 		// Rebuilding would make this node sign a tree that does not extend
 		// the one it signed: a fork, or a rollback, under the log key.
-		return fmt.Errorf("%w: the snapshot's tree of size %d is not a prefix of this node's ledger of size %d", errForeignSnapshot, size, f.store.Size())
+		return false, fmt.Errorf("%w: the snapshot's tree of size %d is not a prefix of this node's ledger of size %d", errForeignSnapshot, size, f.store.Size())
 	}
-	return f.rebuild(br, size, root, through, md)
+	return false, nil
 }
 
 // errForeignSnapshot reports a snapshot whose tree does not extend the
@@ -908,23 +937,24 @@ func readSnapshotHeader(r io.Reader) (size uint64, root ledger.Hash, through uin
 	return size, root, through, md, nil
 }
 
-// rebuild builds the next ledger generation from the snapshot's leaves,
-// checks its root, and switches to it. The caller holds f.mu.
-func (f *fsm) rebuild(r io.Reader, size uint64, root ledger.Hash, through uint64, md map[string][]byte) error {
-	start := time.Now()
+// build builds the next ledger generation from the snapshot's leaves and
+// checks it: its root, that it extends the live store, and that it ends
+// with an index root. It returns the generation, closed and synced. The
+// caller holds f.mu for reading.
+func (f *fsm) build(r io.Reader, size uint64, root ledger.Hash, through uint64, md map[string][]byte) (int, error) {
 	gen := f.gen + 1
 	path := f.dir.path(gen)
 	if err := f.dir.removeOthers(f.gen); err != nil {
-		return err
+		return 0, err
 	}
 	ns, err := ledger.Open(path, ledger.Options{Logger: f.log, DeferSync: true})
 	if err != nil {
-		return err
+		return 0, err
 	}
-	fail := func(err error) error {
+	fail := func(err error) (int, error) {
 		ns.Close()
 		f.dir.removeOthers(f.gen)
-		return fmt.Errorf("restore snapshot of size %d: %w", size, err)
+		return 0, fmt.Errorf("restore snapshot of size %d: %w", size, err)
 	}
 	const chunk = 4096
 	batch := make([][]byte, 0, chunk)
@@ -990,10 +1020,16 @@ func (f *fsm) rebuild(r io.Reader, size uint64, root ledger.Hash, through uint64
 	if err := atomicfile.SyncDir(path); err != nil {
 		return fail(err)
 	}
+	return gen, nil
+}
+
+// switchTo makes generation gen, built by build, the live store, at Raft
+// position through. The caller holds f.mu.
+func (f *fsm) switchTo(gen int, through uint64) error {
 	// Open the new generation before switching to it: once CURRENT names a
 	// generation, it is the one the node serves and writes, and the one
 	// every later clean-up keeps.
-	ns, err = ledger.Open(path, f.storeOpts)
+	ns, err := ledger.Open(f.dir.path(gen), f.storeOpts)
 	if err != nil {
 		f.dir.removeOthers(f.gen)
 		return fmt.Errorf("reopen restored ledger: %w", err)
@@ -1019,6 +1055,5 @@ func (f *fsm) rebuild(r io.Reader, size uint64, root ledger.Hash, through uint64
 	if err := f.dir.removeOthers(gen); err != nil {
 		f.log.Warn("could not remove the previous ledger generation", "err", err)
 	}
-	f.log.Info("restored ledger from snapshot", "size", size, "took", time.Since(start))
-	return f.publish(ns.State())
+	return nil
 }

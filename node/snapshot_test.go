@@ -523,3 +523,65 @@ func TestRestoreRefusesTrailingBytes(t *testing.T) {
 }
 
 // TestJoinRefusesMalformedAddresses: Join checks only that node_id and
+
+// TestReadsGoOnWhileARestoreBuildsTheNextGeneration: while a follower
+// rebuilds its ledger from a snapshot, its live store is unchanged until
+// the switch, so reads of it (the API's proofs, entries and lookups, the
+// station checks of appends, the idle flusher) go on: they do not wait
+// for the whole snapshot to be read, hashed and written.
+func TestReadsGoOnWhileARestoreBuildsTheNextGeneration(t *testing.T) {
+	pki, err := sharedPKI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := newTestFSM(t, nil), newTestFSM(t, nil)
+	a.Apply(commandEntry(1, encodeGenesis()))
+	b.Apply(commandEntry(1, encodeGenesis()))
+	a.Apply(commandEntry(2, batchCommand(t, pki.StationLeaf())))
+	for i := uint64(0); i < 20; i++ {
+		l, err := pki.EscrowLeaf(testpki.ChipID(500+i), 1, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.Apply(commandEntry(3+i, batchCommand(t, l)))
+	}
+	snap := snapshotOf(t, a)
+	liveSize := b.checkpoint().Size
+
+	// The snapshot arrives slowly: all but its last bytes, then nothing
+	// until the read below is done.
+	pr, pw := io.Pipe()
+	restored := make(chan error, 1)
+	go func() { restored <- b.Restore(pr) }()
+	if _, err := pw.Write(snap[:len(snap)-10]); err != nil {
+		t.Fatal(err)
+	}
+	next := b.dir.path(b.gen + 1)
+	waitFor(t, "the restore to build the next generation", 10*time.Second, func() bool {
+		_, err := os.Stat(next)
+		return err == nil
+	})
+
+	read := make(chan uint64, 1)
+	go func() {
+		b.withStore(func(s *ledger.Store) error { read <- s.Size(); return nil })
+	}()
+	select {
+	case got := <-read:
+		if got != liveSize {
+			t.Errorf("read the live store at size %d during the restore, want %d", got, liveSize)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("a read of the live store waited for the snapshot restore in progress")
+	}
+	if _, err := pw.Write(snap[len(snap)-10:]); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	if err := <-restored; err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	if got, want := b.checkpoint().Size, a.checkpoint().Size; got != want {
+		t.Errorf("restored size %d, want %d", got, want)
+	}
+}
