@@ -290,3 +290,44 @@ func TestParseWitnessPolicyRefusesWhatTheSpecForbids(t *testing.T) {
 		})
 	}
 }
+
+// FuzzParseWitnessPolicy: ParseWitnessPolicy never panics, its errors wrap
+// ErrBadPolicy, and a policy it accepts names at least one witness and is
+// never satisfied by a note no witness signed.
+func FuzzParseWitnessPolicy(f *testing.F) {
+	ws := []testWitness{newTestWitness(f, "w0"), newTestWitness(f, "w1"), newTestWitness(f, "w2")}
+	f.Add(policyText(f, "2", ws...))
+	f.Add(policyText(f, "any", ws...))
+	f.Add(policyText(f, "all", ws[:1]...))
+	nested := string(policyText(f, "1", ws...))
+	nested = strings.Replace(nested, "quorum main\n", "group top all main w2\nquorum top\n", 1)
+	f.Add([]byte(nested))
+	f.Add([]byte("log x\nquorum none\n"))
+	skey, _, err := note.GenerateKey(rand.Reader, "example.com/log")
+	if err != nil {
+		f.Fatal(err)
+	}
+	logSigner, err := note.NewSigner(skey)
+	if err != nil {
+		f.Fatal(err)
+	}
+	unwitnessed, err := note.Sign(&note.Note{Text: "example.com/log\n1\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n"}, logSigner)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, text []byte) {
+		p, err := proofs.ParseWitnessPolicy(text)
+		if err != nil {
+			if !errors.Is(err, proofs.ErrBadPolicy) {
+				t.Fatalf("error %v does not wrap ErrBadPolicy", err)
+			}
+			return
+		}
+		if len(p.Verifiers()) == 0 {
+			t.Fatalf("accepted a policy naming no witness:\n%s", text)
+		}
+		if p.Satisfied(unwitnessed) {
+			t.Fatalf("a note no witness signed satisfies the policy:\n%s", text)
+		}
+	})
+}

@@ -3,13 +3,17 @@ package witness
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"golang.org/x/mod/sumdb/note"
 )
 
 // TestAddCheckpointAgainstTheWitness runs the client against the handler
@@ -153,4 +157,48 @@ func status(code int, body string) func(*testing.T, []byte, error) {
 			t.Fatalf("AddCheckpoint = %q, %v; want *StatusError{%d, %q}", got, err, code, body)
 		}
 	}
+}
+
+// FuzzCheckResponse: checkResponse never panics on a witness's answer; a
+// 200 body it accepts, appended to a signed note, can only add signatures
+// (the note's text and the log's signature stay as they were); and a 409
+// size it accepts is the body's one decimal spelling.
+func FuzzCheckResponse(f *testing.F) {
+	skey, vkey, err := note.GenerateKey(rand.Reader, "example.com/log")
+	if err != nil {
+		f.Fatal(err)
+	}
+	signer, err := note.NewSigner(skey)
+	if err != nil {
+		f.Fatal(err)
+	}
+	verifier, err := note.NewVerifier(vkey)
+	if err != nil {
+		f.Fatal(err)
+	}
+	text := "example.com/log\n5\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n"
+	signed, err := note.Sign(&note.Note{Text: text}, signer)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(http.StatusOK, "", []byte("— w1 AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==\n"))
+	f.Add(http.StatusOK, "", []byte("\n— w1 AAAA\n"))
+	f.Add(http.StatusConflict, sizeContentType, []byte("12\n"))
+	f.Add(http.StatusConflict, sizeContentType+"; charset=utf-8", []byte("012\n"))
+	f.Add(http.StatusNotFound, "text/plain", []byte("unknown log"))
+	f.Fuzz(func(t *testing.T, code int, contentType string, body []byte) {
+		err := checkResponse(code, contentType, body)
+		switch {
+		case code == http.StatusOK && err == nil:
+			n, err := note.Open(append(bytes.Clone(signed), body...), note.VerifierList(verifier))
+			if err == nil && (n.Text != text || len(n.Sigs) != 1) {
+				t.Fatalf("the accepted body %q changed the note: text %q, %d verified signatures", body, n.Text, len(n.Sigs))
+			}
+		case code == http.StatusConflict:
+			var ce *ConflictError
+			if errors.As(err, &ce) && fmt.Sprintf("%d\n", ce.Size) != string(body) {
+				t.Fatalf("409 body %q read as size %d", body, ce.Size)
+			}
+		}
+	})
 }
