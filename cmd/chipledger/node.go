@@ -432,6 +432,10 @@ func setTransport(cfg *node.Config, f nodeFlags, log *slog.Logger) error {
 	case cfg.AdminTokenHash != nil:
 		return errors.New("--admin-token-hash needs TLS (--tls-ca, --tls-cert, --tls-key): over plain TCP the token would cross the network in the clear, and without TLS every admin call is open anyway")
 	case f.Dev:
+		if isUnspecified(f.RaftAddr) || isUnspecified(f.APIAddr) {
+			log.Warn("--dev listens on every interface without TLS: anyone who reaches this machine can write to its Raft log and make admin calls (join, leave, revoke a station); listen on 127.0.0.1 unless that is what you want",
+				"raft", f.RaftAddr, "api", f.APIAddr)
+		}
 	case f.Insecure:
 		log.Warn("running without TLS (--insecure): Raft and the API are plain TCP; use only on a network you trust")
 	default:

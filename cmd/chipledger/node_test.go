@@ -484,3 +484,23 @@ func TestASecondNodeOnADataDirSaysAnotherNodeUsesIt(t *testing.T) {
 		t.Errorf("first node: %v", err)
 	}
 }
+
+// TestNodeDevWarnsWhenItListensOnEveryInterface: a development node has
+// no TLS and no admin token, so on 0.0.0.0 anyone who reaches the machine
+// can make admin calls; it says so (and only then).
+func TestNodeDevWarnsWhenItListensOnEveryInterface(t *testing.T) {
+	clearEnv(t)
+	data := filepath.Join(t.TempDir(), "data")
+	for _, tc := range []struct {
+		api  string
+		warn bool
+	}{{"127.0.0.1:8080", false}, {"0.0.0.0:8080", true}, {":8080", true}} {
+		r := runCLI(t, "node", "--dev", "--data-dir", data, "--api-addr", tc.api)
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if got := strings.Contains(r.stderr, "listens on every interface without TLS"); got != tc.warn {
+			t.Errorf("--dev --api-addr %s: warned %v, want %v; stderr:\n%s", tc.api, got, tc.warn, r.stderr)
+		}
+	}
+}
