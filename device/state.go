@@ -129,6 +129,9 @@ func parseState(data []byte, opts LoadOptions) (*Device, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: chip_id: %w", ErrMalformed, err)
 	}
+	if s.ChipID != chipID.String() {
+		return nil, fmt.Errorf("%w: chip_id %q is not in lower case, as the state file writes it", ErrMalformed, s.ChipID)
+	}
 	ids, err := parseIdentityTexts(s.Identities)
 	if err != nil {
 		return nil, err

@@ -144,6 +144,7 @@ func TestLoadIsStrict(t *testing.T) {
 		"unknown field":      edit(func(m map[string]any) { m["extra"] = 1 }),
 		"other format":       edit(func(m map[string]any) { m["format"] = "chipledger-device-state/v2" }),
 		"bad chip ID":        edit(func(m map[string]any) { m["chip_id"] = "00" }),
+		"upper-case chip ID": edit(func(m map[string]any) { m["chip_id"] = strings.ToUpper(m["chip_id"].(string)) }),
 		"no identities":      edit(func(m map[string]any) { m["identities"] = []string{} }),
 		"14-digit IMEI text": edit(func(m map[string]any) { m["identities"] = []string{"imei:26053179311383"} }),
 		"no trust":           edit(func(m map[string]any) { m["trust"] = "" }),
