@@ -125,12 +125,19 @@ func TestAppendErrorsHaveTheRightCodes(t *testing.T) {
 	bad := slices.Clone(leaf1)
 	bad[len(bad)-5] ^= 1 // inside the station signature
 	idxRoot, _ := (&ledger.IndexRoot{CoveredSize: 1}).MarshalLeaf()
+	// The registered station again, registered at another time: not the
+	// same leaf, so not a duplicate.
+	reregister, err := (&ledger.StationRegistration{Certificate: c.pki.Station.Raw, RegisteredAtMs: uint64(c.pki.Station.NotBefore.Add(time.Minute).UnixMilli())}).MarshalLeaf()
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name string
 		leaf []byte
 		code connect.Code
 	}{
 		{"another leaf for a used epoch", other1, connect.CodeAlreadyExists},
+		{"another registration of a registered station", reregister, connect.CodeAlreadyExists},
 		{"an epoch gap", gap3, connect.CodeFailedPrecondition},
 		{"a bad station signature", bad, connect.CodeInvalidArgument},
 		{"garbage", []byte("garbage"), connect.CodeInvalidArgument},
@@ -145,12 +152,13 @@ func TestAppendErrorsHaveTheRightCodes(t *testing.T) {
 	if got := payload(t, c.nodes[0]); got != 2 {
 		t.Fatalf("%d entries after the rejected appends, want 2", got)
 	}
-	// The state machine decided the registration, leaf1 (twice) and the two
-	// epoch faults; the other refusals never reached it.
+	// The state machine decided the registration, leaf1 (twice), the two
+	// epoch faults and the second registration; the other refusals never
+	// reached it.
 	appends := c.nodes[0].metrics.appends
 	got := [3]float64{testutil.ToFloat64(appends.WithLabelValues("appended")), testutil.ToFloat64(appends.WithLabelValues("duplicate")), testutil.ToFloat64(appends.WithLabelValues("rejected"))}
-	if got != [3]float64{2, 1, 2} {
-		t.Errorf("chipledger_appends_total appended/duplicate/rejected = %v, want [2 1 2]", got)
+	if got != [3]float64{2, 1, 3} {
+		t.Errorf("chipledger_appends_total appended/duplicate/rejected = %v, want [2 1 3]", got)
 	}
 	// Reads out of range.
 	cl := c.client(0)
