@@ -319,6 +319,25 @@ func (n *Node) join(ctx context.Context) error {
 	}
 }
 
+// revocationOf returns the station's revocation in this node's ledger, or
+// nil if it has none.
+func (n *Node) revocationOf(id [32]byte) (*ledger.StationRevocation, error) {
+	var rev *ledger.StationRevocation
+	err := n.fsm.withStore(func(s *ledger.Store) error {
+		idx, revoked, err := s.StationRevocationIndex(id)
+		if err != nil || !revoked {
+			return err
+		}
+		leaf, err := s.Leaf(idx)
+		if err != nil {
+			return err
+		}
+		rev, err = ledger.ParseStationRevocation(leaf)
+		return err
+	})
+	return rev, err
+}
+
 // maxRevocationSkew is how far in the future a revocation time may be, to
 // allow for clocks a little ahead of the leader's.
 const maxRevocationSkew = time.Minute
@@ -339,7 +358,16 @@ func (s *adminService) RevokeStation(ctx context.Context, req *connect.Request[v
 	rev := ledger.StationRevocation{RevokedAtMs: m.GetRevokedAtMs(), Reason: m.GetReason()}
 	copy(rev.StationID[:], m.GetStationId())
 	if rev.RevokedAtMs == 0 {
+		// "Now": a retry of this request (its answer lost) must be the
+		// same revocation, so a station already revoked for this reason
+		// takes that revocation's time, and the state machine answers it
+		// as the duplicate it is.
 		rev.RevokedAtMs = uint64(now.UnixMilli())
+		if first, err := n.revocationOf(rev.StationID); err != nil {
+			return nil, toConnectError(err)
+		} else if first != nil && first.Reason == rev.Reason {
+			rev.RevokedAtMs = first.RevokedAtMs
+		}
 	}
 	leaf, err := rev.MarshalLeaf()
 	if err != nil {

@@ -104,3 +104,32 @@ func TestRevokedStationIsRefused(t *testing.T) {
 		t.Fatalf("%d entries, want the registration, 2 escrow entries and the revocation", got)
 	}
 }
+
+// TestARetriedRevocationIsTheFirstOne: "revoking the same way again
+// returns the first revocation" (ledger.proto). An operator whose answer
+// was lost sends the very same request again; with revoked_at_ms left at 0
+// ("now", what `chipledger admin revoke` sends without --at) the retry is
+// answered as a duplicate of the first revocation, not refused as a
+// second one. Another reason is another revocation, and is refused.
+func TestARetriedRevocationIsTheFirstOne(t *testing.T) {
+	c := newTestCluster(t, 1, nil)
+	ctx := context.Background()
+	c.registerStation()
+	id := c.pki.StationID()
+	req := &v1.RevokeStationRequest{StationId: id[:], Reason: "key extracted"}
+	sent := time.Now().UnixMilli()
+	first, err := c.admin(0).RevokeStation(ctx, connect.NewRequest(req))
+	if err != nil {
+		t.Fatalf("first revocation: %v", err)
+	}
+	// The retry comes at a later millisecond: "now" is another time.
+	waitFor(t, "the clock to move on", 5*time.Second, func() bool { return time.Now().UnixMilli() > sent+1 })
+	again, err := c.admin(0).RevokeStation(ctx, connect.NewRequest(req))
+	if err != nil || !again.Msg.GetDuplicate() || again.Msg.GetReceipt().GetIndex() != first.Msg.GetReceipt().GetIndex() {
+		t.Fatalf("the same RevokeStation request again: %v; want a duplicate of the revocation at index %d", err, first.Msg.GetReceipt().GetIndex())
+	}
+	other := &v1.RevokeStationRequest{StationId: id[:], Reason: "decommissioned"}
+	if _, err := c.admin(0).RevokeStation(ctx, connect.NewRequest(other)); connect.CodeOf(err) != connect.CodeFailedPrecondition {
+		t.Fatalf("a revocation for another reason: %v, want FAILED_PRECONDITION (already revoked)", err)
+	}
+}
