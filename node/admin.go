@@ -147,7 +147,7 @@ func (s *adminService) Join(ctx context.Context, req *connect.Request[v1.JoinReq
 			return nil, raftError("add voter "+m.NodeId, err)
 		}
 	}
-	if err := n.applyMember(m.NodeId, m.ApiAddress); err != nil {
+	if err := n.applyMember(ctx, m.NodeId, m.ApiAddress); err != nil {
 		return nil, raftError("record member address", err)
 	}
 	return connect.NewResponse(&v1.JoinResponse{}), nil
@@ -200,7 +200,7 @@ func (s *adminService) Leave(ctx context.Context, req *connect.Request[v1.LeaveR
 	}
 	// Forget the address first: once the leader removes itself it can no
 	// longer apply anything.
-	if err := n.applyMember(id, ""); err != nil {
+	if err := n.applyMember(ctx, id, ""); err != nil {
 		return nil, raftError("forget member address", err)
 	}
 	n.log.Info("removing server", "member", id)
@@ -377,16 +377,15 @@ func (s *adminService) RevokeStation(ctx context.Context, req *connect.Request[v
 	if err != nil {
 		return nil, toConnectError(err)
 	}
-	f := n.raft.Apply(data, maxWait)
-	if err := f.Error(); err != nil {
+	ctx, cancel := context.WithTimeout(ctx, maxWait)
+	defer cancel()
+	out, err := n.apply(ctx, data)
+	if err != nil {
 		return nil, raftError("revoke station", err)
 	}
-	if err, ok := f.Response().(error); ok {
-		return nil, toConnectError(fmt.Errorf("revoke station: %w", err))
-	}
-	res, ok := f.Response().(*applyResult)
+	res, ok := out.(*applyResult)
 	if !ok || len(res.results) != 1 {
-		return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("state machine returned %T for a revocation", f.Response()))
+		return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("state machine returned %T for a revocation", out))
 	}
 	r := res.results[0]
 	if r.Err != nil {

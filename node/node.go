@@ -543,7 +543,7 @@ func (n *Node) recordMembers() {
 		if known[id] == addr {
 			continue
 		}
-		if err := n.applyMember(id, addr); err != nil {
+		if err := n.applyMember(n.ctx, id, addr); err != nil {
 			n.log.Warn("record member address", "member", id, "err", err)
 		}
 	}
@@ -560,12 +560,47 @@ func (n *Node) startLog() {
 	}
 }
 
-func (n *Node) applyMember(id, apiAddr string) error {
+func (n *Node) applyMember(ctx context.Context, id, apiAddr string) error {
 	data, err := encodeMember(id, apiAddr)
 	if err != nil {
 		return err
 	}
-	return n.raft.Apply(data, 5*time.Second).Error()
+	_, err = n.apply(ctx, data)
+	return err
+}
+
+// apply proposes a command (not a batch of appends: the batcher does
+// those) and waits for the state machine's result, for as long as ctx
+// allows. While the state machine cannot write its store it answers at
+// once with ErrStoreFault (UNAVAILABLE), rather than hold the caller until
+// the disk recovers; a command proposed before the fault may still apply
+// then, and each is idempotent, so a retry is safe. An error the state
+// machine returns as the result is returned as the error.
+func (n *Node) apply(ctx context.Context, data []byte) (any, error) {
+	faulted, err := n.fsm.faultSignal()
+	if err != nil {
+		return nil, err
+	}
+	f := n.raft.Apply(data, maxWait)
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }() // ends when Raft resolves f, at the latest at shutdown
+	select {
+	case err := <-done:
+		if err != nil {
+			return nil, err
+		}
+	case <-faulted:
+		if _, err := n.fsm.faultSignal(); err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: it failed while this command waited (and has recovered: retry)", ErrStoreFault)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if err, ok := f.Response().(error); ok {
+		return nil, err
+	}
+	return f.Response(), nil
 }
 
 // Close stops the node: the API first, then appends in flight, then Raft,

@@ -133,3 +133,27 @@ func TestARetriedRevocationIsTheFirstOne(t *testing.T) {
 		t.Fatalf("a revocation for another reason: %v, want FAILED_PRECONDITION (already revoked)", err)
 	}
 }
+
+// TestARevocationDuringAStoreFaultIsUnavailable: while the ledger store
+// cannot write, Append answers UNAVAILABLE at once; so does RevokeStation,
+// the other write, rather than hold the call until the disk recovers.
+func TestARevocationDuringAStoreFaultIsUnavailable(t *testing.T) {
+	faults := &diskFaults{broken: map[string]bool{}}
+	c := newConfiguredCluster(t, 1, nil, faults.configure)
+	ctx := context.Background()
+	c.registerStation()
+	n := c.nodes[0]
+	faults.set(n.ID(), true)
+	defer faults.set(n.ID(), false) // let the node stop cleanly
+	if _, err := c.append(ctx, 0, c.escrowLeaves(0, 1)[0]); connect.CodeOf(err) != connect.CodeUnavailable {
+		t.Fatalf("append during the fault: %v, want UNAVAILABLE", err)
+	}
+	waitFor(t, "the node to notice its disk fault", 10*time.Second, func() bool { return n.fsm.storeFault() != nil })
+	id := c.pki.StationID()
+	cctx, cancel := context.WithTimeout(ctx, 2*maxWait)
+	defer cancel()
+	_, err := c.admin(0).RevokeStation(cctx, connect.NewRequest(&v1.RevokeStationRequest{StationId: id[:], Reason: "x"}))
+	if connect.CodeOf(err) != connect.CodeUnavailable {
+		t.Fatalf("RevokeStation during a store fault: %v, want UNAVAILABLE from the node", err)
+	}
+}
