@@ -246,7 +246,18 @@ func (s *adminService) TransferLeadership(ctx context.Context, req *connect.Requ
 		f = n.raft.LeadershipTransfer()
 	}
 	if err := f.Error(); err != nil {
-		return nil, raftError("transfer leadership", err)
+		if isLeadershipError(err) {
+			return nil, raftError("transfer leadership", err)
+		}
+		// The target did not answer or did not win in time (Raft's plain
+		// errors, with transport details that are not the caller's
+		// business): it may be down. This node still leads.
+		n.log.Warn("leadership transfer failed", "to", id, "err", err)
+		target := "the chosen voter"
+		if id != "" {
+			target = id
+		}
+		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("leadership could not be handed to %s (is it up and caught up?); %s still leads: retry, or name another voter", target, n.cfg.ID))
 	}
 	ctx, cancel := context.WithTimeout(ctx, maxWait)
 	defer cancel()

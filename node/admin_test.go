@@ -195,3 +195,22 @@ func TestConfigRefusesPeersRaftCannotUse(t *testing.T) {
 		}
 	}
 }
+
+// TestTransferLeadershipToAStoppedVoterIsUnavailable: a transfer to a
+// voter that is down fails in Raft with a plain error (a transport error
+// naming internal addresses); the caller gets UNAVAILABLE saying the
+// target may be down and who still leads, not INTERNAL.
+func TestTransferLeadershipToAStoppedVoterIsUnavailable(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	l := c.waitLeader()
+	target := (l + 1) % 3
+	targetID := c.nodes[target].ID()
+	c.stop(target)
+	_, err := c.admin(l).TransferLeadership(context.Background(), connect.NewRequest(&v1.TransferLeadershipRequest{NodeId: targetID}))
+	if connect.CodeOf(err) != connect.CodeUnavailable || !strings.Contains(err.Error(), targetID) || strings.Contains(err.Error(), "dial tcp") {
+		t.Fatalf("transfer leadership to the stopped voter %s: %v; want UNAVAILABLE naming it, without transport details", targetID, err)
+	}
+	if !c.nodes[l].IsLeader() {
+		t.Errorf("the leader lost its leadership to a failed transfer")
+	}
+}
