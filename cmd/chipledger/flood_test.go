@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chipledger/chipledger/internal/subproc"
 	"github.com/chipledger/chipledger/internal/testpki"
 )
 
@@ -57,6 +58,11 @@ func TestFloodOfBadRequestsLeavesAppendsWorking(t *testing.T) {
 		bodyBytes   = 192 << 10 // more than the 128 KiB request limit
 		maxPeakRSS  = 768 << 20
 	)
+	// The flood's connections and the node's are each a file descriptor,
+	// in this process and in the node's (which inherits the limit).
+	if limit, ok := subproc.OpenFileLimit(); ok && limit < connections+2000 {
+		t.Skipf("needs %d open files a process, the limit is %d (raise it: ulimit -n 16384)", connections+2000, limit)
+	}
 	bin := chipledgerBinary(t)
 	logKey, trust := nodeFiles(t)
 	c := startProcCluster(t, bin, 1, logKey, trust)

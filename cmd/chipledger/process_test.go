@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
-	"net"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +19,12 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
+	// The commands read CHIPLEDGER_ variables as flag defaults: a
+	// developer's shell (a sourced node.env, an exported CHIPLEDGER_LEDGER)
+	// must not change what the tests run. Children get the cleared
+	// environment too (subproc.ChildEnv).
+	subproc.ClearEnv()
+	removeStaleBinDirs()
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)
@@ -24,9 +32,25 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// binDirPrefix names the directories of the built binary, after the pid of
+// the test process that built it.
+const binDirPrefix = "chipledger-test-bin-"
+
+// removeStaleBinDirs removes the binary directories of test processes that
+// are gone: one killed at its -timeout never ran TestMain's cleanup.
+func removeStaleBinDirs() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), binDirPrefix+"*"))
+	for _, d := range dirs {
+		pid, _, _ := strings.Cut(strings.TrimPrefix(filepath.Base(d), binDirPrefix), "-")
+		if n, err := strconv.Atoi(pid); err == nil && !subproc.ProcessAlive(n) {
+			os.RemoveAll(d)
+		}
+	}
+}
+
 // buildBinary builds this package's binary once per test run.
 var buildBinary = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "chipledger-test-bin-")
+	dir, err := os.MkdirTemp("", fmt.Sprintf("%s%d-", binDirPrefix, os.Getpid()))
 	if err != nil {
 		return "", err
 	}
@@ -48,21 +72,13 @@ func chipledgerBinary(t *testing.T) string {
 	return bin
 }
 
-// freePorts returns n distinct free TCP ports on 127.0.0.1 as addresses.
+// freePorts returns n distinct free TCP ports on 127.0.0.1 as addresses,
+// for child processes to listen on (see subproc.FreeAddrs).
 func freePorts(t *testing.T, n int) []string {
 	t.Helper()
-	var addrs []string
-	var ls []net.Listener
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		addrs = append(addrs, l.Addr().String())
-	}
-	for _, l := range ls {
-		l.Close()
+	addrs, err := subproc.FreeAddrs("127.0.0.1", n)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return addrs
 }

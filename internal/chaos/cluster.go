@@ -128,14 +128,15 @@ func (c *Cluster) layOut(i int) (*Node, error) {
 	return n, nil
 }
 
-// freeAddr returns an address on ip with a port that was free a moment ago.
+// freeAddr returns an address on ip for a node process to listen on: a
+// port free now, below the ephemeral range, so that the proxies (on ":0")
+// cannot be handed it before the node binds it.
 func freeAddr(ip string) (string, error) {
-	l, err := net.Listen("tcp", ip+":0")
+	addrs, err := subproc.FreeAddrs(ip, 1)
 	if err != nil {
 		return "", err
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	return addrs[0], nil
 }
 
 // h2cClient speaks HTTP/2 without TLS, as the nodes do.

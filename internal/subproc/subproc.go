@@ -4,9 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -65,6 +69,7 @@ func (p *Process) Start() error {
 	defer log.Close() // the child has its own descriptor
 	fmt.Fprintf(log, "=== %s: start %d: %s %s\n", time.Now().Format(time.RFC3339Nano), p.incarnation+1, p.bin, strings.Join(p.args, " "))
 	cmd := exec.Command(p.bin, p.args...)
+	cmd.Env = ChildEnv()
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = sysProcAttr()
 	if err := cmd.Start(); err != nil {
@@ -199,4 +204,89 @@ func (p *Process) Tail(n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// ChildEnv returns this process's environment without its CHIPLEDGER_
+// variables, for a child chipledger process: a test says what a node is
+// with its flags, and a developer's shell (a sourced node.env, an exported
+// CHIPLEDGER_LEDGER) must not change it.
+func ChildEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "CHIPLEDGER_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// ClearEnv unsets this process's CHIPLEDGER_ variables but those named
+// keep (a test's own knobs), for a test binary that runs the chipledger
+// commands in process (TestMain). It returns what it unset.
+func ClearEnv(keep ...string) []string {
+	var unset []string
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, "CHIPLEDGER_") && !slices.Contains(keep, name) {
+			os.Unsetenv(name)
+			unset = append(unset, name)
+		}
+	}
+	return unset
+}
+
+// Ports handed out by FreeAddrs in this process, so that it never hands
+// out one twice.
+var (
+	portsMu sync.Mutex
+	ports   = map[int]bool{}
+)
+
+// FreeAddrs returns n addresses on ip whose ports are free now and lie
+// below the kernel's ephemeral range, for child processes to listen on.
+// A port taken with ":0" and closed again can be handed out by the kernel
+// to the next ":0" listener (a proxy, another test's server) before the
+// child binds it; a port below the ephemeral range is never handed out
+// that way, and this process hands each out once.
+func FreeAddrs(ip string, n int) ([]string, error) {
+	low := ephemeralLow()
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	var addrs []string
+	for attempt := 0; len(addrs) < n; attempt++ {
+		if attempt > 10000 {
+			return nil, fmt.Errorf("no free port below %d on %s", low, ip)
+		}
+		port := 10000 + rand.IntN(low-10000)
+		if ports[port] {
+			continue
+		}
+		addr := net.JoinHostPort(ip, strconv.Itoa(port))
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue // in use
+		}
+		l.Close()
+		ports[port] = true
+		addrs = append(addrs, addr)
+	}
+	return addrs, nil
+}
+
+// ephemeralLow returns the first port of the kernel's ephemeral range
+// (Linux's default 32768 where it cannot be read).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 32768
+	}
+	low, err := strconv.Atoi(f[0])
+	if err != nil || low <= 11000 {
+		return 32768
+	}
+	return low
 }
