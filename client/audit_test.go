@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -307,6 +308,19 @@ func (f *fakeLog) add(leaves ...[]byte) {
 		f.leaves = append(f.leaves, leaf)
 		f.tree.AppendData(leaf)
 	}
+}
+
+// unreachableAddr returns a loopback address nothing listens on: a node
+// that does not answer.
+func unreachableAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
 }
 
 // fastRetry gives up on a node quickly, so tests of nodes that do not
@@ -1181,6 +1195,27 @@ func TestAuditFindsARollbackButNotALaggingNode(t *testing.T) {
 		noFindings(t, r, state)
 		if r.Nodes[1].Status != client.NodeLagging || r.Nodes[1].Checkpoint.Size != lagging {
 			t.Errorf("lagging node: %+v", r.Nodes[1])
+		}
+	})
+	// A lagging node cannot show the audited tree, and neither can the
+	// others, which do not answer: with fewer than a majority of the nodes
+	// answering, the auditor cannot tell a rollback from a lag (the silent
+	// ones may hold the audited tree), and finds nothing. checkAuditedShown
+	// would otherwise call the lagging node a rollback.
+	t.Run("lagging, most nodes unreachable", func(t *testing.T) {
+		state := readState(t, path, vkey, trust)
+		r := audit(t, newAuditor(t, state, client.AuditOptions{}, addrLagging, unreachableAddr(t), unreachableAddr(t)))
+		noFindings(t, r, state)
+		if n := r.Nodes[0]; n.Status == client.NodeInconsistent || n.Checkpoint.Size != lagging {
+			t.Errorf("lagging node: %s at size %d", n.Status, n.Checkpoint.Size)
+		}
+		for _, n := range r.Nodes[1:] {
+			if n.Status != client.NodeUnreachable {
+				t.Errorf("node %s is %s, want unreachable", n.Node, n.Status)
+			}
+		}
+		if cp, _ := state.Checkpoint(); cp.Size != log.size() {
+			t.Errorf("the audited checkpoint moved to %d", cp.Size)
 		}
 	})
 	t.Run("proof from another node fails", func(t *testing.T) {

@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/chipledger/chipledger/client"
+	"github.com/chipledger/chipledger/ledger"
 	"github.com/chipledger/chipledger/proofs"
+	v1 "github.com/chipledger/chipledger/proto/chipledger/v1"
 )
 
 func (f *fakeLog) client(t *testing.T, addr string, trusted []byte) *client.Client {
@@ -144,5 +148,57 @@ func TestLogInfoVerifiesKeyAndStations(t *testing.T) {
 	}
 	if len(info.ManufacturerTrust) == 0 {
 		t.Error("no manufacturer trust")
+	}
+}
+
+// TestLogInfoRefusesAnAlteredKeyOriginOrStation puts a proxy in front of a
+// node that alters one thing in its GetLogInfo answer: each alteration
+// fails LogInfo with ErrMismatch and no result. The verifier key and origin
+// must be the pinned log's; a station's ID must be the hash of its
+// certificate, and the leaf at its registration index must register that
+// certificate.
+func TestLogInfoRefusesAnAlteredKeyOriginOrStation(t *testing.T) {
+	l := startLog(t, 1, nil)
+	honest := l.client()
+	l.registerStation(honest)
+	escrow := l.appendEscrow(honest, 1).Receipt.Index
+	_, otherKey, err := ledgerKey(testOrigin) // the same origin, another key
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherCert := l.pki.DeviceCA.Raw // a DER certificate, not the station's
+	for _, tc := range []struct {
+		name  string
+		alter func(r *v1.GetLogInfoResponse)
+	}{
+		{"another verifier key", func(r *v1.GetLogInfoResponse) { r.VerifierKey = otherKey }},
+		{"another origin", func(r *v1.GetLogInfoResponse) { r.Origin = "other.example/log" }},
+		{"a station ID that is not its certificate's hash", func(r *v1.GetLogInfoResponse) { r.Stations[0].StationId[0] ^= 1 }},
+		{"another certificate with its own ID", func(r *v1.GetLogInfoResponse) {
+			id := ledger.StationID(otherCert)
+			r.Stations[0].Certificate, r.Stations[0].StationId = otherCert, id[:]
+		}},
+		{"a registration index at another leaf", func(r *v1.GetLogInfoResponse) { r.Stations[0].RegistrationIndex = escrow }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, addr := startProxy(t, l.cluster.Addrs()[0])
+			p.setTamper(func(_ context.Context, _ string, _, resp proto.Message) error {
+				if r, ok := resp.(*v1.GetLogInfoResponse); ok {
+					if len(r.Stations) != 1 {
+						return fmt.Errorf("the node lists %d stations, want 1", len(r.Stations))
+					}
+					tc.alter(r)
+				}
+				return nil
+			})
+			c := l.clientWith(client.Options{Addrs: []string{addr}, Retry: client.RetryPolicy{MaxAttempts: 1}})
+			info, err := c.LogInfo(context.Background())
+			if info != nil {
+				t.Fatalf("got log info %q with key %q and %d stations (err %v); want ErrMismatch and no result", info.Origin, info.VerifierKey, len(info.Stations), err)
+			}
+			if !errors.Is(err, client.ErrMismatch) {
+				t.Fatalf("got %v, want ErrMismatch", err)
+			}
+		})
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/chipledger/chipledger/ledger"
 	"github.com/chipledger/chipledger/proofs"
 	v1 "github.com/chipledger/chipledger/proto/chipledger/v1"
+	"github.com/chipledger/chipledger/proto/chipledger/v1/chipledgerv1connect"
 )
 
 // TestLyingNode puts a proxy that alters answers in front of a real node and
@@ -27,6 +28,15 @@ func TestLyingNode(t *testing.T) {
 	l.registerStation(honest)
 	l.appendEscrow(honest, 1)
 	_, older := honest.Trusted() // a genuine checkpoint, smaller than later ones
+	// A genuine lookup answer for chip 1 at a tree as small, for a node to
+	// replay once the log has grown.
+	hc := h2cClient()
+	t.Cleanup(hc.CloseIdleConnections) // before the node stops
+	staleLookup, err := chipledgerv1connect.NewLedgerServiceClient(hc, "http://"+l.cluster.Addrs()[0]).
+		LookupChip(context.Background(), connect.NewRequest(&v1.LookupChipRequest{ChipId: testpki.ChipID(1)}))
+	if err != nil {
+		t.Fatal(err)
+	}
 	for n := range uint64(4) {
 		l.appendEscrow(honest, 2+n)
 	}
@@ -141,6 +151,80 @@ func TestLyingNode(t *testing.T) {
 		_, _, err := c.Checkpoint(ctx)
 		if !errors.Is(err, client.ErrRollback) {
 			t.Fatalf("got %v, want ErrRollback", err)
+		}
+		trustKept(t, c, before)
+	})
+
+	// A node that shows a tree large enough, then still answers
+	// OUT_OF_RANGE for leaves or a proof within it, lost what it committed
+	// to: ErrRollback, not an error about a log too small (atSize and
+	// consistency label the second OUT_OF_RANGE).
+	t.Run("OutOfRangeEntriesAfterShowingTheTreeIsARollback", func(t *testing.T) {
+		c, p, _ := setup(t, func(_ context.Context, proc string, _, resp proto.Message) error {
+			if _, ok := resp.(*v1.GetEntriesResponse); ok {
+				return connect.NewError(connect.CodeOutOfRange, errors.New("this node lost its leaves"))
+			}
+			return nil
+		})
+		cp, before := c.Trusted()
+		checkpoints := p.count("GetCheckpoint")
+		leaves, err := c.Entries(ctx, 0, cp.Size)
+		if !errors.Is(err, client.ErrRollback) || leaves != nil {
+			t.Fatalf("got %d leaves, %v; want ErrRollback", len(leaves), err)
+		}
+		if p.count("GetCheckpoint") == checkpoints {
+			t.Error("the client did not ask the node to show the tree before calling it a rollback")
+		}
+		trustKept(t, c, before)
+	})
+
+	t.Run("OutOfRangeConsistencyAfterShowingTheTreeIsARollback", func(t *testing.T) {
+		c, p, _ := setup(t, func(_ context.Context, proc string, _, resp proto.Message) error {
+			if _, ok := resp.(*v1.GetConsistencyProofResponse); ok {
+				return connect.NewError(connect.CodeOutOfRange, errors.New("this node cannot prove its own tree"))
+			}
+			return nil
+		})
+		_, before := c.Trusted()
+		l.appendEscrow(honest, nextChip+1) // the node shows a larger, genuine tree
+		nextChip++
+		_, _, err := c.Checkpoint(ctx)
+		if !errors.Is(err, client.ErrRollback) {
+			t.Fatalf("got %v, want ErrRollback", err)
+		}
+		if n := p.count("GetConsistencyProof"); n != 2 {
+			t.Errorf("%d consistency proofs asked for, want 2: one before and one after the node showed the tree", n)
+		}
+		trustKept(t, c, before)
+	})
+
+	// LookupChip's answer must be at a tree at least as large as the
+	// trusted one: a genuine answer replayed from before the log grew (a
+	// proven prefix, every receipt and the lookup proof valid) could lack
+	// the chip's newest entry. Recover checks this again itself; here
+	// LookupChip, without a witness policy, is the only guard.
+	t.Run("LookupBelowTheTrustedSizeIsErrRollback", func(t *testing.T) {
+		c, _, _ := setup(t, func(_ context.Context, proc string, _, resp proto.Message) error {
+			if r, ok := resp.(*v1.LookupChipResponse); ok {
+				proto.Reset(r)
+				proto.Merge(r, staleLookup.Msg)
+			}
+			return nil
+		})
+		cp, before := c.Trusted()
+		if stale := mustCheckpoint(t, l, staleLookup.Msg.Checkpoint); stale.Size >= cp.Size {
+			t.Fatalf("the replayed lookup is at size %d, not below the trusted %d", stale.Size, cp.Size)
+		}
+		h, err := c.LookupChip(ctx, testpki.ChipID(1))
+		if h != nil {
+			t.Fatalf("got a history at tree size %d, below the trusted %d (err %v); want ErrRollback and no result", h.Checkpoint.Size, cp.Size, err)
+		}
+		if !errors.Is(err, client.ErrRollback) {
+			t.Fatalf("got %v, want ErrRollback", err)
+		}
+		var ne *client.NodeError
+		if !errors.As(err, &ne) {
+			t.Errorf("%v does not name the node", err)
 		}
 		trustKept(t, c, before)
 	})
