@@ -495,13 +495,20 @@ func (s skewedSigner) Sign(msg []byte) ([]byte, error) {
 }
 
 // TestTheQuorumRecordedIsOneClientsCount: with 2 of 3 witnesses, one
-// whose clock is an hour behind (within the n-k the policy tolerates) and
-// answers first, and two good ones that are up, the leader must not record
-// a witnessed checkpoint whose quorum clients refuse as stale: the skewed
-// cosignature does not count, and the good witnesses meet the quorum.
-// (skewedSigner builds the cosignature/v1 signature by the spec, since the
-// library's signer has no clock to set.)
+// whose clock is an hour behind or ahead (within the n-k the policy
+// tolerates) and answers first, and two good ones that are up, the leader
+// must not record a witnessed checkpoint whose quorum clients refuse (as
+// stale, or dated in the future): the skewed cosignature does not count,
+// and the good witnesses meet the quorum. (skewedSigner builds the
+// cosignature/v1 signature by the spec, since the library's signer has no
+// clock to set.)
 func TestTheQuorumRecordedIsOneClientsCount(t *testing.T) {
+	for _, wrong := range []time.Duration{-time.Hour, time.Hour} {
+		t.Run(fmt.Sprintf("clock %s", wrong), func(t *testing.T) { quorumWithASkewedWitness(t, wrong) })
+	}
+}
+
+func quorumWithASkewedWitness(t *testing.T, wrong time.Duration) {
 	logPub, logPriv, _ := ed25519.GenerateKey(rand.Reader)
 	logVKey, _ := note.NewEd25519VerifierKey("example.com/log", logPub)
 	lv, err := proofs.NewLogVerifier(logVKey)
@@ -516,7 +523,7 @@ func TestTheQuorumRecordedIsOneClientsCount(t *testing.T) {
 
 	fastDone := make(chan struct{})
 	var policy strings.Builder
-	for i, skew := range []time.Duration{-time.Hour, 0, 0} {
+	for i, skew := range []time.Duration{wrong, 0, 0} {
 		name := fmt.Sprintf("w%d.example", i)
 		pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 		skey := mustSkey(t, name, pub, priv)
