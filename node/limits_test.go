@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/chipledger/chipledger/internal/testpki"
 	v1 "github.com/chipledger/chipledger/proto/chipledger/v1"
 )
 
@@ -207,6 +208,15 @@ func TestARetryOfACommittedAppendIsADuplicateEvenAtTheRateLimit(t *testing.T) {
 	}
 	if _, err := c.append(ctx, 0, leaves[1]); connect.CodeOf(err) != connect.CodeResourceExhausted {
 		t.Fatalf("a new append over the rate: %v, want RESOURCE_EXHAUSTED", err)
+	}
+	// Only the very leaf that is logged is exempt: another entry for the
+	// same chip and epoch is a new append, and pays.
+	twin, err := c.pki.EscrowLeaf(testpki.ChipID(0), 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.append(ctx, 0, twin); connect.CodeOf(err) != connect.CodeResourceExhausted {
+		t.Fatalf("another leaf for a logged chip and epoch over the rate: %v, want RESOURCE_EXHAUSTED", err)
 	}
 }
 
