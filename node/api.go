@@ -30,7 +30,9 @@ const (
 	// forwardedHeader marks an append a follower forwarded, so that it is
 	// never forwarded again.
 	forwardedHeader = "Chipledger-Forwarded"
-	// leaderHeader carries the leader's API address on UNAVAILABLE errors.
+	// leaderHeader carries the leader's API address: on UNAVAILABLE errors
+	// of a node that is not the leader, on append answers, and on the
+	// leader's refusals a follower passes on.
 	leaderHeader = "Chipledger-Leader"
 	// localStatusHeader asks Status not to query the peers.
 	localStatusHeader = "Chipledger-Local-Status"
@@ -628,7 +630,17 @@ func (n *Node) forwardAppend(ctx context.Context, msg *v1.AppendRequest) (*conne
 	req := connect.NewRequest(msg)
 	req.Header().Set(forwardedHeader, n.cfg.ID)
 	resp, err := n.peers.ledger(addr).Append(ctx, req)
-	return resp, passOn(err)
+	if err != nil {
+		// The leader's refusal names the leader, so that the caller's
+		// retry (of a refusal for load, say) goes there directly.
+		err = passOn(err)
+		var ce *connect.Error
+		if errors.As(err, &ce) && ce.Meta().Get(leaderHeader) == "" {
+			ce.Meta().Set(leaderHeader, addr)
+		}
+		return nil, err
+	}
+	return resp, nil
 }
 
 // passOn makes a peer's error this node's answer. Connect does not send on

@@ -243,5 +243,10 @@ func TestPushbackThroughAFollowerKeepsItsRetryHint(t *testing.T) {
 			t.Fatalf("over the rate through a follower: %v, want RESOURCE_EXHAUSTED", err)
 		}
 		retryAfterMs(t, err)
+		// And who leads, so the station's retry goes there directly.
+		var ce *connect.Error
+		if !errors.As(err, &ce) || ce.Meta().Get(leaderHeader) != c.cfgs[l].APIAddr {
+			t.Errorf("the follower's error names leader %q, want %s", ce.Meta().Get(leaderHeader), c.cfgs[l].APIAddr)
+		}
 	}
 }
