@@ -253,8 +253,11 @@ func (c *testCluster) append(ctx context.Context, i int, leaf []byte) (*v1.Appen
 }
 
 // appendAnywhere sends a leaf to running nodes, starting at node start,
-// until one acknowledges it, as a client with several addresses does.
+// until one acknowledges it, as a client with several addresses does; it
+// gives up after 30 s, or when ctx ends.
 func (c *testCluster) appendAnywhere(ctx context.Context, start int, leaf []byte) (*v1.AppendResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	for attempt := 0; ; attempt++ {
 		i := (start + attempt) % len(c.cfgs)
 		resp, err := c.append(ctx, i, leaf)
@@ -264,10 +267,9 @@ func (c *testCluster) appendAnywhere(ctx context.Context, start int, leaf []byte
 		if code := connect.CodeOf(err); code != connect.CodeUnavailable && code != connect.CodeDeadlineExceeded && code != connect.CodeUnknown && code != connect.CodeInternal {
 			return nil, err
 		}
-		if ctx.Err() != nil {
-			return nil, err
+		if pause(ctx, 20*time.Millisecond) != nil {
+			return nil, fmt.Errorf("no node acknowledged the append: %w", err)
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 
