@@ -33,6 +33,10 @@ type testCluster struct {
 	http     *http.Client
 	raftConf func(*raft.Config)
 	config   func(*Config) // adjusts every node's configuration, if set
+	// dir holds the nodes' data directories. It is made before the
+	// cluster's cleanup is registered, so that it is removed after the
+	// nodes stop (cleanups run last first), not while they still write.
+	dir string
 }
 
 const testOrigin = "test.chipledger.example/log"
@@ -83,7 +87,7 @@ func newConfiguredCluster(t testing.TB, n int, raftConf func(*raft.Config), conf
 	var p http.Protocols
 	p.SetUnencryptedHTTP2(true)
 	c := &testCluster{
-		t: t, pki: pki, signer: signer, verifier: verifier, raftConf: raftConf, config: config,
+		t: t, pki: pki, signer: signer, verifier: verifier, raftConf: raftConf, config: config, dir: t.TempDir(),
 		http: &http.Client{Transport: &http.Transport{Protocols: &p}},
 	}
 	t.Cleanup(c.stopAll)
@@ -101,7 +105,7 @@ func (c *testCluster) addNode(bootstrap bool) *Node {
 	c.t.Helper()
 	cfg := Config{
 		ID:       fmt.Sprintf("node%d", len(c.cfgs)),
-		DataDir:  c.t.TempDir(),
+		DataDir:  c.nodeDir(),
 		RaftAddr: "127.0.0.1:0",
 		APIAddr:  "127.0.0.1:0",
 		Signer:   c.signer,
@@ -126,6 +130,17 @@ func (c *testCluster) addNode(bootstrap bool) *Node {
 	c.cfgs = append(c.cfgs, cfg)
 	c.nodes = append(c.nodes, n)
 	return n
+}
+
+// nodeDir makes a data directory for a new node in the cluster's
+// directory.
+func (c *testCluster) nodeDir() string {
+	c.t.Helper()
+	dir, err := os.MkdirTemp(c.dir, "node")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return dir
 }
 
 func (c *testCluster) stop(i int) {
