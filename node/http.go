@@ -219,8 +219,9 @@ func (n *Node) serveTile(w http.ResponseWriter, r *http.Request) {
 	w.Write(data)
 }
 
-// serveReady answers 200 when the node has a leader and has applied every
-// entry it knows to be committed, 503 otherwise.
+// serveReady answers 200 when the node has a leader, can write its store,
+// and has applied every entry the cluster had committed a moment ago
+// (watchReadiness), 503 otherwise.
 func (n *Node) serveReady(w http.ResponseWriter, r *http.Request) {
 	if addr, _ := n.raft.LeaderWithID(); addr == "" {
 		http.Error(w, "no leader", http.StatusServiceUnavailable)
@@ -234,8 +235,12 @@ func (n *Node) serveReady(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "catching up after a restart", http.StatusServiceUnavailable)
 		return
 	}
-	if applied, commit := n.raft.AppliedIndex(), n.raft.CommitIndex(); applied < commit {
-		http.Error(w, "catching up", http.StatusServiceUnavailable)
+	if lag := n.lag.Load(); lag == nil || *lag != "" {
+		why := "catching up"
+		if lag != nil {
+			why += ": " + *lag
+		}
+		http.Error(w, why, http.StatusServiceUnavailable)
 		return
 	}
 	w.Write([]byte("ready\n"))

@@ -140,7 +140,7 @@ type Node struct {
 	metrics   *metrics
 	fsm       *fsm
 	raft      *raft.Raft
-	transport *raft.NetworkTransport
+	transport *raftTransport
 	raftStore *raftboltdb.BoltStore
 	batcher   *batcher
 	http      *http.Server
@@ -150,10 +150,11 @@ type Node struct {
 	peers     *peerClients
 	limiter   *stationLimiter // nil: no per-station limit
 
-	startLastIndex uint64        // the Raft log's last index when the node started
-	hadRaftState   bool          // the node started with Raft state: a Join is a rejoin
-	caughtUp       atomic.Bool   // applied all it may have served before (watchCatchUp)
-	appending      chan struct{} // a slot per append in flight (MaxAppendsInFlight)
+	startLastIndex uint64                 // the Raft log's last index when the node started
+	lag            atomic.Pointer[string] // how the node is behind the cluster, "" if it is not (watchReadiness); nil until known
+	hadRaftState   bool                   // the node started with Raft state: a Join is a rejoin
+	caughtUp       atomic.Bool            // applied all it may have served before (watchCatchUp)
+	appending      chan struct{}          // a slot per append in flight (MaxAppendsInFlight)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -225,6 +226,7 @@ func New(cfg Config) (n *Node, err error) {
 	n.goRun(n.flushIdle)
 	n.goRun(n.watchStoreFaults)
 	n.goRun(n.watchCatchUp)
+	n.goRun(n.watchReadiness)
 	n.goRun(n.witnessCheckpoints)
 	n.startHTTP()
 
@@ -333,12 +335,12 @@ func (n *Node) startRaft() error {
 	if err != nil {
 		return fmt.Errorf("listen for raft on %s: %w", cfg.RaftAddr, err)
 	}
-	n.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+	n.transport = newRaftTransport(raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  stream,
 		MaxPool: 5,
 		Timeout: 10 * time.Second,
 		Logger:  conf.Logger,
-	})
+	}))
 	// Every checkpoint this node served before it stopped is over an entry
 	// of its Raft log: it serves none until it has applied that far (see
 	// watchCatchUp).
@@ -454,6 +456,62 @@ func (n *Node) watchCatchUp(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// readyInterval is how often a node checks whether it has caught up with
+// the cluster (watchReadiness).
+const readyInterval = 100 * time.Millisecond
+
+// watchReadiness decides, every readyInterval, whether the node has caught
+// up with the cluster, for /readyz: whether its state machine has applied
+// every command committed one interval earlier, as the leader knows it
+// (a follower learns the leader's commit index from its heartbeats). The
+// interval's slack keeps a node that applies as it should from flapping
+// under load; a stalled state machine, or a follower whose log is behind
+// the leader's (one waiting for a snapshot), is not ready.
+func (n *Node) watchReadiness(ctx context.Context) {
+	var target uint64 // the cluster's commit index one interval ago
+	t := time.NewTicker(readyInterval)
+	defer t.Stop()
+	for {
+		lag := n.lagBehind(target)
+		n.lag.Store(&lag)
+		if n.raft.State() == raft.Leader {
+			target = n.raft.CommitIndex()
+		} else {
+			target = n.transport.leaderCommit.Load()
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// lagBehind says how the node is behind commit index target, or "" if it
+// is not.
+func (n *Node) lagBehind(target uint64) string {
+	if target == 0 {
+		return "has not heard the leader's commit index yet"
+	}
+	if last := n.raft.LastIndex(); last < target {
+		return fmt.Sprintf("its Raft log is %d entries behind the leader's commit index %d", target-last, target)
+	}
+	applied := n.fsm.applied.Load()
+	if applied >= target {
+		return ""
+	}
+	// Entries that are not commands never reach the state machine: it is
+	// behind if a command lies between what it applied and the target. A
+	// long gap is read as behind rather than scanned.
+	if target-applied > 64 {
+		return fmt.Sprintf("its state machine is %d entries behind the commit index %d", target-applied, target)
+	}
+	if last, err := lastCommand(n.fsm.logs, target, applied); err != nil || last > applied {
+		return fmt.Sprintf("its state machine has applied through entry %d, not %d", applied, max(last, applied+1))
+	}
+	return ""
 }
 
 // lastCommand returns the index of the last command entry of the Raft log
