@@ -132,12 +132,12 @@ func (s *adminService) Join(ctx context.Context, req *connect.Request[v1.JoinReq
 			// member's place would count a node without its log in the
 			// quorums that acknowledged entries.
 			return nil, connect.NewError(connect.CodeAlreadyExists, fmt.Errorf(
-				"node %s is already a member, at raft address %s, and the joining node has no Raft state of its own: give it another --id, or remove the member first (chipledger admin leave %s)",
+				"node %s is already a member, at raft address %s, and the joining node has no Raft state of its own: give it another --id, or remove the member first (chipledger admin leave --node-id %s --ledger ADDR)",
 				m.NodeId, srv.Address, m.NodeId))
 		case sameAddr && !sameID:
 			// One process would count as two voters.
 			return nil, connect.NewError(connect.CodeAlreadyExists, fmt.Errorf(
-				"raft address %s is member %s's: remove that member first (chipledger admin leave %s), or give node %s another address",
+				"raft address %s is member %s's: remove that member first (chipledger admin leave --node-id %s --ledger ADDR), or give node %s another address",
 				m.RaftAddress, srv.ID, srv.ID, m.NodeId))
 		}
 	}
@@ -318,6 +318,12 @@ func (n *Node) join(ctx context.Context) error {
 			if errors.As(err, &cv) {
 				// Retrying cannot help: the member's certificate does not
 				// chain to this node's cluster CA.
+				return fmt.Errorf("join the cluster through %s: %w", addr, err)
+			}
+			switch connect.CodeOf(err) {
+			case connect.CodeAlreadyExists, connect.CodeInvalidArgument, connect.CodePermissionDenied,
+				connect.CodeUnauthenticated, connect.CodeFailedPrecondition:
+				// The cluster refused this node: retrying cannot help.
 				return fmt.Errorf("join the cluster through %s: %w", addr, err)
 			}
 			n.log.Info("join attempt failed; retrying", "via", addr, "err", err)

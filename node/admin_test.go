@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -212,5 +213,37 @@ func TestTransferLeadershipToAStoppedVoterIsUnavailable(t *testing.T) {
 	}
 	if !c.nodes[l].IsLeader() {
 		t.Errorf("the leader lost its leadership to a failed transfer")
+	}
+}
+
+// TestAJoinTheClusterRefusesFailsAtOnce: a node the cluster refuses (here
+// a fresh node under a member's ID) gets the refusal and its advice at
+// once, instead of retrying it until the join's deadline; and a start
+// whose context ends stops trying.
+func TestAJoinTheClusterRefusesFailsAtOnce(t *testing.T) {
+	c := newTestCluster(t, 2, nil)
+	l := c.waitLeader()
+	cfg := c.cfgs[1-l]
+	cfg.DataDir, cfg.RaftAddr, cfg.APIAddr, cfg.Join = c.nodeDir(), "127.0.0.1:0", "127.0.0.1:0", []string{c.nodes[l].APIAddr()}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	n, err := Start(ctx, cfg)
+	if err == nil {
+		n.Close()
+		t.Fatal("a fresh node under a member's ID joined")
+	}
+	if connect.CodeOf(err) != connect.CodeAlreadyExists || errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "admin leave --node-id "+cfg.ID) {
+		t.Fatalf("join refused: %v; want the ALREADY_EXISTS refusal at once, with the command that removes the member", err)
+	}
+
+	// A start that cannot reach the cluster ends with its context.
+	cfg.DataDir, cfg.ID, cfg.Join = c.nodeDir(), "late", []string{"127.0.0.1:1"}
+	ctx, cancel = context.WithCancel(context.Background())
+	cancel()
+	if n, err := Start(ctx, cfg); err == nil || !errors.Is(err, context.Canceled) {
+		if n != nil {
+			n.Close()
+		}
+		t.Fatalf("start with an ended context: %v, want context.Canceled", err)
 	}
 }

@@ -171,7 +171,12 @@ type Node struct {
 
 // New starts a node: it opens the ledger and the Raft state, joins or
 // bootstraps the cluster as configured, and serves the API. Close stops it.
-func New(cfg Config) (n *Node, err error) {
+func New(cfg Config) (*Node, error) { return Start(context.Background(), cfg) }
+
+// Start is New with a context that bounds the start: a node that cannot
+// join its cluster (Config.Join) gives up when ctx ends (a SIGTERM, say).
+// The node, once started, runs until Close.
+func Start(start context.Context, cfg Config) (n *Node, err error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
@@ -231,7 +236,7 @@ func New(cfg Config) (n *Node, err error) {
 	n.startHTTP()
 
 	if len(cfg.Join) > 0 {
-		if err := n.join(ctx); err != nil {
+		if err := n.join(start); err != nil {
 			return nil, err
 		}
 	}

@@ -554,7 +554,7 @@ func isUnspecified(addr string) bool {
 // command's context is cancelled (SIGINT or SIGTERM).
 func runNode(c *cli.Context, cfg node.Config, dev *devSetup) error {
 	log := logger(c)
-	n, err := node.New(cfg)
+	n, err := node.Start(c.Context, cfg)
 	if errors.Is(err, syscall.EADDRINUSE) {
 		return fmt.Errorf("%w\n(another process uses that address: stop it, or pick free ports with --raft-addr and --api-addr)", err)
 	}
