@@ -353,7 +353,7 @@ func (p *auditPrinter) failed(r *client.AuditReport, err error) error {
 		return writeJSONLine(p.w, j)
 	}
 	p.nodes(r)
-	fmt.Fprintf(p.w, "audit failed: %v\nfindings: %d recorded by earlier runs\n", err, p.state.FindingCount())
+	fmt.Fprintf(p.w, "audit failed: %v\nfindings: %d in the state (%d new in this run)\n", err, p.state.FindingCount(), r.NewFindings())
 	p.findings(p.state.Findings())
 	return nil
 }

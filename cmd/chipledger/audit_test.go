@@ -330,7 +330,7 @@ func TestAnAuditThatCannotRunStillReportsItsFindings(t *testing.T) {
 				}
 				return
 			}
-			if !hasRow(r.stdout, string(client.FindingUntrustedCertificate), "1") || !strings.Contains(r.stdout, down) {
+			if !hasRow(r.stdout, string(client.FindingUntrustedCertificate), "1") || !strings.Contains(r.stdout, down) || !strings.Contains(r.stdout, "3 in the state (0 new in this run)") {
 				t.Errorf("output does not list the findings and the node:\n%s", r.stdout)
 			}
 		})
