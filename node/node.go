@@ -3,6 +3,7 @@ package node
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -742,19 +744,44 @@ func (n *Node) leaderAPI() (id, addr string) {
 	return string(lid), members[string(lid)]
 }
 
-// newHCLogger sends Raft's logs, warnings and above, to the node's logger.
+// newHCLogger sends Raft's logs, warnings and above, to the node's logger,
+// at their level and with their fields.
 func newHCLogger(l *slog.Logger) hclog.Logger {
 	return hclog.New(&hclog.LoggerOptions{
-		Name:   "raft",
-		Level:  hclog.Warn,
-		Output: slogWriter{l},
+		Name:       "raft",
+		Level:      hclog.Warn,
+		Output:     slogWriter{l},
+		JSONFormat: true,
 	})
 }
 
+// slogWriter reads hclog's JSON lines and logs each with slog.
 type slogWriter struct{ l *slog.Logger }
 
 func (w slogWriter) Write(p []byte) (int, error) {
-	w.l.Warn(strings.TrimSpace(string(p)), "component", "raft")
+	var rec map[string]any
+	if err := json.Unmarshal(p, &rec); err != nil {
+		w.l.Warn(strings.TrimSpace(string(p)), "component", "raft")
+		return len(p), nil
+	}
+	level := slog.LevelWarn
+	switch rec["@level"] {
+	case "error":
+		level = slog.LevelError
+	case "info":
+		level = slog.LevelInfo
+	case "debug", "trace":
+		level = slog.LevelDebug
+	}
+	msg, _ := rec["@message"].(string)
+	attrs := []slog.Attr{slog.String("component", "raft")}
+	for k, v := range rec {
+		if !strings.HasPrefix(k, "@") {
+			attrs = append(attrs, slog.Any(k, v))
+		}
+	}
+	slices.SortFunc(attrs[1:], func(a, b slog.Attr) int { return strings.Compare(a.Key, b.Key) })
+	w.l.LogAttrs(context.Background(), level, msg, attrs...)
 	return len(p), nil
 }
 

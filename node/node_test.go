@@ -1,12 +1,14 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -19,6 +21,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.etcd.io/bbolt"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
@@ -708,5 +711,33 @@ func TestProofRequestsThatCanNeverSucceedAreInvalidArgument(t *testing.T) {
 	_, err = c.client(0).GetInclusionProof(ctx, connect.NewRequest(&v1.GetInclusionProofRequest{Index: 3, TreeSize: 2}))
 	if code := connect.CodeOf(err); code != connect.CodeInvalidArgument {
 		t.Errorf("inclusion of leaf 3 in tree of size 2: %v (code %v), want INVALID_ARGUMENT", err, code)
+	}
+}
+
+// TestRaftLogsKeepTheirLevelAndFields: Raft's errors reach the node's log
+// as errors (an alert on level=ERROR must see a failed snapshot), with
+// their message and fields as attributes.
+func TestRaftLogsKeepTheirLevelAndFields(t *testing.T) {
+	var buf bytes.Buffer
+	h := newHCLogger(slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	h.Error("failed to take snapshot", "error", "disk full", "index", 7)
+	h.Warn("heartbeat timeout reached")
+	h.Info("not logged: below warn")
+	var lines []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("%q: %v", l, err)
+		}
+		lines = append(lines, m)
+	}
+	if len(lines) != 2 {
+		t.Fatalf("logged %d lines, want 2:\n%s", len(lines), buf.String())
+	}
+	if l := lines[0]; l["level"] != "ERROR" || l["msg"] != "failed to take snapshot" || l["error"] != "disk full" || l["index"] != float64(7) || l["component"] != "raft" {
+		t.Errorf("raft error logged as %v", l)
+	}
+	if l := lines[1]; l["level"] != "WARN" || l["msg"] != "heartbeat timeout reached" {
+		t.Errorf("raft warning logged as %v", l)
 	}
 }
