@@ -117,7 +117,9 @@ func (s *ledgerService) appendLocal(ctx context.Context, leaf []byte, checked bo
 		p, err = s.checkAndQueue(ctx, leaf)
 	}
 	if err != nil {
-		return nil, toConnectError(err)
+		err = toConnectError(err)
+		s.n.metrics.refused.WithLabelValues(connect.CodeOf(err).String()).Inc()
+		return nil, err
 	}
 	out, err := s.n.batcher.wait(ctx, p)
 	if err == nil {

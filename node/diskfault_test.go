@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"github.com/chipledger/chipledger/internal/testpki"
 	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"io"
 	"net/http"
 	"strings"
@@ -109,6 +110,12 @@ func TestDiskFullStopsAppendsAndRecovers(t *testing.T) {
 	}
 	if faults.hits.Load() == 0 {
 		t.Fatal("the fault hook never fired")
+	}
+	// The recovery applied entries again (from the store's durable point):
+	// the metrics count each leaf once.
+	appends := n.metrics.appends
+	if got := [2]float64{testutil.ToFloat64(appends.WithLabelValues("appended")), testutil.ToFloat64(appends.WithLabelValues("duplicate"))}; got != [2]float64{7, 1} {
+		t.Errorf("chipledger_appends_total appended/duplicate = %v, want [7 1]: the registration and 6 entries, and one retry", got)
 	}
 	want := c.nodes[0].Checkpoint()
 	c.stop(0)

@@ -67,6 +67,10 @@ type fsm struct {
 	restoredV1 atomic.Bool
 
 	flushedAt atomic.Int64 // unix nanoseconds of the last store flush
+	// counted is the last Raft index whose batch the metrics counted: one
+	// applied again is not counted twice. It starts at the Raft log's last
+	// index when the node started, whose entries a previous run decided.
+	counted atomic.Uint64
 
 	// Store faults (see recoverStore).
 	storeOpts   ledger.Options
@@ -514,7 +518,12 @@ func (f *fsm) applyBatch(index uint64, leaves [][]byte, marker []byte, admin boo
 			f.flushedAt.Store(start.UnixNano())
 		}
 	}
-	f.metrics.observeBatch(results, time.Since(start))
+	if index > f.counted.Load() {
+		// Not an entry applied again (a store recovery's replay, or one
+		// in the log a previous run of the node decided).
+		f.metrics.observeBatch(results, time.Since(start))
+		f.counted.Store(index)
+	}
 	return &applyResult{results: results, checkpoint: cp}, nil
 }
 

@@ -18,6 +18,7 @@ type metrics struct {
 	raftState    *prometheus.GaugeVec
 	inFlight     prometheus.Gauge
 	pushedBack   prometheus.Counter
+	refused      *prometheus.CounterVec
 	storeFault   prometheus.Gauge
 
 	witnessRounds   *prometheus.CounterVec
@@ -58,6 +59,10 @@ func newMetrics() *metrics {
 			Name: "chipledger_appends_pushed_back_total",
 			Help: "Appends refused with RESOURCE_EXHAUSTED because too many were in flight.",
 		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chipledger_appends_refused_total",
+			Help: "Appends this node refused before proposing them (a malformed or badly signed entry, an unknown or revoked station, a station over its rate, a store fault), by Connect code.",
+		}, []string{"code"}),
 		storeFault: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "chipledger_store_fault",
 			Help: "1 while the ledger store cannot write (a full or failing disk) and the node refuses appends.",
@@ -75,7 +80,7 @@ func newMetrics() *metrics {
 			Help: "Size of the latest checkpoint this node had cosigned by the witness policy's quorum.",
 		}),
 	}
-	m.registry.MustRegister(m.appends, m.batchLeaves, m.applySeconds, m.treeSize, m.raftState, m.inFlight, m.pushedBack, m.storeFault,
+	m.registry.MustRegister(m.appends, m.batchLeaves, m.applySeconds, m.treeSize, m.raftState, m.inFlight, m.pushedBack, m.refused, m.storeFault,
 		m.witnessRounds, m.witnessFailures, m.witnessedSize,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m

@@ -354,6 +354,7 @@ func (n *Node) startRaft() error {
 	if n.startLastIndex, err = logs.LastIndex(); err != nil {
 		return fmt.Errorf("read raft log: %w", err)
 	}
+	n.fsm.counted.Store(n.startLastIndex)
 	if n.hadRaftState, err = raft.HasExistingState(logs, n.raftStore, snaps); err != nil {
 		return fmt.Errorf("read raft state: %w", err)
 	}

@@ -163,6 +163,13 @@ func TestAppendErrorsHaveTheRightCodes(t *testing.T) {
 	if got != [3]float64{2, 1, 3} {
 		t.Errorf("chipledger_appends_total appended/duplicate/rejected = %v, want [2 1 3]", got)
 	}
+	// The refusals before proposing: the unregistered station, and the
+	// bad signature, garbage and index-root leaf (the empty and oversized
+	// requests never reach the append path).
+	refused := c.nodes[0].metrics.refused
+	if got := [2]float64{testutil.ToFloat64(refused.WithLabelValues("failed_precondition")), testutil.ToFloat64(refused.WithLabelValues("invalid_argument"))}; got != [2]float64{1, 3} {
+		t.Errorf("chipledger_appends_refused_total failed_precondition/invalid_argument = %v, want [1 3]", got)
+	}
 	// Reads out of range.
 	cl := c.client(0)
 	size := c.nodes[0].Checkpoint().Size
@@ -739,5 +746,36 @@ func TestRaftLogsKeepTheirLevelAndFields(t *testing.T) {
 	}
 	if l := lines[1]; l["level"] != "WARN" || l["msg"] != "heartbeat timeout reached" {
 		t.Errorf("raft warning logged as %v", l)
+	}
+}
+
+// TestARestartDoesNotCountTheEntriesItAppliesAgain: a restarted node
+// applies again the entries of its Raft log after its store's durable
+// point (a batch of refused leaves writes nothing, so it is always among
+// them); the previous run counted them, so the metrics do not.
+func TestARestartDoesNotCountTheEntriesItAppliesAgain(t *testing.T) {
+	c := newTestCluster(t, 1, nil)
+	ctx := context.Background()
+	c.registerStation()
+	gap, err := c.pki.EscrowLeaf(testpki.ChipID(1), 3, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.append(ctx, 0, gap); connect.CodeOf(err) != connect.CodeFailedPrecondition {
+		t.Fatalf("an epoch gap: %v, want FAILED_PRECONDITION", err)
+	}
+	if got := testutil.ToFloat64(c.nodes[0].metrics.appends.WithLabelValues("rejected")); got != 1 {
+		t.Fatalf("rejected = %v before the restart, want 1", got)
+	}
+	last := c.nodes[0].raft.LastIndex()
+	c.stop(0)
+	c.restart(0)
+	n := c.nodes[0]
+	waitFor(t, "the restarted node to apply its log", 10*time.Second, func() bool { return n.raft.AppliedIndex() >= last && n.fsm.counted.Load() >= last })
+	c.appendEscrow(0, 5, 1) // one new entry, counted
+	for result, want := range map[string]float64{"appended": 1, "duplicate": 0, "rejected": 0} {
+		if got := testutil.ToFloat64(n.metrics.appends.WithLabelValues(result)); got != want {
+			t.Errorf("after the restart, %s = %v, want %v", result, got, want)
+		}
 	}
 }
