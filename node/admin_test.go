@@ -247,3 +247,26 @@ func TestAJoinTheClusterRefusesFailsAtOnce(t *testing.T) {
 		t.Fatalf("start with an ended context: %v, want context.Canceled", err)
 	}
 }
+
+// TestAGracefulCloseHandsLeadershipOver: a leader closed with
+// HandOverOnClose (the node command's SIGTERM) hands its leadership to
+// another voter before it stops, so the cluster has a leader when Close
+// returns, rather than none for an election timeout; and its /readyz says
+// it is shutting down from the start of Close.
+func TestAGracefulCloseHandsLeadershipOver(t *testing.T) {
+	c := newConfiguredCluster(t, 3, nil, func(cfg *Config) { cfg.HandOverOnClose = true })
+	c.registerStation()
+	l := c.waitLeader()
+	c.waitSameState(1)
+	c.stop(l)
+	leaders := 0
+	for i, n := range c.nodes {
+		if n != nil && n.IsLeader() {
+			leaders++
+			c.appendEscrow(i, 0, 1) // and it takes appends
+		}
+	}
+	if leaders != 1 {
+		t.Fatalf("%d leaders among the other nodes when the old leader's Close returned, want 1", leaders)
+	}
+}

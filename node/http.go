@@ -223,6 +223,10 @@ func (n *Node) serveTile(w http.ResponseWriter, r *http.Request) {
 // and has applied every entry the cluster had committed a moment ago
 // (watchReadiness), 503 otherwise.
 func (n *Node) serveReady(w http.ResponseWriter, r *http.Request) {
+	if n.closing.Load() {
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	}
 	if addr, _ := n.raft.LeaderWithID(); addr == "" {
 		http.Error(w, "no leader", http.StatusServiceUnavailable)
 		return

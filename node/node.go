@@ -115,6 +115,15 @@ type Config struct {
 	// WitnessHTTPClient carries the add-checkpoint requests; nil means a
 	// client with a 10 s timeout.
 	WitnessHTTPClient *http.Client
+	// HandOverOnClose has a leader hand its leadership to another voter
+	// when it is closed (a graceful stop, SIGTERM), so that the cluster
+	// does not wait an election timeout without a leader. Off, Close is
+	// like a crash for the rest of the cluster.
+	HandOverOnClose bool
+	// DrainDelay is how long Close keeps serving, with /readyz answering
+	// 503, before it closes the API's listener: for load balancers to
+	// take the node out of rotation first. Zero closes at once.
+	DrainDelay time.Duration
 	// StoreFaults, if set, is called before each write of the ledger store
 	// and fails it by returning an error: for fault-injection tests (see
 	// ledger.Options.Faults).
@@ -155,6 +164,7 @@ type Node struct {
 	startLastIndex uint64                 // the Raft log's last index when the node started
 	lag            atomic.Pointer[string] // how the node is behind the cluster, "" if it is not (watchReadiness); nil until known
 	hadRaftState   bool                   // the node started with Raft state: a Join is a rejoin
+	closing        atomic.Bool            // Close has begun: not ready
 	caughtUp       atomic.Bool            // applied all it may have served before (watchCatchUp)
 	appending      chan struct{}          // a slot per append in flight (MaxAppendsInFlight)
 
@@ -674,10 +684,25 @@ func (n *Node) apply(ctx context.Context, data []byte) (any, error) {
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		var errs []error
+		n.closing.Store(true) // /readyz answers 503 from now on
+		if d := n.cfg.DrainDelay; d > 0 && n.http != nil {
+			n.log.Info("draining before the API closes: /readyz answers 503", "for", d)
+			time.Sleep(d)
+		}
+		if n.cfg.HandOverOnClose {
+			n.handOver()
+		}
 		if n.http != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			errs = append(errs, ignoreClosed(n.http.Shutdown(ctx)))
+			err := n.http.Shutdown(ctx)
 			cancel()
+			if errors.Is(err, context.DeadlineExceeded) {
+				// Appends that cannot finish (no quorum, say): their
+				// connections close, and their callers retry elsewhere.
+				n.log.Warn("requests still in flight after 2s; closing their connections")
+				err = n.http.Close()
+			}
+			errs = append(errs, ignoreClosed(err))
 		} else if n.listener != nil {
 			n.listener.Close()
 		}
@@ -705,6 +730,44 @@ func (n *Node) Close() error {
 		n.log.Info("node stopped")
 	})
 	return n.closeErr
+}
+
+// handOver has a leader hand its leadership to another voter, waiting at
+// most a few seconds: the transfer takes an election's time with a voter
+// that is up, and fails fast without one.
+func (n *Node) handOver() {
+	if n.raft == nil || !n.IsLeader() {
+		return
+	}
+	cf := n.raft.GetConfiguration()
+	if cf.Error() != nil {
+		return
+	}
+	others := 0
+	for _, s := range cf.Configuration().Servers {
+		if string(s.ID) != n.cfg.ID && s.Suffrage == raft.Voter {
+			others++
+		}
+	}
+	if others == 0 {
+		return
+	}
+	f := n.raft.LeadershipTransfer()
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }() // ends when Raft resolves f, at the latest at shutdown
+	t := time.NewTimer(3 * time.Second)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			n.log.Warn("could not hand leadership over before stopping", "err", err)
+			return
+		}
+		_, id := n.raft.LeaderWithID()
+		n.log.Info("handed leadership over before stopping", "to", id)
+	case <-t.C:
+		n.log.Warn("leadership handover did not finish in 3s; stopping anyway")
+	}
 }
 
 func ignoreClosed(err error) error {

@@ -779,3 +779,52 @@ func TestARestartDoesNotCountTheEntriesItAppliesAgain(t *testing.T) {
 		}
 	}
 }
+
+// TestCloseWithAnAppendThatCannotFinish: an append in flight that cannot
+// commit (no quorum) does not make a graceful stop fail: Close waits for it
+// a little, then closes its connection (the caller retries elsewhere) and
+// returns without error, so the node command exits 0 on SIGTERM.
+func TestCloseWithAnAppendThatCannotFinish(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	c.registerStation()
+	l := c.waitLeader()
+	c.waitSameState(1)
+	for i := range c.nodes {
+		if i != l {
+			c.stop(i)
+		}
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.append(context.Background(), l, c.escrowLeaves(0, 1)[0])
+		done <- err
+	}()
+	waitFor(t, "the append to be in flight", 10*time.Second, func() bool {
+		return testutil.ToFloat64(c.nodes[l].metrics.inFlight) == 1
+	})
+	if err := c.nodes[l].Close(); err != nil {
+		t.Fatalf("Close with an append that cannot commit: %v", err)
+	}
+	if err := <-done; err == nil {
+		t.Fatal("the append without a quorum succeeded")
+	}
+}
+
+// TestADrainingNodeIsNotReady: during Config.DrainDelay the node still
+// serves, but /readyz answers 503, so that load balancers take it out of
+// rotation before its listener closes.
+func TestADrainingNodeIsNotReady(t *testing.T) {
+	c := newConfiguredCluster(t, 1, nil, func(cfg *Config) { cfg.DrainDelay = 2 * time.Second })
+	waitFor(t, "the node to be ready", 10*time.Second, func() bool { code, _ := c.readyz(0); return code == http.StatusOK })
+	n := c.nodes[0]
+	closed := make(chan error, 1)
+	go func() { closed <- n.Close() }()
+	waitFor(t, "/readyz to say the node is shutting down", 1900*time.Millisecond, func() bool {
+		code, body := c.readyz(0)
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "shutting down")
+	})
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	c.nodes[0] = nil
+}

@@ -65,6 +65,7 @@ type nodeFlags struct {
 	WitnessPolicy   string
 	WitnessInterval time.Duration
 	WitnessRefresh  time.Duration
+	ShutdownDrain   time.Duration
 }
 
 // devSetup describes what `node --dev` prepared, for the banner it prints.
@@ -190,6 +191,8 @@ list flags take comma-separated values there.`,
 				Usage: "with --witness-policy, the least time between two checkpoints sent to the witnesses"},
 			&cli.DurationFlag{Name: "witness-refresh", EnvVars: env("witness-refresh"), Value: node.DefaultWitnessRefresh,
 				Usage: "with --witness-policy, have an idle log's checkpoint cosigned again this often, so clients find recent cosignatures (see recover --witness-max-age)"},
+			&cli.DurationFlag{Name: "shutdown-drain", EnvVars: env("shutdown-drain"),
+				Usage: "on SIGTERM, keep serving this long with /readyz answering 503 before closing the API, for a load balancer to take the node out of rotation (a leader first hands its leadership to another node)"},
 		},
 		Subcommands: []*cli.Command{nodeVerifyCommand()},
 		Action: func(c *cli.Context) error {
@@ -239,6 +242,7 @@ func nodeFlagsFrom(c *cli.Context) nodeFlags {
 		WitnessPolicy:      c.String("witness-policy"),
 		WitnessInterval:    c.Duration("witness-interval"),
 		WitnessRefresh:     c.Duration("witness-refresh"),
+		ShutdownDrain:      c.Duration("shutdown-drain"),
 	}
 }
 
@@ -342,6 +346,13 @@ func nodeConfig(f nodeFlags, log *slog.Logger) (node.Config, error) {
 		StationBurst:       f.StationBurst,
 		WitnessInterval:    f.WitnessInterval,
 		WitnessRefresh:     f.WitnessRefresh,
+		// A graceful stop (SIGTERM) hands leadership over, so that the
+		// cluster is not without a leader for an election timeout.
+		HandOverOnClose: true,
+		DrainDelay:      f.ShutdownDrain,
+	}
+	if f.ShutdownDrain < 0 {
+		return node.Config{}, fmt.Errorf("--shutdown-drain %s cannot be negative", f.ShutdownDrain)
 	}
 	if f.WitnessPolicy != "" {
 		p, err := readWitnessPolicy(f.WitnessPolicy)
