@@ -108,7 +108,7 @@ func checkEscrowFields(e *EscrowEntry) (time.Time, error) {
 	if e == nil {
 		return time.Time{}, fmt.Errorf("%w: no escrow entry", ErrInvalidEntry)
 	}
-	if _, err := e.MarshalLeaf(); err != nil {
+	if _, err := e.validate(); err != nil {
 		return time.Time{}, err
 	}
 	if len(e.Certificate) > MaxCertificateSize {

@@ -118,3 +118,24 @@ func BenchmarkECDSAVerifyP256(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkParseEscrowEntry measures parsing a 1,536-byte escrow leaf, as
+// the leader's checks and every replica's state machine do for each append:
+// with copies of its fields (ParseEscrowEntry) and without
+// (ParseEscrowEntryNoCopy, the append path's).
+func BenchmarkParseEscrowEntry(b *testing.B) {
+	leaf := fakeEscrowLeaf(b, chipN(0), 1, 1536)
+	for _, bc := range []struct {
+		name  string
+		parse func([]byte) (*EscrowEntry, error)
+	}{{"copy", ParseEscrowEntry}, {"nocopy", ParseEscrowEntryNoCopy}} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := bc.parse(leaf); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

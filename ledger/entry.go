@@ -1,10 +1,12 @@
 package ledger
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"math"
@@ -110,27 +112,22 @@ func (e *EscrowEntry) SignedMessage() ([]byte, error) {
 	if err := e.validateUnsigned(); err != nil {
 		return nil, err
 	}
-	b := cryptobyte.NewBuilder(make([]byte, 0, e.unsignedSize()))
-	if err := e.addUnsigned(b); err != nil {
-		return nil, err
-	}
-	return b.Bytes()
+	return e.appendUnsigned(make([]byte, 0, e.unsignedSize())), nil
 }
 
 // Digest returns SHA-256("chipledger/escrow/v1" ‖ 0x00 ‖ SignedMessage), the
 // value the station signature is over.
 func (e *EscrowEntry) Digest() ([32]byte, error) {
-	msg, err := e.SignedMessage()
-	if err != nil {
+	if err := e.validateUnsigned(); err != nil {
 		return [32]byte{}, err
 	}
-	h := sha256.New()
-	h.Write([]byte(escrowSignatureContext))
-	h.Write([]byte{0})
-	h.Write(msg)
-	var d [32]byte
-	h.Sum(d[:0])
-	return d, nil
+	// The hashed bytes are built on the stack for an entry of the usual
+	// size (1.5 KiB, with a P-256 device certificate and key backup); a
+	// larger one allocates.
+	var buf [2048]byte
+	b := append(buf[:0], escrowSignatureContext...)
+	b = append(b, 0)
+	return sha256.Sum256(e.appendUnsigned(b)), nil
 }
 
 // Sign sets e.Signature to the station's ECDSA P-256 signature (ASN.1 DER)
@@ -188,22 +185,27 @@ func isP256(pub *ecdsa.PublicKey) bool {
 // error wraps ErrInvalidChipID, ErrInvalidIdentity, ErrInvalidEpoch,
 // ErrInvalidEntry or ErrLeafTooLarge.
 func (e *EscrowEntry) MarshalLeaf() ([]byte, error) {
-	if err := e.validateUnsigned(); err != nil {
+	size, err := e.validate()
+	if err != nil {
 		return nil, err
 	}
+	return appendOpaque16(e.appendUnsigned(make([]byte, 0, size)), e.Signature), nil
+}
+
+// validate checks every field and the leaf size as MarshalLeaf does, with
+// the same errors, without encoding the leaf, and returns its size.
+func (e *EscrowEntry) validate() (int, error) {
+	if err := e.validateUnsigned(); err != nil {
+		return 0, err
+	}
 	if err := checkOpaque16("station_signature", e.Signature); err != nil {
-		return nil, err
+		return 0, err
 	}
 	size := e.unsignedSize() + 2 + len(e.Signature)
 	if size > MaxLeafSize {
-		return nil, fmt.Errorf("%w: escrow entry is %d bytes, at most %d", ErrLeafTooLarge, size, MaxLeafSize)
+		return 0, fmt.Errorf("%w: escrow entry is %d bytes, at most %d", ErrLeafTooLarge, size, MaxLeafSize)
 	}
-	b := cryptobyte.NewBuilder(make([]byte, 0, size))
-	if err := e.addUnsigned(b); err != nil {
-		return nil, err
-	}
-	addOpaque16(b, e.Signature)
-	return b.Bytes()
+	return size, nil
 }
 
 // validateUnsigned checks every field that SignedMessage encodes.
@@ -235,18 +237,18 @@ func (e *EscrowEntry) unsignedSize() int {
 	return n
 }
 
-func (e *EscrowEntry) addUnsigned(b *cryptobyte.Builder) error {
-	b.AddUint16(uint16(KindEscrow))
-	b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(e.ChipID) })
-	if err := addIdentities(b, e.Identities); err != nil {
-		return err
-	}
-	b.AddUint32(e.Epoch)
-	addOpaque16(b, e.Certificate)
-	addOpaque16(b, e.Backup)
-	b.AddBytes(e.StationID[:])
-	b.AddUint64(e.ProvisionedAtMs)
-	return nil
+// appendUnsigned appends the SignedMessage encoding of e, whose fields
+// validateUnsigned accepted, to b.
+func (e *EscrowEntry) appendUnsigned(b []byte) []byte {
+	b = binary.BigEndian.AppendUint16(b, uint16(KindEscrow))
+	b = append(b, byte(len(e.ChipID)))
+	b = append(b, e.ChipID...)
+	b = appendIdentities(b, e.Identities)
+	b = binary.BigEndian.AppendUint32(b, e.Epoch)
+	b = appendOpaque16(b, e.Certificate)
+	b = appendOpaque16(b, e.Backup)
+	b = append(b, e.StationID[:]...)
+	return binary.BigEndian.AppendUint64(b, e.ProvisionedAtMs)
 }
 
 // StationRegistration is a kind-2 leaf: a station's certificate, which the
@@ -368,6 +370,23 @@ func ParseEntry(leaf []byte) (Entry, error) {
 // ParseEscrowEntry parses a kind-1 leaf. A leaf of another known kind wraps
 // ErrWrongKind; otherwise errors are as for ParseEntry.
 func ParseEscrowEntry(leaf []byte) (*EscrowEntry, error) {
+	e, err := ParseEscrowEntryNoCopy(leaf)
+	if err != nil {
+		return nil, err
+	}
+	e.ChipID = ChipID(bytes.Clone(e.ChipID))
+	e.Certificate = bytes.Clone(e.Certificate)
+	e.Backup = bytes.Clone(e.Backup)
+	e.Signature = bytes.Clone(e.Signature)
+	return e, nil
+}
+
+// ParseEscrowEntryNoCopy is ParseEscrowEntry, with the same checks and
+// errors, except that the entry's chip ID, certificate, backup and signature
+// are slices of leaf instead of copies: leaf must not change while the entry
+// is in use (appending to a field never writes to leaf). It is for the
+// append path, which checks every leaf and keeps nothing of its entry.
+func ParseEscrowEntryNoCopy(leaf []byte) (*EscrowEntry, error) {
 	s, err := readKind(leaf, KindEscrow)
 	if err != nil {
 		return nil, err
@@ -379,6 +398,8 @@ func ParseEscrowEntry(leaf []byte) (*EscrowEntry, error) {
 	return e, nil
 }
 
+// parseEscrowBody parses the body of a kind-1 leaf; the entry's byte fields
+// alias s.
 func parseEscrowBody(s cryptobyte.String) (*EscrowEntry, error) {
 	e := new(EscrowEntry)
 	var err error
@@ -423,6 +444,7 @@ func ParseStationRegistration(leaf []byte) (*StationRegistration, error) {
 	if r.Certificate, err = readOpaque16(&s, "station_certificate"); err != nil {
 		return nil, fmt.Errorf("station registration: %w", err)
 	}
+	r.Certificate = bytes.Clone(r.Certificate)
 	if !s.ReadUint64(&r.RegisteredAtMs) {
 		return nil, fmt.Errorf("station registration: %w: truncated in registered_at_ms", ErrMalformed)
 	}
@@ -546,13 +568,13 @@ func readKind(leaf []byte, want Kind) (cryptobyte.String, error) {
 	return cryptobyte.String(leaf[2:]), nil
 }
 
-// readChipID reads a u8-length-prefixed chip ID and copies it.
+// readChipID reads a u8-length-prefixed chip ID, a slice of s.
 func readChipID(s *cryptobyte.String) (ChipID, error) {
 	var c cryptobyte.String
 	if !s.ReadUint8LengthPrefixed(&c) {
 		return nil, fmt.Errorf("%w: truncated in chip_id", ErrMalformed)
 	}
-	chip := ChipID(append([]byte(nil), c...))
+	chip := ChipID(c[:len(c):len(c)])
 	if err := chip.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: chip_id: %w", ErrMalformed, err)
 	}
@@ -571,8 +593,8 @@ func readEpoch(s *cryptobyte.String) (uint32, error) {
 	return epoch, nil
 }
 
-// readOpaque16 reads a u16-length-prefixed field that must not be empty, and
-// copies it.
+// readOpaque16 reads a u16-length-prefixed field that must not be empty: a
+// slice of s, whose capacity ends with it.
 func readOpaque16(s *cryptobyte.String, field string) ([]byte, error) {
 	var v cryptobyte.String
 	if !s.ReadUint16LengthPrefixed(&v) {
@@ -581,7 +603,7 @@ func readOpaque16(s *cryptobyte.String, field string) ([]byte, error) {
 	if len(v) == 0 {
 		return nil, fmt.Errorf("%w: %w: %s is empty", ErrMalformed, ErrInvalidEntry, field)
 	}
-	return append([]byte(nil), v...), nil
+	return v[:len(v):len(v)], nil
 }
 
 // checkOpaque16 checks that a u16-length-prefixed field is 1 to 65535 bytes.
@@ -594,6 +616,12 @@ func checkOpaque16(field string, v []byte) error {
 
 func addOpaque16(b *cryptobyte.Builder, v []byte) {
 	b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(v) })
+}
+
+// appendOpaque16 appends v, at most 65535 bytes, with its u16 length.
+func appendOpaque16(b, v []byte) []byte {
+	b = binary.BigEndian.AppendUint16(b, uint16(len(v)))
+	return append(b, v...)
 }
 
 // unixMilli converts a u64 millisecond timestamp to a UTC time.

@@ -418,6 +418,30 @@ func TestParsedEntryDoesNotAliasLeaf(t *testing.T) {
 	}
 }
 
+func TestParseEscrowEntryNoCopy(t *testing.T) {
+	leaf := readGolden(t, "escrow-entry.hex")
+	e, err := ParseEscrowEntryNoCopy(leaf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(e, goldenEscrowEntry(t)) {
+		t.Fatalf("ParseEscrowEntryNoCopy = %+v, want the golden entry", e)
+	}
+	orig := bytes.Clone(leaf)
+	e.ChipID = append(e.ChipID, 0xff)
+	e.Certificate = append(e.Certificate, 0xff)
+	e.Backup = append(e.Backup, 0xff)
+	e.Signature = append(e.Signature, 0xff)
+	if !bytes.Equal(leaf, orig) {
+		t.Fatal("appending to a field of the entry changed the leaf")
+	}
+	e, _ = ParseEscrowEntryNoCopy(leaf)
+	leaf[len(leaf)-1] ^= 0xff
+	if e.Signature[len(e.Signature)-1] != orig[len(orig)-1]^0xff {
+		t.Fatal("the signature is not a slice of the leaf")
+	}
+}
+
 func TestSignAndVerifyEscrowEntry(t *testing.T) {
 	key := testKey(t)
 	e := goldenEscrowEntry(t)

@@ -2,7 +2,9 @@ package ledger
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
+	"fmt"
 	"reflect"
 	"slices"
 	"testing"
@@ -22,6 +24,12 @@ func FuzzParseEntry(f *testing.F) {
 	f.Add([]byte{0, 5, 1, 2})
 	f.Fuzz(func(t *testing.T, leaf []byte) {
 		e, err := ParseEntry(leaf)
+		if k, _ := PeekKind(leaf); k == KindEscrow {
+			nc, ncErr := ParseEscrowEntryNoCopy(leaf)
+			if fmt.Sprint(ncErr) != fmt.Sprint(err) || (err == nil && !reflect.DeepEqual(nc, e)) {
+				t.Fatalf("ParseEscrowEntryNoCopy = %+v, %v; ParseEntry = %+v, %v", nc, ncErr, e, err)
+			}
+		}
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) {
 				t.Fatalf("ParseEntry error %v does not wrap ErrMalformed", err)
@@ -42,6 +50,14 @@ func FuzzParseEntry(f *testing.F) {
 			chip, epoch, err := PeekEscrow(leaf)
 			if err != nil || !chip.Equal(esc.ChipID) || epoch != esc.Epoch {
 				t.Fatalf("PeekEscrow = %s, %d, %v; ParseEscrowEntry = %s, %d", chip, epoch, err, esc.ChipID, esc.Epoch)
+			}
+			msg, err := esc.SignedMessage()
+			if err != nil || !bytes.Equal(msg, leaf[:len(leaf)-2-len(esc.Signature)]) {
+				t.Fatalf("SignedMessage = %x, %v; want the leaf before the signature", msg, err)
+			}
+			d, err := esc.Digest()
+			if want := sha256.Sum256(append([]byte("chipledger/escrow/v1\x00"), msg...)); err != nil || d != want {
+				t.Fatalf("Digest = %x, %v; want %x", d, err, want)
 			}
 		}
 	})

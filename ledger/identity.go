@@ -273,11 +273,10 @@ func (ids Identities) Validate() error {
 
 // MarshalBinary returns the binary form of ids, after checking Validate.
 func (ids Identities) MarshalBinary() ([]byte, error) {
-	var b cryptobyte.Builder
-	if err := addIdentities(&b, ids); err != nil {
+	if err := ids.Validate(); err != nil {
 		return nil, err
 	}
-	return b.Bytes()
+	return appendIdentities(nil, ids), nil
 }
 
 // ParseIdentities parses the binary form of an identity list, which must be
@@ -317,20 +316,20 @@ func (ids Identities) String() string {
 	return strings.Join(parts, ",")
 }
 
-// addIdentities appends the binary form of ids to b after checking Validate.
-func addIdentities(b *cryptobyte.Builder, ids Identities) error {
-	if err := ids.Validate(); err != nil {
-		return err
+// appendIdentities appends the binary form of ids, which Validate accepted,
+// to b: the u8 length of the list, then each identity's type and its value
+// with a u8 length.
+func appendIdentities(b []byte, ids Identities) []byte {
+	size := 0
+	for _, id := range ids {
+		size += 2 + len(id.Value)
 	}
-	b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) {
-		for _, id := range ids {
-			b.AddUint8(uint8(id.Type))
-			b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) {
-				b.AddBytes([]byte(id.Value))
-			})
-		}
-	})
-	return nil
+	b = append(b, byte(size))
+	for _, id := range ids {
+		b = append(b, byte(id.Type), byte(len(id.Value)))
+		b = append(b, id.Value...)
+	}
+	return b
 }
 
 // readIdentities reads an identity list from the front of s and checks it.

@@ -77,7 +77,7 @@ func (a *admitter) admit(leaf []byte) (leafResult, error) {
 }
 
 func (a *admitter) admitEscrow(leaf []byte, hash ledger.Hash) (leafResult, error) {
-	e, err := ledger.ParseEscrowEntry(leaf)
+	e, err := ledger.ParseEscrowEntryNoCopy(leaf)
 	if err != nil {
 		return leafResult{Err: err}, nil
 	}

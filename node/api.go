@@ -170,7 +170,7 @@ func (n *Node) precheck(ctx context.Context, leaf []byte) error {
 	}
 	switch kind {
 	case ledger.KindEscrow:
-		e, err := ledger.ParseEscrowEntry(leaf)
+		e, err := ledger.ParseEscrowEntryNoCopy(leaf)
 		if err != nil {
 			return err
 		}
