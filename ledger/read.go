@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -16,19 +17,35 @@ var ErrBeyondSize = errors.New("beyond the tree size")
 // reader reads hashes and offsets inside one bbolt read transaction.
 type reader struct {
 	tx     *bolt.Tx
-	hashes *bolt.Bucket
-	ends   *bolt.Bucket
+	hashes blockCursor
+	ends   blockCursor
 	upper  *upperLevels // nil: read every level from bbolt
 	pend   *pending     // nil: everything is in bbolt
 }
 
-func (r *reader) block(b **bolt.Bucket, name []byte, index uint64, size int) ([]byte, error) {
-	if *b == nil {
-		*b = r.tx.Bucket(name)
+// blockCursor reads the blocks of one bucket: with one cursor, which
+// bbolt would otherwise allocate for every Get, and keeping the last block
+// read, since the nodes of a proof and neighbouring offsets often share one.
+type blockCursor struct {
+	c     *bolt.Cursor
+	block uint64 // the block number of val
+	val   []byte // valid for the transaction's life; nil: none
+}
+
+func (r *reader) block(bc *blockCursor, name []byte, index uint64, size int) ([]byte, error) {
+	if block := index >> blockBits; bc.val == nil || bc.block != block {
+		if bc.c == nil {
+			bc.c = r.tx.Bucket(name).Cursor()
+		}
+		var key [8]byte
+		binary.BigEndian.PutUint64(key[:], block)
+		k, v := bc.c.Seek(key[:])
+		if !bytes.Equal(k, key[:]) {
+			v = nil
+		}
+		bc.block, bc.val = block, v
 	}
-	var key [8]byte
-	binary.BigEndian.PutUint64(key[:], index>>blockBits)
-	v := (*b).Get(key[:])
+	v := bc.val
 	off := int(index&(blockLen-1)) * size
 	if len(v) < off+size {
 		return nil, fmt.Errorf("%s record %d missing: store corrupt", name, index)
