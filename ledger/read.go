@@ -160,6 +160,12 @@ func (s *Store) Leaves(start, end uint64) ([][]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	return splitRecords(raw, start, end)
+}
+
+// splitRecords splits the raw records of leaves [start, end) into the
+// leaves, slices of raw.
+func splitRecords(raw []byte, start, end uint64) ([][]byte, error) {
 	leaves := make([][]byte, 0, end-start)
 	for len(raw) > 0 {
 		if len(raw) < 2 || len(raw) < 2+int(binary.BigEndian.Uint16(raw)) {
@@ -185,11 +191,34 @@ func (s *Store) records(start, end uint64) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("leaves [%d, %d): %w", start, end, err)
 	}
+	return s.readSpan(start, end, from, to)
+}
+
+// readSpan reads the raw records of leaves [start, end), the bytes
+// [from, to) of the entries file.
+func (s *Store) readSpan(start, end, from, to uint64) ([]byte, error) {
 	buf := make([]byte, to-from)
 	if _, err := s.entries.ReadAt(buf, int64(from)); err != nil {
 		return nil, fmt.Errorf("read leaves [%d, %d) at offset %d: %w", start, end, from, err)
 	}
 	return buf, nil
+}
+
+// leaf is Leaf inside a read transaction, with the same errors.
+func (s *Store) leaf(r *reader, i uint64) ([]byte, error) {
+	from, to, err := r.span(i, i+1)
+	if err != nil {
+		return nil, fmt.Errorf("leaves [%d, %d): %w", i, i+1, err)
+	}
+	raw, err := s.readSpan(i, i+1, from, to)
+	if err != nil {
+		return nil, err
+	}
+	leaves, err := splitRecords(raw, i, i+1)
+	if err != nil {
+		return nil, err
+	}
+	return leaves[0], nil
 }
 
 // RootAt returns the root of the tree made of the first size leaves, for any
@@ -210,14 +239,30 @@ func (s *Store) RootAt(size uint64) (Hash, error) {
 // InclusionProof returns the RFC 6962 inclusion proof of leaf index in the
 // tree of the given size, for any size up to the committed one.
 func (s *Store) InclusionProof(index, size uint64) ([]Hash, error) {
-	if index >= size {
-		return nil, fmt.Errorf("inclusion proof of leaf %d in tree of size %d: %w", index, size, ErrBeyondSize)
-	}
-	nodes, err := proof.Inclusion(index, size)
+	nodes, err := inclusionNodes(index, size)
 	if err != nil {
 		return nil, err
 	}
 	return s.proof(nodes, size)
+}
+
+// inclusionProof is InclusionProof inside a read transaction of a tree of
+// at least size leaves.
+func (r *reader) inclusionProof(index, size uint64) ([]Hash, error) {
+	nodes, err := inclusionNodes(index, size)
+	if err != nil {
+		return nil, err
+	}
+	return r.proof(nodes)
+}
+
+// inclusionNodes returns the nodes of the inclusion proof of leaf index in
+// the tree of the given size.
+func inclusionNodes(index, size uint64) (proof.Nodes, error) {
+	if index >= size {
+		return proof.Nodes{}, fmt.Errorf("inclusion proof of leaf %d in tree of size %d: %w", index, size, ErrBeyondSize)
+	}
+	return proof.Inclusion(index, size)
 }
 
 // ConsistencyProof returns the RFC 6962 consistency proof between the trees
@@ -234,22 +279,30 @@ func (s *Store) ConsistencyProof(size1, size2 uint64) ([]Hash, error) {
 	return s.proof(nodes, size2)
 }
 
-// proof reads the stored hashes the proof needs and folds the right-border
-// group into the one ephemeral node, as merkle's Nodes.Rehash does.
+// proof reads the proof of nodes in a read transaction of a tree of size
+// leaves.
 func (s *Store) proof(nodes proof.Nodes, size uint64) ([]Hash, error) {
-	hashes := make([]Hash, len(nodes.IDs))
-	err := s.view(size, func(r *reader) error {
-		for i, id := range nodes.IDs {
-			h, err := r.node(uint8(id.Level), id.Index)
-			if err != nil {
-				return err
-			}
-			hashes[i] = h
-		}
-		return nil
+	var hashes []Hash
+	err := s.view(size, func(r *reader) (err error) {
+		hashes, err = r.proof(nodes)
+		return err
 	})
 	if err != nil {
 		return nil, err
+	}
+	return hashes, nil
+}
+
+// proof reads the stored hashes the proof needs and folds the right-border
+// group into the one ephemeral node, as merkle's Nodes.Rehash does.
+func (r *reader) proof(nodes proof.Nodes) ([]Hash, error) {
+	hashes := make([]Hash, len(nodes.IDs))
+	for i, id := range nodes.IDs {
+		h, err := r.node(uint8(id.Level), id.Index)
+		if err != nil {
+			return nil, err
+		}
+		hashes[i] = h
 	}
 	_, begin, end := nodes.Ephem()
 	if end-begin <= 1 {

@@ -907,26 +907,36 @@ func (s *Store) LookupChip(chip ChipID) (*ChipLookup, error) {
 	if err != nil {
 		return nil, fmt.Errorf("prove chip %s in the index: %w", chip, err)
 	}
-	ir, ok, err := s.IndexRootAt(st.Size)
+	notIndexed := func() error { return fmt.Errorf("lookup of chip %s at size %d: %w", chip, st.Size, ErrNotIndexed) }
+	if st.Size == 0 {
+		return nil, notIndexed()
+	}
+	// The index-root leaf (as IndexRootAt reads it) and the entry, with
+	// their proofs, in one read transaction.
+	p := &proofs.LookupProof{Map: mp}
+	err = s.view(st.Size, func(r *reader) (err error) {
+		if p.IndexLeaf, err = s.leaf(r, st.Size-1); err != nil {
+			return err
+		}
+		if ir, err := ParseIndexRoot(p.IndexLeaf); err != nil || ir.CoveredSize != st.Size-1 || ir.Root != root {
+			return notIndexed()
+		}
+		if p.IndexProof, err = r.inclusionProof(st.Size-1, st.Size); err != nil {
+			return err
+		}
+		if value == nil {
+			return nil
+		}
+		if p.Entry, err = s.leaf(r, value.LeafIndex); err != nil {
+			return err
+		}
+		p.EntryProof, err = r.inclusionProof(value.LeafIndex, st.Size)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
-	if !ok || ir.Root != root {
-		return nil, fmt.Errorf("lookup of chip %s at size %d: %w", chip, st.Size, ErrNotIndexed)
-	}
-	indexLeaf, _ := ir.MarshalLeaf()
-	indexProof, err := s.InclusionProof(st.Size-1, st.Size)
-	if err != nil {
-		return nil, err
-	}
-	p := &proofs.LookupProof{IndexLeaf: indexLeaf, IndexProof: indexProof, Map: mp}
 	if value != nil {
-		if p.Entry, err = s.Leaf(value.LeafIndex); err != nil {
-			return nil, err
-		}
-		if p.EntryProof, err = s.InclusionProof(value.LeafIndex, st.Size); err != nil {
-			return nil, err
-		}
 		for _, e := range entries {
 			p.History = append(p.History, proofs.HistoryEntry{Index: e.Index, LeafHash: e.LeafHash})
 		}
