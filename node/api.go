@@ -440,7 +440,11 @@ func (s *ledgerService) LookupChip(ctx context.Context, req *connect.Request[v1.
 		if err != nil {
 			return err
 		}
-		if cl.Proof.Checkpoint, err = s.n.cfg.Signer.Sign(cl.Size, root); err != nil {
+		if cp := s.n.fsm.checkpoint(); cp != nil && cp.Size == cl.Size && cp.Root == root {
+			// The checkpoint the node published at that size: the bytes
+			// signing again would give (Ed25519 is deterministic).
+			cl.Proof.Checkpoint = cp.Signed
+		} else if cl.Proof.Checkpoint, err = s.n.cfg.Signer.Sign(cl.Size, root); err != nil {
 			return err
 		}
 		lp, err := cl.Proof.MarshalBinary()
@@ -448,14 +452,16 @@ func (s *ledgerService) LookupChip(ctx context.Context, req *connect.Request[v1.
 			return err
 		}
 		resp = &v1.LookupChipResponse{Checkpoint: cl.Proof.Checkpoint, LookupProof: lp}
-		for _, e := range cl.Entries {
-			leaf, err := st.Leaf(e.Index)
-			if err != nil {
-				return err
-			}
-			proof, err := st.InclusionProof(e.Index, cl.Size)
-			if err != nil {
-				return err
+		for i, e := range cl.Entries {
+			// The latest entry's leaf and proof are in the lookup proof.
+			leaf, proof := cl.Proof.Entry, cl.Proof.EntryProof
+			if i < len(cl.Entries)-1 {
+				if leaf, err = st.Leaf(e.Index); err != nil {
+					return err
+				}
+				if proof, err = st.InclusionProof(e.Index, cl.Size); err != nil {
+					return err
+				}
 			}
 			resp.Entries = append(resp.Entries, &v1.ChipEntry{Epoch: e.Epoch, Receipt: &v1.Receipt{
 				Index: e.Index, Leaf: leaf, InclusionProof: hashesToBytes(proof), Checkpoint: cl.Proof.Checkpoint,
