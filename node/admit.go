@@ -42,6 +42,13 @@ type admitter struct {
 	accepted [][]byte
 	chips    map[string][]ledger.ChipEpoch
 	stations map[[32]byte]ledger.ChipEpoch // registration index and leaf hash
+	revoked  map[[32]byte]revocation       // the store's answers (see revocation)
+}
+
+// revocation is what the store says of a station's revocation.
+type revocation struct {
+	index   uint64
+	revoked bool
 }
 
 func newAdmitter(store *ledger.Store) *admitter {
@@ -54,6 +61,7 @@ func newAdmitter(store *ledger.Store) *admitter {
 		next:     next,
 		chips:    make(map[string][]ledger.ChipEpoch),
 		stations: make(map[[32]byte]ledger.ChipEpoch),
+		revoked:  make(map[[32]byte]revocation),
 	}
 }
 
@@ -96,7 +104,7 @@ func (a *admitter) admitEscrow(leaf []byte, hash ledger.Hash) (leafResult, error
 		// retry of an append that committed gets its index.
 		return leafResult{Index: existing, Duplicate: true}, nil
 	}
-	if idx, revoked, err := a.store.StationRevocationIndex(e.StationID); err != nil {
+	if idx, revoked, err := a.revocation(e.StationID); err != nil {
 		return leafResult{}, err
 	} else if revoked {
 		return leafResult{Err: fmt.Errorf("%w: station %x at index %d", ErrStationRevoked, e.StationID, idx)}, nil
@@ -181,6 +189,22 @@ func (a *admitter) station(id [32]byte) (ledger.ChipEpoch, bool, error) {
 	reg := ledger.ChipEpoch{Index: idx, LeafHash: h}
 	a.stations[id] = reg
 	return reg, true, nil
+}
+
+// revocation returns the index of the leaf that revoked a station, if one
+// did, as the store says: read once per batch, since the store does not
+// change while the batch is admitted (a revocation is admitted alone, in
+// a batch of its own).
+func (a *admitter) revocation(id [32]byte) (uint64, bool, error) {
+	if r, ok := a.revoked[id]; ok {
+		return r.index, r.revoked, nil
+	}
+	idx, revoked, err := a.store.StationRevocationIndex(id)
+	if err != nil {
+		return 0, false, err
+	}
+	a.revoked[id] = revocation{idx, revoked}
+	return idx, revoked, nil
 }
 
 // history returns a chip's escrow entries with their leaf hashes, from this
