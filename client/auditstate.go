@@ -274,10 +274,6 @@ type AuditedStation struct {
 	// Err says why the auditor's trust rejects the station's certificate
 	// at its registration time; nil if it accepts it.
 	Err error
-	// Revocation is the station's revocation, nil while it stands, and
-	// RevocationIndex the index of its leaf.
-	Revocation      *ledger.StationRevocation
-	RevocationIndex uint64
 }
 
 // Stations returns the registered stations, in registration order.

@@ -298,11 +298,18 @@ type Station struct {
 	Certificate       []byte   // DER
 	RegistrationIndex uint64
 	Registration      *ledger.StationRegistration
+	// Revocation is the station's revocation, nil while it stands, and
+	// RevocationIndex the index of its leaf. From LogInfo, a revocation
+	// is verified against its leaf as the registration is; but a node
+	// that leaves one out is not caught (only an audit of the log would
+	// find it), so a station not shown revoked may still be refused.
+	Revocation      *ledger.StationRevocation
+	RevocationIndex uint64
 }
 
 // LogInfo fetches and checks the log's description. A node that reports
-// another verifier key or origin, or a station whose registration is not at
-// its index, fails the call with ErrMismatch.
+// another verifier key or origin, or a station whose registration (or
+// revocation) is not at its index, fails the call with ErrMismatch.
 func (c *Client) LogInfo(ctx context.Context) (*LogInfo, error) {
 	var info *LogInfo
 	var stations []*v1.Station
@@ -336,8 +343,8 @@ func (c *Client) LogInfo(ctx context.Context) (*LogInfo, error) {
 	return info, nil
 }
 
-// verifyStation checks a station against its registration leaf, fetched
-// and proven with Entries.
+// verifyStation checks a station against its registration leaf, and its
+// revocation leaf if it has one, fetched and proven with Entries.
 func (c *Client) verifyStation(ctx context.Context, s *v1.Station) (Station, error) {
 	st := Station{Certificate: clone(s.GetCertificate()), RegistrationIndex: s.GetRegistrationIndex()}
 	if len(s.GetStationId()) != len(st.ID) || [32]byte(s.GetStationId()) != ledger.StationID(st.Certificate) {
@@ -353,5 +360,19 @@ func (c *Client) verifyStation(ctx context.Context, s *v1.Station) (Station, err
 		return st, fmt.Errorf("client: log info: %w", mismatch("leaf %d is not the registration of station %x", st.RegistrationIndex, st.ID))
 	}
 	st.Registration = reg
+	if idx := s.GetRevocationIndex(); idx != 0 {
+		if idx <= st.RegistrationIndex {
+			return st, fmt.Errorf("client: log info: %w", mismatch("station %x is revoked at index %d, not after its registration at index %d", st.ID, idx, st.RegistrationIndex))
+		}
+		leaves, err := c.Entries(ctx, idx, idx+1)
+		if err != nil {
+			return st, err
+		}
+		rev, err := ledger.ParseStationRevocation(leaves[0])
+		if err != nil || rev.StationID != st.ID {
+			return st, fmt.Errorf("client: log info: %w", mismatch("leaf %d is not the revocation of station %x", idx, st.ID))
+		}
+		st.Revocation, st.RevocationIndex = rev, idx
+	}
 	return st, nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/chipledger/chipledger/ledger"
 	"github.com/chipledger/chipledger/proofs"
 	v1 "github.com/chipledger/chipledger/proto/chipledger/v1"
+	"github.com/chipledger/chipledger/proto/chipledger/v1/chipledgerv1connect"
 )
 
 func (f *fakeLog) client(t *testing.T, addr string, trusted []byte) *client.Client {
@@ -151,6 +152,45 @@ func TestLogInfoVerifiesKeyAndStations(t *testing.T) {
 	}
 }
 
+// TestLogInfoShowsARevocation: a revoked station is listed with its
+// revocation, verified against the leaf at its index; a standing one with
+// none.
+func TestLogInfoShowsARevocation(t *testing.T) {
+	l := startLog(t, 1, nil)
+	c := l.client()
+	l.registerStation(c)
+	info, err := c.LogInfo(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(info.Stations) != 1 || info.Stations[0].Revocation != nil || info.Stations[0].RevocationIndex != 0 {
+		t.Fatalf("a standing station: %+v, want it listed without a revocation", info.Stations)
+	}
+	id := l.pki.StationID()
+	resp, err := revokeStation(l, id, "line 1 decommissioned")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err = c.LogInfo(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	st := info.Stations[0]
+	if st.Revocation == nil || st.Revocation.StationID != id || st.Revocation.Reason != "line 1 decommissioned" || st.RevocationIndex != resp.Receipt.Index {
+		t.Fatalf("a revoked station: revocation %+v at index %d, want the one at index %d", st.Revocation, st.RevocationIndex, resp.Receipt.Index)
+	}
+}
+
+// revokeStation revokes station id through the admin API of l's first
+// node.
+func revokeStation(l *testLog, id [32]byte, reason string) (*v1.RevokeStationResponse, error) {
+	admin := chipledgerv1connect.NewAdminServiceClient(h2cClient(), "http://"+l.cluster.Addrs()[0])
+	resp, err := admin.RevokeStation(context.Background(), connect.NewRequest(&v1.RevokeStationRequest{StationId: id[:], Reason: reason}))
+	if err != nil {
+		return nil, fmt.Errorf("revoke station %x: %w", id, err)
+	}
+	return resp.Msg, nil
+}
+
 // TestLogInfoRefusesAnAlteredKeyOriginOrStation puts a proxy in front of a
 // node that alters one thing in its GetLogInfo answer: each alteration
 // fails LogInfo with ErrMismatch and no result. The verifier key and origin
@@ -179,6 +219,10 @@ func TestLogInfoRefusesAnAlteredKeyOriginOrStation(t *testing.T) {
 			r.Stations[0].Certificate, r.Stations[0].StationId = otherCert, id[:]
 		}},
 		{"a registration index at another leaf", func(r *v1.GetLogInfoResponse) { r.Stations[0].RegistrationIndex = escrow }},
+		{"a revocation index at another leaf", func(r *v1.GetLogInfoResponse) { r.Stations[0].RevocationIndex = escrow }},
+		{"a revocation index at the registration", func(r *v1.GetLogInfoResponse) {
+			r.Stations[0].RevocationIndex = r.Stations[0].RegistrationIndex
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p, addr := startProxy(t, l.cluster.Addrs()[0])

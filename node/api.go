@@ -516,7 +516,7 @@ func (s *ledgerService) GetLogInfo(ctx context.Context, req *connect.Request[v1.
 		Checkpoint:        cp.Signed,
 	}
 	for _, st := range stations {
-		resp.Stations = append(resp.Stations, &v1.Station{StationId: st.id[:], Certificate: st.cert, RegistrationIndex: st.index})
+		resp.Stations = append(resp.Stations, &v1.Station{StationId: st.id[:], Certificate: st.cert, RegistrationIndex: st.index, RevocationIndex: st.revokedAt})
 	}
 	return connect.NewResponse(resp), nil
 }

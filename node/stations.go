@@ -64,7 +64,8 @@ func (c *stationCache) get(id [32]byte) (*ledger.VerifiedStation, error) {
 	return cert, nil
 }
 
-// all returns every registered station with its registration index.
+// all returns every registered station with its registration index, and
+// its revocation index if it is revoked.
 func (c *stationCache) all() ([]registeredStation, error) {
 	var out []registeredStation
 	err := c.fsm.withStore(func(s *ledger.Store) error {
@@ -81,7 +82,14 @@ func (c *stationCache) all() ([]registeredStation, error) {
 			if err != nil {
 				return err
 			}
-			out = append(out, registeredStation{id: id, index: idx, cert: reg.Certificate})
+			revokedAt, revoked, err := s.StationRevocationIndex(id)
+			if err != nil {
+				return err
+			}
+			if !revoked {
+				revokedAt = 0
+			}
+			out = append(out, registeredStation{id: id, index: idx, cert: reg.Certificate, revokedAt: revokedAt})
 		}
 		return nil
 	})
@@ -89,7 +97,8 @@ func (c *stationCache) all() ([]registeredStation, error) {
 }
 
 type registeredStation struct {
-	id    [32]byte
-	index uint64
-	cert  []byte
+	id        [32]byte
+	index     uint64
+	cert      []byte
+	revokedAt uint64 // the index of the revocation leaf; 0 if not revoked
 }

@@ -191,6 +191,9 @@ func runStationInit(c *cli.Context) error {
 		return tlsHint(notRegisteredError(c, id, err))
 	}
 	if s := registeredStation(info, stationID); s != nil {
+		if s.Revocation != nil {
+			return revokedError(s, dir)
+		}
 		fmt.Fprintf(c.App.Writer, "station %x (%s) already registered at index %d\n", stationID, dir, s.RegistrationIndex)
 		return nil
 	}
@@ -423,7 +426,8 @@ func openStation(c *cli.Context) (*provisioner.Station, func(), string, error) {
 
 // checkRegistered fetches the log info once before any device is
 // contacted: the ledger must be reachable, serve the pinned log, and list
-// the station as registered, or every device would fail the same way.
+// the station as registered and not revoked, or every device would fail
+// the same way (a revoked station's after the device took its package).
 func checkRegistered(c *cli.Context, id *provisioner.StationIdentity) error {
 	opts, err := ledgerClientOptions(c)
 	if err != nil {
@@ -443,11 +447,27 @@ func checkRegistered(c *cli.Context, id *provisioner.StationIdentity) error {
 		return tlsHint(fmt.Errorf("reach the ledger at --ledger %s before provisioning (no device was contacted; check the address and that the nodes run): %w",
 			strings.Join(c.StringSlice("ledger"), ","), err))
 	}
-	if registeredStation(info, id.ID()) == nil {
+	s := registeredStation(info, id.ID())
+	if s == nil {
 		return fmt.Errorf("station %x in %s is not registered in the ledger (no device was contacted); register it with:\n  %s",
 			id.ID(), id.Dir, stationInitCommand(c, id))
 	}
+	if s.Revocation != nil {
+		return fmt.Errorf("%w (no device was contacted)", revokedError(s, id.Dir))
+	}
 	return nil
+}
+
+// revokedError says that station s, whose directory is dir, is revoked in
+// the ledger, which refuses its escrow entries for good, and how to go on:
+// with a new station.
+func revokedError(s *client.Station, dir string) error {
+	reason := ""
+	if r := s.Revocation.Reason; r != "" {
+		reason = fmt.Sprintf(" (%q)", r)
+	}
+	return fmt.Errorf("station %x in %s is revoked in the ledger at index %d%s: the ledger refuses its escrow entries for good; make a new station key and certificate with `chipledger station init` and another --dir, and provision with that",
+		s.ID, dir, s.RevocationIndex, reason)
 }
 
 // emulatedDevices manufactures n in-memory devices with IMEIs of their own.

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -88,8 +89,36 @@ func TestStationInitAndBatchProvision(t *testing.T) {
 		t.Fatalf("admin status --ledger %s,%s: %q, %v", addr, addr, r.stdout, r.err)
 	}
 	r = runCLI(t, append(provision, "--emulate", "1", "--json")...)
-	if r.err == nil || !strings.Contains(r.stdout+r.stderr+r.err.Error(), "station revoked") {
+	if r.err == nil || !strings.Contains(r.stdout+r.stderr+r.err.Error(), "revoked") {
 		t.Fatalf("provision after the revocation: %q %q %v, want a station-revoked failure", r.stdout, r.stderr, r.err)
+	}
+	// The pre-check refuses the revoked station before the device is
+	// touched: a device the ledger would refuse the entry of is left
+	// waiting for a receipt otherwise.
+	id2, _ := ledger.NewIMEI("35209903000002")
+	d2, err := device.Manufacture(device.ManufactureOptions{Identities: ledger.Identities{id2}, Trust: ca.Trust(), LogVerifierKey: vkey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var touched atomic.Int64
+	inner := deviceServer(d2).Handler
+	srv2 := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		touched.Add(1)
+		inner.ServeHTTP(w, req)
+	}))
+	defer srv2.Close()
+	r = runCLI(t, append(provision, "--device", srv2.Listener.Addr().String())...)
+	if r.err == nil || !strings.Contains(r.err.Error(), "is revoked") || !strings.Contains(r.err.Error(), "no device was contacted") {
+		t.Fatalf("provision --device after the revocation: %v, want the pre-check to refuse the revoked station", r.err)
+	}
+	if n := touched.Load(); n != 0 {
+		t.Fatalf("provision of a revoked station made %d requests to the device, want none", n)
+	}
+	// station init on the revoked station says so, and fails.
+	r = runCLI(t, append([]string{"station", "init", "--dir", filepath.Join(dir, "station"), "--ca", ca.Dir(), "--name", "line-1"}, ledgerArgs...)...)
+	if r.err == nil || !strings.Contains(r.err.Error(), "is revoked") || !strings.Contains(r.err.Error(), "new station key and certificate") ||
+		strings.Contains(r.stdout, "already registered") {
+		t.Fatalf("station init of the revoked station: %q, %v; want it to fail saying the station is revoked", r.stdout, r.err)
 	}
 	if r := runCLI(t, "admin", "revoke-station", "--ledger", addr, "--station-id", "abcd"); r.err == nil {
 		t.Fatal("a short --station-id was accepted")

@@ -1033,8 +1033,11 @@ type Station struct {
 	Certificate []byte `protobuf:"bytes,2,opt,name=certificate,proto3" json:"certificate,omitempty"`
 	// Index of the registration leaf.
 	RegistrationIndex uint64 `protobuf:"varint,3,opt,name=registration_index,json=registrationIndex,proto3" json:"registration_index,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Index of the station's revocation leaf (kind 4); 0 while the station
+	// is not revoked (index 0 is the log's genesis leaf, never a revocation).
+	RevocationIndex uint64 `protobuf:"varint,4,opt,name=revocation_index,json=revocationIndex,proto3" json:"revocation_index,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Station) Reset() {
@@ -1084,6 +1087,13 @@ func (x *Station) GetCertificate() []byte {
 func (x *Station) GetRegistrationIndex() uint64 {
 	if x != nil {
 		return x.RegistrationIndex
+	}
+	return 0
+}
+
+func (x *Station) GetRevocationIndex() uint64 {
+	if x != nil {
+		return x.RevocationIndex
 	}
 	return 0
 }
@@ -1834,12 +1844,13 @@ const file_chipledger_v1_ledger_proto_rawDesc = "" +
 	"\bstations\x18\x04 \x03(\v2\x16.chipledger.v1.StationR\bstations\x12\x1e\n" +
 	"\n" +
 	"checkpoint\x18\x05 \x01(\fR\n" +
-	"checkpoint\"y\n" +
+	"checkpoint\"\xa4\x01\n" +
 	"\aStation\x12\x1d\n" +
 	"\n" +
 	"station_id\x18\x01 \x01(\fR\tstationId\x12 \n" +
 	"\vcertificate\x18\x02 \x01(\fR\vcertificate\x12-\n" +
-	"\x12registration_index\x18\x03 \x01(\x04R\x11registrationIndex\"\x0f\n" +
+	"\x12registration_index\x18\x03 \x01(\x04R\x11registrationIndex\x12)\n" +
+	"\x10revocation_index\x18\x04 \x01(\x04R\x0frevocationIndex\"\x0f\n" +
 	"\rStatusRequest\"\xeb\x02\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x12\n" +

@@ -106,7 +106,7 @@ type LedgerServiceClient interface {
 	WatchCheckpoints(context.Context, *connect.Request[v1.WatchCheckpointsRequest]) (*connect.ServerStreamForClient[v1.WatchCheckpointsResponse], error)
 	// GetLogInfo describes the log: its origin and verifier key, the
 	// manufacturer trust anchors it admits certificates from, and the
-	// registered stations.
+	// registered stations, each with its revocation if it is revoked.
 	GetLogInfo(context.Context, *connect.Request[v1.GetLogInfoRequest]) (*connect.Response[v1.GetLogInfoResponse], error)
 }
 
@@ -262,7 +262,7 @@ type LedgerServiceHandler interface {
 	WatchCheckpoints(context.Context, *connect.Request[v1.WatchCheckpointsRequest], *connect.ServerStream[v1.WatchCheckpointsResponse]) error
 	// GetLogInfo describes the log: its origin and verifier key, the
 	// manufacturer trust anchors it admits certificates from, and the
-	// registered stations.
+	// registered stations, each with its revocation if it is revoked.
 	GetLogInfo(context.Context, *connect.Request[v1.GetLogInfoRequest]) (*connect.Response[v1.GetLogInfoResponse], error)
 }
 
