@@ -167,13 +167,19 @@ func adminAddr(c *cli.Context) string {
 }
 
 // adminError is the error of an admin call: what failed, and what to do
-// when the flags are the cause (TLS, a refused token).
+// when the flags are the cause (TLS, a refused token, no credentials).
 func adminError(c *cli.Context, what string, err error) error {
 	if hint := tlsHint(err); hint != err {
 		return fmt.Errorf("%s: %w", what, hint)
 	}
-	if connect.CodeOf(err) == connect.CodePermissionDenied && c.String("admin-token") != "" {
-		return fmt.Errorf("%s: the node at %s refused the admin token: give the token whose hash the nodes have (--admin-token-hash), or a new one from \"chipledger tls token\" once its hash is on every node", what, adminAddr(c))
+	if connect.CodeOf(err) == connect.CodePermissionDenied {
+		switch {
+		case c.String("admin-token") != "":
+			return fmt.Errorf("%s: the node at %s refused the admin token: give the token whose hash the nodes have (--admin-token-hash), or a new one from \"chipledger tls token\" once its hash is on every node", what, adminAddr(c))
+		case c.String("tls-cert") == "":
+			return fmt.Errorf("%s: the node at %s takes this call only with admin credentials, and none were given: pass --tls-cert and --tls-key (an admin client certificate from the cluster CA, made with \"chipledger tls admin --dir DIR --name NAME\"), or --admin-token (or CHIPLEDGER_ADMIN_TOKEN; the token whose hash the nodes have, from \"chipledger tls token\"): %w",
+				what, adminAddr(c), err)
+		}
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }
