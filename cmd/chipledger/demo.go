@@ -31,7 +31,7 @@ keeps the witness policy in witness-policy. Ctrl-C stops it cleanly.`,
 			&cli.IntFlag{Name: "concurrency", Value: 64, Usage: "devices provisioned at once"},
 			&cli.StringFlag{Name: "dir", Usage: "put the data in `DIR` (kept) instead of a temporary directory"},
 			&cli.BoolFlag{Name: "keep", Usage: "keep the temporary data directory"},
-			&cli.BoolFlag{Name: "json", Usage: "print the summary as JSON at the end"},
+			&cli.BoolFlag{Name: "json", Usage: "print the summary as JSON on stdout, and the story on stderr"},
 		},
 		Action: runDemo,
 	}
@@ -46,6 +46,12 @@ func runDemo(c *cli.Context) error {
 			return cli.Exit(fmt.Sprintf("--%s %d: want at least 1", f, n), 2)
 		}
 	}
+	// With --json, stdout is the JSON summary alone, for jq and scripts:
+	// the story goes to stderr with the progress.
+	story := c.App.Writer
+	if c.Bool("json") {
+		story = c.App.ErrWriter
+	}
 	bar := newProgress(c.App.ErrWriter, c.Int("devices"), "provisioning", "devices")
 	s, err := demo.Run(c.Context, demo.Options{
 		Nodes:       c.Int("nodes"),
@@ -53,7 +59,7 @@ func runDemo(c *cli.Context) error {
 		Concurrency: c.Int("concurrency"),
 		Dir:         c.String("dir"),
 		Keep:        c.Bool("keep"),
-		Out:         c.App.Writer,
+		Out:         story,
 		Progress:    func(done, total int) { bar.Set(done) },
 	})
 	bar.Finish()

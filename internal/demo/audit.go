@@ -34,9 +34,9 @@ func auditAll(ctx context.Context, p *printer, s *Summary, addrs []string, vkey 
 	for _, n := range rep.Nodes {
 		p.line("node %s: checkpoint of size %d verified, %s", n.Node, n.Checkpoint.Size, n.Status)
 	}
-	s.AuditedEntries = rep.To
+	s.AuditedLeaves = rep.To
 	s.AuditFindings = int(state.FindingCount())
-	p.line("%d entries re-validated in %s: formats, station registrations and signatures, certificate chains and bindings, epochs 1, 2, 3, …",
+	p.line("%d leaves re-validated in %s: formats, station registrations and signatures, certificate chains and bindings, epochs 1, 2, 3, …",
 		rep.To-rep.From, time.Since(start).Round(time.Millisecond))
 	if s.AuditFindings > 0 {
 		for _, f := range state.Findings() {

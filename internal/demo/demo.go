@@ -55,13 +55,17 @@ type Options struct {
 
 // Summary is what a demo run measured.
 type Summary struct {
-	Nodes              int           `json:"nodes"`
-	Witnesses          int           `json:"witnesses"`
-	WitnessQuorum      int           `json:"witness_quorum"`
-	Devices            int           `json:"devices"`
-	Provisioned        int           `json:"provisioned"`
-	Failed             int           `json:"failed"`
-	Entries            uint64        `json:"entries"`
+	Nodes         int `json:"nodes"`
+	Witnesses     int `json:"witnesses"`
+	WitnessQuorum int `json:"witness_quorum"`
+	Devices       int `json:"devices"`
+	Provisioned   int `json:"provisioned"`
+	Failed        int `json:"failed"`
+	// EscrowEntries is the escrow entries the demo published: one for
+	// each device provisioned.
+	EscrowEntries uint64 `json:"escrow_entries"`
+	// TreeSize is the leaves in the log: the escrow entries, the station
+	// registration and the chip index roots.
 	TreeSize           uint64        `json:"tree_size"`
 	DevicesPerSecond   float64       `json:"devices_per_second"`
 	ProvisionP50       time.Duration `json:"provision_p50_ns"`
@@ -71,12 +75,13 @@ type Summary struct {
 	RecoveryTime       time.Duration `json:"recovery_ns"`
 	// WitnessedSize is the size of the checkpoint the witnesses cosigned
 	// that the recovery's lookup was proven a prefix of.
-	WitnessedSize  uint64 `json:"witnessed_size"`
-	AuditedEntries uint64 `json:"audited_entries"`
-	AuditFindings  int    `json:"audit_findings"`
-	Checkpoint     string `json:"checkpoint"`
-	Dir            string `json:"dir"`
-	Kept           bool   `json:"kept"`
+	WitnessedSize uint64 `json:"witnessed_size"`
+	// AuditedLeaves is the leaves of every kind the audit re-validated.
+	AuditedLeaves uint64 `json:"audited_leaves"`
+	AuditFindings int    `json:"audit_findings"`
+	Checkpoint    string `json:"checkpoint"`
+	Dir           string `json:"dir"`
+	Kept          bool   `json:"kept"`
 }
 
 // ErrDirInUse reports an Options.Dir that holds files already: the demo
@@ -218,7 +223,7 @@ func Run(ctx context.Context, o Options) (s *Summary, err error) {
 
 	cp, signed := cl.Trusted()
 	s.TreeSize, s.Checkpoint = cp.Size, string(signed)
-	s.Entries = uint64(s.Provisioned) + 1 // and the station registration
+	s.EscrowEntries = uint64(s.Provisioned)
 	p.summary(s)
 	return s, nil
 }
@@ -327,12 +332,12 @@ func (p *printer) summary(s *Summary) {
 	rows := [][2]string{
 		{"ledger nodes", fmt.Sprintf("%d, with %d witnesses (quorum %d)", s.Nodes, s.Witnesses, s.WitnessQuorum)},
 		{"devices provisioned", fmt.Sprintf("%d of %d", s.Provisioned, s.Devices)},
-		{"escrow entries", fmt.Sprint(s.Provisioned)},
-		{"tree size", fmt.Sprint(s.TreeSize)},
+		{"escrow entries", fmt.Sprint(s.EscrowEntries)},
+		{"tree size", fmt.Sprintf("%d leaves (the escrow entries, the station registration, chip index roots)", s.TreeSize)},
 		{"provisioning throughput", fmt.Sprintf("%.0f devices/s", s.DevicesPerSecond)},
 		{"provisioning latency", fmt.Sprintf("p50 %s, p99 %s", s.ProvisionP50.Round(time.Millisecond), s.ProvisionP99.Round(time.Millisecond))},
 		{"recovered device", fmt.Sprintf("%s, keys equal the originals: %v (%s)", s.RecoveredChip, s.RecoveredKeysEqual, s.RecoveryTime.Round(time.Microsecond))},
-		{"audit", fmt.Sprintf("%d entries re-validated, %d findings", s.AuditedEntries, s.AuditFindings)},
+		{"audit", fmt.Sprintf("%d leaves re-validated, %d findings", s.AuditedLeaves, s.AuditFindings)},
 		{"data", s.Dir + map[bool]string{true: " (kept)", false: " (removed at exit; --keep keeps it)"}[s.Kept]},
 	}
 	for _, r := range rows {

@@ -28,8 +28,11 @@ func TestDemoTellsTheWholeStory(t *testing.T) {
 		if !s.RecoveredKeysEqual || s.RecoveredChip == "" {
 			t.Errorf("%d nodes: recovery %+v", nodes, s)
 		}
-		if s.AuditFindings != 0 || s.AuditedEntries < 21 {
-			t.Errorf("%d nodes: audit re-validated %d entries, %d findings", nodes, s.AuditedEntries, s.AuditFindings)
+		if s.AuditFindings != 0 || s.AuditedLeaves < 21 {
+			t.Errorf("%d nodes: audit re-validated %d leaves, %d findings", nodes, s.AuditedLeaves, s.AuditFindings)
+		}
+		if s.EscrowEntries != 20 {
+			t.Errorf("%d nodes: %d escrow entries, want one for each of the 20 devices", nodes, s.EscrowEntries)
 		}
 		if s.TreeSize < 21 || !strings.Contains(s.Checkpoint, "demo.chipledger.local/log") {
 			t.Errorf("%d nodes: tree size %d, checkpoint %q", nodes, s.TreeSize, s.Checkpoint)
