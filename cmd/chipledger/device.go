@@ -193,9 +193,34 @@ func parseVerifierKey(value, who string) (string, error) {
 		return "", fmt.Errorf("--log-key %s holds the log's secret signer key, which only the nodes need; %s that \"chipledger keys\" printed: pass that instead", value, who)
 	}
 	if _, err := proofs.NewLogVerifier(key); err != nil {
-		return "", fmt.Errorf("--log-key %s: %w", value, err)
+		// Not the error's own text: it quotes the whole file (a trust
+		// bundle, say), which buries what went wrong.
+		return "", fmt.Errorf("--log-key %s does not hold a log verifier key (%s): want one line origin+hash+key, as \"chipledger keys\" prints it (\"node --dev\" writes it to log.pub in its data directory): %w",
+			value, describeContent(key), proofs.ErrBadKey)
 	}
 	return key, nil
+}
+
+// describeContent says what a file holding s (trimmed) looks like, quoting
+// at most its first few characters.
+func describeContent(s string) string {
+	const maxQuote = 32
+	if s == "" {
+		return "it is empty"
+	}
+	first, _, more := strings.Cut(s, "\n")
+	first = strings.TrimSpace(first)
+	if r := []rune(first); len(r) > maxQuote {
+		first, more = string(r[:maxQuote]), true
+	}
+	kind := ""
+	if strings.HasPrefix(first, "-----BEGIN ") {
+		kind = "PEM, "
+	}
+	if more {
+		return fmt.Sprintf("%sstarting %q…", kind, first)
+	}
+	return fmt.Sprintf("%s%q", kind, first)
 }
 
 func runDeviceServe(c *cli.Context) error {

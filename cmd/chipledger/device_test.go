@@ -8,6 +8,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -504,5 +505,47 @@ func TestDeviceServeStopsCleanlyWithAStalledRequest(t *testing.T) {
 	err = <-done
 	if err != nil {
 		t.Errorf("device serve, stopped with a stalled request open, returned after %v: %v", time.Since(start).Round(time.Millisecond), err)
+	}
+}
+
+// TestLogKeyFileWithoutAVerifierKey: a --log-key file that holds no
+// verifier key (a trust bundle given by mistake, say) is refused with what
+// the file should hold and where it comes from, quoting only its start.
+func TestLogKeyFileWithoutAVerifierKey(t *testing.T) {
+	trust, vkey, _ := deviceFiles(t)
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	for _, tc := range []struct {
+		name, file, want string
+	}{
+		{"a PEM trust bundle", trust, `PEM, starting "-----BEGIN CERTIFICATE-----"…`},
+		{"an empty file", write("empty", "\n"), "it is empty"},
+		{"a truncated key", write("short.pub", vkey[:len(vkey)-10]+"\n"), vkey[:20]},
+		{"notes", write("notes.txt", "the log key is on the wiki\nsecond line\n"), `starting "the log key is on the wiki"…`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := verifierKey(tc.file)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			msg := err.Error()
+			for _, want := range []string{"--log-key " + tc.file + " does not hold a log verifier key", "origin+hash+key", "chipledger keys", tc.want} {
+				if !strings.Contains(msg, want) {
+					t.Errorf("error %q lacks %q", msg, want)
+				}
+			}
+			if !errors.Is(err, proofs.ErrBadKey) {
+				t.Errorf("error %v is not proofs.ErrBadKey", err)
+			}
+			if strings.Contains(msg, "-----END") || strings.Contains(msg, "second line") || len(msg) > 400 {
+				t.Errorf("the error quotes more than the file's start (%d bytes): %s", len(msg), msg)
+			}
+		})
 	}
 }
