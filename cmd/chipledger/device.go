@@ -190,12 +190,12 @@ func parseVerifierKey(value, who string) (string, error) {
 	}
 	key := strings.TrimSpace(string(data))
 	if strings.HasPrefix(key, "PRIVATE+KEY+") {
-		return "", fmt.Errorf("--log-key %s holds the log's secret signer key, which only the nodes need; %s that \"chipledger keys\" printed: pass that instead", value, who)
+		return "", fmt.Errorf("--log-key %s holds the log's secret signer key, which only the nodes need; %s that \"chipledger keys\" printed and wrote beside it (log.key: log.pub): pass that instead", value, who)
 	}
 	if _, err := proofs.NewLogVerifier(key); err != nil {
 		// Not the error's own text: it quotes the whole file (a trust
 		// bundle, say), which buries what went wrong.
-		return "", fmt.Errorf("--log-key %s does not hold a log verifier key (%s): want one line origin+hash+key, as \"chipledger keys\" prints it (\"node --dev\" writes it to log.pub in its data directory): %w",
+		return "", fmt.Errorf("--log-key %s does not hold a log verifier key (%s): want one line origin+hash+key, as \"chipledger keys\" prints it and writes it beside the secret key (log.key: log.pub; \"node --dev\" too, in its data directory): %w",
 			value, describeContent(key), proofs.ErrBadKey)
 	}
 	return key, nil

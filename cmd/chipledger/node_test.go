@@ -376,6 +376,52 @@ func TestKeysWritesTheSecretKeyAndPrintsTheVerifierKey(t *testing.T) {
 	}
 }
 
+// TestKeysWritesTheVerifierKeyBesideTheSecretKey: keys --out FILE writes
+// the verifier key to FILE.pub (log.key: log.pub), which --log-key takes,
+// says where, and refuses an existing one before writing anything.
+func TestKeysWritesTheVerifierKeyBesideTheSecretKey(t *testing.T) {
+	clearEnv(t)
+	for _, tc := range []struct{ out, pub string }{
+		{"log.key", "log.pub"},
+		{"w1-secret", "w1-secret.pub"},
+	} {
+		t.Run(tc.out, func(t *testing.T) {
+			dir := t.TempDir()
+			out, pub := filepath.Join(dir, tc.out), filepath.Join(dir, tc.pub)
+			r := runCLI(t, "keys", "--origin", testOrigin, "--out", out)
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+			vkey := strings.TrimSpace(r.stdout)
+			got, err := verifierKey(pub)
+			if err != nil || got != vkey {
+				t.Fatalf("verifier key file %s: %q, %v; want the printed %q", pub, got, err, vkey)
+			}
+			if !strings.Contains(r.stderr, out) || !strings.Contains(r.stderr, pub) {
+				t.Errorf("stderr does not say where both keys went: %q", r.stderr)
+			}
+		})
+	}
+
+	// An existing verifier key file is refused before the secret key is
+	// written, and kept.
+	dir := t.TempDir()
+	out, pub := filepath.Join(dir, "log.key"), filepath.Join(dir, "log.pub")
+	if err := os.WriteFile(pub, []byte("another log's key\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := runCLI(t, "keys", "--origin", testOrigin, "--out", out)
+	if r.err == nil || !strings.Contains(r.err.Error(), pub+" already exists") {
+		t.Fatalf("keys with %s present: %v, want a refusal naming it", pub, r.err)
+	}
+	if _, err := os.Stat(out); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the refused keys wrote the secret key %s (%v)", out, err)
+	}
+	if b, _ := os.ReadFile(pub); string(b) != "another log's key\n" {
+		t.Errorf("the existing %s was overwritten: %q", pub, b)
+	}
+}
+
 func TestCAInitPrintsTheTrustBundlePath(t *testing.T) {
 	clearEnv(t)
 	dir := filepath.Join(t.TempDir(), "ca")
