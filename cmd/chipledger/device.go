@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -237,12 +238,12 @@ func runDeviceServe(c *cli.Context) error {
 		return fmt.Errorf("%w\n(another \"chipledger device serve --state %s\" runs: use that agent, or stop it first)", err, state)
 	}
 	if err != nil {
-		return err
+		return missingStateHint(err, state)
 	}
 	defer lock.Unlock()
 	d, err := device.Load(state, device.LoadOptions{})
 	if err != nil {
-		return err
+		return missingStateHint(err, state)
 	}
 	in, err := d.ChipInfo(c.Context)
 	if err != nil {
@@ -360,7 +361,7 @@ func runDeviceShow(c *cli.Context) error {
 	state := c.String("state")
 	d, err := device.Load(state, device.LoadOptions{})
 	if err != nil {
-		return err
+		return missingStateHint(err, state)
 	}
 	st, err := d.Status(c.Context)
 	if err != nil {
@@ -481,4 +482,14 @@ func printDeviceReport(w io.Writer, r *deviceReport) {
 	fmt.Fprintf(tw, "log key\t%s\n", r.LogVerifierKey)
 	fmt.Fprintf(tw, "trust\t%s\n", strings.Join(r.Trust, "; "))
 	tw.Flush()
+}
+
+// missingStateHint adds to err, if it is about a device state file that
+// does not exist, the command that makes one.
+func missingStateHint(err error, state string) error {
+	if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return fmt.Errorf("%w\n(no device state file %s: manufacture a device into it with \"chipledger device new --state %s --identity imei:DIGITS --trust FILE --log-key KEY\")",
+		err, state, shellQuote(state))
 }

@@ -315,9 +315,15 @@ func TestDeviceServeAnswersAndStopsGracefully(t *testing.T) {
 
 func TestDeviceServeNeedsAStateFile(t *testing.T) {
 	clearDeviceEnv(t)
-	r := runCLI(t, "device", "serve", "--state", filepath.Join(t.TempDir(), "missing.json"), "--addr", "127.0.0.1:0")
-	if r.err == nil || !strings.Contains(r.err.Error(), "no such file") {
-		t.Errorf("serve without a state file: %v", r.err)
+	missing := filepath.Join(t.TempDir(), "missing.json")
+	for _, args := range [][]string{
+		{"device", "serve", "--state", missing, "--addr", "127.0.0.1:0"},
+		{"device", "show", "--state", missing},
+	} {
+		r := runCLI(t, args...)
+		if r.err == nil || !strings.Contains(r.err.Error(), "no such file") || !strings.Contains(r.err.Error(), "chipledger device new --state "+missing) {
+			t.Errorf("%s without a state file: %v, want the command that makes one", strings.Join(args[:2], " "), r.err)
+		}
 	}
 	if r := runCLI(t, "device", "serve", "--state", "x", "--addr", "localhost"); r.err == nil {
 		t.Error("serve with --addr without a port succeeded")
