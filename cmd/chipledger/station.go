@@ -500,12 +500,14 @@ func writeBatchSummary(w io.Writer, r provisioner.BatchResult) {
 	fmt.Fprintf(tw, "devices/second\t%.0f\n", r.PerSecond)
 	if r.Succeeded > 0 {
 		fmt.Fprintf(tw, "latency p50 / p99\t%s / %s\n", r.P50.Round(10*time.Microsecond), r.P99.Round(10*time.Microsecond))
+		fmt.Fprintf(tw, "mean step times\tkey pair %s, package %s, certificate %s, sign %s, ledger %s, receipt %s\n",
+			r.Steps.KeyPair.Round(time.Microsecond), r.Steps.Package.Round(time.Microsecond), r.Steps.Certificate.Round(time.Microsecond),
+			r.Steps.Sign.Round(time.Microsecond), r.Steps.Ledger.Round(time.Microsecond), r.Steps.Receipt.Round(time.Microsecond))
 	} else {
+		// No provisioning finished: there is no latency or step time to
+		// show, and zeros would read as measured.
 		fmt.Fprintf(tw, "latency p50 / p99\t- (no device was provisioned)\n")
 	}
-	fmt.Fprintf(tw, "mean step times\tkey pair %s, package %s, certificate %s, sign %s, ledger %s, receipt %s\n",
-		r.Steps.KeyPair.Round(time.Microsecond), r.Steps.Package.Round(time.Microsecond), r.Steps.Certificate.Round(time.Microsecond),
-		r.Steps.Sign.Round(time.Microsecond), r.Steps.Ledger.Round(time.Microsecond), r.Steps.Receipt.Round(time.Microsecond))
 	causes := make([]string, 0, len(r.Failures))
 	for cause := range r.Failures {
 		causes = append(causes, cause)

@@ -206,11 +206,19 @@ func TestStationInitRegistersLater(t *testing.T) {
 	}
 }
 
+// TestBatchSummaryWithoutSuccessShowsNoLatency: a batch in which no
+// device was provisioned shows neither latencies nor step times, whose
+// zeros would read as measured; one with a success shows both.
 func TestBatchSummaryWithoutSuccessShowsNoLatency(t *testing.T) {
 	var b strings.Builder
 	writeBatchSummary(&b, provisioner.BatchResult{Devices: 3, Failed: 3})
-	if !strings.Contains(b.String(), "no device was provisioned") || strings.Contains(b.String(), "0s / 0s") {
+	if !strings.Contains(b.String(), "no device was provisioned") || strings.Contains(b.String(), "0s / 0s") || strings.Contains(b.String(), "step times") {
 		t.Errorf("summary of a batch that all failed:\n%s", b.String())
+	}
+	b.Reset()
+	writeBatchSummary(&b, provisioner.BatchResult{Devices: 3, Succeeded: 1, Failed: 2, P50: time.Millisecond, P99: time.Millisecond})
+	if !strings.Contains(b.String(), "mean step times") || !strings.Contains(b.String(), "1ms / 1ms") {
+		t.Errorf("summary of a batch with a success:\n%s", b.String())
 	}
 }
 
