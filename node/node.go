@@ -491,8 +491,18 @@ func (n *Node) watchReadiness(ctx context.Context) {
 	var target uint64 // the cluster's commit index one interval ago
 	t := time.NewTicker(readyInterval)
 	defer t.Stop()
+	removed := false
 	for {
 		lag := n.lagBehind(target)
+		if n.removedFromCluster() {
+			lag = "this node is no longer a member of the cluster"
+			if !removed {
+				n.log.Warn("this node is no longer a member of the cluster (removed with admin leave?): it takes no part in Raft and falls behind; stop it, and wipe its data directory before it joins again")
+			}
+			removed = true
+		} else {
+			removed = false
+		}
 		n.lag.Store(&lag)
 		if n.raft.State() == raft.Leader {
 			target = n.raft.CommitIndex()
@@ -505,6 +515,22 @@ func (n *Node) watchReadiness(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// removedFromCluster reports whether the Raft configuration this node
+// knows lists members but not this node (one removed by Leave). A node that
+// has not received a configuration yet (joining) is not removed.
+func (n *Node) removedFromCluster() bool {
+	cf := n.raft.GetConfiguration()
+	if cf.Error() != nil || len(cf.Configuration().Servers) == 0 {
+		return false
+	}
+	for _, s := range cf.Configuration().Servers {
+		if string(s.ID) == n.cfg.ID {
+			return false
+		}
+	}
+	return true
 }
 
 // lagBehind says how the node is behind commit index target, or "" if it

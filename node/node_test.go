@@ -328,6 +328,11 @@ func TestMembershipJoinLeaveTransfer(t *testing.T) {
 	if _, err := c.admin(0).Leave(ctx, connect.NewRequest(&v1.LeaveRequest{NodeId: "node1"})); err != nil {
 		t.Fatal(err)
 	}
+	// The removed node, still running, says it is no longer a member.
+	waitFor(t, "the removed node to say it is no longer a member", 10*time.Second, func() bool {
+		code, body := c.readyz(1)
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "no longer a member")
+	})
 	c.stop(1)
 	for _, leaf := range c.escrowLeaves(50, 5) {
 		if _, err := c.appendAnywhere(ctx, 2, leaf); err != nil {

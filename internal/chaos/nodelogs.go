@@ -29,8 +29,8 @@ type allowedError struct {
 // faults.
 var allowedErrors = []allowedError{
 	{
-		Name: "raft: an RPC to a peer that is down or cut off",
-		Match: regexp.MustCompile(` level=ERROR msg="(?:failed to (?:appendEntries to|heartbeat to|make requestVote RPC|pipeline appendEntries|start pipeline replication to|decode incoming command|send snapshot to|flush response|receive whole snapshot|install snapshot|accept connection)|peer has newer term, stopping replication|peer sees incorrect leader)" .*component=raft`),
+		Name:    "raft: an RPC to a peer that is down or cut off",
+		Match:   regexp.MustCompile(` level=ERROR msg="(?:failed to (?:appendEntries to|heartbeat to|make requestVote RPC|pipeline appendEntries|start pipeline replication to|decode incoming command|send snapshot to|flush response|receive whole snapshot|install snapshot|accept connection)|peer has newer term, stopping replication|peer sees incorrect leader)" .*component=raft`),
 		Example: `time=2026-11-27T20:04:15.853Z level=ERROR msg="failed to appendEntries to" node=n1 component=raft error="dial tcp 127.0.0.12:36435: connect: connection refused" peer="{Voter n2 127.0.0.12:36435}"`,
 	},
 	{
