@@ -365,6 +365,9 @@ func (n *Node) startRaft() error {
 		return fmt.Errorf("read raft log: %w", err)
 	}
 	n.fsm.counted.Store(n.startLastIndex)
+	if n.fsm.marker == 0 && n.startLastIndex > 0 {
+		n.log.Info("the ledger store is empty: rebuilding it from the Raft snapshot and log; reads wait until it has caught up", "raft_entries", n.startLastIndex)
+	}
 	if n.hadRaftState, err = raft.HasExistingState(logs, n.raftStore, snaps); err != nil {
 		return fmt.Errorf("read raft state: %w", err)
 	}
