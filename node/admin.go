@@ -71,12 +71,26 @@ func (s *adminService) Status(ctx context.Context, req *connect.Request[v1.Statu
 				return
 			}
 			p.Role, p.TreeSize, p.AppliedIndex = resp.Msg.Role, resp.Msg.TreeSize, resp.Msg.AppliedIndex
-			if st.AppliedIndex > p.AppliedIndex {
-				p.Lag = st.AppliedIndex - p.AppliedIndex
-			}
 		}()
 	}
 	wg.Wait()
+	// Lag is measured from the leader, whichever node was asked: asked at
+	// a lagging follower, lags from its own index would hide it.
+	var ref uint64
+	for _, p := range st.Peers {
+		if p.Error == "" && p.NodeId == st.LeaderId {
+			ref = p.AppliedIndex
+			break
+		}
+		if p.Error == "" {
+			ref = max(ref, p.AppliedIndex)
+		}
+	}
+	for _, p := range st.Peers {
+		if p.Error == "" && ref > p.AppliedIndex {
+			p.Lag = ref - p.AppliedIndex
+		}
+	}
 	return connect.NewResponse(st), nil
 }
 
@@ -95,7 +109,7 @@ func (n *Node) localStatus() *v1.StatusResponse {
 		Term:          num("term"),
 		LeaderId:      leaderID,
 		LeaderAddress: leaderAddr,
-		AppliedIndex:  n.raft.AppliedIndex(),
+		AppliedIndex:  n.fsm.applied.Load(),
 		CommitIndex:   num("commit_index"),
 		LastLogIndex:  n.raft.LastIndex(),
 		TreeSize:      cp.Size,

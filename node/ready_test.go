@@ -1,12 +1,17 @@
 package node
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"connectrpc.com/connect"
+
+	v1 "github.com/chipledger/chipledger/proto/chipledger/v1"
 )
 
 // stallHook makes a node's ledger store writes block (a stalled disk)
@@ -126,6 +131,44 @@ func TestARestartedFollowerIsNotReadyUntilItHasTheLeadersLog(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("the restarted follower is not ready after 20 s: %d %q at size %d", code, body, size)
+		}
+	}
+}
+
+// TestStatusMeasuresLagFromTheLeader: asked at a follower whose state
+// machine is stalled, Status shows that follower behind (lags are measured
+// from the leader, not from the node asked), and its applied index is its
+// state machine's, not Raft's count of entries queued for it.
+func TestStatusMeasuresLagFromTheLeader(t *testing.T) {
+	hook := newStallHook()
+	c := newConfiguredCluster(t, 3, nil, hook.configure)
+	t.Cleanup(hook.releaseAll)
+	c.registerStation()
+	leader := c.waitLeader()
+	f := (leader + 1) % 3
+	c.waitSameState(1)
+	hook.stall(c.cfgs[f].ID)
+	c.appendEscrow(leader, 0, 10)
+	fn := c.nodes[f]
+	waitFor(t, "the follower's Raft to hold the entries", 10*time.Second, func() bool {
+		return fn.raft.LastIndex() >= c.nodes[leader].raft.CommitIndex()
+	})
+	for _, asked := range []int{f, leader} {
+		st, err := c.admin(asked).Status(context.Background(), connect.NewRequest(&v1.StatusRequest{}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range st.Msg.Peers {
+			switch p.NodeId {
+			case c.cfgs[f].ID:
+				if p.Lag == 0 || p.AppliedIndex != fn.fsm.applied.Load() {
+					t.Errorf("asked at %s: the stalled follower shows lag %d, applied %d (its state machine's: %d)", c.cfgs[asked].ID, p.Lag, p.AppliedIndex, fn.fsm.applied.Load())
+				}
+			case c.cfgs[leader].ID:
+				if p.Lag != 0 {
+					t.Errorf("asked at %s: the leader shows lag %d", c.cfgs[asked].ID, p.Lag)
+				}
+			}
 		}
 	}
 }

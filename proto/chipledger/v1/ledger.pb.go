@@ -1142,7 +1142,9 @@ type StatusResponse struct {
 	Term     uint64 `protobuf:"varint,3,opt,name=term,proto3" json:"term,omitempty"`
 	LeaderId string `protobuf:"bytes,4,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
 	// The leader's API address.
-	LeaderAddress string  `protobuf:"bytes,5,opt,name=leader_address,json=leaderAddress,proto3" json:"leader_address,omitempty"`
+	LeaderAddress string `protobuf:"bytes,5,opt,name=leader_address,json=leaderAddress,proto3" json:"leader_address,omitempty"`
+	// The last Raft entry whose command the node's state machine applied
+	// (Raft's own applied index also counts entries merely queued for it).
 	AppliedIndex  uint64  `protobuf:"varint,6,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
 	CommitIndex   uint64  `protobuf:"varint,7,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
 	LastLogIndex  uint64  `protobuf:"varint,8,opt,name=last_log_index,json=lastLogIndex,proto3" json:"last_log_index,omitempty"`
@@ -1271,7 +1273,8 @@ type Peer struct {
 	Role         string `protobuf:"bytes,5,opt,name=role,proto3" json:"role,omitempty"`
 	TreeSize     uint64 `protobuf:"varint,6,opt,name=tree_size,json=treeSize,proto3" json:"tree_size,omitempty"`
 	AppliedIndex uint64 `protobuf:"varint,7,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
-	// How many Raft entries the peer's applied index is behind this node's.
+	// How many Raft entries the peer's applied index is behind the
+	// leader's (or, with the leader unknown or silent, the largest answered).
 	Lag uint64 `protobuf:"varint,8,opt,name=lag,proto3" json:"lag,omitempty"`
 	// Why the peer's state is unknown, if it is.
 	Error         string `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
