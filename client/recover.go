@@ -410,7 +410,10 @@ func failureDetail(check RecoveryCheck, err error) string {
 		}
 		return "The ledger node hid the chip's newest backup: its answer does not match the chip index in its signed checkpoint"
 	case CheckWitnesses:
-		return "The ledger's checkpoint is not covered by one its witnesses cosigned: this client may be shown a history no one else sees"
+		if errors.Is(err, ErrFork) || errors.Is(err, ErrBadSignature) || errors.Is(err, ErrRollback) {
+			return "The ledger's checkpoint is not covered by a checkpoint its witnesses cosigned: this client may be shown a history no one else sees"
+		}
+		return "No checkpoint cosigned by the witnesses could be had to cover the ledger's answer (are enough of the policy's witnesses up?): the backup was not trusted"
 	case CheckInclusion:
 		return "The backup's inclusion proof does not lead to the ledger's signed checkpoint"
 	case CheckStation:

@@ -103,7 +103,7 @@ func (c *Client) witnessLookup(ctx context.Context, chip ledger.ChipID, h *ChipH
 	case errors.Is(err, ErrFork), errors.Is(err, ErrBadSignature), errors.Is(err, ErrRollback), errors.Is(err, ErrNotWitnessed):
 		return false, err
 	case err != nil:
-		return false, fmt.Errorf("%w: no witnessed checkpoint covers the lookup's of %d leaves: %w", ErrNotWitnessed, h.Checkpoint.Size, err)
+		return false, fmt.Errorf("%w: the node served no checkpoint of at least the lookup's %d leaves cosigned by the witness policy's quorum (are enough witnesses up, and does the node run with the policy?): %w", ErrNotWitnessed, h.Checkpoint.Size, err)
 	}
 	// The node picks both checkpoints, so the leaves between may be many:
 	// read them a window at a time, stopping at the chip's first.
