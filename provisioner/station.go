@@ -49,6 +49,12 @@ type StationConfig struct {
 	Ledger Ledger
 	// Journal records each device's progress.
 	Journal *Journal
+	// Revoked, if set, says the station is revoked in the ledger (the
+	// ledger refuses its new entries for good): Provision then only
+	// finishes provisionings whose entry it signed before (the ledger
+	// answers those as the duplicates they are, if they are in it) and
+	// refuses every other, wrapping Revoked, before it changes the device.
+	Revoked error
 	// Logger, Now and Rand default to a discarding logger, time.Now and
 	// crypto/rand.
 	Logger *slog.Logger
@@ -215,6 +221,9 @@ func (s *Station) provisionOne(ctx context.Context, dev device.Conn, ids ledger.
 		if err := s.settle(ctx, rec, info.Epoch); err != nil {
 			return nil, err
 		}
+	}
+	if s.cfg.Revoked != nil {
+		return nil, fmt.Errorf("chip %s: %w (the device was not changed)", info.ChipID, s.cfg.Revoked)
 	}
 	return s.provision(ctx, dev, info, ids)
 }

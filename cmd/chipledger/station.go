@@ -399,7 +399,8 @@ func openStation(c *cli.Context) (*provisioner.Station, func(), string, error) {
 		return fail(err)
 	}
 	closers = append(closers, cl)
-	if err := checkRegistered(c, id); err != nil {
+	revoked, err := checkRegistered(c, id)
+	if err != nil {
 		return fail(err)
 	}
 	j, err := provisioner.OpenJournal(filepath.Join(id.Dir, provisioner.JournalFile))
@@ -407,8 +408,23 @@ func openStation(c *cli.Context) (*provisioner.Station, func(), string, error) {
 		return fail(err)
 	}
 	closers = append(closers, j)
+	if revoked != nil {
+		// The ledger still answers entries the station signed before its
+		// revocation (as duplicates, if they are in): those provisionings
+		// can be finished; any other would fail after the device took
+		// its package.
+		counts, err := j.Counts()
+		if err != nil {
+			return fail(err)
+		}
+		unfinished := counts[provisioner.StepSigned] + counts[provisioner.StepAppended]
+		if unfinished == 0 {
+			return fail(fmt.Errorf("%w (no device was contacted)", revoked))
+		}
+		logger(c).Warn("the station is revoked: only its unfinished provisionings, whose entries it signed before, can be finished; other devices are refused", "unfinished", unfinished, "err", revoked)
+	}
 	cfg := provisioner.StationConfig{Certificate: id.Certificate, Key: id.Key, CA: ca, MasterKeys: mk,
-		Ledger: provisioner.ClientLedger{Client: cl}, Journal: j, Logger: logger(c)}
+		Ledger: provisioner.ClientLedger{Client: cl}, Journal: j, Logger: logger(c), Revoked: revoked}
 	if p := c.String("pool"); p != "" {
 		pool, err := provisioner.OpenPool(p, provisioner.PoolOptions{KeyFile: c.String("pool-key")})
 		if err != nil {
@@ -426,12 +442,13 @@ func openStation(c *cli.Context) (*provisioner.Station, func(), string, error) {
 
 // checkRegistered fetches the log info once before any device is
 // contacted: the ledger must be reachable, serve the pinned log, and list
-// the station as registered and not revoked, or every device would fail
-// the same way (a revoked station's after the device took its package).
-func checkRegistered(c *cli.Context, id *provisioner.StationIdentity) error {
+// the station as registered, or every device would fail the same way. A
+// station that is revoked is reported apart (revoked): it can only finish
+// the provisionings it signed before.
+func checkRegistered(c *cli.Context, id *provisioner.StationIdentity) (revoked, err error) {
 	opts, err := ledgerClientOptions(c)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// A down ledger is reported in a second or two, not after the
 	// retries that ride out a leader election: the check is a read,
@@ -439,23 +456,23 @@ func checkRegistered(c *cli.Context, id *provisioner.StationIdentity) error {
 	opts.Retry = client.RetryPolicy{MaxAttempts: 3, MaxElapsed: 2 * time.Second}
 	cl, err := client.New(opts)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer cl.Close()
 	info, err := cl.LogInfo(c.Context)
 	if err != nil {
-		return tlsHint(fmt.Errorf("reach the ledger at --ledger %s before provisioning (no device was contacted; check the address and that the nodes run): %w",
+		return nil, tlsHint(fmt.Errorf("reach the ledger at --ledger %s before provisioning (no device was contacted; check the address and that the nodes run): %w",
 			strings.Join(c.StringSlice("ledger"), ","), err))
 	}
 	s := registeredStation(info, id.ID())
 	if s == nil {
-		return fmt.Errorf("station %x in %s is not registered in the ledger (no device was contacted); register it with:\n  %s",
+		return nil, fmt.Errorf("station %x in %s is not registered in the ledger (no device was contacted); register it with:\n  %s",
 			id.ID(), id.Dir, stationInitCommand(c, id))
 	}
 	if s.Revocation != nil {
-		return fmt.Errorf("%w (no device was contacted)", revokedError(s, id.Dir))
+		return revokedError(s, id.Dir), nil
 	}
-	return nil
+	return nil, nil
 }
 
 // revokedError says that station s, whose directory is dir, is revoked in

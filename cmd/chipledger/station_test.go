@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"github.com/chipledger/chipledger/device"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -13,8 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chipledger/chipledger/device"
 	"github.com/chipledger/chipledger/internal/localcluster"
 	"github.com/chipledger/chipledger/ledger"
+	"github.com/chipledger/chipledger/proto/chipledger/v1/chipledgerv1connect"
 	"github.com/chipledger/chipledger/provisioner"
 )
 
@@ -282,5 +283,90 @@ func TestStationInitWithAnotherLogsKeyRegistersNothing(t *testing.T) {
 	}
 	if r := runCLI(t, initArgs(vkey)...); r.err != nil || !strings.Contains(r.stdout, "registered at index") || strings.Contains(r.stdout, "already") {
 		t.Fatalf("station init again with the right key: %q, %v; want it registered now, not before", r.stdout, r.err)
+	}
+}
+
+// TestARevokedStationStillFinishesWhatItSigned: a device whose entry is in
+// the ledger but that did not take its receipt is finished by running
+// provision again ("rerun to retry"), and the ledger answers the journaled
+// leaf as a duplicate even after the station is revoked: the rerun
+// delivers the receipt (no other station could: the device's next epoch
+// is that entry's). Any other device is refused before it is changed.
+func TestARevokedStationStillFinishesWhatItSigned(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := provisioner.InitCA(filepath.Join(dir, "ca"), "Example Devices Ltd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	skey, vkey, _ := ledger.GenerateLogKey("test.chipledger.example/log")
+	signer, _ := ledger.NewLogSigner(skey)
+	cluster, err := localcluster.Start(context.Background(), localcluster.Options{Nodes: 1, Dir: filepath.Join(dir, "ledger"), Signer: signer, Trust: ca.Trust()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	addr := cluster.Addrs()[0]
+	ledgerArgs := []string{"--ledger", addr, "--log-key", vkey}
+	if r := runCLI(t, append([]string{"station", "init", "--dir", filepath.Join(dir, "station"), "--ca", ca.Dir(), "--name", "line-1"}, ledgerArgs...)...); r.err != nil {
+		t.Fatal(r.err)
+	}
+	if r := runCLI(t, "master-key", "new", "--dir", filepath.Join(dir, "mk")); r.err != nil {
+		t.Fatal(r.err)
+	}
+	provision := append([]string{"provision", "--station", filepath.Join(dir, "station"), "--ca", ca.Dir(),
+		"--master-keys", filepath.Join(dir, "mk")}, ledgerArgs...)
+
+	id, _ := ledger.NewIMEI("35209903000001")
+	d, err := device.Manufacture(device.ManufactureOptions{Identities: ledger.Identities{id}, Trust: ca.Trust(), LogVerifierKey: vkey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dropReceipt atomic.Bool
+	dropReceipt.Store(true)
+	inner := deviceServer(d).Handler
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if dropReceipt.Load() && req.URL.Path == chipledgerv1connect.DeviceServiceStoreReceiptProcedure {
+			http.Error(w, "device unplugged", http.StatusServiceUnavailable)
+			return
+		}
+		inner.ServeHTTP(w, req)
+	}))
+	defer srv.Close()
+	dev := []string{"--device", srv.Listener.Addr().String()}
+
+	r := runCLI(t, append(provision, dev...)...)
+	if r.err == nil || !strings.Contains(r.err.Error(), "is in the ledger; rerun to retry") {
+		t.Fatalf("provision with the receipt lost: %q %v; want the entry in the ledger and a rerun asked for", r.stdout, r.err)
+	}
+	t.Logf("first run: %v", r.err)
+
+	admin := []string{"admin", "revoke-station", "--ledger", addr, "--station-cert", filepath.Join(dir, "station", provisioner.StationCertFile), "--reason", "line 1 decommissioned"}
+	if r := runCLI(t, admin...); r.err != nil {
+		t.Fatalf("admin revoke-station: %v", r.err)
+	}
+
+	dropReceipt.Store(false)
+	r = runCLI(t, append(provision, dev...)...)
+	if r.err != nil {
+		t.Fatalf("the rerun that delivers the receipt of an entry already in the ledger: %v", r.err)
+	}
+	if st, err := d.Status(context.Background()); err != nil || !st.HasKeys || st.Epoch != 1 {
+		t.Fatalf("the device after the rerun: %+v, %v; want its keys at epoch 1", st, err)
+	}
+
+	// Another device: refused, and not changed.
+	id2, _ := ledger.NewIMEI("35209903000019")
+	d2, err := device.Manufacture(device.ManufactureOptions{Identities: ledger.Identities{id2}, Trust: ca.Trust(), LogVerifierKey: vkey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv2 := httptest.NewServer(deviceServer(d2).Handler)
+	defer srv2.Close()
+	r = runCLI(t, append(provision, "--device", srv2.Listener.Addr().String())...)
+	if r.err == nil || !strings.Contains(r.err.Error(), "revoked") {
+		t.Fatalf("a new device with a revoked station: %v, want a refusal saying the station is revoked", r.err)
+	}
+	if st, err := d2.Status(context.Background()); err != nil || st.HasKeys || st.Epoch != 0 {
+		t.Fatalf("the refused device: %+v, %v; want it untouched", st, err)
 	}
 }
