@@ -2,6 +2,7 @@ package strictjson
 
 import (
 	"bytes"
+	"encoding"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,8 +14,9 @@ import (
 // Decode decodes data, which must hold exactly one JSON value, into v (a
 // pointer). Besides what json.Unmarshal checks, it refuses members that v's
 // type does not declare (compared case-sensitively, unless the type holds
-// a map, whose keys are free), members repeated in one object (also when
-// they differ only in case), and data after the value.
+// a map, a json.RawMessage or an interface, whose contents are free),
+// members repeated in one object (also when they differ only in case,
+// unless the type's names are free), and data after the value.
 func Decode(data []byte, v any) error {
 	names, free := memberNames(reflect.TypeOf(v))
 	if err := checkMembers(data, names, free); err != nil {
@@ -74,7 +76,13 @@ func checkMembers(data []byte, names map[string]bool, free bool) error {
 			continue
 		}
 		key := tok.(string)
-		fold := strings.ToLower(key)
+		fold := key
+		if !free {
+			// Only declared names, which encoding/json matches in any
+			// case: two spellings of one would both land in its field.
+			// (A map's keys are compared as they are.)
+			fold = strings.ToLower(key)
+		}
 		if top.seen[fold] {
 			return fmt.Errorf("member %q appears twice in an object", key)
 		}
@@ -86,7 +94,10 @@ func checkMembers(data []byte, names map[string]bool, free bool) error {
 	}
 }
 
-var unmarshaler = reflect.TypeFor[json.Unmarshaler]()
+var (
+	unmarshaler     = reflect.TypeFor[json.Unmarshaler]()
+	textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
+)
 
 // memberNames returns the JSON member names of t's structs, at any depth,
 // and whether t holds a map (whose keys are not names).
@@ -95,13 +106,21 @@ func memberNames(t reflect.Type) (names map[string]bool, free bool) {
 	seen := map[reflect.Type]bool{}
 	var walk func(t reflect.Type)
 	walk = func(t reflect.Type) {
-		for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice || t.Kind() == reflect.Array {
-			if t.Kind() != reflect.Pointer && t.Implements(unmarshaler) {
+		for {
+			if t.Implements(unmarshaler) || reflect.PointerTo(t).Implements(unmarshaler) {
+				// Its JSON is its own business: a text form (time.Time)
+				// has no members, anything else (json.RawMessage) any.
+				if !t.Implements(textUnmarshaler) && !reflect.PointerTo(t).Implements(textUnmarshaler) {
+					free = true
+				}
 				return
+			}
+			if t.Kind() != reflect.Pointer && t.Kind() != reflect.Slice && t.Kind() != reflect.Array {
+				break
 			}
 			t = t.Elem()
 		}
-		if seen[t] || t.Implements(unmarshaler) || reflect.PointerTo(t).Implements(unmarshaler) {
+		if seen[t] {
 			return
 		}
 		seen[t] = true
@@ -120,7 +139,11 @@ func memberNames(t reflect.Type) (names map[string]bool, free bool) {
 					continue
 				}
 				name, _, _ := strings.Cut(tag, ",")
-				if f.Anonymous && name == "" {
+				embedded := f.Type
+				if embedded.Kind() == reflect.Pointer {
+					embedded = embedded.Elem()
+				}
+				if f.Anonymous && name == "" && embedded.Kind() == reflect.Struct {
 					walk(f.Type) // promoted fields
 					continue
 				}

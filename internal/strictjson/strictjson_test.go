@@ -1,6 +1,7 @@
 package strictjson
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -75,4 +76,50 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("second decode: %v", err)
 		}
 	})
+}
+
+type withRaw struct {
+	Kind  string          `json:"kind"`
+	Extra json.RawMessage `json:"extra"`
+}
+
+type withMap struct {
+	Labels map[string]int `json:"labels"`
+}
+
+type Name string
+
+type withEmbeddedNonStruct struct {
+	Name
+	X int `json:"x"`
+}
+
+// TestDecodeReadsWhatEncodingJSONWrites: types whose JSON holds members
+// Decode cannot check by name (a raw message, a map whose keys differ only
+// in case) or that embed a non-struct type decode as encoding/json wrote
+// them.
+func TestDecodeReadsWhatEncodingJSONWrites(t *testing.T) {
+	for name, tc := range map[string]struct {
+		v    any
+		data any
+	}{
+		"raw message holding an object": {new(withRaw), withRaw{Kind: "k", Extra: json.RawMessage(`{"anything":1}`)}},
+		"map keys differing in case":    {new(withMap), withMap{Labels: map[string]int{"Key": 1, "key": 2}}},
+		"embedded non-struct type":      {new(withEmbeddedNonStruct), withEmbeddedNonStruct{Name: "n", X: 1}},
+	} {
+		b, err := json.Marshal(tc.data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(b, tc.v); err != nil {
+			t.Fatalf("%s: encoding/json refuses its own output: %v", name, err)
+		}
+		if err := Decode(b, tc.v); err != nil {
+			t.Errorf("%s: Decode(%s) = %v; encoding/json wrote it", name, b, err)
+		}
+	}
+	// Still strict about the names it can check.
+	if err := Decode([]byte(`{"Name":"n","x":1,"X":2}`), new(withEmbeddedNonStruct)); err == nil {
+		t.Error(`Decode accepted "x" and "X" in one object`)
+	}
 }
