@@ -225,9 +225,26 @@ func TestAJoinTheClusterRefusesFailsAtOnce(t *testing.T) {
 	l := c.waitLeader()
 	cfg := c.cfgs[1-l]
 	cfg.DataDir, cfg.RaftAddr, cfg.APIAddr, cfg.Join = c.nodeDir(), "127.0.0.1:0", "127.0.0.1:0", []string{c.nodes[l].APIAddr()}
+	// A node that never started does not drain: it was never ready.
+	cfg.DrainDelay = time.Hour
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	n, err := Start(ctx, cfg)
+	type started struct {
+		n   *Node
+		err error
+	}
+	result := make(chan started, 1)
+	go func() {
+		n, err := Start(ctx, cfg)
+		result <- started{n, err}
+	}()
+	var r started
+	select {
+	case r = <-result:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the refused start did not return: it drained (DrainDelay) though it never started")
+	}
+	n, err := r.n, r.err
 	if err == nil {
 		n.Close()
 		t.Fatal("a fresh node under a member's ID joined")

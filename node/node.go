@@ -165,6 +165,7 @@ type Node struct {
 	lag            atomic.Pointer[string] // how the node is behind the cluster, "" if it is not (watchReadiness); nil until known
 	hadRaftState   bool                   // the node started with Raft state: a Join is a rejoin
 	closing        atomic.Bool            // Close has begun: not ready
+	started        atomic.Bool            // Start returned the node: Close drains (DrainDelay)
 	caughtUp       atomic.Bool            // applied all it may have served before (watchCatchUp)
 	appending      chan struct{}          // a slot per append in flight (MaxAppendsInFlight)
 
@@ -252,6 +253,7 @@ func Start(start context.Context, cfg Config) (n *Node, err error) {
 			return nil, err
 		}
 	}
+	n.started.Store(true) // from now on Close drains
 	n.log.Info("node started", "raft", n.transport.LocalAddr(), "api", n.apiAddr, "tree_size", n.fsm.checkpoint().Size)
 	return n, nil
 }
@@ -714,7 +716,7 @@ func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		var errs []error
 		n.closing.Store(true) // /readyz answers 503 from now on
-		if d := n.cfg.DrainDelay; d > 0 && n.http != nil {
+		if d := n.cfg.DrainDelay; d > 0 && n.http != nil && n.started.Load() {
 			n.log.Info("draining before the API closes: /readyz answers 503", "for", d)
 			time.Sleep(d)
 		}

@@ -41,8 +41,10 @@ const binDirPrefix = "chipledger-test-bin-"
 func removeStaleBinDirs() {
 	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), binDirPrefix+"*"))
 	for _, d := range dirs {
-		pid, _, _ := strings.Cut(strings.TrimPrefix(filepath.Base(d), binDirPrefix), "-")
-		if n, err := strconv.Atoi(pid); err == nil && !subproc.ProcessAlive(n) {
+		// Only names of this scheme (<pid>-<random>): another checkout's
+		// directories are not ours to judge.
+		pid, _, ok := strings.Cut(strings.TrimPrefix(filepath.Base(d), binDirPrefix), "-")
+		if n, err := strconv.Atoi(pid); ok && err == nil && !subproc.ProcessAlive(n) {
 			os.RemoveAll(d)
 		}
 	}
