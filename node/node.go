@@ -662,7 +662,9 @@ func (n *Node) startLog() {
 	if n.fsm.checkpoint().Size > 0 {
 		return
 	}
-	if err := n.raft.Apply(encodeGenesis(), 5*time.Second).Error(); err != nil {
+	ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+	defer cancel()
+	if _, err := n.apply(ctx, encodeGenesis()); err != nil {
 		n.log.Warn("start the log", "err", err)
 	}
 }

@@ -131,9 +131,9 @@ func (n *Node) witnessCheckpoints(ctx context.Context) {
 
 // witnessOnce has cp cosigned and, with a quorum, records it.
 func (n *Node) witnessOnce(ctx context.Context, c *cosigner, cp *Checkpoint) error {
-	ctx, cancel := context.WithTimeout(ctx, witnessRoundTimeout)
+	round, cancel := context.WithTimeout(ctx, witnessRoundTimeout)
 	defer cancel()
-	signed, err := c.cosign(ctx, cp)
+	signed, err := c.cosign(round, cp)
 	if err != nil {
 		return err
 	}
@@ -141,11 +141,9 @@ func (n *Node) witnessOnce(ctx context.Context, c *cosigner, cp *Checkpoint) err
 	if err != nil {
 		return err
 	}
-	f := n.raft.Apply(data, witnessRoundTimeout)
-	if err := f.Error(); err != nil {
-		return fmt.Errorf("record the witnessed checkpoint of size %d: %w", cp.Size, err)
-	}
-	if err, ok := f.Response().(error); ok && err != nil {
+	record, cancel := context.WithTimeout(ctx, maxWait)
+	defer cancel()
+	if _, err := n.apply(record, data); err != nil {
 		return fmt.Errorf("record the witnessed checkpoint of size %d: %w", cp.Size, err)
 	}
 	n.metrics.witnessRounds.WithLabelValues("ok").Inc()
