@@ -951,10 +951,17 @@ func (a *Auditor) fetch(ctx context.Context, servers []int, note []byte, from, t
 			send(chunk{err: err})
 			return
 		}
+		bad := uint64(0) // with a proof error: the leaf found to fail on its own, +1
 		for from < to {
 			end := min(to, (from/auditChunk+1)*auditChunk)
 			var leaves [][]byte
 			if leaves, err = c.Entries(ctx, from, end); err != nil {
+				var pe *ProofError
+				if errors.As(err, &pe) {
+					if i, ok := firstBadLeaf(ctx, c, from, end); ok {
+						bad = i + 1
+					}
+				}
 				break
 			}
 			if !send(chunk{leaves: leaves, node: addr}) {
@@ -969,11 +976,40 @@ func (a *Auditor) fetch(ctx context.Context, servers []int, note []byte, from, t
 		}
 		lastErr = err
 		a.log.Warn("node cannot serve the audited leaves", "node", addr, "from", from, "err", err)
-		if f, ok := a.servingFinding(addr, from, string(note), err); ok && !send(chunk{findings: []Finding{f}}) {
+		f, ok := a.servingFinding(addr, from, string(note), err)
+		if ok && bad > 0 {
+			i := bad - 1
+			f.Index = &i
+			f.Message = fmt.Sprintf("leaf %d as it serves it does not verify against the audited checkpoint (nor does the range from %d): %v", i, from, err)
+		}
+		if ok && !send(chunk{findings: []Finding{f}}) {
 			return
 		}
 	}
 	send(chunk{err: fmt.Errorf("client: audit: no node served leaves [%d, %d): %w", from, to, lastErr)})
+}
+
+// firstBadLeaf narrows a range [from, end) whose proof from c failed down
+// to one leaf, asking c for halves, and returns it if that leaf's own
+// proof fails too (a node serving a corrupted leaf). A node whose answers
+// depend on the range asked may mislead the narrowing: then no leaf is
+// named (ok false). On the node's other errors it names none either.
+func firstBadLeaf(ctx context.Context, c *Client, from, end uint64) (uint64, bool) {
+	var pe *ProofError
+	for end-from > 1 {
+		mid := from + (end-from)/2
+		_, err := c.Entries(ctx, from, mid)
+		switch {
+		case errors.As(err, &pe):
+			end = mid
+		case err == nil:
+			from = mid
+		default:
+			return 0, false
+		}
+	}
+	_, err := c.Entries(ctx, from, end)
+	return from, errors.As(err, &pe)
 }
 
 // servingFinding turns a verification error of Entries into a finding.

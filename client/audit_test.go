@@ -2,7 +2,6 @@ package client_test
 
 import (
 	"bytes"
-	"connectrpc.com/connect"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -19,10 +18,12 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/transparency-dev/merkle/rfc6962"
 	"github.com/transparency-dev/merkle/testonly"
 	"google.golang.org/protobuf/proto"
@@ -1825,5 +1826,39 @@ func TestARoundsReportOfFindingsIsBounded(t *testing.T) {
 	}
 	if uint64(r.NewFindings()) != state.FindingCount() {
 		t.Errorf("the report counts %d new findings, the state %d", r.NewFindings(), state.FindingCount())
+	}
+}
+
+// TestAuditNamesTheLeafANodeServesCorrupted: a node that serves one leaf
+// corrupted (its disk, say), whatever range is asked, is found with that
+// leaf's index, narrowed down from the range whose proof failed.
+func TestAuditNamesTheLeafANodeServesCorrupted(t *testing.T) {
+	l := startLog(t, 1, nil)
+	c := l.client()
+	l.registerStation(c)
+	for n := range uint64(5) {
+		l.appendEscrow(c, n)
+	}
+	node := l.cluster.Addrs()[0]
+	p, proxy := startProxy(t, node)
+	const corrupt = 9
+	p.setTamper(func(_ context.Context, _ string, req, resp proto.Message) error {
+		q, ok := req.(*v1.GetEntriesRequest)
+		r, ok2 := resp.(*v1.GetEntriesResponse)
+		if ok && ok2 && q.GetStart() <= corrupt && corrupt < q.GetStart()+uint64(len(r.Leaves)) {
+			i := corrupt - q.GetStart()
+			r.Leaves[i] = slices.Clone(r.Leaves[i])
+			r.Leaves[i][len(r.Leaves[i])-1] ^= 1
+		}
+		return nil
+	})
+	state := newState(t, l.vkey, l.pki.Trust)
+	r := audit(t, newAuditor(t, state, client.AuditOptions{}, proxy, node))
+	bad := findingsOf(r.Findings, client.FindingBadProof)
+	if len(bad) != 1 || bad[0].Node != proxy || bad[0].Index == nil || *bad[0].Index != corrupt {
+		t.Fatalf("findings %+v, want one bad proof from the proxy at leaf %d", r.Findings, corrupt)
+	}
+	if !strings.Contains(bad[0].Message, fmt.Sprintf("leaf %d", corrupt)) {
+		t.Errorf("finding message %q does not name leaf %d", bad[0].Message, corrupt)
 	}
 }
