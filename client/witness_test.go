@@ -3,12 +3,8 @@ package client_test
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
 	"crypto/sha256"
-	"encoding/base64"
-	"encoding/binary"
 	"errors"
-	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -500,21 +496,6 @@ func TestASplitViewIsCaughtByAClientWithTheWitnessPolicy(t *testing.T) {
 	}
 }
 
-// cosignAt returns a cosignature/v1 line by the Ed25519 key of seed, named
-// name, over the note text, stamped t (c2sp.org/tlog-cosignature): what a
-// witness whose clock reads t answers. It also returns the witness's
-// verifier key.
-func cosignAt(seed [32]byte, name, text string, t time.Time) (line, vkey string) {
-	priv := ed25519.NewKeyFromSeed(seed[:])
-	pub := priv.Public().(ed25519.PublicKey)
-	h := sha256.Sum256(append([]byte(name+"\n\x04"), pub...))
-	msg := fmt.Sprintf("cosignature/v1\ntime %d\n%s", t.Unix(), text)
-	sig := binary.BigEndian.AppendUint64(slices.Clone(h[:4]), uint64(t.Unix()))
-	sig = append(sig, ed25519.Sign(priv, []byte(msg))...)
-	vkey = fmt.Sprintf("%s+%x+%s", name, h[:4], base64.StdEncoding.EncodeToString(append([]byte{0x04}, pub...)))
-	return fmt.Sprintf("— %s %s\n", name, base64.StdEncoding.EncodeToString(sig)), vkey
-}
-
 // TestWitnessedCheckpointRefusesCosignaturesDatedInTheFuture: a witness
 // whose clock runs an hour ahead stamps its cosignatures an hour in the
 // future, and counted, they would look recent an hour longer than
@@ -526,7 +507,7 @@ func TestWitnessedCheckpointRefusesCosignaturesDatedInTheFuture(t *testing.T) {
 	signed := signedNote(t, f)
 	text := string(signed[:bytes.Index(signed, []byte("\n\n"))+1])
 	seed := sha256.Sum256([]byte(t.Name()))
-	_, vkey := cosignAt(seed, "w0.example", text, time.Now())
+	_, vkey := witnesstest.CosignAt(seed, "w0.example", text, time.Now())
 	policy, err := proofs.ParseWitnessPolicy([]byte("witness w0 " + vkey + " https://w0.example/\nquorum w0\n"))
 	if err != nil {
 		t.Fatal(err)
@@ -547,7 +528,7 @@ func TestWitnessedCheckpointRefusesCosignaturesDatedInTheFuture(t *testing.T) {
 		{"a clock an hour ahead", time.Hour, client.ErrNotWitnessed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			line, _ := cosignAt(seed, "w0.example", text, time.Now().Add(tc.ahead))
+			line, _ := witnesstest.CosignAt(seed, "w0.example", text, time.Now().Add(tc.ahead))
 			f.setWitnessed(append(slices.Clone(signed), line...))
 			cp, _, err := c.WitnessedCheckpoint(context.Background(), 0)
 			if tc.want == nil {

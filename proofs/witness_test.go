@@ -1,11 +1,8 @@
 package proofs_test
 
 import (
-	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -16,6 +13,7 @@ import (
 	fnote "github.com/transparency-dev/formats/note"
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/chipledger/chipledger/internal/witness/witnesstest"
 	"github.com/chipledger/chipledger/proofs"
 )
 
@@ -176,21 +174,6 @@ func TestParseWitnessPolicy(t *testing.T) {
 	}
 }
 
-// cosignAt returns a cosignature/v1 line by the Ed25519 key of seed, named
-// name, over the note text, stamped t: built here from the spec
-// (c2sp.org/tlog-cosignature), so that the verifiers of
-// transparency-dev/formats check an encoding they did not make.
-func cosignAt(seed [32]byte, name, text string, t time.Time) (line, vkey string) {
-	priv := ed25519.NewKeyFromSeed(seed[:])
-	pub := priv.Public().(ed25519.PublicKey)
-	h := sha256.Sum256(append([]byte(name+"\n\x04"), pub...))
-	msg := fmt.Sprintf("cosignature/v1\ntime %d\n%s", t.Unix(), text)
-	sig := binary.BigEndian.AppendUint64(slices.Clone(h[:4]), uint64(t.Unix()))
-	sig = append(sig, ed25519.Sign(priv, []byte(msg))...)
-	vkey = fmt.Sprintf("%s+%x+%s", name, h[:4], base64.StdEncoding.EncodeToString(append([]byte{0x04}, pub...)))
-	return fmt.Sprintf("— %s %s\n", name, base64.StdEncoding.EncodeToString(sig)), vkey
-}
-
 func TestVerifyWitnessedCheckpointBetweenCountsOnlyRecentCosignatures(t *testing.T) {
 	l := newTestLog(t, "example.com/witnessed")
 	body := string(proofs.Checkpoint{Origin: "example.com/witnessed", Size: 7, Hash: [32]byte{4}}.Marshal())
@@ -203,7 +186,7 @@ func TestVerifyWitnessedCheckpointBetweenCountsOnlyRecentCosignatures(t *testing
 		name := fmt.Sprintf("w%d.example", i)
 		lines[name] = map[time.Time]string{}
 		for _, at := range []time.Time{old, now, future} {
-			line, vkey := cosignAt(sha256.Sum256([]byte(name)), name, body, at)
+			line, vkey := witnesstest.CosignAt(sha256.Sum256([]byte(name)), name, body, at)
 			lines[name][at] = line
 			if at == now {
 				fmt.Fprintf(&policy, "witness w%d %s https://w%d.example/\n", i, vkey, i)

@@ -4,14 +4,20 @@
 package witnesstest
 
 import (
+	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	fnote "github.com/transparency-dev/formats/note"
 	"golang.org/x/mod/sumdb/note"
@@ -114,4 +120,21 @@ func start(t testing.TB, name, logVKey string) *Witness {
 	t.Cleanup(srv.Close)
 	w.URL = srv.URL
 	return w
+}
+
+// CosignAt returns a cosignature/v1 line by the Ed25519 key of seed, named
+// name, over the note text, stamped t, and the witness's verifier key:
+// what a witness whose clock reads t answers. It is built here from the
+// spec (c2sp.org/tlog-cosignature), not with transparency-dev/formats, so
+// that the verifiers check an encoding they did not make, and so that a
+// test can choose the time.
+func CosignAt(seed [32]byte, name, text string, t time.Time) (line, vkey string) {
+	priv := ed25519.NewKeyFromSeed(seed[:])
+	pub := priv.Public().(ed25519.PublicKey)
+	h := sha256.Sum256(append([]byte(name+"\n\x04"), pub...))
+	msg := fmt.Sprintf("cosignature/v1\ntime %d\n%s", t.Unix(), text)
+	sig := binary.BigEndian.AppendUint64(slices.Clone(h[:4]), uint64(t.Unix()))
+	sig = append(sig, ed25519.Sign(priv, []byte(msg))...)
+	vkey = fmt.Sprintf("%s+%x+%s", name, h[:4], base64.StdEncoding.EncodeToString(append([]byte{0x04}, pub...)))
+	return fmt.Sprintf("— %s %s\n", name, base64.StdEncoding.EncodeToString(sig)), vkey
 }
