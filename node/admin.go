@@ -298,12 +298,9 @@ func forwardAdmin[Req, Resp any](ctx context.Context, n *Node, req *connect.Requ
 	}
 	ctx, cancel := context.WithTimeout(ctx, maxWait)
 	defer cancel()
-	if err := n.waitForLeader(ctx); err != nil {
-		return nil, n.unavailable("no leader")
-	}
-	_, addr := n.leaderAPI()
-	if addr == "" {
-		return nil, n.unavailable("the leader's API address is not known yet")
+	addr, err := n.waitForLeaderAPI(ctx)
+	if err != nil {
+		return nil, err
 	}
 	fwd := connect.NewRequest(req.Msg)
 	fwd.Header().Set(forwardedHeader, n.cfg.ID)

@@ -626,14 +626,33 @@ func (n *Node) waitForLeader(ctx context.Context) error {
 	}
 }
 
+// waitForLeaderAPI waits until some node is leader and this node knows the
+// leader's API address: a follower that has just started or joined learns
+// it when it applies the leader's membership entry, moments after it hears
+// from the leader. The error is the caller's answer.
+func (n *Node) waitForLeaderAPI(ctx context.Context) (string, error) {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if _, addr := n.leaderAPI(); addr != "" {
+			return addr, nil
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			if addr, _ := n.raft.LeaderWithID(); addr == "" {
+				return "", n.unavailable("no leader: " + ctx.Err().Error())
+			}
+			return "", n.unavailable("the leader's API address is not known yet: " + ctx.Err().Error())
+		}
+	}
+}
+
 // forwardAppend sends an append to the leader and returns its answer.
 func (n *Node) forwardAppend(ctx context.Context, msg *v1.AppendRequest) (*connect.Response[v1.AppendResponse], error) {
-	if err := n.waitForLeader(ctx); err != nil {
-		return nil, n.unavailable("no leader: " + err.Error())
-	}
-	_, addr := n.leaderAPI()
-	if addr == "" {
-		return nil, n.unavailable("the leader's API address is not known yet")
+	addr, err := n.waitForLeaderAPI(ctx)
+	if err != nil {
+		return nil, err
 	}
 	req := connect.NewRequest(msg)
 	req.Header().Set(forwardedHeader, n.cfg.ID)

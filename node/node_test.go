@@ -16,6 +16,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -379,6 +381,61 @@ func TestSameLeafThroughEveryNodeLandsOnce(t *testing.T) {
 	if got := payload(t, c.nodes[0]); got != 6 {
 		t.Fatalf("%d entries, want 6", got)
 	}
+}
+
+// TestFollowerForwardsOnceItLearnsTheLeadersAddress appends through a
+// node that hears from the leader before it knows where the leader serves
+// its API (it learns that by applying the leader's membership entry, which
+// a full disk holds up here): the append waits for the address, within its
+// deadline, rather than failing at once.
+func TestFollowerForwardsOnceItLearnsTheLeadersAddress(t *testing.T) {
+	var full atomic.Bool // node4's disk takes no more writes
+	c := newConfiguredCluster(t, 3, nil, func(cfg *Config) {
+		if cfg.ID != "node4" {
+			return
+		}
+		cfg.StoreFaults = func(op string) error {
+			if op != "sync directory" && full.Load() {
+				return fmt.Errorf("%s: %w", op, syscall.ENOSPC)
+			}
+			return nil
+		}
+	})
+	ctx := context.Background()
+	c.registerStation()
+	// node3 joins after the station's registration, and leads: a node that
+	// cannot apply the registration does not learn node3's address.
+	c.addNode(false)
+	c.waitSameState(1)
+	if _, err := c.admin(0).TransferLeadership(ctx, connect.NewRequest(&v1.TransferLeadershipRequest{NodeId: "node3"})); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "node3 to lead", 10*time.Second, func() bool { return c.nodes[3].IsLeader() })
+	full.Store(true)
+	n := c.addNode(false)
+	waitFor(t, "node4 to hear from the leader and fail to apply", 10*time.Second, func() bool {
+		_, id := n.raft.LeaderWithID()
+		return id == "node3" && n.fsm.storeFault() != nil
+	})
+	if _, addr := n.leaderAPI(); addr != "" {
+		t.Fatalf("node4 knows the leader at %s before applying its membership", addr)
+	}
+	leaf := c.escrowLeaves(0, 1)[0]
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	if _, err := c.append(short, 4, leaf); connect.CodeOf(err) != connect.CodeUnavailable && connect.CodeOf(err) != connect.CodeDeadlineExceeded {
+		t.Fatalf("append before the address is known, with a short deadline: %v, want UNAVAILABLE or DEADLINE_EXCEEDED", err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.append(ctx, 4, leaf)
+		done <- err
+	}()
+	full.Store(false)
+	if err := <-done; err != nil {
+		t.Fatalf("append through node4: %v, want it forwarded once the node knows the leader's address", err)
+	}
+	c.waitSameState(2)
 }
 
 // TestTilesClientVerifiesInclusion reads the log over HTTP as a C2SP
