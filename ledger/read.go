@@ -48,7 +48,7 @@ func (r *reader) block(bc *blockCursor, name []byte, index uint64, size int) ([]
 	v := bc.val
 	off := int(index&(blockLen-1)) * size
 	if len(v) < off+size {
-		return nil, fmt.Errorf("%s record %d missing: store corrupt", name, index)
+		return nil, fmt.Errorf("%w: %s record %d missing", ErrCorrupt, name, index)
 	}
 	return v[off : off+size], nil
 }
@@ -168,30 +168,80 @@ func (s *Store) Leaves(start, end uint64) ([][]byte, error) {
 func splitRecords(raw []byte, start, end uint64) ([][]byte, error) {
 	leaves := make([][]byte, 0, end-start)
 	for len(raw) > 0 {
-		if len(raw) < 2 || len(raw) < 2+int(binary.BigEndian.Uint16(raw)) {
-			return nil, fmt.Errorf("leaf %d: truncated record in entries file: store corrupt", start+uint64(len(leaves)))
+		leaf, rest, err := nextRecord(raw, start+uint64(len(leaves)))
+		if err != nil {
+			return nil, err
 		}
-		n := 2 + int(binary.BigEndian.Uint16(raw))
-		leaves = append(leaves, raw[2:n:n])
-		raw = raw[n:]
+		leaves = append(leaves, leaf)
+		raw = rest
 	}
 	if uint64(len(leaves)) != end-start {
-		return nil, fmt.Errorf("leaves [%d, %d): found %d records: store corrupt", start, end, len(leaves))
+		return nil, fmt.Errorf("%w: leaves [%d, %d): found %d records", ErrCorrupt, start, end, len(leaves))
 	}
 	return leaves, nil
 }
 
-// records returns the raw u16-framed records of leaves [start, end).
+// nextRecord splits the first u16-framed record, leaf i's, off raw.
+func nextRecord(raw []byte, i uint64) (leaf, rest []byte, err error) {
+	if len(raw) < 2 || len(raw) < 2+int(binary.BigEndian.Uint16(raw)) {
+		return nil, nil, fmt.Errorf("%w: leaf %d: truncated record in the entries file", ErrCorrupt, i)
+	}
+	n := 2 + int(binary.BigEndian.Uint16(raw))
+	return raw[2:n:n], raw[n:], nil
+}
+
+// checkRecords checks that the raw records of leaves [start, start+len(want))
+// are those leaves: each hashes to its stored leaf hash. The entries file
+// is not covered by the tree hashes bbolt keeps, so a bit flipped in it on
+// disk would otherwise be served (and snapshotted) as the log's entry.
+func checkRecords(raw []byte, start uint64, want []Hash) error {
+	lh := newLeafHasher()
+	for k, h := range want {
+		i := start + uint64(k)
+		leaf, rest, err := nextRecord(raw, i)
+		if err != nil {
+			return err
+		}
+		if lh.sum(leaf) != h {
+			return fmt.Errorf("%w: leaf %d in the entries file does not hash to its stored leaf hash", ErrCorrupt, i)
+		}
+		raw = rest
+	}
+	if len(raw) != 0 {
+		return fmt.Errorf("%w: leaves [%d, %d): %d bytes past the last record", ErrCorrupt, start, start+uint64(len(want)), len(raw))
+	}
+	return nil
+}
+
+// records returns the raw u16-framed records of leaves [start, end),
+// checked against their stored leaf hashes.
 func (s *Store) records(start, end uint64) ([]byte, error) {
 	var from, to uint64
+	hashes := make([]Hash, 0, end-start)
 	err := s.view(end, func(r *reader) (err error) {
-		from, to, err = r.span(start, end)
-		return err
+		if from, to, err = r.span(start, end); err != nil {
+			return err
+		}
+		for i := start; i < end; i++ {
+			h, err := r.node(0, i)
+			if err != nil {
+				return err
+			}
+			hashes = append(hashes, h)
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("leaves [%d, %d): %w", start, end, err)
 	}
-	return s.readSpan(start, end, from, to)
+	raw, err := s.readSpan(start, end, from, to)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkRecords(raw, start, hashes); err != nil {
+		return nil, err
+	}
+	return raw, nil
 }
 
 // readSpan reads the raw records of leaves [start, end), the bytes
@@ -204,21 +254,24 @@ func (s *Store) readSpan(start, end, from, to uint64) ([]byte, error) {
 	return buf, nil
 }
 
-// leaf is Leaf inside a read transaction, with the same errors.
+// leaf is Leaf inside a read transaction, with the same errors and check.
 func (s *Store) leaf(r *reader, i uint64) ([]byte, error) {
 	from, to, err := r.span(i, i+1)
 	if err != nil {
 		return nil, fmt.Errorf("leaves [%d, %d): %w", i, i+1, err)
 	}
+	h, err := r.node(0, i)
+	if err != nil {
+		return nil, fmt.Errorf("leaf %d: %w", i, err)
+	}
 	raw, err := s.readSpan(i, i+1, from, to)
 	if err != nil {
 		return nil, err
 	}
-	leaves, err := splitRecords(raw, i, i+1)
-	if err != nil {
+	if err := checkRecords(raw, i, []Hash{h}); err != nil {
 		return nil, err
 	}
-	return leaves[0], nil
+	return raw[2:], nil
 }
 
 // RootAt returns the root of the tree made of the first size leaves, for any

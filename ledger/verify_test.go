@@ -108,3 +108,58 @@ func corruptHash(t *testing.T, dir string, si uint64) {
 		t.Fatal(err)
 	}
 }
+
+// TestReadsRefuseALeafCorruptedOnDisk flips a byte of one leaf in the
+// entries file of an open store: every read that returns that leaf's bytes
+// (a leaf, a range, an entry bundle tile) fails with ErrCorrupt naming it,
+// rather than serve bytes the log never held; the leaves around it still
+// read.
+func TestReadsRefuseALeafCorruptedOnDisk(t *testing.T) {
+	dir := t.TempDir()
+	fillStore(t, dir, 1000)
+	s, err := Open(dir, Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	f, err := os.OpenFile(filepath.Join(dir, entriesFile), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b [1]byte
+	off := int64(14*300 + 2 + 5) // inside leaf 300 (each record is 2 + 12 bytes)
+	if _, err := f.ReadAt(b[:], off); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 1
+	if _, err := f.WriteAt(b[:], off); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	reads := map[string]func() error{
+		"Leaf(300)": func() error { _, err := s.Leaf(300); return err },
+		"Leaves(256, 512)": func() error {
+			_, err := s.Leaves(256, 512)
+			return err
+		},
+		"entry bundle tile 1": func() error {
+			_, err := s.ReadTile(TileRef{Entries: true, Index: 1, Width: 256})
+			return err
+		},
+	}
+	for name, read := range reads {
+		if err := read(); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "leaf 300 ") {
+			t.Errorf("%s: %v, want ErrCorrupt naming leaf 300", name, err)
+		}
+	}
+	for _, i := range []uint64{0, 299, 301, 999} {
+		leaf, err := s.Leaf(i)
+		if err != nil || string(leaf) != string(binary.BigEndian.AppendUint64([]byte("leaf"), i)) {
+			t.Errorf("Leaf(%d) = %q, %v", i, leaf, err)
+		}
+	}
+	if _, err := s.Leaves(0, 300); err != nil {
+		t.Errorf("Leaves(0, 300): %v", err)
+	}
+}

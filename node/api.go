@@ -533,6 +533,7 @@ var errorCodes = []struct {
 	{ErrStationRevoked, connect.CodeFailedPrecondition},
 	{ledger.ErrEpochGap, connect.CodeFailedPrecondition},
 	{ledger.ErrBeyondSize, connect.CodeOutOfRange},
+	{ledger.ErrCorrupt, connect.CodeDataLoss},
 	{ledger.ErrNotIndexed, connect.CodeUnavailable},
 	{errQueueFull, connect.CodeResourceExhausted},
 	{ErrStationRateLimited, connect.CodeResourceExhausted},

@@ -1,13 +1,17 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"github.com/chipledger/chipledger/internal/testpki"
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"io"
+	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -454,4 +458,78 @@ func TestLookupChipOfAStoreBehindItsCheckpointIsUnavailable(t *testing.T) {
 	}
 	faults.set()
 	waitFor(t, "the store to recover", 15*time.Second, func() bool { return n.fsm.storeFault() == nil })
+}
+
+// TestANodeRefusesToServeALeafCorruptedOnDisk flips a byte of a logged
+// leaf in a running node's entries file: the API answers DATA_LOSS and the
+// tiles API a server error for reads that include it, and the node logs
+// the fault, rather than serve bytes the log never held; other leaves
+// still read.
+func TestANodeRefusesToServeALeafCorruptedOnDisk(t *testing.T) {
+	logs := &countingHandler{counts: make(map[string]int)}
+	c := newConfiguredCluster(t, 1, nil, func(cfg *Config) { cfg.Logger = slog.New(logs) })
+	c.registerStation()
+	ctx := context.Background()
+	for _, leaf := range c.escrowLeaves(0, 3) {
+		if _, err := c.append(ctx, 0, leaf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	size := c.nodes[0].Checkpoint().Size
+	all, err := c.client(0).GetEntries(ctx, connect.NewRequest(&v1.GetEntriesRequest{Start: 0, End: size}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Corrupt the last escrow entry (the log also holds the station's
+	// registration and each batch's index-root leaf).
+	bad, off := -1, int64(0)
+	var at int64
+	for i, l := range all.Msg.Leaves {
+		if _, err := ledger.ParseEscrowEntry(l); err == nil {
+			bad, off = i, at+2+int64(len(l))/2
+		}
+		at += 2 + int64(len(l))
+	}
+	if bad < 1 || bad == int(size)-1 {
+		t.Fatalf("escrow entry at %d of %d leaves: want one with leaves on both sides", bad, size)
+	}
+	path, err := LedgerPath(c.cfgs[0].DataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(filepath.Join(path, "entries.dat"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b [1]byte
+	if _, err := f.ReadAt(b[:], off); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0x40
+	if _, err := f.WriteAt(b[:], off); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	_, err = c.client(0).GetEntries(ctx, connect.NewRequest(&v1.GetEntriesRequest{Start: 0, End: size}))
+	if connect.CodeOf(err) != connect.CodeDataLoss || !strings.Contains(err.Error(), fmt.Sprintf("leaf %d ", bad)) {
+		t.Fatalf("GetEntries over corrupted leaf %d: %v, want DATA_LOSS naming it", bad, err)
+	}
+	if logs.count("request failed by a fault of this node") == 0 {
+		t.Error("the node did not log the fault")
+	}
+	resp, err := c.http.Get(fmt.Sprintf("http://%s/tile/entries/000.p/%d", c.cfgs[0].APIAddr, size))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusInternalServerError {
+		t.Errorf("entry bundle over a corrupted leaf: HTTP %d, want 500", resp.StatusCode)
+	}
+	for _, i := range []uint64{uint64(bad) - 1, uint64(bad) + 1} {
+		got, err := c.client(0).GetEntries(ctx, connect.NewRequest(&v1.GetEntriesRequest{Start: i, End: i + 1}))
+		if err != nil || !bytes.Equal(got.Msg.Leaves[0], all.Msg.Leaves[i]) {
+			t.Fatalf("GetEntries [%d, %d) beside the corrupted leaf: %v", i, i+1, err)
+		}
+	}
 }

@@ -22,6 +22,21 @@ import (
 // 65,535 bytes).
 const maxRequestBytes = 128 << 10
 
+// logFaults logs the API's answers that report a fault of this node
+// rather than of the request (INTERNAL, DATA_LOSS), which the caller sees
+// but the operator otherwise would not.
+func (n *Node) logFaults() connect.UnaryInterceptorFunc {
+	return func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			resp, err := next(ctx, req)
+			if code := connect.CodeOf(err); err != nil && (code == connect.CodeInternal || code == connect.CodeDataLoss) {
+				n.log.Error("request failed by a fault of this node", "procedure", req.Spec().Procedure, "code", code.String(), "err", err)
+			}
+			return resp, err
+		}
+	}
+}
+
 // startHTTP serves the Connect API (Connect, gRPC and gRPC-Web over
 // HTTP/1.1 and h2c), the C2SP tlog-tiles read API, /healthz, /readyz and
 // /metrics on the node's listener.
@@ -32,6 +47,7 @@ func (n *Node) startHTTP() {
 		// costs CPU and saves little, so only large responses are
 		// compressed.
 		connect.WithCompressMinBytes(64 << 10),
+		connect.WithInterceptors(n.logFaults()),
 	}
 	mux := http.NewServeMux()
 	ledgerPath, ledgerHandler := chipledgerv1connect.NewLedgerServiceHandler(&ledgerService{n}, opts...)
