@@ -202,3 +202,32 @@ func BenchmarkHashTile(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkEntryTile reads full entry bundles of 1,536-byte leaves, each
+// leaf checked against its stored leaf hash.
+func BenchmarkEntryTile(b *testing.B) {
+	s, err := Open(b.TempDir(), Options{NoSync: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	const tiles = 64
+	batch := make([][]byte, 256)
+	for t := range tiles {
+		for i := range batch {
+			batch[i] = binary.BigEndian.AppendUint64(make([]byte, 0, 1536), uint64(t*256+i))[:1536]
+		}
+		if _, err := s.Append(batch, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+	rng := rand.New(rand.NewPCG(9, 10))
+	b.SetBytes(256 * (2 + 1536))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := s.ReadTile(TileRef{Entries: true, Index: rng.Uint64N(tiles), Width: 256}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -246,7 +246,7 @@ func (ci *chipIndex) replay(from, to uint64) error {
 		}
 		if rec, ok := escrowRecord(l, i); ok {
 			rec.chip = slices.Clone(rec.chip)
-			rec.LeafHash = lh.sum(l)
+			rec.LeafHash = lh.hash(l)
 			recs = append(recs, rec)
 		}
 		if len(recs) >= 1<<16 {

@@ -202,7 +202,7 @@ func checkRecords(raw []byte, start uint64, want []Hash) error {
 		if err != nil {
 			return err
 		}
-		if lh.sum(leaf) != h {
+		if lh.hash(leaf) != h {
 			return fmt.Errorf("%w: leaf %d in the entries file does not hash to its stored leaf hash", ErrCorrupt, i)
 		}
 		raw = rest

@@ -413,7 +413,7 @@ func (s *Store) append(leaves [][]byte, marker []byte, indexed bool) (AppendResu
 	// (but for the chip map of an indexed batch, see AppendIndexed).
 	leafHashes := s.leafHashes[:0]
 	for _, l := range leaves {
-		leafHashes = append(leafHashes, s.hasher.sum(l))
+		leafHashes = append(leafHashes, s.hasher.hash(l))
 	}
 	s.leafHashes = leafHashes
 	chipUpdates, stations := s.chips.prepare(leaves, leafHashes, first)
@@ -421,7 +421,7 @@ func (s *Store) append(leaves [][]byte, marker []byte, indexed bool) (AppendResu
 	if closeIndex {
 		closing, _ := (&IndexRoot{CoveredSize: first + uint64(len(leaves)), ChipCount: count, Root: root}).MarshalLeaf()
 		leaves = append(leaves, closing)
-		s.leafHashes = append(s.leafHashes, s.hasher.sum(closing))
+		s.leafHashes = append(s.leafHashes, s.hasher.hash(closing))
 		leafHashes = s.leafHashes
 	}
 	res, err := s.appendHashed(leaves, leafHashes, first, chipUpdates, stations, marker)

@@ -115,7 +115,7 @@ func TestRFC6962Vectors(t *testing.T) {
 	var stored []Hash
 	h := newLeafHasher()
 	for i, leaf := range testonly.LeafInputs() {
-		e.push(h.sum(leaf), func(_ uint8, x Hash) { stored = append(stored, x) })
+		e.push(h.hash(leaf), func(_ uint8, x Hash) { stored = append(stored, x) })
 		if got, want := e.root(), testonly.RootHashes()[i+1]; !bytes.Equal(got[:], want) {
 			t.Errorf("root of %d leaves = %x, want %x", i+1, got, want)
 		}
@@ -593,7 +593,7 @@ func TestChipIndexSurvivesReopenAndDamagedJournal(t *testing.T) {
 				chip := chipN(rng.Uint64N(150))
 				epoch := uint32(len(model[string(chip)]) + 1)
 				leaf := fakeEscrowLeaf(t, chip, epoch, 100)
-				model[string(chip)] = append(model[string(chip)], ChipEntry{Epoch: epoch, Index: idx, LeafHash: newLeafHasher().sum(leaf)})
+				model[string(chip)] = append(model[string(chip)], ChipEntry{Epoch: epoch, Index: idx, LeafHash: newLeafHasher().hash(leaf)})
 				batch = append(batch, leaf)
 			}
 			if _, err := s.Append(batch, nil); err != nil {

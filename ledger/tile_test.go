@@ -217,7 +217,7 @@ func TestEntryBundlesMatchLevelZeroTiles(t *testing.T) {
 			if want := leaves[int(ref.Index)*256+j]; string(entry) != string(want) {
 				t.Fatalf("bundle %d entry %d = %q, want %q", ref.Index, j, entry, want)
 			}
-			if h := lh.sum(entry); string(h[:]) != string(hashes[32*j:32*j+32]) {
+			if h := lh.hash(entry); string(h[:]) != string(hashes[32*j:32*j+32]) {
 				t.Fatalf("bundle %d entry %d does not hash to its level-0 tile hash", ref.Index, j)
 			}
 		}

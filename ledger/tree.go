@@ -11,18 +11,22 @@ type Hash = [32]byte
 
 // leafHasher computes RFC 6962 leaf hashes, SHA-256(0x00 ‖ leaf), reusing one
 // SHA-256 state so that hashing a batch does not allocate.
-type leafHasher struct{ h hash.Hash }
+type leafHasher struct {
+	h   hash.Hash
+	sum []byte // Sum's buffer, reused: a fresh one would escape to the heap
+}
 
-func newLeafHasher() *leafHasher { return &leafHasher{h: sha256.New()} }
+func newLeafHasher() *leafHasher {
+	return &leafHasher{h: sha256.New(), sum: make([]byte, 0, sha256.Size)}
+}
 
 var leafPrefix = []byte{0}
 
-func (lh *leafHasher) sum(leaf []byte) (out Hash) {
+func (lh *leafHasher) hash(leaf []byte) Hash {
 	lh.h.Reset()
 	lh.h.Write(leafPrefix)
 	lh.h.Write(leaf)
-	lh.h.Sum(out[:0])
-	return out
+	return Hash(lh.h.Sum(lh.sum[:0]))
 }
 
 // nodeHash is the RFC 6962 interior node hash, SHA-256(0x01 ‖ left ‖ right).

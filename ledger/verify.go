@@ -87,7 +87,7 @@ func VerifyStore(dir string, progress func(done, total uint64)) (*VerifyReport, 
 			}
 			// During push e.size is still leaf i's index, so the node at
 			// level lv it completes has index i >> lv.
-			e.push(lh.sum(l), func(lv uint8, h Hash) {
+			e.push(lh.hash(l), func(lv uint8, h Hash) {
 				if mismatch != nil {
 					return
 				}
