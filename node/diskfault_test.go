@@ -515,7 +515,7 @@ func TestANodeRefusesToServeALeafCorruptedOnDisk(t *testing.T) {
 	if connect.CodeOf(err) != connect.CodeDataLoss || !strings.Contains(err.Error(), fmt.Sprintf("leaf %d ", bad)) {
 		t.Fatalf("GetEntries over corrupted leaf %d: %v, want DATA_LOSS naming it", bad, err)
 	}
-	if logs.count("request failed by a fault of this node") == 0 {
+	if logs.count("request answered with a server fault") == 0 {
 		t.Error("the node did not log the fault")
 	}
 	resp, err := c.http.Get(fmt.Sprintf("http://%s/tile/entries/000.p/%d", c.cfgs[0].APIAddr, size))

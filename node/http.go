@@ -22,15 +22,15 @@ import (
 // 65,535 bytes).
 const maxRequestBytes = 128 << 10
 
-// logFaults logs the API's answers that report a fault of this node
-// rather than of the request (INTERNAL, DATA_LOSS), which the caller sees
-// but the operator otherwise would not.
+// logFaults logs the API's answers that report a server's fault rather
+// than the request's (INTERNAL, DATA_LOSS: this node's, or the leader's
+// passed on), which the caller sees but the operator otherwise would not.
 func (n *Node) logFaults() connect.UnaryInterceptorFunc {
 	return func(next connect.UnaryFunc) connect.UnaryFunc {
 		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 			resp, err := next(ctx, req)
 			if code := connect.CodeOf(err); err != nil && (code == connect.CodeInternal || code == connect.CodeDataLoss) {
-				n.log.Error("request failed by a fault of this node", "procedure", req.Spec().Procedure, "code", code.String(), "err", err)
+				n.log.Error("request answered with a server fault", "procedure", req.Spec().Procedure, "code", code.String(), "err", err)
 			}
 			return resp, err
 		}
