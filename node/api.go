@@ -630,13 +630,21 @@ func (n *Node) waitForLeader(ctx context.Context) error {
 // waitForLeaderAPI waits until some node is leader and this node knows the
 // leader's API address: a follower that has just started or joined learns
 // it when it applies the leader's membership entry, moments after it hears
-// from the leader. The error is the caller's answer.
+// from the leader. A node that cannot read its member table (its ledger
+// store failed and is behind what it served, or closed) does not learn the
+// address by waiting: it answers at once, so that the client tries another
+// node rather than wait out its deadline here. The error is the caller's
+// answer.
 func (n *Node) waitForLeaderAPI(ctx context.Context) (string, error) {
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	for {
-		if _, addr := n.leaderAPI(); addr != "" {
+		_, addr, err := n.leaderAPIOrErr()
+		if addr != "" {
 			return addr, nil
+		}
+		if err != nil {
+			return "", n.unavailable("the leader's API address is not known: this node cannot read its member table: " + err.Error())
 		}
 		select {
 		case <-t.C:

@@ -827,18 +827,25 @@ func (n *Node) Checkpoint() Checkpoint { return *n.fsm.checkpoint() }
 
 // leaderAPI returns the API address of the current leader, if known.
 func (n *Node) leaderAPI() (id, addr string) {
+	id, addr, _ = n.leaderAPIOrErr()
+	return id, addr
+}
+
+// leaderAPIOrErr is leaderAPI, with the error that kept this node from
+// reading its member table (a failing ledger store, say), if any.
+func (n *Node) leaderAPIOrErr() (id, addr string, err error) {
 	_, lid := n.raft.LeaderWithID()
 	if lid == "" {
-		return "", ""
+		return "", "", nil
 	}
 	if string(lid) == n.cfg.ID {
-		return n.cfg.ID, n.apiAddr
+		return n.cfg.ID, n.apiAddr, nil
 	}
 	members, err := n.fsm.members()
 	if err != nil {
-		return string(lid), ""
+		return string(lid), "", err
 	}
-	return string(lid), members[string(lid)]
+	return string(lid), members[string(lid)], nil
 }
 
 // newHCLogger sends Raft's logs, warnings and above, to the node's logger,
