@@ -212,13 +212,18 @@ func (f *fsm) close() error {
 func (f *fsm) withStore(fn func(s *ledger.Store) error) error {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	if fault := f.storeFault(); fault != nil {
-		// A recovery that reopened the store at its durable state and has
-		// not replayed the rest leaves it behind the published checkpoint:
-		// answers from it would be below sizes the node already served.
-		if cp := f.checkpoint(); cp != nil && f.store.Size() < cp.Size {
-			return fmt.Errorf("%w: the ledger store is back at size %d, behind the served checkpoint of size %d, until it recovers", fault, f.store.Size(), cp.Size)
+	// A recovery that reopened the store at its durable state and has not
+	// replayed the rest leaves it behind the published checkpoint: answers
+	// from it would be below sizes the node already served. Checked
+	// whether or not the fault is recorded yet: an idle flush's recovery
+	// (recoverFlush) releases the lock before flushDue records its
+	// failure.
+	if cp := f.checkpoint(); cp != nil && f.store.Size() < cp.Size {
+		fault := f.storeFault()
+		if fault == nil {
+			fault = fmt.Errorf("%w: the ledger store is recovering", ErrStoreFault)
 		}
+		return fmt.Errorf("%w: the ledger store is back at size %d, behind the served checkpoint of size %d, until it recovers", fault, f.store.Size(), cp.Size)
 	}
 	err := fn(f.store)
 	if err != nil && f.fault.Load() != nil {
