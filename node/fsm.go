@@ -83,6 +83,11 @@ type fsm struct {
 	faulted     chan struct{}         // signalled when a fault starts
 	faultMu     sync.Mutex
 	faultCh     chan struct{} // closed while Apply is faulted, replaced when it recovers
+	// replaying is set, under mu, while a reopened store lacks entries
+	// this node applied: from reopen's start until its replay completes.
+	// Apply must not add an entry to such a store (the replica would
+	// skip the missing ones and sign a tree no other replica has).
+	replaying bool
 
 	cp      atomic.Pointer[Checkpoint]
 	cpMu    sync.Mutex
@@ -149,7 +154,11 @@ const (
 // append, and from the node's flusher when the log is idle.
 func (f *fsm) flushDue(now time.Time) error {
 	var err error
+	unfinished := false // a recovery left the store without entries it must replay
 	f.withStoreLocked(func(s *ledger.Store) {
+		if unfinished = f.replaying; unfinished {
+			return
+		}
 		p := s.Pending()
 		if p == 0 || (p < flushLeaves && now.Sub(f.lastFlush()) < flushInterval) {
 			return
@@ -158,7 +167,7 @@ func (f *fsm) flushDue(now time.Time) error {
 			f.flushedAt.Store(now.UnixNano())
 		}
 	})
-	if errors.Is(err, ledger.ErrStoreFailed) {
+	if unfinished || errors.Is(err, ledger.ErrStoreFailed) {
 		if err = f.recoverFlush(); err == nil {
 			f.flushedAt.Store(now.UnixNano())
 		}
@@ -309,7 +318,15 @@ func (f *fsm) Apply(l *raft.Log) any {
 		return fmt.Errorf("%w: raft entry %d not applied: the node is stopping with an earlier entry unapplied", ErrStoreFault, l.Index)
 	}
 	f.mu.RLock()
-	res, err := f.apply(l)
+	var res any
+	var err error
+	if f.replaying {
+		// An idle flush's recovery reopened the store and could not
+		// replay all it lacks: recoverStore finishes that replay first.
+		err = fmt.Errorf("%w: the ledger store lacks entries before raft entry %d: an earlier recovery did not finish", ErrStoreFault, l.Index)
+	} else {
+		res, err = f.apply(l)
+	}
 	if err == nil {
 		// Under the lock, so that an idle flush's recovery (recoverFlush),
 		// which replays through the applied index, never reopens the store
@@ -596,6 +613,7 @@ func (f *fsm) reapply(l *raft.Log) (any, error) {
 // reopen reopens the store at its durable state and applies again the Raft
 // entries after its marker, through last. The caller holds f.mu.
 func (f *fsm) reopen(last uint64) error {
+	f.replaying = true
 	if !f.storeClosed {
 		f.store.Close() // flushes what it can; the error is the one being recovered from
 		f.storeClosed = true
@@ -623,6 +641,7 @@ func (f *fsm) reopen(last uint64) error {
 			return fmt.Errorf("replay raft entry %d: %w", i, err)
 		}
 	}
+	f.replaying = false
 	return nil
 }
 

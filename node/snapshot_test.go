@@ -317,6 +317,90 @@ func TestIdleFlushRecoversFromAFailedCommit(t *testing.T) {
 	}
 }
 
+// TestAnUnfinishedIdleFlushRecoveryIsFinishedBeforeTheNextApply: the idle
+// flush fails, and its recovery reopens the store but cannot replay what
+// the store's durable state lacks (the Raft log cannot be read either),
+// which leaves the reopened store, healthy in itself, without an entry the
+// node had applied. When the disk works again, the next entry must not be
+// applied on top of that store (the replica would skip the missing entry
+// and sign a tree no other replica has), nor may the next idle flush call
+// it recovered: either finishes the replay first.
+func TestAnUnfinishedIdleFlushRecoveryIsFinishedBeforeTheNextApply(t *testing.T) {
+	pki, err := sharedPKI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var broken atomic.Bool
+	batch := func(chip uint64) []byte {
+		leaf, err := pki.EscrowLeaf(testpki.ChipID(chip), 1, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return batchCommand(t, leaf)
+	}
+	entries := []*raft.Log{commandEntry(1, encodeGenesis()), commandEntry(2, batchCommand(t, pki.StationLeaf())), commandEntry(3, batch(7)), commandEntry(4, batch(8))}
+	// What every healthy replica holds after the four entries.
+	ref := newTestFSM(t, nil)
+	for _, e := range entries {
+		ref.Apply(e)
+	}
+	want := ref.checkpoint()
+
+	for _, idleFlushFirst := range []bool{false, true} {
+		broken.Store(false)
+		f := newTestFSM(t, func(op string) error {
+			if op == "commit" && broken.Load() {
+				return errors.New("injected: no space left on device")
+			}
+			return nil
+		})
+		f.logs = &flakyLogs{LogStore: inmemLog(t, entries...), broken: &broken}
+		for _, e := range entries[:2] {
+			f.Apply(e)
+		}
+		f.flushedAt.Store(time.Now().UnixNano()) // within the interval: entry 3 stays pending
+		f.Apply(entries[2])
+		if f.store.Pending() == 0 {
+			t.Fatal("entry 3 is not pending: nothing for the idle flush to do")
+		}
+		broken.Store(true)
+		if err := f.flushDue(time.Now().Add(time.Second)); err == nil {
+			t.Fatal("the idle flush and its recovery did not fail")
+		}
+		broken.Store(false) // the disk works again
+		if idleFlushFirst {
+			if err := f.flushDue(time.Now().Add(2 * time.Second)); err != nil || f.storeFault() != nil {
+				t.Fatalf("the idle flush after the disk recovered: %v; fault %v", err, f.storeFault())
+			}
+			if got, cp := f.store.Size(), f.checkpoint().Size; got != cp {
+				t.Fatalf("the idle flush after the disk recovered left the store at size %d, behind the checkpoint it signed, of size %d", got, cp)
+			}
+		}
+		if res, ok := f.Apply(entries[3]).(error); ok {
+			t.Fatalf("entry 4 after the disk recovered: %v", res)
+		}
+		if got := f.store.State(); got.Size != want.Size || got.Root != want.Root {
+			t.Fatalf("idle flush first %v: after entry 4 the store is at size %d root %x; every other replica is at size %d root %x", idleFlushFirst, got.Size, got.Root, want.Size, want.Root)
+		}
+		if cp := f.checkpoint(); cp.Size != want.Size || cp.Root != want.Root {
+			t.Fatalf("idle flush first %v: the node signs size %d root %x, want %d %x", idleFlushFirst, cp.Size, cp.Root, want.Size, want.Root)
+		}
+	}
+}
+
+// flakyLogs is a Raft log whose reads fail while broken.
+type flakyLogs struct {
+	raft.LogStore
+	broken *atomic.Bool
+}
+
+func (l *flakyLogs) GetLog(i uint64, out *raft.Log) error {
+	if l.broken.Load() {
+		return errors.New("injected: input/output error")
+	}
+	return l.LogStore.GetLog(i, out)
+}
+
 // TestABatchWhoseFlushFailedStillAnswersItsAppends: the flush that ends an
 // applied batch fails (a disk error), and the recovery finds the batch
 // durable all the same (the store's close on reopen, or a commit that
